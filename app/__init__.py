@@ -1,0 +1,71 @@
+"""The Recoup application factory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from config import INSTANCE_DIR, Config, config_from_env
+
+
+def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides: Any) -> Flask:
+    """Build the app. ``config`` is a config class, or a dict of overrides on top of the environment's class."""
+    app = Flask(__name__, instance_path=str(INSTANCE_DIR), instance_relative_config=False)
+    if isinstance(config, type):
+        app.config.from_object(config)
+    else:
+        app.config.from_object(config_from_env())
+        if config:
+            app.config.update(config)
+    app.config.update(overrides)
+    _ensure_sqlite_folder(app.config["SQLALCHEMY_DATABASE_URI"])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+    from app.extensions import babel, csrf, db, login_manager, migrate
+
+    db.init_app(app)
+    migrate.init_app(
+        app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"), render_as_batch=True,
+        compare_type=True,
+    )
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=_select_locale)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = None
+
+    from app import models  # noqa: F401  (every table registered before anything asks)
+    from app.queue import make_queue
+
+    app.extensions["recoup.queue"] = make_queue(app)
+
+    from app.web import register_blueprints
+
+    register_blueprints(app)
+
+    from admin import init_admin
+
+    init_admin(app)
+
+    from app.cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _select_locale() -> str | None:
+    from flask import current_app, request
+    from flask_login import current_user
+
+    if getattr(current_user, "is_authenticated", False) and current_user.locale:
+        return current_user.locale  # type: ignore[no-any-return]
+    return request.accept_languages.best_match(current_app.config["LANGUAGES"])
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,41 @@
+"""``flask --app wsgi ...`` commands."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+
+def register_cli(app: Flask) -> None:
+    from app.cli_ops import demo_command, fetch_command, sandbox_command, worker_command
+    from app.cli_users import users_cli
+
+    app.cli.add_command(users_cli)
+    app.cli.add_command(fetch_command)
+    app.cli.add_command(worker_command)
+    app.cli.add_command(sandbox_command)
+    app.cli.add_command(demo_command)
+    app.cli.add_command(audit_cli)
+    try:
+        from app.cli_policy import policy_cli
+    except ImportError:  # the policy language is optional only while it is being built
+        pass
+    else:
+        app.cli.add_command(policy_cli)
+
+
+audit_cli = AppGroup("audit", help="The audit log.")
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain; name the first broken entry."""
+    from app.audit import verify_chain
+
+    result = verify_chain()
+    if result.ok:
+        click.echo(f"audit log intact: {result.checked} entries")
+        return
+    click.echo(f"audit log BROKEN at entry {result.first_broken_id}: {result.problem}", err=True)
+    raise SystemExit(1)

@@ -1,0 +1,39 @@
+"""All models, imported here so that metadata (and Alembic) sees every table."""
+
+from app.models.audit import AuditEntry, Setting
+from app.models.cases import CaseTransition, EscalationTask, RecoveryCase, Team
+from app.models.customers import ConsentEvent, Customer, OptOut
+from app.models.gateways import FetchCursor, GatewayAccount, InboundEvent
+from app.models.messages import MessageEvent, OutboxMessage
+from app.models.payments import Payment, PaymentLink
+from app.models.policies import MessageTemplate, MessageTemplateVersion, Policy, PolicyVersion
+from app.models.transactions import Transaction
+from app.models.users import ROLES, Role, User, user_roles
+
+__all__ = [
+    "ROLES",
+    "AuditEntry",
+    "CaseTransition",
+    "ConsentEvent",
+    "Customer",
+    "EscalationTask",
+    "FetchCursor",
+    "GatewayAccount",
+    "InboundEvent",
+    "MessageEvent",
+    "MessageTemplate",
+    "MessageTemplateVersion",
+    "OptOut",
+    "OutboxMessage",
+    "Payment",
+    "PaymentLink",
+    "Policy",
+    "PolicyVersion",
+    "RecoveryCase",
+    "Role",
+    "Setting",
+    "Team",
+    "Transaction",
+    "User",
+    "user_roles",
+]

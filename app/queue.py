@@ -1,0 +1,159 @@
+"""Job queues: RQ on Redis in production, an in-process queue on the embedded default.
+
+Four queues, most urgent first: ``urgent``, ``high``, ``default``, ``low``. Jobs are referred to by their import
+path (``"workers.jobs.fetch_all"``) and take ids, not objects. Periodic jobs use RQ's own scheduler: each run
+schedules the next with a fixed job id (``periodic:<name>``), so however many workers start, there is one chain.
+On the embedded default the same jobs run in-process: ``enqueue`` runs the job at once, and a daemon thread runs the
+periodic ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAMES = ("urgent", "high", "default", "low")
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    func: str  # import path
+    every: timedelta
+    queue: str = "default"
+
+
+def resolve(func: str | Callable[..., Any]) -> Callable[..., Any]:
+    if callable(func):
+        return func
+    module, _, attr = func.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def func_path(func: str | Callable[..., Any]) -> str:
+    return func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+
+
+class JobQueue(Protocol):
+    kind: str
+
+    def enqueue(
+        self, func: str | Callable[..., Any], *args: Any, queue: str = "default", job_id: str | None = None, **kw: Any
+    ) -> Any: ...
+
+    def enqueue_in(
+        self, delay: timedelta, func: str | Callable[..., Any], *args: Any, queue: str = "default",
+        job_id: str | None = None, **kw: Any,
+    ) -> Any: ...
+
+
+def check_queue_name(queue: str) -> str:
+    if queue not in QUEUE_NAMES:
+        raise ValueError(f"unknown queue {queue!r}; queues are {', '.join(QUEUE_NAMES)}")
+    return queue
+
+
+class InProcessQueue:
+    """Runs each job at once, in the caller's thread (and app context). Delayed jobs run on a timer thread."""
+
+    kind = "in-process"
+
+    def __init__(self, app: Any = None) -> None:
+        self.app = app
+        self.ran: list[tuple[str, str]] = []  # (queue, func path), newest last: handy for tests and the demo log
+
+    def enqueue(self, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]
+        check_queue_name(queue)
+        self.ran.append((queue, func_path(func)))
+        return resolve(func)(*args, **kw)
+
+    def enqueue_in(self, delay, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]
+        check_queue_name(queue)
+        app = self.app
+
+        def run() -> None:
+            try:
+                if app is not None:
+                    with app.app_context():
+                        self.enqueue(func, *args, queue=queue, **kw)
+                else:
+                    self.enqueue(func, *args, queue=queue, **kw)
+            except Exception:
+                log.exception("in-process delayed job %s failed", func_path(func))
+
+        timer = threading.Timer(delay.total_seconds(), run)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+
+class RQQueue:
+    """The four RQ queues on one Redis connection; ``connection=`` passed explicitly everywhere (RQ 2)."""
+
+    kind = "rq"
+
+    def __init__(self, redis_url: str) -> None:
+        from redis import Redis
+        from rq import Queue
+
+        self.redis_url = redis_url
+        self.connection = Redis.from_url(redis_url)
+        self.queues = {name: Queue(name, connection=self.connection) for name in QUEUE_NAMES}
+
+    def enqueue(self, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]
+        return self.queues[check_queue_name(queue)].enqueue(
+            func_path(func), *args, job_id=job_id, kwargs=kw or None, result_ttl=3600, failure_ttl=7 * 86400
+        )
+
+    def enqueue_in(self, delay, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]
+        return self.queues[check_queue_name(queue)].enqueue_in(
+            delay, func_path(func), *args, job_id=job_id, kwargs=kw or None, result_ttl=3600
+        )
+
+    def ordered_queues(self) -> list[Any]:
+        return [self.queues[name] for name in QUEUE_NAMES]
+
+
+def make_queue(app: Any) -> JobQueue:
+    url = app.config.get("REDIS_URL")
+    return RQQueue(url) if url else InProcessQueue(app)
+
+
+def get_queue() -> JobQueue:
+    from flask import current_app
+
+    return current_app.extensions["recoup.queue"]  # type: ignore[no-any-return]
+
+
+class InProcessScheduler:
+    """Runs the periodic jobs on a daemon thread, for the embedded default (``make demo``)."""
+
+    def __init__(self, app: Any, jobs: list[PeriodicJob]) -> None:
+        self.app = app
+        self.jobs = jobs
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for job in self.jobs:
+            thread = threading.Thread(target=self._loop, args=(job,), name=f"periodic-{job.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self, job: PeriodicJob) -> None:
+        while not self._stop.wait(job.every.total_seconds()):
+            try:
+                with self.app.app_context():
+                    resolve(job.func)()
+            except Exception:
+                log.exception("periodic job %s failed", job.name)

@@ -1,0 +1,33 @@
+"""Blueprints, one per area."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.web.api import bp as api_bp
+    from app.web.auth import bp as auth_bp
+    from app.web.hooks import bp as hooks_bp
+    from app.web.pay import bp as pay_bp
+    from app.web.track import bp as track_bp
+    from app.extensions import csrf
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(pay_bp)
+    app.register_blueprint(track_bp)
+    app.register_blueprint(hooks_bp)
+    app.register_blueprint(api_bp)
+    # Providers cannot send our CSRF token: webhooks are authenticated by their signatures instead.
+    csrf.exempt(hooks_bp)
+    csrf.exempt(api_bp)
+
+    @app.get("/")
+    def index():  # type: ignore[no-untyped-def]
+        from flask import redirect, url_for
+
+        return redirect(url_for("admin.index"))
+
+    @app.get("/healthz")
+    def healthz():  # type: ignore[no-untyped-def]
+        return {"ok": True}

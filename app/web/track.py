@@ -1,0 +1,38 @@
+"""Email open pixel and click redirects: /t/o/<token>.gif, /t/c/<token>."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+from flask import Blueprint, abort, current_app, redirect
+
+from app.links import LinkError, read_tracking_token
+from app.tracking import record_message_event
+
+bp = Blueprint("track", __name__, url_prefix="/t")
+log = logging.getLogger(__name__)
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+@bp.get("/o/<token>.gif")
+def open_pixel(token: str):  # type: ignore[no-untyped-def]
+    try:
+        message_id, _ = read_tracking_token(current_app.config["SECRET_KEY"], token)
+        record_message_event(message_id, "opened")
+    except LinkError as exc:
+        log.info("open pixel with a bad token: %s", exc.reason)
+    # Always the pixel: a broken image tells a mail client (and a prober) nothing useful.
+    return PIXEL, 200, {"Content-Type": "image/gif", "Cache-Control": "no-store, private"}
+
+
+@bp.get("/c/<token>")
+def click(token: str):  # type: ignore[no-untyped-def]
+    try:
+        message_id, url = read_tracking_token(current_app.config["SECRET_KEY"], token)
+    except LinkError:
+        abort(404)
+    if not url or not url.startswith(("https://", "http://")):
+        abort(404)
+    record_message_event(message_id, "clicked", {"url": url})
+    return redirect(url, code=302)

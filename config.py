@@ -1,0 +1,126 @@
+"""Configuration classes, read from the environment.
+
+``Config`` is the embedded default a newcomer gets with no servers: SQLite under ``instance/`` and an in-process
+queue. ``ProductionConfig`` expects MySQL/MariaDB (PyMySQL) and Redis. Every value can be overridden from the
+environment, and every provider base URL is configurable (that is how the demo and the tests point the real
+clients at the simulators in ``sandbox/``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = BASE_DIR / "instance"
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_int(name: str, default: int) -> int:
+    raw = env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a whole number, got {raw!r}") from exc
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the short forms people paste (``mysql://``, relative ``sqlite:///instance/x.db``)."""
+    if url.startswith("mysql://"):
+        url = "mysql+pymysql://" + url.removeprefix("mysql://")
+    if url.startswith("mysql+pymysql://") and "charset=" not in url:
+        url += ("&" if "?" in url else "?") + "charset=utf8mb4"
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        relative = url.removeprefix("sqlite:///")
+        url = f"sqlite:///{BASE_DIR / relative}"
+    return url
+
+
+class Config:
+    """Embedded defaults: no server needed."""
+
+    ENV_NAME = "default"
+    SECRET_KEY = env("SECRET_KEY", "dev-only-change-me")
+    SQLALCHEMY_DATABASE_URI = normalise_database_url(env("DATABASE_URL", "sqlite:///instance/recoup.db") or "")
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+    REDIS_URL = env("REDIS_URL")  # unset = in-process queue
+    RQ_QUEUES = ("urgent", "high", "default", "low")
+    FETCH_INTERVAL_SECONDS = env_int("RECOUP_FETCH_INTERVAL", 300)
+    DISPATCH_INTERVAL_SECONDS = env_int("RECOUP_DISPATCH_INTERVAL", 30)
+    # Key for credentials stored in the database (Fernet). Derived from SECRET_KEY when not given.
+    CREDENTIALS_KEY = env("RECOUP_CREDENTIALS_KEY")
+    PUBLIC_BASE_URL = env("RECOUP_PUBLIC_URL", "http://127.0.0.1:5000")
+    MERCHANT_NAME = env("RECOUP_MERCHANT_NAME", "Recoup Demo Store")
+
+    # Providers (normally entered in the admin; a default one may come from the environment)
+    NMI_SECURITY_KEY = env("NMI_SECURITY_KEY")
+    NMI_API_URL = env("NMI_API_URL", "https://secure.nmi.com/api")
+    NMI_WEBHOOK_SIGNING_KEY = env("NMI_WEBHOOK_SIGNING_KEY")
+    SMTP_URL = env("SMTP_URL")
+    MAIL_FROM = env("RECOUP_MAIL_FROM", "billing@recoup.example")
+    TWILIO_ACCOUNT_SID = env("TWILIO_ACCOUNT_SID")
+    TWILIO_AUTH_TOKEN = env("TWILIO_AUTH_TOKEN")
+    TWILIO_FROM = env("TWILIO_FROM")
+    TWILIO_API_URL = env("TWILIO_API_URL", "https://api.twilio.com")
+    WHATSAPP_TOKEN = env("WHATSAPP_TOKEN")
+    WHATSAPP_PHONE_NUMBER_ID = env("WHATSAPP_PHONE_NUMBER_ID")
+    WHATSAPP_APP_SECRET = env("WHATSAPP_APP_SECRET")
+    WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN")
+    WHATSAPP_API_URL = env("WHATSAPP_API_URL", "https://graph.facebook.com/v21.0")
+
+    # Flask / Flask-Admin / security
+    FLASK_ADMIN_SWATCH = "cerulean"
+    BABEL_DEFAULT_LOCALE = "en"
+    BABEL_DEFAULT_TIMEZONE = "UTC"
+    LANGUAGES = ("en", "es")
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = env_bool("RECOUP_SECURE_COOKIES", False)
+    REMEMBER_COOKIE_HTTPONLY = True
+    WTF_CSRF_ENABLED = True
+    LOGIN_MAX_FAILURES = env_int("RECOUP_LOGIN_MAX_FAILURES", 5)
+    LOGIN_LOCK_SECONDS = env_int("RECOUP_LOGIN_LOCK_SECONDS", 300)
+
+
+class ProductionConfig(Config):
+    ENV_NAME = "production"
+    SQLALCHEMY_DATABASE_URI = normalise_database_url(
+        env("DATABASE_URL", "mysql+pymysql://root:@127.0.0.1/recoup") or ""
+    )
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_recycle": 1800}
+    REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+    SESSION_COOKIE_SECURE = env_bool("RECOUP_SECURE_COOKIES", True)
+
+
+class TestingConfig(Config):
+    ENV_NAME = "testing"
+    TESTING = True
+    SECRET_KEY = "testing-secret"
+    SQLALCHEMY_DATABASE_URI = "sqlite:///:memory:"
+    REDIS_URL = None
+    WTF_CSRF_ENABLED = False
+    PUBLIC_BASE_URL = "http://localhost"
+
+
+CONFIGS = {"default": Config, "production": ProductionConfig, "testing": TestingConfig}
+
+
+def config_from_env() -> type[Config]:
+    name = env("RECOUP_CONFIG", "default") or "default"
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"RECOUP_CONFIG must be one of {', '.join(CONFIGS)}, got {name!r}") from None

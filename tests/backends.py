@@ -1,0 +1,39 @@
+"""Where the real services for tests are, and whether they answer.
+
+MariaDB/MySQL: ``RECOUP_TEST_MYSQL_URL`` (a server URL; each test run creates its own database and drops it), else
+the local default ``mysql+pymysql://root:@127.0.0.1:3306``. Redis: ``RECOUP_TEST_REDIS_URL``, else
+``redis://127.0.0.1:6379/15`` (a database index of the tests' own, flushed). When ``CI=true`` a missing server fails
+the run instead of skipping its tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+MYSQL_SERVER_URL = os.environ.get("RECOUP_TEST_MYSQL_URL", "mysql+pymysql://root:@127.0.0.1:3306")
+REDIS_URL = os.environ.get("RECOUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _answers(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def mysql_available() -> bool:
+    return _answers(MYSQL_SERVER_URL, 3306)
+
+
+def redis_available() -> bool:
+    return _answers(REDIS_URL, 6379)
+
+
+def server_url_without_db(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

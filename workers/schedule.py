@@ -1,0 +1,56 @@
+"""Periodic jobs, run by RQ's own scheduler (``rq worker --with-scheduler``) or in-process on the embedded default.
+
+Each periodic run schedules the next one first, with a job id made of the job's name and its time slot, so two
+workers that both schedule the next run schedule the same job, not two.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from app.queue import PeriodicJob, RQQueue, get_queue, resolve
+
+log = logging.getLogger(__name__)
+
+
+def periodic_jobs(config: Any) -> list[PeriodicJob]:
+    return [
+        PeriodicJob("fetch", "workers.jobs.fetch_all", timedelta(seconds=config["FETCH_INTERVAL_SECONDS"]), "high"),
+        PeriodicJob(
+            "dispatch", "workers.jobs.dispatch_due", timedelta(seconds=config["DISPATCH_INTERVAL_SECONDS"]), "urgent"
+        ),
+    ]
+
+
+def slot_job_id(job: PeriodicJob, now: float | None = None) -> tuple[str, timedelta]:
+    """The id of the next run of ``job`` and how long until it is due."""
+    now = time.time() if now is None else now
+    every = job.every.total_seconds()
+    next_slot = (int(now // every) + 1) * every
+    return f"periodic:{job.name}:{int(next_slot)}", timedelta(seconds=max(next_slot - now, 0.0))
+
+
+def schedule_next(queue: RQQueue, job: PeriodicJob, now: float | None = None) -> str:
+    job_id, delay = slot_job_id(job, now)
+    queue.enqueue_in(delay, "workers.schedule.run_periodic", job.name, queue=job.queue, job_id=job_id)
+    return job_id
+
+
+def ensure_scheduled(queue: RQQueue, jobs: list[PeriodicJob]) -> list[str]:
+    """Called when a worker starts: make sure every periodic chain has its next run scheduled."""
+    return [schedule_next(queue, job) for job in jobs]
+
+
+def run_periodic(name: str) -> Any:
+    from workers.context import job_context
+
+    with job_context() as app:
+        jobs = {job.name: job for job in periodic_jobs(app.config)}
+        job = jobs[name]
+        queue = get_queue()
+        if isinstance(queue, RQQueue):
+            schedule_next(queue, job)  # first, so a crash in this run does not end the chain
+        return resolve(job.func)()
