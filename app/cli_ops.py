@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import os
 import signal
 import threading
 
@@ -90,7 +91,9 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     """The whole thing on embedded defaults: migrate, seed, simulators, scheduler, app."""
     from app.demo import run_demo
 
-    run_demo(current_app._get_current_object(), host=host, port=port, serve=not no_serve)  # type: ignore[attr-defined]
+    free = os.environ.get("RECOUP_DEMO_FREE_PORTS") == "1"
+    run_demo(current_app._get_current_object(), host=host, port=port, serve=not no_serve,  # type: ignore[attr-defined]
+             fixed_ports=not free)
 
 
 def _wait_forever() -> None:

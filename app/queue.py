@@ -2,7 +2,7 @@
 
 Four queues, most urgent first: ``urgent``, ``high``, ``default``, ``low``. Jobs are referred to by their import
 path (``"workers.jobs.fetch_all"``) and take ids, not objects. Periodic jobs use RQ's own scheduler: each run
-schedules the next with a fixed job id (``periodic:<name>``), so however many workers start, there is one chain.
+schedules the next with a fixed job id (``periodic-<name>-<slot>``), so however many workers start, there is one chain.
 On the embedded default the same jobs run in-process: ``enqueue`` runs the job at once, and a daemon thread runs the
 periodic ones.
 """
@@ -109,12 +109,12 @@ class RQQueue:
 
     def enqueue(self, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]
         return self.queues[check_queue_name(queue)].enqueue(
-            func_path(func), *args, job_id=job_id, kwargs=kw or None, result_ttl=3600, failure_ttl=7 * 86400
+            func_path(func), args=args, kwargs=kw, job_id=job_id, result_ttl=3600, failure_ttl=7 * 86400
         )
 
     def enqueue_in(self, delay, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]
         return self.queues[check_queue_name(queue)].enqueue_in(
-            delay, func_path(func), *args, job_id=job_id, kwargs=kw or None, result_ttl=3600
+            delay, func_path(func), args=args, kwargs=kw, job_id=job_id, result_ttl=3600, failure_ttl=7 * 86400
         )
 
     def ordered_queues(self) -> list[Any]:

@@ -30,7 +30,7 @@ def slot_job_id(job: PeriodicJob, now: float | None = None) -> tuple[str, timede
     now = time.time() if now is None else now
     every = job.every.total_seconds()
     next_slot = (int(now // every) + 1) * every
-    return f"periodic:{job.name}:{int(next_slot)}", timedelta(seconds=max(next_slot - now, 0.0))
+    return f"periodic-{job.name}-{int(next_slot)}", timedelta(seconds=max(next_slot - now, 0.0))
 
 
 def schedule_next(queue: RQQueue, job: PeriodicJob, now: float | None = None) -> str:
