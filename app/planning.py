@@ -1,0 +1,182 @@
+"""Planning: a new case, its facts and the active policy version become scheduled outbox rows.
+
+The decision itself is ``rules.planner.plan`` (pure); this module gathers the facts from the database, stores the
+plan on the case, and writes one outbox row per step, each naming the policy version and source line behind it.
+A case is planned once: planning it again changes nothing (the outbox idempotency keys see to that).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.models import Customer, OptOut, OutboxMessage, PolicyVersion, RecoveryCase
+from app.models.types import utcnow
+from app.money import minor_to_decimal
+from app.policies import active_version, compiled
+from rules.planner import plan as make_plan
+
+log = logging.getLogger(__name__)
+
+#: channels that reach a person, and the customer field that addresses each
+ADDRESS_FIELD = {"email": "email", "sms": "phone_e164", "whatsapp": "phone_e164"}
+PRIORITIES = ("urgent", "high", "default", "low")
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
+
+
+def parse_duration(text: str | None) -> timedelta | None:
+    """ISO 8601 durations as the planner writes them (``P14D``, ``PT2H``, ``P1DT6H``)."""
+    if not text:
+        return None
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not an ISO 8601 duration: {text!r}")
+    parts = {k: int(v) for k, v in match.groupdict().items() if v}
+    return timedelta(days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0),
+                     seconds=parts.get("s", 0))
+
+
+def case_facts(case: RecoveryCase, now: datetime) -> dict[str, Any]:
+    """The facts snapshot of DESIGN.md for one case (money as decimal strings, times ISO 8601 UTC)."""
+    tx = case.transaction
+    customer: Customer | None = case.customer
+    facts: dict[str, Any] = {"now": iso(now)}
+    if customer is not None:
+        opted_out = sorted(db.session.scalars(sa.select(OptOut.channel).where(OptOut.customer_id == customer.id)))
+        facts["customer"] = {
+            "id": str(customer.id),
+            "email": customer.email,
+            "phone": customer.phone_e164,
+            "country": customer.country,
+            "region": customer.region,
+            "postal_code": customer.postal_code,
+            "timezone": customer.timezone_explicit,
+            "locale": customer.locale,
+            "successful_payments": customer.successful_payments,
+            "failed_payments": customer.failed_payments,
+            "lifetime_value": str(minor_to_decimal(customer.lifetime_value_minor or 0,
+                                                   customer.lifetime_value_currency or tx.currency)),
+            "tags": list(customer.tags or []) + (["vip"] if customer.vip and "vip" not in (customer.tags or []) else []),
+            "vip": bool(customer.vip),
+            "opted_out": opted_out,
+        }
+        facts["history"] = {"sent": _contact_history(customer.id, now)}
+    facts["transaction"] = {
+        "id": tx.gateway_transaction_id,
+        "gateway": tx.gateway,
+        "amount": str(minor_to_decimal(tx.amount_minor, tx.currency)),
+        "currency": tx.currency,
+        "decline_code": tx.decline_code,
+        "merchant_advice_code": tx.merchant_advice_code,
+        "product_type": tx.product_type,
+        "value_band": tx.value_band,
+        "failed_at": iso(tx.failed_at),
+    }
+    return facts
+
+
+def _contact_history(customer_id: int, now: datetime) -> list[dict[str, str]]:
+    """Messages sent or already scheduled to this customer around now, so caps hold across cases and channels."""
+    rows = db.session.execute(
+        sa.select(OutboxMessage.channel, sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for))
+        .where(OutboxMessage.customer_id == customer_id,
+               OutboxMessage.channel.in_(tuple(ADDRESS_FIELD)),
+               OutboxMessage.state.notin_(("cancelled", "skipped", "failed")),
+               sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for) >= now - timedelta(days=8))
+    ).all()
+    return [{"channel": channel, "at": iso(at.replace(tzinfo=UTC) if at.tzinfo is None else at)}
+            for channel, at in rows]
+
+
+def plan_cases(case_ids: list[int], *, now: datetime | None = None) -> dict[str, Any]:
+    version = active_version()
+    if version is None:
+        log.warning("no active policy: %d case(s) wait unplanned", len(case_ids))
+        return {"planned": 0, "waiting": len(case_ids), "reason": "no active policy"}
+    planned = skipped = 0
+    for case_id in case_ids:
+        case = db.session.get(RecoveryCase, case_id)
+        if case is None or case.plan is not None or case.state not in ("open",):
+            skipped += 1
+            continue
+        try:
+            plan_case(case, version, now=now or utcnow())
+            db.session.commit()
+            planned += 1
+        except IntegrityError:
+            db.session.rollback()  # planned meanwhile by another worker
+            skipped += 1
+    return {"planned": planned, "skipped": skipped, "policy": version.policy.name, "version": version.number}
+
+
+def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> dict[str, Any]:
+    facts = case_facts(case, now)
+    plan = make_plan(compiled(version), facts, version=version.number)
+    case.plan = plan
+    case.policy_version_id = version.id
+    case.segment = plan.get("segment")
+    case.priority = plan.get("priority") or "default"
+    case.holdout = bool(plan.get("holdout"))
+    give_up = parse_duration(plan.get("give_up_after"))
+    case.give_up_at = case.transaction.failed_at + give_up if give_up else None
+    customer = case.customer
+    priority = case.priority if case.priority in PRIORITIES else "default"
+    rows = []
+    for step in plan.get("steps", []):
+        send_at = step.get("send_at")
+        action = step.get("action")
+        channel = "payment_retry" if action == "retry_payment" else step.get("channel")
+        if channel is None:
+            continue
+        address = None
+        if channel in ADDRESS_FIELD and customer is not None:
+            address = getattr(customer, ADDRESS_FIELD[channel])
+        rows.append(OutboxMessage(
+            case_id=case.id,
+            customer_id=case.customer_id,
+            step_n=step["n"],
+            channel=channel,
+            fallbacks=list(step.get("fallbacks") or []),
+            address=address,
+            template=step.get("template"),
+            variant=step.get("variant"),
+            locale=customer.locale if customer is not None else None,
+            priority=priority,
+            # a step the timing core could not place (no allowed time within its horizon) is kept, not sent
+            state="scheduled" if send_at else "held",
+            scheduled_for=_instant(send_at) if send_at else now,
+            deferred_by=list(step.get("deferred_by") or []),
+            policy_version_id=version.id,
+            rule_line=step.get("rule"),
+            idempotency_key=f"case:{case.id}:step:{step['n']}",
+        ))
+    escalation = plan.get("escalation")
+    if escalation and escalation.get("to"):
+        after = parse_duration(escalation.get("after")) or timedelta(0)
+        case.escalated_to = None
+        rows.append(OutboxMessage(
+            case_id=case.id, customer_id=case.customer_id, step_n=None, channel="escalation",
+            fallbacks=[], address=escalation["to"], priority=priority, state="scheduled",
+            scheduled_for=max(case.transaction.failed_at + after, now), deferred_by=[],
+            policy_version_id=version.id, rule_line=None, idempotency_key=f"case:{case.id}:escalate",
+        ))
+    db.session.add_all(rows)
+    db.session.flush()
+    return plan
+
+
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

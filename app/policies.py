@@ -1,0 +1,203 @@
+"""Policy versions: drafts, submission, four-eyes approval, activation, rollback, diff.
+
+Saving a draft never changes what runs. Submitting freezes the draft as a new numbered version (immutable from then
+on). Activating makes a version the one new cases are planned with; running cases keep the version they started
+with. Rolling back activates an earlier version's text *as a new version*, so history only ever grows.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+import dsl
+from app.audit import record
+from app.extensions import db
+from app.models import MessageTemplate, Policy, PolicyVersion, User
+from app.models.types import utcnow
+from rules.money import FxRates
+
+
+class PolicyServiceError(ValueError):
+    pass
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def known_templates() -> set[str] | None:
+    names = set(db.session.scalars(sa.select(MessageTemplate.name).distinct()))
+    return names or None  # no templates yet: do not flag every template name
+
+
+def fx_rates() -> FxRates | None:
+    from app.settings import get_setting
+
+    rates = get_setting("fx_rates")
+    return FxRates.from_mapping(rates) if rates else None
+
+
+def check_source(text: str) -> list[dsl.Diagnostic]:
+    return dsl.check(text, known_templates=known_templates(), fx_rates=fx_rates())
+
+
+def get_or_create_policy(name: str) -> Policy:
+    policy = db.session.scalar(sa.select(Policy).where(Policy.name == name))
+    if policy is None:
+        policy = Policy(name=name)
+        db.session.add(policy)
+        db.session.flush()
+    return policy
+
+
+def save_draft(name: str, source: str, *, actor: User | None) -> list[dsl.Diagnostic]:
+    policy = get_or_create_policy(name)
+    policy.draft_source = source
+    policy.draft_updated_at = utcnow()
+    policy.draft_updated_by_id = actor.id if actor else None
+    record(_who(actor), "policy.draft_saved", "policy", policy.id, {"name": name, "sha256": sha256(source)})
+    db.session.commit()
+    return check_source(source)
+
+
+def submit_draft(name: str, *, actor: User | None, note: str | None = None) -> PolicyVersion:
+    policy = db.session.scalar(sa.select(Policy).where(Policy.name == name))
+    if policy is None or not policy.draft_source:
+        raise PolicyServiceError(f"policy {name!r} has no draft to submit")
+    return _new_version(policy, policy.draft_source, actor=actor, note=note)
+
+
+def _new_version(policy: Policy, source: str, *, actor: User | None, note: str | None,
+                 based_on: PolicyVersion | None = None, status: str = "pending_approval") -> PolicyVersion:
+    errors = [d for d in check_source(source) if d.severity == dsl.Severity.error]
+    if errors:
+        raise PolicyServiceError("the policy has errors: " + "; ".join(d.format(policy.name) for d in errors[:5]))
+    number = (db.session.scalar(sa.select(sa.func.max(PolicyVersion.number))
+                                .where(PolicyVersion.policy_id == policy.id)) or 0) + 1
+    version = PolicyVersion(policy_id=policy.id, number=number, source=source, source_sha256=sha256(source),
+                            status=status, author_id=actor.id if actor else None, note=note,
+                            based_on_version_id=based_on.id if based_on else None)
+    db.session.add(version)
+    db.session.flush()
+    record(_who(actor), "policy.version_submitted", "policy_version", version.id,
+           {"policy": policy.name, "number": number, "sha256": version.source_sha256, "note": note})
+    db.session.commit()
+    return version
+
+
+def approve(version_id: int, *, actor: User | None, reason: str, four_eyes: bool = True) -> PolicyVersion:
+    version = _version(version_id)
+    if version.status != "pending_approval":
+        raise PolicyServiceError(f"version {version.number} is {version.status}, not waiting for approval")
+    if four_eyes and actor is not None and version.author_id == actor.id:
+        raise PolicyServiceError("a version must be approved by someone other than its author")
+    if not reason.strip():
+        raise PolicyServiceError("say why you approve this version")
+    version.status = "approved"
+    version.approved_by_id = actor.id if actor else None
+    version.approved_at = utcnow()
+    version.approval_reason = reason.strip()[:500]
+    record(_who(actor), "policy.version_approved", "policy_version", version.id,
+           {"policy": version.policy.name, "number": version.number, "reason": reason})
+    db.session.commit()
+    return version
+
+
+def activate(version_id: int, *, actor: User | None) -> PolicyVersion:
+    version = _version(version_id)
+    if version.status not in ("approved", "superseded"):
+        raise PolicyServiceError(f"version {version.number} is {version.status}; only an approved version can be activated")
+    policy = version.policy
+    previous = policy.active_version
+    if previous is not None and previous.id != version.id:
+        previous.status = "superseded"
+    version.status = "active"
+    version.activated_by_id = actor.id if actor else None
+    version.activated_at = utcnow()
+    policy.active_version_id = version.id
+    record(_who(actor), "policy.activated", "policy_version", version.id,
+           {"policy": policy.name, "number": version.number,
+            "previous": previous.number if previous is not None else None})
+    db.session.commit()
+    return version
+
+
+def rollback(name: str, to_number: int, *, actor: User | None, reason: str) -> PolicyVersion:
+    """Activate an earlier version's text as a new version (history only grows)."""
+    policy = db.session.scalar(sa.select(Policy).where(Policy.name == name))
+    if policy is None:
+        raise PolicyServiceError(f"no policy {name!r}")
+    target = db.session.scalar(sa.select(PolicyVersion).where(PolicyVersion.policy_id == policy.id,
+                                                             PolicyVersion.number == to_number))
+    if target is None:
+        raise PolicyServiceError(f"policy {name!r} has no version {to_number}")
+    version = _new_version(policy, target.source, actor=actor, note=f"rollback to version {to_number}: {reason}",
+                           based_on=target, status="approved")
+    version.approved_by_id = actor.id if actor else None
+    version.approved_at = utcnow()
+    version.approval_reason = f"rollback: {reason}"[:500]
+    db.session.commit()
+    return activate(version.id, actor=actor)
+
+
+def activate_text(name: str, source: str, *, actor: User | None, note: str) -> PolicyVersion:
+    """For set-up and the demo: a version that is written, approved and activated by the system in one go."""
+    policy = get_or_create_policy(name)
+    policy.draft_source = source
+    version = _new_version(policy, source, actor=actor, note=note, status="approved")
+    version.approved_at = utcnow()
+    version.approval_reason = note
+    db.session.commit()
+    return activate(version.id, actor=actor)
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    old: PolicyVersion
+    new: PolicyVersion
+    lines: list[str]
+
+
+def diff(old_id: int, new_id: int) -> VersionDiff:
+    old, new = _version(old_id), _version(new_id)
+    lines = list(difflib.unified_diff(
+        _canonical(old.source).splitlines(), _canonical(new.source).splitlines(),
+        fromfile=f"{old.policy.name} v{old.number}", tofile=f"{new.policy.name} v{new.number}", lineterm="",
+    ))
+    return VersionDiff(old, new, lines)
+
+
+def _canonical(source: str) -> str:
+    try:
+        return dsl.format_policy(source)
+    except dsl.PolicyError:
+        return source
+
+
+def active_version(name: str | None = None) -> PolicyVersion | None:
+    query = sa.select(PolicyVersion).join(Policy, Policy.active_version_id == PolicyVersion.id)
+    if name:
+        query = query.where(Policy.name == name)
+    return db.session.scalars(query.order_by(Policy.id)).first()
+
+
+def compiled(version: PolicyVersion) -> dsl.CompiledPolicy:
+    """The compiled policy for a version, cached per process by version id and source hash."""
+    return dsl.compile_policy(version.source, version=version.number, fx_rates=fx_rates(),
+                              filename=f"{version.policy.name} v{version.number}")
+
+
+def _version(version_id: int) -> PolicyVersion:
+    version = db.session.get(PolicyVersion, version_id)
+    if version is None:
+        raise PolicyServiceError(f"no policy version {version_id}")
+    return version
+
+
+def _who(actor: User | None) -> str:
+    return actor.email if actor is not None else "system"

@@ -1,0 +1,59 @@
+"""A new case is planned with the active policy version into scheduled outbox rows that name their rule."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app.models import OutboxMessage, RecoveryCase
+from app.planning import case_facts, parse_duration, plan_cases
+from app.policies import activate_text
+from tests.builders import make_case, make_customer, make_transaction
+
+STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()
+NOW = datetime(2026, 11, 27, 1, 30, tzinfo=UTC)
+
+
+def test_a_case_waits_when_no_policy_is_active(db):
+    case = make_case()
+    db.session.commit()
+    assert plan_cases([case.id], now=NOW)["waiting"] == 1
+    assert db.session.get(RecoveryCase, case.id).plan is None
+
+
+def test_planning_writes_one_outbox_row_per_step_once(db):
+    version = activate_text("standard", STANDARD, actor=None, note="test set-up")
+    customer = make_customer(successful_payments=3, country="US", region="FL", postal_code="33101")
+    tx = make_transaction(customer=customer, amount_minor=4900, failed_at=datetime(2026, 11, 27, 1, 25, tzinfo=UTC))
+    case = make_case(transaction=tx)
+    db.session.commit()
+    first = plan_cases([case.id], now=NOW)
+    again = plan_cases([case.id], now=NOW)
+    assert first["planned"] == 1 and again["planned"] == 0
+    rows = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.case_id == case.id)
+                              .order_by(OutboxMessage.id)).all()
+    planned = db.session.get(RecoveryCase, case.id)
+    people = [r for r in rows if r.channel in ("email", "sms", "whatsapp")]
+    assert people and len(people) == len([s for s in planned.plan["steps"] if s.get("channel")])
+    for row in people:
+        assert row.policy_version_id == version.id and row.rule_line
+        assert STANDARD.splitlines()[row.rule_line - 1].strip().startswith("step")
+        assert row.scheduled_for >= NOW
+        assert row.idempotency_key == f"case:{case.id}:step:{row.step_n}"
+    # nothing before 08:00 in Miami (13:00 UTC in November)
+    assert all(r.scheduled_for.hour >= 13 or r.scheduled_for.date() > NOW.date() for r in people)
+
+
+def test_facts_follow_design_md(db):
+    case = make_case()
+    db.session.commit()
+    facts = case_facts(case, NOW)
+    assert facts["now"] == "2026-11-27T01:30:00Z"
+    assert facts["transaction"]["amount"] == "249.00" and facts["transaction"]["currency"] == "USD"
+    assert facts["customer"]["opted_out"] == []
+
+
+def test_durations():
+    assert parse_duration("P14D").days == 14
+    assert parse_duration("PT2H").seconds == 7200
+    assert parse_duration(None) is None

@@ -1,0 +1,44 @@
+"""RQ jobs. Each takes ids, opens its own app context, calls one service, and is safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from workers.context import job_context
+
+log = logging.getLogger(__name__)
+
+
+def fetch_all() -> list[str]:
+    """Periodic: one incremental fetch of every enabled gateway account."""
+    with job_context():
+        from app.ingest import fetch_accounts
+
+        reports = fetch_accounts()
+        for report in reports:
+            (log.info if report.ok else log.error)("%s", report.summary())
+        return [report.summary() for report in reports]
+
+
+def fetch_account(account_id: int) -> str:
+    with job_context():
+        from app.ingest import fetch_account as fetch
+
+        return fetch(account_id).summary()
+
+
+def plan_cases(case_ids: list[int]) -> dict[str, Any]:
+    """Plan new cases with the active policy; a case already planned is left alone."""
+    with job_context():
+        from app.planning import plan_cases as plan
+
+        return plan(case_ids)
+
+
+def dispatch_due() -> dict[str, Any]:
+    """Periodic: claim due outbox messages and send them."""
+    with job_context():
+        from app.dispatch import dispatch_due as dispatch
+
+        return dispatch()
