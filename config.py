@@ -70,7 +70,7 @@ class Config:
     NMI_API_URL = env("NMI_API_URL", "https://secure.nmi.com/api")
     NMI_WEBHOOK_SIGNING_KEY = env("NMI_WEBHOOK_SIGNING_KEY")
     SMTP_URL = env("SMTP_URL")
-    MAIL_FROM = env("RECOUP_MAIL_FROM", "billing@recoup.example")
+    MAIL_FROM = env("MAIL_FROM", "Recoup Demo Store <billing@recoup.example>")
     TWILIO_ACCOUNT_SID = env("TWILIO_ACCOUNT_SID")
     TWILIO_AUTH_TOKEN = env("TWILIO_AUTH_TOKEN")
     TWILIO_FROM = env("TWILIO_FROM")

@@ -1,0 +1,66 @@
+"""The recovery policy language: parse, check, format and compile policies.
+
+>>> from dsl import check, compile_policy
+>>> problems = check(text)                 # [Diagnostic]: errors and warnings, never raises
+>>> policy = compile_policy(text)          # CompiledPolicy, or PolicyError
+>>> policy.decide(facts)                   # segment, offers and steps for one case
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from dsl.compiler import CompiledPolicy, Decision, compile_policy
+from dsl.errors import Diagnostic, PolicyError, PolicySyntaxError, PolicyValidationError, Severity
+from dsl.formatter import format_tree
+from dsl.nodes import Policy
+from dsl.parser import parse
+from dsl.validator import DEFAULT_RETRY_BUDGET, validate
+from rules.money import FxRates
+
+
+def check(
+    text: str,
+    *,
+    known_templates: Collection[str] | None = None,
+    fx_rates: FxRates | None = None,
+    retry_budget: int = DEFAULT_RETRY_BUDGET,
+) -> list[Diagnostic]:
+    """Every error and warning in ``text``, in source order. An empty list means the policy is clean.
+
+    Syntax errors come alone (what follows a syntax error cannot be checked for meaning).
+    """
+    try:
+        tree = parse(text)
+    except PolicyError as exc:
+        return list(exc.diagnostics)
+    return validate(
+        tree,
+        text,
+        known_templates=known_templates,
+        fx_currencies=fx_rates.currencies() if fx_rates else None,
+        retry_budget=retry_budget,
+    )
+
+
+def format_policy(text: str) -> str:
+    """The canonical text of a policy (comments kept). Raises PolicySyntaxError when it does not parse."""
+    return format_tree(parse(text))
+
+
+__all__ = [
+    "DEFAULT_RETRY_BUDGET",
+    "CompiledPolicy",
+    "Decision",
+    "Diagnostic",
+    "FxRates",
+    "Policy",
+    "PolicyError",
+    "PolicySyntaxError",
+    "PolicyValidationError",
+    "Severity",
+    "check",
+    "compile_policy",
+    "format_policy",
+    "parse",
+]

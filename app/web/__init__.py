@@ -21,6 +21,7 @@ def register_blueprints(app: Flask) -> None:
     # Providers cannot send our CSRF token: webhooks are authenticated by their signatures instead.
     csrf.exempt(hooks_bp)
     csrf.exempt(api_bp)
+    csrf.exempt(track_bp)  # one-click unsubscribe is a POST from a mail client, authorised by its signed URL
 
     @app.get("/")
     def index():  # type: ignore[no-untyped-def]

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, current_app, request
 
+from app.channels.base import WebhookPayloadError
 from app.hooks_service import HookRejected, handle_nmi_webhook
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)
+
+
+def _refuse(why: str, status: int = 401):  # type: ignore[no-untyped-def]
+    log.warning("webhook refused at %s: %s", request.path, why)
+    return {"error": why}, status
 
 
 @bp.post("/nmi")
@@ -17,6 +23,81 @@ def nmi():  # type: ignore[no-untyped-def]
     try:
         outcome = handle_nmi_webhook(dict(request.headers), request.get_data(cache=False))
     except HookRejected as exc:
-        log.warning("NMI webhook refused: %s", exc)
-        return {"error": str(exc)}, exc.status
+        return _refuse(str(exc), exc.status)
     return outcome, 200
+
+
+def _twilio_verified() -> bool:
+    from app.channels.sms import verify_twilio_signature
+
+    token = current_app.config.get("TWILIO_AUTH_TOKEN")
+    if not token:
+        return False
+    signature = request.headers.get("X-Twilio-Signature")
+    # Twilio signs the URL it called: ours as configured publicly, or as this request arrived.
+    public = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + request.full_path.rstrip("?")
+    return any(verify_twilio_signature(token, url, request.form, signature) for url in (public, request.url))
+
+
+@bp.post("/twilio/status")
+def twilio_status():  # type: ignore[no-untyped-def]
+    from app.channels.sms import parse_status_callback
+    from app.delivery import apply_status
+
+    if not _twilio_verified():
+        return _refuse("bad or missing X-Twilio-Signature", 403)
+    try:
+        update = parse_status_callback(request.form, request.url)
+    except WebhookPayloadError as exc:
+        return _refuse(str(exc), 400)
+    apply_status(update)
+    return "", 204
+
+
+@bp.post("/twilio/inbound")
+def twilio_inbound():  # type: ignore[no-untyped-def]
+    from app.channels.sms import parse_inbound, twiml_response
+    from app.delivery import handle_inbound
+
+    if not _twilio_verified():
+        return _refuse("bad or missing X-Twilio-Signature", 403)
+    try:
+        message = parse_inbound(request.form)
+    except WebhookPayloadError as exc:
+        return _refuse(str(exc), 400)
+    handle_inbound(message)
+    return Response(twiml_response(), mimetype="text/xml")
+
+
+@bp.get("/whatsapp")
+def whatsapp_verify():  # type: ignore[no-untyped-def]
+    from app.channels.whatsapp import verify_subscription
+
+    token = current_app.config.get("WHATSAPP_VERIFY_TOKEN")
+    challenge = verify_subscription(request.args, token) if token else None
+    if challenge is None:
+        return _refuse("verify token does not match", 403)
+    return Response(challenge, mimetype="text/plain")
+
+
+@bp.post("/whatsapp")
+def whatsapp_events():  # type: ignore[no-untyped-def]
+    from app.channels.whatsapp import parse_webhook, verify_whatsapp_signature
+    from app.delivery import apply_status, handle_inbound
+    from app.templates_service import apply_whatsapp_template_update
+
+    secret = current_app.config.get("WHATSAPP_APP_SECRET")
+    body = request.get_data(cache=False)
+    if not secret or not verify_whatsapp_signature(secret, body, request.headers.get("X-Hub-Signature-256")):
+        return _refuse("bad or missing X-Hub-Signature-256", 401)
+    try:
+        webhook = parse_webhook(body)
+    except WebhookPayloadError as exc:
+        return _refuse(str(exc), 400)
+    for update in webhook.statuses:
+        apply_status(update)
+    for message in webhook.messages:
+        handle_inbound(message)
+    for template in webhook.template_updates:
+        apply_whatsapp_template_update(template)
+    return "", 200

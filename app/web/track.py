@@ -36,3 +36,29 @@ def click(token: str):  # type: ignore[no-untyped-def]
         abort(404)
     record_message_event(message_id, "clicked", {"url": url})
     return redirect(url, code=302)
+
+
+@bp.route("/u/<token>", methods=["GET", "POST"])
+def unsubscribe(token: str):  # type: ignore[no-untyped-def]
+    """RFC 8058 one-click unsubscribe (POST from the mail client), and the same from a link (GET shows a button)."""
+    from flask import render_template_string, request
+
+    from app.delivery import unsubscribe_email
+
+    try:
+        message_id, _ = read_tracking_token(current_app.config["SECRET_KEY"], token)
+    except LinkError:
+        abort(404)
+    if request.method == "POST":
+        unsubscribe_email(message_id)
+        return render_template_string(_UNSUBSCRIBED, merchant=current_app.config["MERCHANT_NAME"])
+    return render_template_string(_CONFIRM, merchant=current_app.config["MERCHANT_NAME"])
+
+
+_CONFIRM = """<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Unsubscribe</title><body style="font-family:system-ui;max-width:480px;margin:2rem auto;padding:0 1rem">
+<h1>Stop payment reminders by email?</h1><p>{{ merchant }} will stop sending you payment reminders by email.</p>
+<form method="post"><button style="font-size:1.1rem;padding:.8rem 1.2rem">Unsubscribe</button></form></body></html>"""
+_UNSUBSCRIBED = """<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Unsubscribed</title><body style="font-family:system-ui;max-width:480px;margin:2rem auto;padding:0 1rem">
+<h1>You are unsubscribed</h1><p>{{ merchant }} will not email you payment reminders any more.</p></body></html>"""

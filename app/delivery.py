@@ -1,0 +1,100 @@
+"""What providers tell us after a send: delivery statuses, replies, opt-outs. Every event is a row."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.channels.base import DeliveryStatus, InboundMessage, Keyword, StatusUpdate
+from app.consent import PHONE_CHANNELS, customers_with_phone, opt_in, opt_out, skip_scheduled
+from app.extensions import db
+from app.models import MessageEvent, OutboxMessage
+from app.senders import message_id_from_reference
+
+log = logging.getLogger(__name__)
+
+#: states a status update may move a message out of (the highest status seen wins; see DeliveryStatus.rank)
+STATUS_STATES = ("sent", "delivered", "read", "failed", "undelivered", "unknown", "sending")
+
+
+def find_message(update: StatusUpdate) -> OutboxMessage | None:
+    if update.reference:
+        mid = message_id_from_reference(update.reference)
+        if mid is not None:
+            return db.session.get(OutboxMessage, mid)
+    if update.provider_message_id:
+        return db.session.scalars(sa.select(OutboxMessage).where(
+            OutboxMessage.provider_message_id == update.provider_message_id)).first()
+    return None
+
+
+def apply_status(update: StatusUpdate) -> OutboxMessage | None:
+    message = find_message(update)
+    if message is None:
+        log.info("status %s for unknown message %s/%s ignored", update.status, update.reference,
+                 update.provider_message_id)
+        return None
+    db.session.add(MessageEvent(
+        message_id=message.id, kind=update.status.value, occurred_at=update.timestamp or datetime.now(UTC),
+        provider_payload={"provider_message_id": update.provider_message_id, "error_code": update.error_code,
+                          "error_text": update.error_text, "raw": dict(update.raw)}))
+    if message.state == "unknown" and not update.status.is_failure:
+        message.state = "sent"  # reconciled: the provider did take it
+        message.sent_at = message.sent_at or update.timestamp or datetime.now(UTC)
+    if message.provider_message_id is None:
+        message.provider_message_id = update.provider_message_id
+    if message.state in STATUS_STATES and update.status.value in {s.value for s in DeliveryStatus}:
+        current = message.state if message.state in {s.value for s in DeliveryStatus} else None
+        if update.status.supersedes(current):
+            message.state = update.status.value
+    if update.status.is_failure and message.state in ("failed", "undelivered"):
+        message.error_code = (update.error_code or "")[:32] or None
+        message.error_text = (update.error_text or "")[:500] or None
+        _fall_back_later(message, update)
+    if update.opted_out and message.customer_id:
+        opt_out(message.customer_id, [message.channel], source="provider", detail=update.error_code)
+    db.session.commit()
+    return message
+
+
+def _fall_back_later(message: OutboxMessage, update: StatusUpdate) -> None:
+    """An asynchronous failure: the step moves on to its next channel, as a new outbox row for that channel."""
+    if not message.fallbacks or message.case_id is None:
+        return
+    key = f"{message.idempotency_key}:fallback:{message.fallbacks[0]}"
+    if db.session.scalar(sa.select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key)) is not None:
+        return
+    db.session.add(OutboxMessage(
+        case_id=message.case_id, customer_id=message.customer_id, step_n=message.step_n,
+        channel=message.fallbacks[0], fallbacks=list(message.fallbacks[1:]), template=message.template,
+        variant=message.variant, locale=message.locale, priority=message.priority, state="scheduled",
+        scheduled_for=datetime.now(UTC), deferred_by=[], policy_version_id=message.policy_version_id,
+        rule_line=message.rule_line, idempotency_key=key[:191]))
+
+
+def handle_inbound(message: InboundMessage) -> dict[str, Any]:
+    """STOP ends SMS and WhatsApp for everyone with that number at once; START brings them back."""
+    customers = customers_with_phone(message.sender)
+    if message.keyword is Keyword.STOP:
+        for customer in customers:
+            opt_out(customer.id, PHONE_CHANNELS, source=f"{message.channel.value}_stop", detail=message.body[:255])
+            skip_scheduled(customer.id, PHONE_CHANNELS, "customer replied STOP")
+    elif message.keyword is Keyword.START:
+        for customer in customers:
+            opt_in(customer.id, PHONE_CHANNELS, source=f"{message.channel.value}_start", detail=message.body[:255])
+    db.session.commit()
+    return {"customers": len(customers), "keyword": message.keyword.value if message.keyword else None}
+
+
+def unsubscribe_email(message_id: int) -> bool:
+    message = db.session.get(OutboxMessage, message_id)
+    if message is None or message.customer_id is None:
+        return False
+    opt_out(message.customer_id, ["email"], source="one_click", detail=f"message {message_id}")
+    skip_scheduled(message.customer_id, ["email"], "customer unsubscribed")
+    db.session.add(MessageEvent(message_id=message.id, kind="unsubscribed", provider_payload=None))
+    db.session.commit()
+    return True

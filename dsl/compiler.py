@@ -1,0 +1,828 @@
+"""Syntax tree -> CompiledPolicy: one generated Python function that decides segment, offers and steps.
+
+The function is generated as source and compiled once per policy version (cached by version and source hash).
+It reads only the facts the policy mentions, each once, into locals; every comparison is guarded so that a
+missing or malformed fact makes that comparison false, and a missing exchange rate makes a money comparison
+false: evaluating a policy never raises on bad facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any, NamedTuple, TypeVar
+from zoneinfo import ZoneInfo
+
+from dsl import nodes as n
+from dsl.errors import Diagnostic, PolicyError, PolicyValidationError
+from dsl.formatter import format_expr
+from dsl.parser import parse
+from dsl.schema import FIELDS, Type
+from dsl.validator import DEFAULT_RETRY_BUDGET, validate
+from rules.money import FxRates, MoneyError, convert_amount
+
+# --- what the planner gets ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HoursWindow:
+    days: tuple[int, ...]  # 0 = Monday
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class BusinessHoursRule:
+    regions: tuple[str, ...]  # empty: everywhere without a more specific rule
+    windows: tuple[HoursWindow, ...]
+    line: int
+
+
+@dataclass(frozen=True)
+class QuietHoursRule:
+    regions: tuple[str, ...]
+    start: time
+    end: time  # may be earlier than start: the window wraps past midnight
+    line: int
+
+
+@dataclass(frozen=True)
+class CadenceRule:
+    per_hour: int | None = None
+    per_day: int | None = None
+    per_week: int | None = None
+    min_gap_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class OverrideRule:
+    ignores: frozenset[str]  # business_hours, weekends
+    line: int
+
+
+@dataclass(frozen=True)
+class PolicyTiming:
+    """The policy's own contact windows; the timing core applies the legal windows on top of these."""
+
+    business_hours: tuple[BusinessHoursRule, ...]
+    quiet_hours: tuple[QuietHoursRule, ...]
+    skip_holidays: bool
+    skip_weekends: bool
+    cadence: CadenceRule | None
+    overrides: tuple[OverrideRule, ...]
+
+    def business_hours_for(self, country: str | None, region: str | None) -> BusinessHoursRule | None:
+        return _most_specific(self.business_hours, country, region)
+
+    def quiet_hours_for(self, country: str | None, region: str | None) -> QuietHoursRule | None:
+        return _most_specific(self.quiet_hours, country, region)
+
+
+_Rule = TypeVar("_Rule", BusinessHoursRule, QuietHoursRule)
+
+
+def _most_specific(rules: tuple[_Rule, ...], country: str | None, region: str | None) -> _Rule | None:
+    full = f"{country}-{region}" if country and region else None
+    for wanted in (full, country):
+        if wanted:
+            for rule in rules:
+                if wanted in rule.regions:
+                    return rule
+    return next((r for r in rules if not r.regions), None)
+
+
+@dataclass(frozen=True)
+class CompiledOffer:
+    name: str
+    term: str | None  # ISO 8601 duration, e.g. pay_later 7d -> P7D
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    index: int  # position in the plan as written
+    line: int
+    action: str  # "message" or "retry_payment"
+    after_seconds: int
+    after: str  # as written: 15m
+    channels: tuple[str, ...]
+    template: str | None
+    variants: tuple[tuple[str, Decimal], ...]
+    condition: str | None  # the condition as text, for explanations
+
+
+@dataclass(frozen=True)
+class CompiledPlan:
+    line: int
+    segments: tuple[str, ...]
+    priority: str
+    steps: tuple[CompiledStep, ...]
+    escalate_after: str | None  # ISO 8601
+    escalate_to: str | None
+    give_up_after: str | None  # ISO 8601
+
+
+class Decision(NamedTuple):
+    """What the policy decides for one case, before timing.
+
+    Immutable like the other domain values; a NamedTuple rather than a frozen dataclass because one is built
+    per case in hot loops, and a tuple is several times cheaper to make.
+    """
+
+    segment: str | None
+    plan: CompiledPlan | None
+    offers: tuple[CompiledOffer, ...]
+    steps: tuple[CompiledStep, ...]
+    ignores: frozenset[str]  # what the matching overrides allow to ignore
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    kind: str  # segment, offer, override, step, part
+    line: int
+    text: str
+    value: bool
+
+
+DecideFn = Callable[[Mapping[str, Any]], Decision]
+ExplainFn = Callable[[Mapping[str, Any]], list[bool]]
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledPolicy:
+    name: str
+    source_hash: str
+    version: int | None
+    segments: tuple[str, ...]
+    plans: tuple[CompiledPlan, ...]
+    timing: PolicyTiming
+    holdout_percent: Decimal
+    warnings: tuple[Diagnostic, ...]
+    python_source: str
+    #: ``decide(facts) -> Decision``: segment, offers and the steps whose conditions hold, for facts with
+    #: ``decline`` filled in. The generated function itself (no wrapper: it runs once per case in batches).
+    decide: DecideFn = field(repr=False)
+    _explain: ExplainFn = field(repr=False)
+    _segment_plan: tuple[int, ...] = field(repr=False)  # segment index -> plan index (-1: none)
+    _fallback_plan: int = field(repr=False)
+    _conditions: tuple[tuple[str, int, str], ...] = field(repr=False)
+
+    def plan_for(self, segment_index: int) -> CompiledPlan | None:
+        index = self._segment_plan[segment_index] if segment_index >= 0 else self._fallback_plan
+        return self.plans[index] if index >= 0 else None
+
+    def explain(self, facts: Mapping[str, Any]) -> list[ConditionResult]:
+        """Every condition of the policy, in source order, with whether it holds for these facts."""
+        values = self._explain(facts)
+        return [
+            ConditionResult(kind, line, text, value)
+            for (kind, line, text), value in zip(self._conditions, values, strict=True)
+        ]
+
+
+# --- run-time helpers the generated code calls -------------------------------------------------------------
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_EMPTY: Mapping[str, Any] = {}
+
+
+def _number(value: object) -> int | Decimal | None:
+    if value.__class__ is int:
+        return value
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, str | float):
+        try:
+            result = Decimal(str(value))
+        except InvalidOperation:
+            return None
+        return result if result.is_finite() else None
+    return None
+
+
+def _money_amount(amount: object) -> Decimal | None:
+    """An amount that is not a string: an int or a Decimal is fine; a float is refused (never money)."""
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        return Decimal(amount)
+    if isinstance(amount, Decimal) and amount.is_finite():
+        return amount
+    return None
+
+
+def _money_cmp(
+    rates: FxRates | None, a: tuple[Decimal, str] | None, op: str, b: tuple[Decimal, str] | None
+) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        left = convert_amount(a[0], a[1], b[1], rates)
+    except MoneyError:
+        return False
+    return _OPS[op](left, b[0])
+
+
+def _money_cmp2(
+    rates: FxRates | None, amount: Decimal, currency: object, op: str, target: Decimal, to: str
+) -> bool:
+    """``amount currency <op> target to``, converting through the rates; no rate makes it false."""
+    if not isinstance(currency, str):
+        return False
+    try:
+        left = convert_amount(amount, currency, to, rates)
+    except MoneyError:
+        return False
+    return _OPS[op](left, target)
+
+
+def _parse_instant(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+
+
+def _age(now: object, then: object) -> int | None:
+    a, b = _parse_instant(now), _parse_instant(then)
+    return int((a - b).total_seconds()) if a and b else None
+
+
+def _local(instant: object, zone: object) -> tuple[int, int] | None:
+    """(minutes since midnight, weekday) of ``instant`` in ``zone`` (UTC when unknown)."""
+    moment = _parse_instant(instant)
+    if moment is None:
+        return None
+    if isinstance(zone, str) and zone:
+        try:
+            moment = moment.astimezone(ZoneInfo(zone))
+        except (ValueError, KeyError, OSError):
+            moment = moment.astimezone(UTC)
+    else:
+        moment = moment.astimezone(UTC)
+    return moment.hour * 60 + moment.minute, moment.weekday()
+
+
+def _duration_fact(value: object) -> int | None:
+    """Seconds, from a number of seconds or an ISO 8601 duration like P3D / PT4H."""
+    number = _number(value)
+    if number is not None:
+        return int(number)
+    if not isinstance(value, str) or not value.startswith("P"):
+        return None
+    total, digits, in_time = 0, "", False
+    units = {"W": 604800, "D": 86400, "H": 3600, "S": 1}
+    for ch in value[1:]:
+        if ch == "T":
+            in_time = True
+        elif ch.isdigit():
+            digits += ch
+        elif digits and (ch in units or ch == "M"):
+            total += int(digits) * (60 if ch == "M" and in_time else units.get(ch, 0))
+            if ch == "M" and not in_time:
+                return None  # months have no fixed length
+            digits = ""
+        else:
+            return None
+    return total if not digits else None
+
+
+def _time_fact(value: object) -> int | None:
+    """Minutes since midnight, from "HH:MM" or an hour number."""
+    if isinstance(value, str) and ":" in value:
+        try:
+            hours, minutes = value.split(":")[:2]
+            return int(hours) * 60 + int(minutes)
+        except ValueError:
+            return None
+    number = _number(value)
+    return int(number * 60) if number is not None else None
+
+
+# --- code generation ----------------------------------------------------------------------------------------
+
+_GROUP_VAR = {"customer": "_c", "transaction": "_t", "decline": "_d", "history": "_h", "predicted": "_p"}
+
+
+class _Generator:
+    def __init__(self) -> None:
+        self.consts: dict[str, object] = {}
+        self.const_names: dict[tuple[str, object], str] = {}
+        self.field_vars: dict[str, str] = {}
+        self.prologue: list[str] = []
+
+    def const(self, value: object) -> str:
+        key = (type(value).__name__, value if not isinstance(value, set | list) else tuple(value))
+        if isinstance(value, frozenset):
+            key = ("frozenset", tuple(sorted(map(repr, value))))
+        name = self.const_names.get(key)
+        if name is None:
+            name = f"_k{len(self.consts)}"
+            self.consts[name] = value
+            self.const_names[key] = name
+        return name
+
+    def field(self, path: str) -> str:
+        var = self.field_vars.get(path)
+        if var is not None:
+            return var
+        var = f"v{len(self.field_vars)}"
+        self.field_vars[path] = var
+        group, _, key = path.partition(".")
+        g = _GROUP_VAR[group]
+        kind = FIELDS[path].type
+        p = self.prologue
+        if path == "customer.vip":
+            p.append(f"{var} = _c.get('vip')")
+            p.append(f"if {var}.__class__ is not bool:")
+            p.append("    _tags = _c.get('tags')")
+            p.append(f"    {var} = _tags.__class__ is list and 'vip' in _tags")
+        elif path == "customer.lifetime_value":
+            self._money_field(var, "_c.get('lifetime_value')", "_c.get('currency') or _t.get('currency')")
+        elif kind is Type.money:
+            self._money_field(var, f"{g}.get({key!r})", f"{g}.get('currency')")
+        elif path == "transaction.age":
+            p.append(f"{var} = _age(facts.get('now'), _t.get('failed_at'))")
+        elif path in ("transaction.failed_time", "transaction.failed_weekday"):
+            p.append("_loc = _local(_t.get('failed_at'), _c.get('timezone'))")
+            p.append(f"{var} = None if _loc is None else _loc[{0 if path.endswith('time') else 1}]")
+        elif kind is Type.number:
+            p.append(f"{var} = {g}.get({key!r})")
+            p.append(f"if {var}.__class__ is not int: {var} = _number({var})")
+        elif kind is Type.percent:
+            p.append(f"{var} = _number({g}.get({key!r}))")
+        elif kind is Type.duration:
+            p.append(f"{var} = _duration_fact({g}.get({key!r}))")
+        elif kind is Type.time:
+            p.append(f"{var} = _time_fact({g}.get({key!r}))")
+        elif kind is Type.list:
+            p.append(f"{var} = {g}.get({key!r})")
+            p.append(f"if {var}.__class__ is not list: {var} = None")
+        elif kind is Type.yes_no:
+            p.append(f"{var} = {g}.get({key!r})")
+            p.append(f"if {var}.__class__ is not bool: {var} = None")
+        else:  # text
+            p.append(f"{var} = {g}.get({key!r})")
+            p.append(f"if {var}.__class__ is not str: {var} = None")
+        return var
+
+    def _money_field(self, var: str, amount: str, currency: str) -> None:
+        """Two locals: ``var``, the Decimal amount (None if missing or not a number); ``var_c``, currency."""
+        self.prologue += [
+            f"_a = {amount}",
+            f"{var}_c = {currency}",
+            "if _a.__class__ is str:",
+            "    try:",
+            f"        {var} = _D(_a)",
+            "    except _Invalid:",
+            f"        {var} = None",
+            "    else:",
+            f"        if not {var}.is_finite(): {var} = None",
+            "else:",
+            f"    {var} = _money_amount(_a)",
+            f"if {var}_c.__class__ is not str: {var} = None",
+        ]
+
+    def value(self, operand: n.Operand) -> tuple[str, bool]:
+        """Python expression for the operand's run-time value, and whether it may be None."""
+        if isinstance(operand, n.FieldRef):
+            var = self.field(operand.path)
+            if FIELDS[operand.path].type is Type.money:  # as an (amount, currency) pair for the general path
+                return f"(None if {var} is None else ({var}, {var}_c))", True
+            return var, True
+        return self.const(_literal_value(operand)), False
+
+    def expr(self, expr: n.Expr) -> str:
+        if isinstance(expr, n.Or):
+            return "(" + " or ".join(self.expr(i) for i in expr.items) + ")"
+        if isinstance(expr, n.And):
+            return "(" + " and ".join(self.expr(i) for i in expr.items) + ")"
+        if isinstance(expr, n.Not):
+            return f"(not {self.expr(expr.expr)})"
+        if isinstance(expr, n.Truthy):
+            value, _ = self.value(expr.operand)
+            return f"({value} is True)"
+        if isinstance(expr, n.Compare):
+            return self.compare(expr.left, expr.op, expr.right)
+        if isinstance(expr, n.InList):
+            return self.in_list(expr)
+        if isinstance(expr, n.Has):
+            left, _ = self.value(expr.left)
+            item, item_nullable = self.value(expr.item)
+            guard = f" and {item} is not None" if item_nullable else ""
+            return f"({left} is not None{guard} and {item} in {left})"
+        low = self.compare(expr.value, ">=", expr.low)
+        high = self.compare(expr.value, "<=", expr.high)
+        return f"({low} and {high})"
+
+    def compare(self, left_node: n.Operand, op: str, right_node: n.Operand) -> str:
+        kind = _operand_type(left_node)
+        if kind is Type.money and isinstance(left_node, n.FieldRef) and isinstance(right_node, n.MoneyLit):
+            var = self.field(left_node.path)
+            amount, currency = self.const(right_node.amount), right_node.currency
+            return (
+                f"({var} is not None and ({var} {op} {amount} if {var}_c == {currency!r} "
+                f"else _money_cmp2(_rates, {var}, {var}_c, {op!r}, {amount}, {currency!r})))"
+            )
+        left, left_nullable = self.value(left_node)
+        right, right_nullable = self.value(right_node)
+        if kind is Type.money:
+            return f"_money_cmp(_rates, {left}, {op!r}, {right})"
+        if kind is Type.yes_no and op in ("==", "!=") and not right_nullable:
+            return f"({left} is {right})" if op == "==" else f"({left} is (not {right}))"
+        guards = [
+            f"{v} is not None" for v, nullable in ((left, left_nullable), (right, right_nullable)) if nullable
+        ]
+        return "(" + " and ".join([*guards, f"{left} {op} {right}"]) + ")"
+
+    def in_list(self, expr: n.InList) -> str:
+        left, nullable = self.value(expr.left)
+        kind = _operand_type(expr.left)
+        if kind is Type.money or any(isinstance(i, n.FieldRef) for i in expr.items):
+            parts = " or ".join(self.compare(expr.left, "==", item) for item in expr.items)
+            inside = f"({parts})"
+        else:
+            values = frozenset(_literal_value(i) for i in expr.items)
+            inside = f"({left} in {self.const(values)})"
+        if expr.negated:
+            return f"({left} is not None and not {inside})" if nullable else f"(not {inside})"
+        return inside
+
+
+def _operand_type(operand: n.Operand) -> Type:
+    if isinstance(operand, n.FieldRef):
+        return FIELDS[operand.path].type
+    if isinstance(operand, n.MoneyLit):
+        return Type.money
+    if isinstance(operand, n.StringLit):
+        return Type.text
+    if isinstance(operand, n.BoolLit):
+        return Type.yes_no
+    return Type.number  # durations, times, weekdays and percentages compare as numbers
+
+
+def _literal_value(operand: n.Operand) -> object:
+    if isinstance(operand, n.MoneyLit):
+        return (operand.amount, operand.currency)
+    if isinstance(operand, n.NumberLit):
+        value = operand.value
+        return int(value) if value == value.to_integral_value() else value
+    if isinstance(operand, n.StringLit):
+        return operand.value
+    if isinstance(operand, n.DurationLit):
+        return operand.value.seconds
+    if isinstance(operand, n.PercentLit):
+        return operand.value / 100  # facts carry likelihoods as fractions between 0 and 1
+    if isinstance(operand, n.TimeLit):
+        return operand.hour * 60 + operand.minute
+    if isinstance(operand, n.DayLit):
+        return n.WEEKDAYS.index(operand.day)
+    if isinstance(operand, n.BoolLit):
+        return operand.value
+    raise TypeError(operand)  # pragma: no cover
+
+
+def _atoms(expr: n.Expr) -> list[n.Expr]:
+    if isinstance(expr, n.And | n.Or):
+        return [atom for item in expr.items for atom in _atoms(item)]
+    if isinstance(expr, n.Not):
+        return _atoms(expr.expr)
+    return [expr]
+
+
+def _time_of(lit: n.TimeLit) -> time:
+    return time(0, 0) if lit.hour == 24 else time(lit.hour, lit.minute)
+
+
+def _build_timing(policy: n.Policy) -> PolicyTiming:
+    business: list[BusinessHoursRule] = []
+    quiet: list[QuietHoursRule] = []
+    skip_holidays = skip_weekends = False
+    cadence: CadenceRule | None = None
+    overrides: list[OverrideRule] = []
+    for s in policy.statements:
+        if isinstance(s, n.BusinessHours):
+            windows = tuple(HoursWindow(e.days(), _time_of(e.start), _time_of(e.end)) for e in s.entries)
+            business.append(BusinessHoursRule(tuple(r.text for r in s.regions), windows, s.line))
+        elif isinstance(s, n.QuietHours):
+            quiet.append(
+                QuietHoursRule(tuple(r.text for r in s.regions), _time_of(s.start), _time_of(s.end), s.line)
+            )
+        elif isinstance(s, n.Skip):
+            names = {i.text for i in s.items}
+            skip_holidays |= "holidays" in names
+            skip_weekends |= "weekends" in names
+        elif isinstance(s, n.Cadence):
+            caps = {i.period: int(i.count) for i in s.items if isinstance(i, n.CadenceMax)}
+            gap = next((i.gap.seconds for i in s.items if isinstance(i, n.CadenceGap)), None)
+            cadence = CadenceRule(caps.get("hour"), caps.get("day"), caps.get("week"), gap)
+        elif isinstance(s, n.Override):
+            overrides.append(OverrideRule(frozenset(i.text for i in s.ignores), s.line))
+    return PolicyTiming(
+        tuple(business), tuple(quiet), skip_holidays, skip_weekends, cadence, tuple(overrides)
+    )
+
+
+def _compile_plan(plan: n.Plan) -> CompiledPlan:
+    steps: list[CompiledStep] = []
+    priority = "default"
+    escalate_after = escalate_to = give_up = None
+    for item in plan.items:
+        if isinstance(item, n.Priority):
+            priority = item.level.text
+        elif isinstance(item, n.Escalate):
+            escalate_after, escalate_to = item.after.iso(), item.team.text
+        elif isinstance(item, n.GiveUp):
+            give_up = item.after.iso()
+        else:
+            condition = format_expr(item.condition) if item.condition is not None else None
+            if isinstance(item, n.MessageStep):
+                steps.append(
+                    CompiledStep(
+                        len(steps),
+                        item.line,
+                        "message",
+                        item.after.seconds,
+                        str(item.after),
+                        tuple(c.text for c in item.channels),
+                        item.template.text,
+                        tuple((v.name, v.weight) for v in item.variants),
+                        condition,
+                    )
+                )
+            else:
+                steps.append(
+                    CompiledStep(
+                        len(steps),
+                        item.line,
+                        "retry_payment",
+                        item.after.seconds,
+                        str(item.after),
+                        (),
+                        None,
+                        (),
+                        condition,
+                    )
+                )
+    segments = tuple(s.text for s in plan.segments)
+    return CompiledPlan(plan.line, segments, priority, tuple(steps), escalate_after, escalate_to, give_up)
+
+
+def build(
+    policy: n.Policy,
+    *,
+    fx_rates: FxRates | None,
+    source_hash: str,
+    version: int | None,
+    warnings: tuple[Diagnostic, ...] = (),
+) -> CompiledPolicy:
+    """Compile a validated tree. Use ``compile_policy`` for text: it validates and caches."""
+    gen = _Generator()
+    segments = [s for s in policy.statements if isinstance(s, n.Segment)]
+    plan_nodes = [s for s in policy.statements if isinstance(s, n.Plan)]
+    offer_rules = [r for s in policy.statements if isinstance(s, n.Offers) for r in s.rules]
+    overrides = [s for s in policy.statements if isinstance(s, n.Override)]
+    holdout = next((s.percent.value for s in policy.statements if isinstance(s, n.Holdout)), Decimal(0))
+
+    plans = [_compile_plan(p) for p in plan_nodes]
+    offer_tuples = tuple(
+        tuple(CompiledOffer(o.name, o.term.iso() if o.term else None) for o in r.offers) for r in offer_rules
+    )
+    segment_plan = []
+    for segment in segments:
+        index = next(
+            (i for i, p in enumerate(plan_nodes) if segment.name.text in {s.text for s in p.segments}), -1
+        )
+        segment_plan.append(index)
+    fallback = next((i for i, p in enumerate(plan_nodes) if not p.segments), -1)
+
+    body: list[str] = []
+    conditions: list[tuple[str, int, str]] = []
+    explain: list[str] = []
+
+    def chain(var: str, conds: list[n.Expr | None], none_value: str = "-1") -> None:
+        for i, cond in enumerate(conds):
+            test = "True" if cond is None else gen.expr(cond)
+            body.append(f"{'if' if i == 0 else 'elif'} {test}: {var} = {i}")
+        if conds:
+            body.append(f"else: {var} = {none_value}")
+        else:
+            body.append(f"{var} = {none_value}")
+
+    explained_by_line: list[tuple[int, int, tuple[str, int, str], str]] = []
+
+    def explained(kind: str, line: int, cond: n.Expr) -> None:
+        entries = [((kind, line, format_expr(cond)), gen.expr(cond))]
+        atoms = _atoms(cond)
+        if len(atoms) > 1:
+            entries += [(("part", atom.line, format_expr(atom)), gen.expr(atom)) for atom in atoms]
+        for entry, code in entries:
+            explained_by_line.append((line, len(explained_by_line), entry, code))
+
+    for k, segment in enumerate(segments):
+        test = "True" if segment.condition is None else gen.expr(segment.condition)
+        plan_ref = gen.const(plans[segment_plan[k]]) if segment_plan[k] >= 0 else "None"
+        body.append(f"{'if' if k == 0 else 'elif'} {test}:")
+        body.append(f"    seg = {segment.name.text!r}; p = {segment_plan[k]}; pl = {plan_ref}")
+    fallback_ref = gen.const(plans[fallback]) if fallback >= 0 else "None"
+    body.append("else:" if segments else "if True:")
+    body.append(f"    seg = None; p = {fallback}; pl = {fallback_ref}")
+
+    for k, rule in enumerate(offer_rules):
+        test = "True" if rule.condition is None else gen.expr(rule.condition)
+        body.append(f"{'if' if k == 0 else 'elif'} {test}: off = {gen.const(offer_tuples[k])}")
+    body.append("else: off = ()" if offer_rules else "off = ()")
+
+    body.append("ov = 0")
+    for bit, override in enumerate(overrides):
+        body.append(f"if {gen.expr(override.condition)}: ov |= {1 << bit}")
+
+    for pi, plan in enumerate(plan_nodes):
+        compiled_steps = plans[pi].steps
+        body.append(f"{'if' if pi == 0 else 'elif'} p == {pi}:")
+        if all(step.condition is None for step in plan.steps):
+            body.append(f"    st = {gen.const(compiled_steps)}")
+        else:
+            body.append("    st = []")
+            for si, step in enumerate(plan.steps):
+                ref = gen.const(compiled_steps[si])
+                if step.condition is None:
+                    body.append(f"    st.append({ref})")
+                else:
+                    body.append(f"    if {gen.expr(step.condition)}: st.append({ref})")
+            body.append("    st = tuple(st)")
+    body.append("else: st = ()" if plan_nodes else "st = ()")
+    if len(overrides) <= 6:
+        body.append("return _new(_Decision, (seg, pl, off, st, _IGNORES[ov]))")
+    else:
+        body.append("return _new(_Decision, (seg, pl, off, st, _ignores(ov)))")
+
+    for s in segments:
+        if s.condition is not None:
+            explained("segment", s.line, s.condition)
+    for r in offer_rules:
+        if r.condition is not None:
+            explained("offer", r.line, r.condition)
+    for o in overrides:
+        explained("override", o.line, o.condition)
+    for plan in plan_nodes:
+        for step in plan.steps:
+            if step.condition is not None:
+                explained("step", step.line, step.condition)
+    for _, _, entry, code in sorted(explained_by_line, key=lambda e: (e[0], e[1])):
+        conditions.append(entry)
+        explain.append(f"_r.append({code})")
+
+    used_groups = {path.split(".")[0] for path in gen.field_vars}
+    if used_groups & {"customer", "transaction"}:  # some customer facts read the transaction's, and back
+        used_groups |= {"customer", "transaction"}
+    prologue = [
+        line
+        for group, var in _GROUP_VAR.items()
+        if group in used_groups
+        for line in (f"{var} = facts.get({group!r})", f"if {var}.__class__ is not dict: {var} = _E")
+    ] + [
+        *gen.prologue,
+    ]
+    indent = "    "
+    source = "\n".join(
+        [
+            "def _decide(facts):",
+            *(indent + line for line in prologue + body),
+            "",
+            "def _explain(facts):",
+            *(indent + line for line in prologue),
+            indent + "_r = []",
+            *(indent + line for line in explain),
+            indent + "return _r",
+            "",
+        ]
+    )
+    override_ignores = [frozenset(i.text for i in o.ignores) for o in overrides]
+
+    def ignores_of(mask: int) -> frozenset[str]:
+        found: frozenset[str] = frozenset()
+        for bit, ignores in enumerate(override_ignores):
+            if mask >> bit & 1:
+                found |= ignores
+        return found
+
+    ignore_table = tuple(ignores_of(mask) for mask in range(1 << min(len(overrides), 6)))
+    namespace: dict[str, Any] = {
+        "_E": _EMPTY,
+        "_money_cmp": _money_cmp,
+        "_money_cmp2": _money_cmp2,
+        "_money_amount": _money_amount,
+        "_D": Decimal,
+        "_Invalid": InvalidOperation,
+        "_Decision": Decision,
+        "_new": tuple.__new__,  # Decision's own __new__ is a Python function: skip it in the hot path
+        "_IGNORES": ignore_table,
+        "_NIGNORES": len(ignore_table),
+        "_ignores": ignores_of,
+        "_number": _number,
+        "_age": _age,
+        "_local": _local,
+        "_duration_fact": _duration_fact,
+        "_time_fact": _time_fact,
+        "_rates": fx_rates,
+        **gen.consts,
+    }
+    bytecode = compile(source, f"<policy {policy.name!r}>", "exec")
+    exec(bytecode, namespace)  # noqa: S102 - the source is generated above from a validated tree, not user text
+
+    return CompiledPolicy(
+        name=policy.name,
+        source_hash=source_hash,
+        version=version,
+        segments=tuple(s.name.text for s in segments),
+        plans=tuple(plans),
+        timing=_build_timing(policy),
+        holdout_percent=holdout,
+        warnings=warnings,
+        python_source=source,
+        decide=namespace["_decide"],
+        _explain=namespace["_explain"],
+        _segment_plan=tuple(segment_plan),
+        _fallback_plan=fallback,
+        _conditions=tuple(conditions),
+    )
+
+
+# --- text -> compiled, with a per-process cache -------------------------------------------------------------
+
+_CACHE: dict[tuple[object, ...], CompiledPolicy] = {}
+_CACHE_SIZE = 128
+
+
+def source_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def compile_policy(
+    text: str,
+    *,
+    version: int | None = None,
+    fx_rates: FxRates | None = None,
+    known_templates: Collection[str] | None = None,
+    retry_budget: int = DEFAULT_RETRY_BUDGET,
+    filename: str = "<policy>",
+) -> CompiledPolicy:
+    """Parse, validate and compile; the result is cached per (version, source hash, rates).
+
+    Raises PolicyError (syntax or validation) when the policy has errors; warnings ride on ``.warnings``.
+    """
+    digest = source_hash(text)
+    templates_key = tuple(sorted(known_templates)) if known_templates is not None else None
+    key = (version, digest, fx_rates, templates_key, retry_budget)
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    tree = parse(text, filename=filename)
+    found = validate(
+        tree,
+        text,
+        known_templates=known_templates,
+        fx_currencies=fx_rates.currencies() if fx_rates else None,
+        retry_budget=retry_budget,
+    )
+    errors = [d for d in found if d.is_error]
+    if errors:
+        raise PolicyValidationError(errors + [d for d in found if not d.is_error])
+    compiled = build(tree, fx_rates=fx_rates, source_hash=digest, version=version, warnings=tuple(found))
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = compiled
+    return compiled
+
+
+__all__ = [
+    "BusinessHoursRule",
+    "CadenceRule",
+    "CompiledOffer",
+    "CompiledPlan",
+    "CompiledPolicy",
+    "CompiledStep",
+    "ConditionResult",
+    "Decision",
+    "HoursWindow",
+    "OverrideRule",
+    "PolicyError",
+    "PolicyTiming",
+    "QuietHoursRule",
+    "compile_policy",
+    "source_hash",
+]
