@@ -69,8 +69,16 @@ def worker_name() -> str:
 
 
 def dispatch_due(*, now: datetime | None = None, limit: int = 200, concurrency: int = 8) -> dict[str, Any]:
+    from app.case_lifecycle import expire_due_cases, run_due_escalations
+
     now = now or utcnow()
     report = DispatchReport()
+    expired = expire_due_cases(now)
+    if expired:
+        report.outcomes["expired_cases"] = expired
+    escalated = run_due_escalations(now)
+    if escalated:
+        report.outcomes["escalated"] = escalated
     report.reclaimed = reclaim_stale(now)
     ids = claim_due(now, limit)
     report.claimed = len(ids)

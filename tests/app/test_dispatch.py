@@ -123,3 +123,30 @@ def test_two_dispatchers_never_claim_the_same_message(db, channels, app):
         t.join(20)
     together = claimed[0] + claimed[1]
     assert sorted(together) == sorted(ids) and len(set(together)) == len(together)
+
+
+def test_a_due_escalation_creates_one_task_and_emails_the_team(db, channels):
+    from app.case_lifecycle import run_due_escalations
+    from app.models import EscalationTask, Team
+
+    db.session.add(Team(name="collections", email="collections@merchant.example"))
+    case = make_case(state="contacting")
+    row = due_message(case=case, channel="escalation", address="collections", idempotency_key=f"case:{case.id}:esc")
+    db.session.commit()
+    assert run_due_escalations(NOW) == 1 and run_due_escalations(NOW) == 0
+    tasks = db.session.scalars(sa.select(EscalationTask)).all()
+    assert [(t.case_id, t.team) for t in tasks] == [(case.id, "collections")]
+    assert db.session.get(RecoveryCase, case.id).state == "escalated"
+    assert channels.smtp.count(f"esc{case.id}") == 1
+    assert db.session.get(OutboxMessage, row.id).state == "sent"
+
+
+def test_a_case_past_its_give_up_time_expires_and_cancels_what_is_left(db, channels):
+    from app.case_lifecycle import expire_due_cases
+
+    case = make_case(state="contacting", give_up_at=NOW - timedelta(hours=1))
+    later = make_message(case=case, scheduled_for=NOW + timedelta(days=1))
+    db.session.commit()
+    assert expire_due_cases(NOW) == 1
+    assert db.session.get(RecoveryCase, case.id).state == "expired"
+    assert db.session.get(OutboxMessage, later.id).state == "cancelled"
