@@ -1,0 +1,241 @@
+"""Fetching failed sales from the simulator over real sockets: paging, windows, faults."""
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import phonenumbers
+import pytest
+
+from app.gateways.base import FetchPage, GatewayAuthError, GatewayProtocolError, GatewayUnavailable
+from app.gateways.nmi import NmiGateway, normalise_phone, to_minor
+from rules.declines import DeclineReason
+
+from .conftest import make_gateway
+
+NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+SINCE = NOW - timedelta(days=31)
+
+
+def fetch_all(gateway, since=SINCE, until=NOW, **kw):
+    records, pages = [], []
+    for page in gateway.fetch_failed(since, until, **kw):
+        records.extend(page.records)
+        pages.append(page)
+    return records, pages
+
+
+@pytest.fixture
+def seeded(sim):
+    sim.seed_population(failed=120, succeeded=80, days=30, now=NOW)
+    return sim
+
+
+def expected_failed(sim, since=SINCE, until=NOW):
+    return {
+        t.transaction_id for t in sim.transactions if t.condition == "failed" and since <= t.modified <= until
+    }
+
+
+def test_pages_until_a_short_page_and_returns_exactly_the_failed_sales(seeded, gateway):
+    records, pages = fetch_all(gateway)
+    assert [p.page_number for p in pages] == [0, 1, 2]
+    assert [p.count for p in pages] == [50, 50, 20] and not pages[-1].more
+    ids = [r.gateway_transaction_id for r in records]
+    assert len(ids) == len(set(ids)) == 120
+    assert set(ids) == expected_failed(seeded)
+    sent = [r.form() for r in seeded.received("/api/query.php")]
+    assert [s["page_number"] for s in sent] == ["0", "1", "2"]
+    assert {(s["condition"], s["action_type"], s["result_limit"]) for s in sent} == {("failed", "sale", "50")}
+    assert sent[0]["start_date"] == SINCE.strftime("%Y%m%d%H%M%S") and sent[0]["end_date"] == "20260314120000"
+
+
+def test_an_exactly_full_last_page_costs_one_empty_page(sim, gateway):
+    sim.seed_population(failed=100, days=30, now=NOW)
+    records, pages = fetch_all(gateway)
+    assert len(records) == 100 and [p.count for p in pages] == [50, 50, 0]
+
+
+def test_records_carry_customer_amount_decline_and_products(seeded, gateway):
+    records, _ = fetch_all(gateway)
+    by_id = {t.transaction_id: t for t in seeded.transactions}
+    for record in records:
+        txn = by_id[record.gateway_transaction_id]
+        c = txn.customer
+        assert record.gateway == "nmi" and record.condition == "failed"
+        assert record.failed_at == txn.created and record.failed_at.tzinfo is UTC
+        assert record.amount_minor == to_minor(txn.amount, txn.currency)
+        assert record.currency == txn.currency
+        assert record.decline_code == txn.actions[0].response_code
+        assert record.order_id == txn.order_id
+        assert record.customer.email == c.email.lower()
+        assert record.customer.country == c.country and record.customer.region == (c.state or None)
+        assert record.customer.postal_code == (c.postal_code or None)
+        assert record.customer.customer_id == c.customer_vault_id
+        assert record.customer.card_masked == c.card.cc_number and "x" in record.customer.card_masked
+        assert record.customer.phone_raw == c.phone
+        number = phonenumbers.parse(record.customer.phone_e164)
+        assert phonenumbers.is_valid_number(number)
+        assert phonenumbers.region_code_for_number(number) in {c.country, "US", "CA", "PR"}
+        assert [p.sku for p in record.products] == [p.sku for p in txn.products]
+        assert gateway.classify(record.decline_code).reason is not DeclineReason.unknown
+        assert record.raw["transaction_id"] == txn.transaction_id
+
+
+def test_zero_decimal_currency_amounts(sim, gateway):
+    sim.add_transaction(amount="4900.00", currency="JPY", at=NOW - timedelta(hours=1), decline_code="202")
+    [record], _ = fetch_all(gateway)
+    assert (record.amount_minor, record.currency) == (4900, "JPY")
+
+
+def test_window_filters_on_last_modified_and_overlapping_windows_dedupe_on_id(sim, gateway):
+    early = sim.add_transaction(at=NOW - timedelta(days=3))
+    late = sim.add_transaction(at=NOW - timedelta(hours=2))
+    sim.add_transaction(condition="pendingsettlement", at=NOW - timedelta(hours=2))
+    first, _ = fetch_all(gateway, NOW - timedelta(days=4), NOW - timedelta(days=1))
+    second, _ = fetch_all(gateway, NOW - timedelta(days=2), NOW)  # overlaps the first window
+    assert [r.gateway_transaction_id for r in first] == [early.transaction_id]
+    assert [r.gateway_transaction_id for r in second] == [late.transaction_id]
+    # a later action on an old transaction moves it into today's window; the caller dedupes on the id
+    sim.settle(early.transaction_id, at=NOW - timedelta(minutes=5))
+    third, _ = fetch_all(gateway, NOW - timedelta(hours=1), NOW)
+    assert [r.gateway_transaction_id for r in third] == [early.transaction_id]
+    assert third[0].modified_at == NOW - timedelta(minutes=5) and third[0].failed_at == early.created
+
+
+def test_window_bounds_are_inclusive_and_must_be_aware(sim, gateway):
+    on_edge = sim.add_transaction(at=NOW)
+    records, _ = fetch_all(gateway, NOW, NOW)
+    assert [r.gateway_transaction_id for r in records] == [on_edge.transaction_id]
+    with pytest.raises(ValueError):
+        list(gateway.fetch_failed(datetime(2026, 1, 1), NOW))
+    with pytest.raises(ValueError):
+        list(gateway.fetch_failed(NOW, SINCE))
+
+
+def test_a_page_must_be_consumed_before_the_next(seeded, gateway):
+    pages = gateway.fetch_failed(SINCE, NOW)
+    page = next(pages)
+    assert isinstance(page, FetchPage)
+    with pytest.raises(RuntimeError):
+        page.more  # noqa: B018
+    with pytest.raises(RuntimeError):
+        next(pages)
+
+
+def test_resume_from_a_page(seeded, gateway):
+    records, pages = fetch_all(gateway, start_page=2)
+    assert [p.page_number for p in pages] == [2] and len(records) == 20
+
+
+@pytest.mark.parametrize("kind", ["http_429", "http_500", "http_502", "http_503", "reset"])
+def test_transient_http_failures_are_retried(seeded, gateway, kind):
+    seeded.inject(kind, count=2, path="/api/query.php")
+    records, _ = fetch_all(gateway)
+    assert len({r.gateway_transaction_id for r in records}) == len(records) == 120
+
+
+def test_retry_after_is_honoured_up_to_the_cap(seeded):
+    slept = []
+    gateway = make_gateway(seeded, sleep=slept.append, max_retry_after=0.5, backoff=0.001)
+    seeded.inject("http_429", count=1, path="/api/query.php")
+    fetch_all(gateway)
+    assert slept and slept[0] == 0.5  # the harness says Retry-After: 1, capped at 0.5
+
+
+def test_timeouts_are_retried(seeded, gateway):
+    seeded.inject("timeout", count=1, seconds=0.6, path="/api/query.php")
+    started = time.monotonic()
+    records, _ = fetch_all(gateway)
+    assert len(records) == 120 and time.monotonic() - started < 5
+
+
+def test_truncated_page_is_refetched_without_handing_out_a_record_twice(seeded, gateway):
+    seeded.inject("truncated_xml", count=1, path="/api/query.php")
+    records, pages = fetch_all(gateway)
+    ids = [r.gateway_transaction_id for r in records]
+    assert len(ids) == len(set(ids)) == 120
+    assert len(seeded.received("/api/query.php")) == 4  # page 0 twice
+
+
+def test_malformed_page_is_refetched(seeded, gateway):
+    seeded.inject("malformed_xml", count=1, path="/api/query.php")
+    records, _ = fetch_all(gateway)
+    assert len({r.gateway_transaction_id for r in records}) == 120
+
+
+def test_persistent_truncation_fails_the_page_so_the_cursor_stays(seeded, gateway, caplog):
+    seeded.inject("truncated_xml", count=10, path="/api/query.php")
+    consumed = []
+    with pytest.raises(GatewayProtocolError), caplog.at_level(logging.WARNING):
+        for page in gateway.fetch_failed(SINCE, NOW):
+            consumed.extend(page.records)
+    assert len(consumed) == 3  # the complete records before the cut, handed out once
+    assert "query.php" in caplog.text
+
+
+def test_persistent_unavailability_is_gateway_unavailable(seeded, gateway):
+    seeded.inject("http_503", count=10, path="/api/query.php")
+    with pytest.raises(GatewayUnavailable):
+        fetch_all(gateway)
+
+
+def test_unreachable_gateway(sim):
+    gateway = NmiGateway("key", "http://127.0.0.1:9/api", timeout=(0.2, 0.2), max_attempts=2, backoff=0.01)
+    with pytest.raises(GatewayUnavailable):
+        fetch_all(gateway)
+
+
+def test_error_response_for_a_bad_key_is_an_auth_error(seeded, caplog):
+    gateway = make_gateway(seeded, security_key="wrong")
+    with pytest.raises(GatewayAuthError, match="Authentication Failed"), caplog.at_level(logging.ERROR):
+        fetch_all(gateway)
+    assert len(seeded.received("/api/query.php")) == 1  # no retries on a bad key
+    assert "refused" in caplog.text
+
+
+def test_injected_error_response(seeded, gateway):
+    seeded.inject("error_response", count=1, path="/api/query.php")
+    with pytest.raises(GatewayAuthError):
+        fetch_all(gateway)
+
+
+def test_entity_bomb_is_refused_without_retrying(seeded, gateway):
+    seeded.inject("entity_bomb", count=1, path="/api/query.php")
+    with pytest.raises(GatewayProtocolError, match="hostile"):
+        fetch_all(gateway)
+    assert len(seeded.received("/api/query.php")) == 1
+
+
+def test_huge_text_is_capped_and_the_page_completes(seeded):
+    seeded.huge_text_bytes = 2 * 1024 * 1024
+    gateway = make_gateway(seeded, max_text=4096)
+    seeded.inject("huge_text", count=1, path="/api/query.php")
+    records, _ = fetch_all(gateway)
+    assert len(records) == 120
+    assert len(records[0].order_description) <= 4096 + 12
+
+
+def test_a_single_large_page_streams(sim):
+    sim.seed_population(failed=3000, days=30, now=NOW)
+    gateway = make_gateway(sim, page_size=5000, timeout=(1.0, 5.0))
+    records, pages = fetch_all(gateway)
+    assert len(pages) == 1 and len(records) == 3000 and pages[0].last_modified_at <= NOW
+
+
+def test_phone_normalisation():
+    assert normalise_phone("503-555-0147", "US") == "+15035550147"
+    assert normalise_phone("(212) 736-5000", "US") == "+12127365000"
+    assert normalise_phone("07400 123456", "GB") == "+447400123456"
+    assert normalise_phone("+44 7400 123456", "US") == "+447400123456"
+    assert normalise_phone("N/A", "US") is None and normalise_phone("", "US") is None
+    assert normalise_phone("12", None) is None
+
+
+def test_from_env():
+    gateway = NmiGateway.from_env({"NMI_SECURITY_KEY": "k", "NMI_API_URL": "http://x/api/"})
+    assert gateway.api_url == "http://x/api" and gateway.webhook_signing_key is None
+    assert NmiGateway.from_env({"NMI_SECURITY_KEY": "k"}).api_url == "https://secure.nmi.com/api"
+    assert "k" not in repr(gateway)
+    with pytest.raises(GatewayAuthError):
+        NmiGateway.from_env({})
