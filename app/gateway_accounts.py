@@ -26,7 +26,9 @@ def gateway_for(account: GatewayAccount) -> Gateway:
 
         if not creds.get("security_key"):
             raise AccountError(f"gateway account {account.name!r} has no NMI security key")
-        options = dict(account.settings or {}).get("client", {})
+        options = dict(dict(account.settings or {}).get("client", {}))
+        if isinstance(options.get("timeout"), list):  # JSON has no tuples: (connect, read) seconds
+            options["timeout"] = tuple(options["timeout"])
         return NmiGateway(
             security_key=creds["security_key"],
             api_url=account.api_url or config["NMI_API_URL"],

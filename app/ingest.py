@@ -161,8 +161,7 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
     cases = [
         RecoveryCase(transaction_id=tx.id, customer_id=tx.customer_id, state=CaseState.OPEN.value,
                      amount_due_minor=tx.amount_minor, currency=tx.currency)
-        for tx in transactions
-        if tx.decline_kind is not None  # an approval (code 100) that came in as "failed" opens no case
+        for tx in _first_failures(transactions, ctx)
     ]
     db.session.add_all(cases)
     db.session.flush()
@@ -175,6 +174,35 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
     result.new_cases = len(cases)
     result.case_ids = [c.id for c in cases]
     return result
+
+
+OPEN_CASE_STATES = ("open", "contacting", "escalated")
+
+
+def _first_failures(transactions: list[Transaction], ctx: IngestContext) -> list[Transaction]:
+    """The transactions that open a case: one case per failed payment, not per retry of the same order.
+
+    A failure whose order already has an open case (a gateway or customer retry of the same order) is stored as a
+    transaction of its own but opens nothing. An approval (code 100) that came in as "failed" opens nothing.
+    """
+    candidates = [tx for tx in transactions if tx.decline_kind is not None]
+    orders = {tx.order_id for tx in candidates if tx.order_id}
+    covered: set[str] = set()
+    if orders:
+        covered = set(db.session.scalars(
+            sa.select(Transaction.order_id)
+            .join(RecoveryCase, RecoveryCase.transaction_id == Transaction.id)
+            .where(Transaction.gateway_account_id == ctx.account_id, Transaction.order_id.in_(orders),
+                   RecoveryCase.state.in_(OPEN_CASE_STATES))
+        ))
+    chosen = []
+    for tx in sorted(candidates, key=lambda t: t.failed_at):
+        if tx.order_id:
+            if tx.order_id in covered:
+                continue
+            covered.add(tx.order_id)
+        chosen.append(tx)
+    return chosen
 
 
 def _customer_key(record: FailedTransaction) -> tuple[str, str]:

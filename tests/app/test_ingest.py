@@ -1,0 +1,113 @@
+"""Fetching failed sales from the NMI simulator into customers, transactions and one case per failed payment."""
+
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from app.gateway_accounts import save_account
+from app.ingest import fetch_account
+from app.models import Customer, FetchCursor, RecoveryCase, Transaction
+from sandbox.nmi.server import NmiSimulator
+
+SIGNING_KEY = "whsec-ingest-tests"
+CLIENT = {"timeout": [1.0, 2.0], "backoff": 0.01, "max_backoff": 0.05, "max_retry_after": 0.05, "page_size": 200}
+
+
+@pytest.fixture(scope="module")
+def nmi_sim():
+    with NmiSimulator(seed=11, webhook_signing_key=SIGNING_KEY) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(nmi_sim):
+    nmi_sim.clear()
+    nmi_sim.reset()
+    yield nmi_sim
+    nmi_sim.clear()
+    nmi_sim.reset()
+
+
+def nmi_account(db, sim, **client):
+    account = save_account("nmi-test", "nmi", api_url=f"{sim.url}/api",
+                           credentials={"security_key": sim.security_key, "webhook_signing_key": SIGNING_KEY},
+                           settings={"client": {**CLIENT, **client}})
+    db.session.commit()
+    return account
+
+
+def test_one_fetch_ingests_each_failed_sale_once_and_a_second_adds_nothing(db, sim):
+    sim.seed_population(failed=300, succeeded=300, days=30, seed=5)
+    expected = sim_failed_ids(sim)
+    account = nmi_account(db, sim)
+    first = fetch_account(account.id)
+    assert first.ok, first.error
+    stored = set(db.session.scalars(sa.select(Transaction.gateway_transaction_id)))
+    assert stored == expected
+    assert first.result.new_transactions == len(expected)
+    again = fetch_account(account.id)
+    assert again.ok and again.result.new_transactions == 0 and again.result.new_cases == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Transaction)) == len(expected)
+    # one case per failed payment, not per retry of the same order
+    orders = Counter(db.session.scalars(sa.select(Transaction.order_id)))
+    cases = db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase))
+    assert cases == len(orders)
+    customers = db.session.scalars(sa.select(Customer)).all()
+    with_phone = [c for c in customers if c.phone_e164]
+    assert with_phone and all(c.phone_e164.startswith("+") for c in with_phone)
+    assert all(c.timezone_source for c in customers)
+    assert sum(1 for c in customers if c.timezone) >= 0.9 * len(customers)
+    reasons = Counter(db.session.scalars(sa.select(Transaction.decline_reason)))
+    assert "insufficient_funds" in reasons and reasons.get("unknown", 0) < 0.05 * len(expected)
+    cursor = db.session.scalar(sa.select(FetchCursor))
+    assert cursor.position is not None and cursor.last_status == "ok"
+
+
+def sim_failed_ids(sim):
+    return {str(t["transaction_id"]) for t in sim_transactions(sim) if t["condition"] == "failed"}
+
+
+def sim_transactions(sim):
+    import requests
+
+    listed = requests.get(f"{sim.url}/_control/transactions", params={"condition": "failed", "limit": 100000},
+                          timeout=30).json()
+    assert listed["total"] == len(listed["items"])
+    return listed["items"]
+
+
+def test_a_bad_key_keeps_the_cursor_and_stores_nothing(db, sim):
+    sim.seed_population(failed=20, succeeded=0, days=2, seed=3)
+    account = save_account("nmi-bad", "nmi", api_url=f"{sim.url}/api", credentials={"security_key": "wrong"},
+                           settings={"client": CLIENT})
+    db.session.commit()
+    report = fetch_account(account.id)
+    assert not report.ok and "GatewayAuthError" in report.error
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Transaction)) == 0
+    cursor = db.session.scalar(sa.select(FetchCursor))
+    assert cursor.position is None and cursor.last_status == "error"
+
+
+def test_truncated_xml_keeps_the_cursor_until_a_later_fetch_completes(db, sim):
+    sim.seed_population(failed=120, succeeded=0, days=3, seed=9)
+    expected = sim_failed_ids(sim)
+    account = nmi_account(db, sim, max_attempts=1)
+    sim.inject("truncated_xml", count=1, path="query.php")
+    broken = fetch_account(account.id)
+    assert not broken.ok
+    assert db.session.scalar(sa.select(FetchCursor.position)) is None
+    healed = fetch_account(account.id)
+    assert healed.ok
+    assert set(db.session.scalars(sa.select(Transaction.gateway_transaction_id))) == expected
+
+
+def test_fetch_command_prints_what_it_found(db, sim, runner):
+    sim.seed_population(failed=15, succeeded=5, days=2, seed=4)
+    nmi_account(db, sim)
+    result = runner.invoke(args=["fetch", "--gateway", "nmi-test"])
+    assert result.exit_code == 0, result.output
+    assert "nmi-test:" in result.output and "new" in result.output
+    missing = runner.invoke(args=["fetch", "--gateway", "nope"])
+    assert missing.exit_code != 0 and "no gateway account" in missing.output
