@@ -29,7 +29,10 @@ def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides:
 
     db.init_app(app)
     migrate.init_app(
-        app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"), render_as_batch=True,
+        app,
+        db,
+        directory=str(Path(__file__).resolve().parent.parent / "migrations"),
+        render_as_batch=True,
         compare_type=True,
     )
     csrf.init_app(app)

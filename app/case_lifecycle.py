@@ -21,14 +21,23 @@ OPEN = ("open", "contacting", "escalated")
 def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
     """Escalation rows that are due create a task for the team (once per case and team) and tell the team."""
     now = now or utcnow()
-    rows = db.session.scalars(sa.select(OutboxMessage).where(
-        OutboxMessage.channel == "escalation", OutboxMessage.state == "scheduled",
-        OutboxMessage.scheduled_for <= now).limit(limit)).all()
+    rows = db.session.scalars(
+        sa.select(OutboxMessage)
+        .where(
+            OutboxMessage.channel == "escalation",
+            OutboxMessage.state == "scheduled",
+            OutboxMessage.scheduled_for <= now,
+        )
+        .limit(limit)
+    ).all()
     done = 0
     for row in rows:
         claimed = db.session.execute(
-            sa.update(OutboxMessage).where(OutboxMessage.id == row.id, OutboxMessage.state == "scheduled")
-            .values(state="sending", claimed_at=now).execution_options(synchronize_session=False)).rowcount
+            sa.update(OutboxMessage)
+            .where(OutboxMessage.id == row.id, OutboxMessage.state == "scheduled")
+            .values(state="sending", claimed_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
         db.session.commit()
         if not claimed:
             continue
@@ -37,8 +46,9 @@ def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
             _finish(row, "cancelled", {"why": f"case is {case.state if case else 'gone'}"})
             continue
         team = row.address or "operations"
-        exists = db.session.scalar(sa.select(EscalationTask.id).where(EscalationTask.case_id == case.id,
-                                                                      EscalationTask.team == team))
+        exists = db.session.scalar(
+            sa.select(EscalationTask.id).where(EscalationTask.case_id == case.id, EscalationTask.team == team)
+        )
         if exists is None:
             db.session.add(EscalationTask(case_id=case.id, team=team, state="open"))
         if case.state != "escalated":
@@ -70,10 +80,19 @@ def _notify_team(team_name: str, case: RecoveryCase) -> str | None:
     if team is None or not team.email or sender is None:
         return None
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
-    text = (f"Case {case.id} ({format_minor(case.amount_due_minor, case.currency)}) was escalated to {team_name} "
-            f"by the recovery policy.\n\nOpen it: {base}/admin/cases/details/?id={case.id}\n")
-    result = sender.send(OutboundMessage(channel=Channel.EMAIL, to=team.email, reference=f"esc{case.id}",
-                                         subject=f"Escalated: case {case.id}", text=text))
+    text = (
+        f"Case {case.id} ({format_minor(case.amount_due_minor, case.currency)}) was escalated to {team_name} "
+        f"by the recovery policy.\n\nOpen it: {base}/admin/cases/details/?id={case.id}\n"
+    )
+    result = sender.send(
+        OutboundMessage(
+            channel=Channel.EMAIL,
+            to=team.email,
+            reference=f"esc{case.id}",
+            subject=f"Escalated: case {case.id}",
+            text=text,
+        )
+    )
     return team.email if result.accepted else None
 
 
@@ -82,9 +101,11 @@ def expire_due_cases(now: datetime | None = None, limit: int = 500) -> int:
     from app.links import revoke_case_links
 
     now = now or utcnow()
-    cases = db.session.scalars(sa.select(RecoveryCase).where(
-        RecoveryCase.state.in_(OPEN), RecoveryCase.give_up_at.is_not(None), RecoveryCase.give_up_at <= now)
-        .limit(limit)).all()
+    cases = db.session.scalars(
+        sa.select(RecoveryCase)
+        .where(RecoveryCase.state.in_(OPEN), RecoveryCase.give_up_at.is_not(None), RecoveryCase.give_up_at <= now)
+        .limit(limit)
+    ).all()
     for case in cases:
         move_case(case, "expired", reason="the policy's give-up time passed", actor="policy", at=now)
         cancel_pending(case.id, "case expired")
@@ -94,8 +115,9 @@ def expire_due_cases(now: datetime | None = None, limit: int = 500) -> int:
 
 
 def cancel_pending(case_id: int, why: str) -> int:
-    rows = db.session.scalars(sa.select(OutboxMessage).where(
-        OutboxMessage.case_id == case_id, OutboxMessage.state.in_(("scheduled", "held")))).all()
+    rows = db.session.scalars(
+        sa.select(OutboxMessage).where(OutboxMessage.case_id == case_id, OutboxMessage.state.in_(("scheduled", "held")))
+    ).all()
     for row in rows:
         row.state = "cancelled"
         db.session.add(MessageEvent(message_id=row.id, kind="cancelled", provider_payload={"why": why}))

@@ -18,21 +18,33 @@ def open_case(transaction: Transaction, *, actor: str = "system") -> tuple[Recov
     if existing is not None:
         return existing, False
     case = RecoveryCase(
-        transaction_id=transaction.id, customer_id=transaction.customer_id, state=CaseState.OPEN.value,
-        amount_due_minor=transaction.amount_minor, currency=transaction.currency,
+        transaction_id=transaction.id,
+        customer_id=transaction.customer_id,
+        state=CaseState.OPEN.value,
+        amount_due_minor=transaction.amount_minor,
+        currency=transaction.currency,
     )
     db.session.add(case)
     db.session.flush()
-    db.session.add(CaseTransition(case_id=case.id, from_state=None, to_state=CaseState.OPEN.value,
-                                  reason=f"payment {transaction.gateway_transaction_id} failed", actor=actor))
+    db.session.add(
+        CaseTransition(
+            case_id=case.id,
+            from_state=None,
+            to_state=CaseState.OPEN.value,
+            reason=f"payment {transaction.gateway_transaction_id} failed",
+            actor=actor,
+        )
+    )
     return case, True
 
 
-def move_case(case: RecoveryCase, to_state: str, *, reason: str, actor: str = "system",
-              at: datetime | None = None) -> CaseTransition:
+def move_case(
+    case: RecoveryCase, to_state: str, *, reason: str, actor: str = "system", at: datetime | None = None
+) -> CaseTransition:
     new = check_transition(case.state, to_state)
-    transition = CaseTransition(case_id=case.id, from_state=case.state, to_state=new.value, reason=reason,
-                                actor=actor, at=at or utcnow())
+    transition = CaseTransition(
+        case_id=case.id, from_state=case.state, to_state=new.value, reason=reason, actor=actor, at=at or utcnow()
+    )
     case.state = new.value
     if new in TERMINAL:
         case.closed_at = transition.at

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 import os
 import signal
 import threading
-
 
 import click
 from flask import current_app
@@ -23,7 +21,8 @@ def fetch_command(gateway: str | None) -> None:
     reports = fetch_accounts(name=gateway)
     if not reports:
         raise click.ClickException(
-            "no gateway account to fetch" + (f" named {gateway!r}" if gateway else "")
+            "no gateway account to fetch"
+            + (f" named {gateway!r}" if gateway else "")
             + " (add one in the admin, or set NMI_SECURITY_KEY)"
         )
     failed = False
@@ -92,8 +91,13 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     from app.demo import run_demo
 
     free = os.environ.get("RECOUP_DEMO_FREE_PORTS") == "1"
-    run_demo(current_app._get_current_object(), host=host, port=port, serve=not no_serve,  # type: ignore[attr-defined]
-             fixed_ports=not free)
+    run_demo(
+        current_app._get_current_object(),
+        host=host,
+        port=port,
+        serve=not no_serve,  # type: ignore[attr-defined]
+        fixed_ports=not free,
+    )
 
 
 def _wait_forever() -> None:

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import ConsentEvent, Customer, OptOut, OutboxMessage
-from app.models.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +19,15 @@ def opt_out(customer_id: int, channels: Iterable[str], *, source: str, detail: s
     """Opt a customer out of channels; returns the channels that were newly opted out."""
     added = []
     for channel in channels:
-        exists = db.session.scalar(sa.select(OptOut.id).where(OptOut.customer_id == customer_id,
-                                                              OptOut.channel == channel))
+        exists = db.session.scalar(
+            sa.select(OptOut.id).where(OptOut.customer_id == customer_id, OptOut.channel == channel)
+        )
         if exists is None:
             db.session.add(OptOut(customer_id=customer_id, channel=channel, source=source, detail=detail))
             added.append(channel)
-        db.session.add(ConsentEvent(customer_id=customer_id, channel=channel, action="opt_out", source=source,
-                                    detail=detail))
+        db.session.add(
+            ConsentEvent(customer_id=customer_id, channel=channel, action="opt_out", source=source, detail=detail)
+        )
     db.session.flush()
     return added
 
@@ -34,8 +35,9 @@ def opt_out(customer_id: int, channels: Iterable[str], *, source: str, detail: s
 def opt_in(customer_id: int, channels: Iterable[str], *, source: str, detail: str | None = None) -> None:
     for channel in channels:
         db.session.execute(sa.delete(OptOut).where(OptOut.customer_id == customer_id, OptOut.channel == channel))
-        db.session.add(ConsentEvent(customer_id=customer_id, channel=channel, action="opt_in", source=source,
-                                    detail=detail))
+        db.session.add(
+            ConsentEvent(customer_id=customer_id, channel=channel, action="opt_in", source=source, detail=detail)
+        )
     db.session.flush()
 
 
@@ -57,9 +59,13 @@ def skip_scheduled(customer_id: int, channels: Iterable[str], reason: str) -> in
     """Messages still waiting on channels the customer just left move to their fallback or are skipped now."""
     channels = tuple(channels)
     moved = 0
-    rows = db.session.scalars(sa.select(OutboxMessage).where(
-        OutboxMessage.customer_id == customer_id, OutboxMessage.state.in_(("scheduled", "held")),
-        OutboxMessage.channel.in_(channels))).all()
+    rows = db.session.scalars(
+        sa.select(OutboxMessage).where(
+            OutboxMessage.customer_id == customer_id,
+            OutboxMessage.state.in_(("scheduled", "held")),
+            OutboxMessage.channel.in_(channels),
+        )
+    ).all()
     blocked = opted_out_channels(customer_id) | set(channels)
     for row in rows:
         remaining = [c for c in (row.fallbacks or []) if c not in blocked]
@@ -73,5 +79,3 @@ def skip_scheduled(customer_id: int, channels: Iterable[str], reason: str) -> in
     db.session.flush()
     log.info("customer %s left %s: %d waiting message(s) re-routed or skipped", customer_id, channels, row_count)
     return row_count
-
-

@@ -26,21 +26,32 @@ def find_message(update: StatusUpdate) -> OutboxMessage | None:
         if mid is not None:
             return db.session.get(OutboxMessage, mid)
     if update.provider_message_id:
-        return db.session.scalars(sa.select(OutboxMessage).where(
-            OutboxMessage.provider_message_id == update.provider_message_id)).first()
+        return db.session.scalars(
+            sa.select(OutboxMessage).where(OutboxMessage.provider_message_id == update.provider_message_id)
+        ).first()
     return None
 
 
 def apply_status(update: StatusUpdate) -> OutboxMessage | None:
     message = find_message(update)
     if message is None:
-        log.info("status %s for unknown message %s/%s ignored", update.status, update.reference,
-                 update.provider_message_id)
+        log.info(
+            "status %s for unknown message %s/%s ignored", update.status, update.reference, update.provider_message_id
+        )
         return None
-    db.session.add(MessageEvent(
-        message_id=message.id, kind=update.status.value, occurred_at=update.timestamp or datetime.now(UTC),
-        provider_payload={"provider_message_id": update.provider_message_id, "error_code": update.error_code,
-                          "error_text": update.error_text, "raw": dict(update.raw)}))
+    db.session.add(
+        MessageEvent(
+            message_id=message.id,
+            kind=update.status.value,
+            occurred_at=update.timestamp or datetime.now(UTC),
+            provider_payload={
+                "provider_message_id": update.provider_message_id,
+                "error_code": update.error_code,
+                "error_text": update.error_text,
+                "raw": dict(update.raw),
+            },
+        )
+    )
     if message.state == "unknown" and not update.status.is_failure:
         message.state = "sent"  # reconciled: the provider did take it
         message.sent_at = message.sent_at or update.timestamp or datetime.now(UTC)
@@ -67,12 +78,25 @@ def _fall_back_later(message: OutboxMessage, update: StatusUpdate) -> None:
     key = f"{message.idempotency_key}:fallback:{message.fallbacks[0]}"
     if db.session.scalar(sa.select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key)) is not None:
         return
-    db.session.add(OutboxMessage(
-        case_id=message.case_id, customer_id=message.customer_id, step_n=message.step_n,
-        channel=message.fallbacks[0], fallbacks=list(message.fallbacks[1:]), template=message.template,
-        variant=message.variant, locale=message.locale, priority=message.priority, state="scheduled",
-        scheduled_for=datetime.now(UTC), deferred_by=[], policy_version_id=message.policy_version_id,
-        rule_line=message.rule_line, idempotency_key=key[:191]))
+    db.session.add(
+        OutboxMessage(
+            case_id=message.case_id,
+            customer_id=message.customer_id,
+            step_n=message.step_n,
+            channel=message.fallbacks[0],
+            fallbacks=list(message.fallbacks[1:]),
+            template=message.template,
+            variant=message.variant,
+            locale=message.locale,
+            priority=message.priority,
+            state="scheduled",
+            scheduled_for=datetime.now(UTC),
+            deferred_by=[],
+            policy_version_id=message.policy_version_id,
+            rule_line=message.rule_line,
+            idempotency_key=key[:191],
+        )
+    )
 
 
 def handle_inbound(message: InboundMessage) -> dict[str, Any]:

@@ -23,8 +23,9 @@ def seed_users() -> None:
 
     ensure_roles()
     if db.session.scalar(sa.select(User).where(User.email == DEMO_EMAIL)) is None:
-        create_user(DEMO_EMAIL, DEMO_PASSWORD, ["admin", "author", "approver", "operator"], name="Demo Admin",
-                    actor="demo")
+        create_user(
+            DEMO_EMAIL, DEMO_PASSWORD, ["admin", "author", "approver", "operator"], name="Demo Admin", actor="demo"
+        )
     db.session.commit()
 
 
@@ -34,12 +35,12 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool, fixed_ports: bool
     upgrade()
     seed_users()
     started: dict[str, Any] = {}
-    try:
-        from app.demo_world import start_world
+    from app.demo_world import start_world
 
-        started = start_world(app, fixed_ports=fixed_ports)
-    except ImportError as exc:  # only while a simulator is still being built
-        log.warning("demo world not started: %s", exc)
+    try:
+        started = start_world(app, public_url=f"http://{host}:{port}", fixed_ports=fixed_ports)
+    except OSError as exc:
+        raise click.ClickException(f"could not start the simulators: {exc} (is another demo running?)") from None
     url = f"http://{host}:{port}/admin/"
     click.echo("")
     click.echo("Recoup demo is running on embedded defaults (SQLite, in-process queue).")

@@ -101,8 +101,11 @@ def claim_due(now: datetime, limit: int) -> list[int]:
     priority = sa.case(PRIORITY_ORDER, value=OutboxMessage.priority, else_=2)
     candidates = db.session.scalars(
         sa.select(OutboxMessage.id)
-        .where(OutboxMessage.state == "scheduled", OutboxMessage.scheduled_for <= now,
-               OutboxMessage.channel.in_(PERSON_CHANNELS))
+        .where(
+            OutboxMessage.state == "scheduled",
+            OutboxMessage.scheduled_for <= now,
+            OutboxMessage.channel.in_(PERSON_CHANNELS),
+        )
         .order_by(priority, OutboxMessage.scheduled_for, OutboxMessage.id)
         .limit(limit)
     ).all()
@@ -117,20 +120,30 @@ def claim_due(now: datetime, limit: int) -> list[int]:
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
-    return list(db.session.scalars(
-        sa.select(OutboxMessage.id).where(OutboxMessage.claimed_by == token, OutboxMessage.state == "claimed")
-        .order_by(OutboxMessage.id)))
+    return list(
+        db.session.scalars(
+            sa.select(OutboxMessage.id)
+            .where(OutboxMessage.claimed_by == token, OutboxMessage.state == "claimed")
+            .order_by(OutboxMessage.id)
+        )
+    )
 
 
 def reclaim_stale(now: datetime) -> int:
     """Claims whose worker died before sending go back to the queue; a death mid-send becomes ``unknown``."""
     cutoff = now - STALE_CLAIM
-    back = db.session.execute(
-        sa.update(OutboxMessage).where(OutboxMessage.state == "claimed", OutboxMessage.claimed_at < cutoff)
-        .values(state="scheduled", claimed_by=None).execution_options(synchronize_session=False)
-    ).rowcount or 0
-    stuck = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.state == "sending",
-                                                              OutboxMessage.claimed_at < cutoff)).all()
+    back = (
+        db.session.execute(
+            sa.update(OutboxMessage)
+            .where(OutboxMessage.state == "claimed", OutboxMessage.claimed_at < cutoff)
+            .values(state="scheduled", claimed_by=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        or 0
+    )
+    stuck = db.session.scalars(
+        sa.select(OutboxMessage).where(OutboxMessage.state == "sending", OutboxMessage.claimed_at < cutoff)
+    ).all()
     for message in stuck:
         message.state = "unknown"
         _event(message, "unknown", {"why": "worker stopped while sending; not re-sent, awaiting reconciliation"})
@@ -208,7 +221,7 @@ def _next_usable_channel(message: OutboxMessage, customer: Customer | None, send
             why = f"no {channel} address"
         if why is None:
             if index:
-                message.channel, message.fallbacks = channel, order[index + 1:]
+                message.channel, message.fallbacks = channel, order[index + 1 :]
             message.address = getattr(customer, ADDRESS_FIELD[channel])
             return channel
         _event(message, "fallback" if index + 1 < len(order) else "skipped", {"channel": channel, "why": why})
@@ -233,8 +246,9 @@ def _deferred_until(message: OutboxMessage, customer: Customer | None, channel: 
     if not zones:
         return None
     rules = contact_rules(compiled(version).timing)
-    scheduled = next_send_time(now, zones, channel, rules, country=customer.country, region=customer.region,
-                               history=ContactHistory())
+    scheduled = next_send_time(
+        now, zones, channel, rules, country=customer.country, region=customer.region, history=ContactHistory()
+    )
     if scheduled.send_at is None:
         return now + timedelta(days=1)
     if scheduled.send_at > now + timedelta(seconds=60):
@@ -243,8 +257,9 @@ def _deferred_until(message: OutboxMessage, customer: Customer | None, channel: 
 
 
 def _template_source(name: str | None, channel: str, locale: str | None) -> TemplateSource:
-    query = sa.select(MessageTemplate).where(MessageTemplate.name == (name or "payment_failed"),
-                                             MessageTemplate.channel == channel)
+    query = sa.select(MessageTemplate).where(
+        MessageTemplate.name == (name or "payment_failed"), MessageTemplate.channel == channel
+    )
     rows = db.session.scalars(query).all()
     language = (locale or "en").split("_")[0]
     for row in sorted(rows, key=lambda r: (r.locale != locale, r.locale.split("_")[0] != language)):
@@ -257,8 +272,9 @@ def _template_source(name: str | None, channel: str, locale: str | None) -> Temp
     return fallback
 
 
-def _compose(message: OutboxMessage, case: RecoveryCase | None, customer: Customer | None,
-             channel: str) -> OutboundMessage:
+def _compose(
+    message: OutboxMessage, case: RecoveryCase | None, customer: Customer | None, channel: str
+) -> OutboundMessage:
     config = current_app.config
     base = config["PUBLIC_BASE_URL"].rstrip("/")
     pay_url = base
@@ -268,53 +284,100 @@ def _compose(message: OutboxMessage, case: RecoveryCase | None, customer: Custom
         token = issue_payment_link(case, config["SECRET_KEY"])
         pay_url = f"{base}/pay/{token}"
         tx = case.transaction
-        transaction = {"id": tx.gateway_transaction_id, "amount_minor": case.amount_due_minor,
-                       "currency": case.currency, "failed_at": tx.failed_at, "product_type": tx.product_type,
-                       "decline_reason": tx.decline_reason, "description": tx.order_description}
+        transaction = {
+            "id": tx.gateway_transaction_id,
+            "amount_minor": case.amount_due_minor,
+            "currency": case.currency,
+            "failed_at": tx.failed_at,
+            "product_type": tx.product_type,
+            "decline_reason": tx.decline_reason,
+            "description": tx.order_description,
+        }
         offers = list((case.plan or {}).get("offers") or [])
     who = {}
     if customer is not None:
-        who = {"id": customer.id, "first_name": customer.first_name, "last_name": customer.last_name,
-               "email": customer.email, "phone": customer.phone_e164, "locale": customer.locale,
-               "country": customer.country}
+        who = {
+            "id": customer.id,
+            "first_name": customer.first_name,
+            "last_name": customer.last_name,
+            "email": customer.email,
+            "phone": customer.phone_e164,
+            "locale": customer.locale,
+            "country": customer.country,
+        }
     unsubscribe = f"{base}/t/u/{tracking_token(config['SECRET_KEY'], message.id)}"
-    context = TemplateContext(customer=who, transaction=transaction, payment_link=pay_url,
-                              merchant={"name": config["MERCHANT_NAME"]}, offers=offers,
-                              unsubscribe_link=unsubscribe, timezone=customer.timezone if customer else None)
+    context = TemplateContext(
+        customer=who,
+        transaction=transaction,
+        payment_link=pay_url,
+        merchant={"name": config["MERCHANT_NAME"]},
+        offers=offers,
+        unsubscribe_link=unsubscribe,
+        timezone=customer.timezone if customer else None,
+    )
     source = _template_source(message.template, channel, message.locale)
     rendered = render(channel, source, context, locale=message.locale)
     reference = reference_for(message.id)
     if channel == "whatsapp":
-        from app.channels.whatsapp import currency_param
         from app.channels.base import TemplateParam
+        from app.channels.whatsapp import currency_param
         from app.money import minor_to_decimal
 
-        amount = currency_param(minor_to_decimal(case.amount_due_minor, case.currency) if case else 0,
-                                case.currency if case else "USD", message.locale or "en_US")
-        params = (TemplateParam(text=(customer.first_name if customer else None) or "there"), amount,
-                  TemplateParam(text=pay_url))
-        return OutboundMessage(channel=Channel.WHATSAPP, to=message.address or "", reference=reference,
-                               text=rendered.text, template_name=message.template or "payment_failed",
-                               template_language=_wa_language(message.locale), template_params=params)
+        amount = currency_param(
+            minor_to_decimal(case.amount_due_minor, case.currency) if case else 0,
+            case.currency if case else "USD",
+            message.locale or "en_US",
+        )
+        params = (
+            TemplateParam(text=(customer.first_name if customer else None) or "there"),
+            amount,
+            TemplateParam(text=pay_url),
+        )
+        return OutboundMessage(
+            channel=Channel.WHATSAPP,
+            to=message.address or "",
+            reference=reference,
+            text=rendered.text,
+            template_name=message.template or "payment_failed",
+            template_language=_wa_language(message.locale),
+            template_params=params,
+        )
     if channel == "sms":
         from app.channels.sms import with_reference
 
         callback = with_reference(f"{base}/hooks/twilio/status", reference)
-        return OutboundMessage(channel=Channel.SMS, to=message.address or "", reference=reference,
-                               text=rendered.text, status_callback=callback)
-    return OutboundMessage(channel=Channel.EMAIL, to=message.address or "", reference=reference,
-                           subject=rendered.subject, text=rendered.text, html=rendered.html,
-                           unsubscribe_url=unsubscribe)
+        return OutboundMessage(
+            channel=Channel.SMS,
+            to=message.address or "",
+            reference=reference,
+            text=rendered.text,
+            status_callback=callback,
+        )
+    return OutboundMessage(
+        channel=Channel.EMAIL,
+        to=message.address or "",
+        reference=reference,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        unsubscribe_url=unsubscribe,
+    )
 
 
 def _wa_language(locale: str | None) -> str:
     return (locale or "en_US").split("_")[0] if locale and not locale.startswith("en") else "en_US"
 
 
-def _record_result(message: OutboxMessage, case: RecoveryCase | None, channel: str, result: SendResult,
-                   now: datetime) -> str:
-    payload = {"channel": channel, "outcome": result.outcome, "error_code": result.error_code,
-               "error_text": result.error_text, "attempts": result.attempts}
+def _record_result(
+    message: OutboxMessage, case: RecoveryCase | None, channel: str, result: SendResult, now: datetime
+) -> str:
+    payload = {
+        "channel": channel,
+        "outcome": result.outcome,
+        "error_code": result.error_code,
+        "error_text": result.error_text,
+        "attempts": result.attempts,
+    }
     if result.accepted:
         message.state = "sent"
         message.sent_at = utcnow()
@@ -357,7 +420,9 @@ def _record_result(message: OutboxMessage, case: RecoveryCase | None, channel: s
     return "failed"
 
 
-def _event(message: OutboxMessage, kind: str, payload: dict[str, Any] | None = None,
-           at: datetime | None = None) -> None:
-    db.session.add(MessageEvent(message_id=message.id, kind=kind, provider_payload=payload,
-                                occurred_at=at or datetime.now(UTC)))
+def _event(
+    message: OutboxMessage, kind: str, payload: dict[str, Any] | None = None, at: datetime | None = None
+) -> None:
+    db.session.add(
+        MessageEvent(message_id=message.id, kind=kind, provider_payload=payload, occurred_at=at or datetime.now(UTC))
+    )

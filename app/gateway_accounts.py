@@ -38,8 +38,15 @@ def gateway_for(account: GatewayAccount) -> Gateway:
     raise AccountError(f"gateway {account.gateway!r} is not supported yet")
 
 
-def save_account(name: str, gateway: str, *, credentials: dict[str, str], api_url: str | None = None,
-                 actor: str = "system", settings: dict | None = None) -> GatewayAccount:
+def save_account(
+    name: str,
+    gateway: str,
+    *,
+    credentials: dict[str, str],
+    api_url: str | None = None,
+    actor: str = "system",
+    settings: dict | None = None,
+) -> GatewayAccount:
     account = db.session.scalar(sa.select(GatewayAccount).where(GatewayAccount.name == name))
     created = account is None
     if account is None:
@@ -51,8 +58,13 @@ def save_account(name: str, gateway: str, *, credentials: dict[str, str], api_ur
         account.settings = settings
     db.session.flush()
     # the audit entry names which secrets changed, never their values
-    record(actor, "gateway_account.create" if created else "gateway_account.update", "gateway_account",
-           account.id, {"name": name, "gateway": gateway, "api_url": api_url, "secrets": sorted(credentials)})
+    record(
+        actor,
+        "gateway_account.create" if created else "gateway_account.update",
+        "gateway_account",
+        account.id,
+        {"name": name, "gateway": gateway, "api_url": api_url, "secrets": sorted(credentials)},
+    )
     return account
 
 
@@ -66,10 +78,14 @@ def ensure_env_account() -> GatewayAccount | None:
     creds = {"security_key": key}
     if config.get("NMI_WEBHOOK_SIGNING_KEY"):
         creds["webhook_signing_key"] = config["NMI_WEBHOOK_SIGNING_KEY"]
-    if account is not None and decrypt_credentials(config, account.credentials_encrypted) == creds \
-            and account.api_url == config["NMI_API_URL"]:
+    if (
+        account is not None
+        and decrypt_credentials(config, account.credentials_encrypted) == creds
+        and account.api_url == config["NMI_API_URL"]
+    ):
         return account
-    account = save_account(ENV_ACCOUNT_NAME, "nmi", credentials=creds, api_url=config["NMI_API_URL"],
-                           actor="environment")
+    account = save_account(
+        ENV_ACCOUNT_NAME, "nmi", credentials=creds, api_url=config["NMI_API_URL"], actor="environment"
+    )
     db.session.commit()
     return account

@@ -49,8 +49,9 @@ def _verify_with_some_account(headers: dict[str, str], body: bytes) -> tuple[Gat
 
 def handle_nmi_webhook(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     account, event = _verify_with_some_account(headers, body)
-    already = db.session.scalar(sa.select(InboundEvent.id).where(InboundEvent.provider == "nmi",
-                                                                 InboundEvent.event_id == event.event_id))
+    already = db.session.scalar(
+        sa.select(InboundEvent.id).where(InboundEvent.provider == "nmi", InboundEvent.event_id == event.event_id)
+    )
     if already is not None:
         return {"ok": True, "duplicate": True}
     opened: list[int] = []
@@ -58,8 +59,15 @@ def handle_nmi_webhook(headers: dict[str, str], body: bytes) -> dict[str, Any]:
         result = ingest_records([event.transaction], ingest_context(account))
         opened = result.case_ids
     try:
-        db.session.add(InboundEvent(provider="nmi", event_id=event.event_id[:128], event_type=event.event_type[:64],
-                                    payload=dict(event.raw), processed_at=utcnow()))
+        db.session.add(
+            InboundEvent(
+                provider="nmi",
+                event_id=event.event_id[:128],
+                event_type=event.event_type[:64],
+                payload=dict(event.raw),
+                processed_at=utcnow(),
+            )
+        )
         db.session.commit()
     except IntegrityError:
         db.session.rollback()

@@ -69,14 +69,17 @@ class FetchReport:
         window = ""
         if self.window:
             window = f" window {self.window[0]:%Y-%m-%d %H:%M:%S}..{self.window[1]:%Y-%m-%d %H:%M:%S} UTC,"
-        head = f"{self.account}:{window} {self.pages} page(s), {r.seen} failed sale(s) seen, " \
-               f"{r.new_transactions} new, {r.new_customers} new customer(s), {r.new_cases} case(s) opened"
+        head = (
+            f"{self.account}:{window} {self.pages} page(s), {r.seen} failed sale(s) seen, "
+            f"{r.new_transactions} new, {r.new_customers} new customer(s), {r.new_cases} case(s) opened"
+        )
         if self.ok:
             return head
         return f"{head}; FAILED: {self.error} (cursor kept at {self.cursor_before})"
 
 
 # -- the ingest core ------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class IngestContext:
@@ -86,8 +89,9 @@ class IngestContext:
 
 
 def ingest_context(account: GatewayAccount) -> IngestContext:
-    rules = ProductTypeRules.from_config(get_setting("product_rules") or [],
-                                         default=get_setting("default_product_type") or "one_time")
+    rules = ProductTypeRules.from_config(
+        get_setting("product_rules") or [], default=get_setting("default_product_type") or "one_time"
+    )
     return IngestContext(account.id, rules, get_setting("value_bands"))
 
 
@@ -159,15 +163,21 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
     db.session.add_all(transactions)
     db.session.flush()
     cases = [
-        RecoveryCase(transaction_id=tx.id, customer_id=tx.customer_id, state=CaseState.OPEN.value,
-                     amount_due_minor=tx.amount_minor, currency=tx.currency)
+        RecoveryCase(
+            transaction_id=tx.id,
+            customer_id=tx.customer_id,
+            state=CaseState.OPEN.value,
+            amount_due_minor=tx.amount_minor,
+            currency=tx.currency,
+        )
         for tx in _first_failures(transactions, ctx)
     ]
     db.session.add_all(cases)
     db.session.flush()
     db.session.add_all(
-        CaseTransition(case_id=case.id, from_state=None, to_state=CaseState.OPEN.value,
-                       reason="payment failed", actor="ingest")
+        CaseTransition(
+            case_id=case.id, from_state=None, to_state=CaseState.OPEN.value, reason="payment failed", actor="ingest"
+        )
         for case in cases
     )
     result.new_transactions = len(transactions)
@@ -189,12 +199,17 @@ def _first_failures(transactions: list[Transaction], ctx: IngestContext) -> list
     orders = {tx.order_id for tx in candidates if tx.order_id}
     covered: set[str] = set()
     if orders:
-        covered = set(db.session.scalars(
-            sa.select(Transaction.order_id)
-            .join(RecoveryCase, RecoveryCase.transaction_id == Transaction.id)
-            .where(Transaction.gateway_account_id == ctx.account_id, Transaction.order_id.in_(orders),
-                   RecoveryCase.state.in_(OPEN_CASE_STATES))
-        ))
+        covered = set(
+            db.session.scalars(
+                sa.select(Transaction.order_id)
+                .join(RecoveryCase, RecoveryCase.transaction_id == Transaction.id)
+                .where(
+                    Transaction.gateway_account_id == ctx.account_id,
+                    Transaction.order_id.in_(orders),
+                    RecoveryCase.state.in_(OPEN_CASE_STATES),
+                )
+            )
+        )
     chosen = []
     for tx in sorted(candidates, key=lambda t: t.failed_at):
         if tx.order_id:
@@ -216,7 +231,9 @@ def _customer_key(record: FailedTransaction) -> tuple[str, str]:
     return ("tx", record.gateway_transaction_id)  # nothing to match on: a customer of its own
 
 
-def _customers_for(records: Sequence[FailedTransaction], ctx: IngestContext) -> tuple[dict[tuple[str, str], Customer], int]:
+def _customers_for(
+    records: Sequence[FailedTransaction], ctx: IngestContext
+) -> tuple[dict[tuple[str, str], Customer], int]:
     keys = {_customer_key(r): r for r in sorted(records, key=lambda r: r.modified_at)}
     found: dict[tuple[str, str], Customer] = {}
     ids = [k[1] for k in keys if k[0] == "id"]
@@ -230,15 +247,24 @@ def _customers_for(records: Sequence[FailedTransaction], ctx: IngestContext) -> 
         for c in db.session.scalars(base.where(Customer.email.in_(emails), Customer.gateway_customer_id.is_(None))):
             found.setdefault(("email", (c.email or "").lower()), c)
     if phones:
-        for c in db.session.scalars(base.where(Customer.phone_e164.in_(phones), Customer.gateway_customer_id.is_(None),
-                                               Customer.email.is_(None))):
+        for c in db.session.scalars(
+            base.where(
+                Customer.phone_e164.in_(phones), Customer.gateway_customer_id.is_(None), Customer.email.is_(None)
+            )
+        ):
             found.setdefault(("phone", c.phone_e164 or ""), c)
     created = 0
     for key, record in keys.items():
         customer = found.get(key)
         if customer is None:
-            customer = Customer(gateway_account_id=ctx.account_id, successful_payments=0, failed_payments=0,
-                                lifetime_value_minor=0, tags=[], vip=False)
+            customer = Customer(
+                gateway_account_id=ctx.account_id,
+                successful_payments=0,
+                failed_payments=0,
+                lifetime_value_minor=0,
+                tags=[],
+                vip=False,
+            )
             db.session.add(customer)
             found[key] = customer
             created += 1
@@ -256,7 +282,7 @@ def _update_customer(customer: Customer, record: FailedTransaction) -> None:
     for attr in ("first_name", "last_name", "phone_e164", "phone_raw", "city", "postal_code", "card_masked"):
         value = getattr(c, attr)
         if value:
-            setattr(customer, attr, value[:_limit(attr)])
+            setattr(customer, attr, value[: _limit(attr)])
     if c.email:
         customer.email = c.email.strip().lower()[:254]
     if c.country:
@@ -266,8 +292,13 @@ def _update_customer(customer: Customer, record: FailedTransaction) -> None:
     if c.card_expiry:
         customer.card_expiry = c.card_expiry[:7]
     customer.locale = customer.locale or _default_locale(customer.country)
-    guess = detect_timezone(explicit=customer.timezone_explicit, country=customer.country, region=customer.region,
-                            postal_code=customer.postal_code, phone=customer.phone_e164)
+    guess = detect_timezone(
+        explicit=customer.timezone_explicit,
+        country=customer.country,
+        region=customer.region,
+        postal_code=customer.postal_code,
+        phone=customer.phone_e164,
+    )
     customer.timezone_candidates = list(guess.zones)
     customer.timezone = guess.zones[0] if len(guess.zones) == 1 else (guess.zones[0] if guess.zones else None)
     customer.timezone_source = guess.source
@@ -276,8 +307,15 @@ def _update_customer(customer: Customer, record: FailedTransaction) -> None:
     customer.last_seen_at = max(filter(None, (customer.last_seen_at, record.modified_at)))
 
 
-_LIMITS = {"first_name": 100, "last_name": 100, "phone_e164": 20, "phone_raw": 40, "city": 100, "postal_code": 20,
-           "card_masked": 24}
+_LIMITS = {
+    "first_name": 100,
+    "last_name": 100,
+    "phone_e164": 20,
+    "phone_raw": 40,
+    "city": 100,
+    "postal_code": 20,
+    "card_masked": 24,
+}
 
 
 def _limit(attr: str) -> int:
@@ -306,8 +344,9 @@ def _count_failure(customer: Customer, record: FailedTransaction) -> None:
 
 
 def _transaction_row(record: FailedTransaction, customer: Customer, ctx: IngestContext) -> Transaction:
-    decline = classify_decline(record.decline_code, record.merchant_advice_code, gateway=record.gateway,
-                               text=record.decline_text)
+    decline = classify_decline(
+        record.decline_code, record.merchant_advice_code, gateway=record.gateway, text=record.decline_text
+    )
     lines = [ProductLine(sku=p.sku, description=p.description) for p in record.products]
     return Transaction(
         gateway=record.gateway,
@@ -407,8 +446,9 @@ def fetch_account(account_id: int, *, now: datetime | None = None) -> FetchRepor
 
 
 def _cursor(account_id: int) -> FetchCursor:
-    cursor = db.session.scalar(sa.select(FetchCursor).where(FetchCursor.gateway_account_id == account_id,
-                                                           FetchCursor.kind == "failed_sales"))
+    cursor = db.session.scalar(
+        sa.select(FetchCursor).where(FetchCursor.gateway_account_id == account_id, FetchCursor.kind == "failed_sales")
+    )
     if cursor is None:
         cursor = FetchCursor(gateway_account_id=account_id, kind="failed_sales")
         db.session.add(cursor)
@@ -461,4 +501,4 @@ def hand_to_planning(case_ids: list[int]) -> None:
 
     queue = get_queue()
     for start in range(0, len(case_ids), 200):
-        queue.enqueue("workers.jobs.plan_cases", case_ids[start:start + 200], queue="high")
+        queue.enqueue("workers.jobs.plan_cases", case_ids[start : start + 200], queue="high")

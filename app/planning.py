@@ -44,8 +44,9 @@ def parse_duration(text: str | None) -> timedelta | None:
     if not match:
         raise ValueError(f"not an ISO 8601 duration: {text!r}")
     parts = {k: int(v) for k, v in match.groupdict().items() if v}
-    return timedelta(days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0),
-                     seconds=parts.get("s", 0))
+    return timedelta(
+        days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0), seconds=parts.get("s", 0)
+    )
 
 
 def case_facts(case: RecoveryCase, now: datetime) -> dict[str, Any]:
@@ -66,9 +67,11 @@ def case_facts(case: RecoveryCase, now: datetime) -> dict[str, Any]:
             "locale": customer.locale,
             "successful_payments": customer.successful_payments,
             "failed_payments": customer.failed_payments,
-            "lifetime_value": str(minor_to_decimal(customer.lifetime_value_minor or 0,
-                                                   customer.lifetime_value_currency or tx.currency)),
-            "tags": list(customer.tags or []) + (["vip"] if customer.vip and "vip" not in (customer.tags or []) else []),
+            "lifetime_value": str(
+                minor_to_decimal(customer.lifetime_value_minor or 0, customer.lifetime_value_currency or tx.currency)
+            ),
+            "tags": list(customer.tags or [])
+            + (["vip"] if customer.vip and "vip" not in (customer.tags or []) else []),
             "vip": bool(customer.vip),
             "opted_out": opted_out,
         }
@@ -90,14 +93,16 @@ def case_facts(case: RecoveryCase, now: datetime) -> dict[str, Any]:
 def _contact_history(customer_id: int, now: datetime) -> list[dict[str, str]]:
     """Messages sent or already scheduled to this customer around now, so caps hold across cases and channels."""
     rows = db.session.execute(
-        sa.select(OutboxMessage.channel, sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for))
-        .where(OutboxMessage.customer_id == customer_id,
-               OutboxMessage.channel.in_(tuple(ADDRESS_FIELD)),
-               OutboxMessage.state.notin_(("cancelled", "skipped", "failed")),
-               sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for) >= now - timedelta(days=8))
+        sa.select(OutboxMessage.channel, sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for)).where(
+            OutboxMessage.customer_id == customer_id,
+            OutboxMessage.channel.in_(tuple(ADDRESS_FIELD)),
+            OutboxMessage.state.notin_(("cancelled", "skipped", "failed")),
+            sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for) >= now - timedelta(days=8),
+        )
     ).all()
-    return [{"channel": channel, "at": iso(at.replace(tzinfo=UTC) if at.tzinfo is None else at)}
-            for channel, at in rows]
+    return [
+        {"channel": channel, "at": iso(at.replace(tzinfo=UTC) if at.tzinfo is None else at)} for channel, at in rows
+    ]
 
 
 def plan_cases(case_ids: list[int], *, now: datetime | None = None) -> dict[str, Any]:
@@ -143,35 +148,48 @@ def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> d
         address = None
         if channel in ADDRESS_FIELD and customer is not None:
             address = getattr(customer, ADDRESS_FIELD[channel])
-        rows.append(OutboxMessage(
-            case_id=case.id,
-            customer_id=case.customer_id,
-            step_n=step["n"],
-            channel=channel,
-            fallbacks=list(step.get("fallbacks") or []),
-            address=address,
-            template=step.get("template"),
-            variant=step.get("variant"),
-            locale=customer.locale if customer is not None else None,
-            priority=priority,
-            # a step the timing core could not place (no allowed time within its horizon) is kept, not sent
-            state="scheduled" if send_at else "held",
-            scheduled_for=_instant(send_at) if send_at else now,
-            deferred_by=list(step.get("deferred_by") or []),
-            policy_version_id=version.id,
-            rule_line=step.get("rule"),
-            idempotency_key=f"case:{case.id}:step:{step['n']}",
-        ))
+        rows.append(
+            OutboxMessage(
+                case_id=case.id,
+                customer_id=case.customer_id,
+                step_n=step["n"],
+                channel=channel,
+                fallbacks=list(step.get("fallbacks") or []),
+                address=address,
+                template=step.get("template"),
+                variant=step.get("variant"),
+                locale=customer.locale if customer is not None else None,
+                priority=priority,
+                # a step the timing core could not place (no allowed time within its horizon) is kept, not sent
+                state="scheduled" if send_at else "held",
+                scheduled_for=_instant(send_at) if send_at else now,
+                deferred_by=list(step.get("deferred_by") or []),
+                policy_version_id=version.id,
+                rule_line=step.get("rule"),
+                idempotency_key=f"case:{case.id}:step:{step['n']}",
+            )
+        )
     escalation = plan.get("escalation")
     if escalation and escalation.get("to"):
         after = parse_duration(escalation.get("after")) or timedelta(0)
         case.escalated_to = None
-        rows.append(OutboxMessage(
-            case_id=case.id, customer_id=case.customer_id, step_n=None, channel="escalation",
-            fallbacks=[], address=escalation["to"], priority=priority, state="scheduled",
-            scheduled_for=max(case.transaction.failed_at + after, now), deferred_by=[],
-            policy_version_id=version.id, rule_line=None, idempotency_key=f"case:{case.id}:escalate",
-        ))
+        rows.append(
+            OutboxMessage(
+                case_id=case.id,
+                customer_id=case.customer_id,
+                step_n=None,
+                channel="escalation",
+                fallbacks=[],
+                address=escalation["to"],
+                priority=priority,
+                state="scheduled",
+                scheduled_for=max(case.transaction.failed_at + after, now),
+                deferred_by=[],
+                policy_version_id=version.id,
+                rule_line=None,
+                idempotency_key=f"case:{case.id}:escalate",
+            )
+        )
     db.session.add_all(rows)
     db.session.flush()
     return plan

@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -72,20 +71,40 @@ def submit_draft(name: str, *, actor: User | None, note: str | None = None) -> P
     return _new_version(policy, policy.draft_source, actor=actor, note=note)
 
 
-def _new_version(policy: Policy, source: str, *, actor: User | None, note: str | None,
-                 based_on: PolicyVersion | None = None, status: str = "pending_approval") -> PolicyVersion:
+def _new_version(
+    policy: Policy,
+    source: str,
+    *,
+    actor: User | None,
+    note: str | None,
+    based_on: PolicyVersion | None = None,
+    status: str = "pending_approval",
+) -> PolicyVersion:
     errors = [d for d in check_source(source) if d.severity == dsl.Severity.error]
     if errors:
         raise PolicyServiceError("the policy has errors: " + "; ".join(d.format(policy.name) for d in errors[:5]))
-    number = (db.session.scalar(sa.select(sa.func.max(PolicyVersion.number))
-                                .where(PolicyVersion.policy_id == policy.id)) or 0) + 1
-    version = PolicyVersion(policy_id=policy.id, number=number, source=source, source_sha256=sha256(source),
-                            status=status, author_id=actor.id if actor else None, note=note,
-                            based_on_version_id=based_on.id if based_on else None)
+    number = (
+        db.session.scalar(sa.select(sa.func.max(PolicyVersion.number)).where(PolicyVersion.policy_id == policy.id)) or 0
+    ) + 1
+    version = PolicyVersion(
+        policy_id=policy.id,
+        number=number,
+        source=source,
+        source_sha256=sha256(source),
+        status=status,
+        author_id=actor.id if actor else None,
+        note=note,
+        based_on_version_id=based_on.id if based_on else None,
+    )
     db.session.add(version)
     db.session.flush()
-    record(_who(actor), "policy.version_submitted", "policy_version", version.id,
-           {"policy": policy.name, "number": number, "sha256": version.source_sha256, "note": note})
+    record(
+        _who(actor),
+        "policy.version_submitted",
+        "policy_version",
+        version.id,
+        {"policy": policy.name, "number": number, "sha256": version.source_sha256, "note": note},
+    )
     db.session.commit()
     return version
 
@@ -102,8 +121,13 @@ def approve(version_id: int, *, actor: User | None, reason: str, four_eyes: bool
     version.approved_by_id = actor.id if actor else None
     version.approved_at = utcnow()
     version.approval_reason = reason.strip()[:500]
-    record(_who(actor), "policy.version_approved", "policy_version", version.id,
-           {"policy": version.policy.name, "number": version.number, "reason": reason})
+    record(
+        _who(actor),
+        "policy.version_approved",
+        "policy_version",
+        version.id,
+        {"policy": version.policy.name, "number": version.number, "reason": reason},
+    )
     db.session.commit()
     return version
 
@@ -111,7 +135,9 @@ def approve(version_id: int, *, actor: User | None, reason: str, four_eyes: bool
 def activate(version_id: int, *, actor: User | None) -> PolicyVersion:
     version = _version(version_id)
     if version.status not in ("approved", "superseded"):
-        raise PolicyServiceError(f"version {version.number} is {version.status}; only an approved version can be activated")
+        raise PolicyServiceError(
+            f"version {version.number} is {version.status}; only an approved version can be activated"
+        )
     policy = version.policy
     previous = policy.active_version
     if previous is not None and previous.id != version.id:
@@ -120,9 +146,17 @@ def activate(version_id: int, *, actor: User | None) -> PolicyVersion:
     version.activated_by_id = actor.id if actor else None
     version.activated_at = utcnow()
     policy.active_version_id = version.id
-    record(_who(actor), "policy.activated", "policy_version", version.id,
-           {"policy": policy.name, "number": version.number,
-            "previous": previous.number if previous is not None else None})
+    record(
+        _who(actor),
+        "policy.activated",
+        "policy_version",
+        version.id,
+        {
+            "policy": policy.name,
+            "number": version.number,
+            "previous": previous.number if previous is not None else None,
+        },
+    )
     db.session.commit()
     return version
 
@@ -132,12 +166,19 @@ def rollback(name: str, to_number: int, *, actor: User | None, reason: str) -> P
     policy = db.session.scalar(sa.select(Policy).where(Policy.name == name))
     if policy is None:
         raise PolicyServiceError(f"no policy {name!r}")
-    target = db.session.scalar(sa.select(PolicyVersion).where(PolicyVersion.policy_id == policy.id,
-                                                             PolicyVersion.number == to_number))
+    target = db.session.scalar(
+        sa.select(PolicyVersion).where(PolicyVersion.policy_id == policy.id, PolicyVersion.number == to_number)
+    )
     if target is None:
         raise PolicyServiceError(f"policy {name!r} has no version {to_number}")
-    version = _new_version(policy, target.source, actor=actor, note=f"rollback to version {to_number}: {reason}",
-                           based_on=target, status="approved")
+    version = _new_version(
+        policy,
+        target.source,
+        actor=actor,
+        note=f"rollback to version {to_number}: {reason}",
+        based_on=target,
+        status="approved",
+    )
     version.approved_by_id = actor.id if actor else None
     version.approved_at = utcnow()
     version.approval_reason = f"rollback: {reason}"[:500]
@@ -165,10 +206,15 @@ class VersionDiff:
 
 def diff(old_id: int, new_id: int) -> VersionDiff:
     old, new = _version(old_id), _version(new_id)
-    lines = list(difflib.unified_diff(
-        _canonical(old.source).splitlines(), _canonical(new.source).splitlines(),
-        fromfile=f"{old.policy.name} v{old.number}", tofile=f"{new.policy.name} v{new.number}", lineterm="",
-    ))
+    lines = list(
+        difflib.unified_diff(
+            _canonical(old.source).splitlines(),
+            _canonical(new.source).splitlines(),
+            fromfile=f"{old.policy.name} v{old.number}",
+            tofile=f"{new.policy.name} v{new.number}",
+            lineterm="",
+        )
+    )
     return VersionDiff(old, new, lines)
 
 
@@ -188,8 +234,9 @@ def active_version(name: str | None = None) -> PolicyVersion | None:
 
 def compiled(version: PolicyVersion) -> dsl.CompiledPolicy:
     """The compiled policy for a version, cached per process by version id and source hash."""
-    return dsl.compile_policy(version.source, version=version.number, fx_rates=fx_rates(),
-                              filename=f"{version.policy.name} v{version.number}")
+    return dsl.compile_policy(
+        version.source, version=version.number, fx_rates=fx_rates(), filename=f"{version.policy.name} v{version.number}"
+    )
 
 
 def _version(version_id: int) -> PolicyVersion:

@@ -49,8 +49,13 @@ class JobQueue(Protocol):
     ) -> Any: ...
 
     def enqueue_in(
-        self, delay: timedelta, func: str | Callable[..., Any], *args: Any, queue: str = "default",
-        job_id: str | None = None, **kw: Any,
+        self,
+        delay: timedelta,
+        func: str | Callable[..., Any],
+        *args: Any,
+        queue: str = "default",
+        job_id: str | None = None,
+        **kw: Any,
     ) -> Any: ...
 
 

@@ -30,21 +30,27 @@ def build_senders(app: Flask) -> dict[str, ChannelSender]:
             mid = _message_id(message.reference)
             return f"{base}/t/c/{tracking_token(secret, mid, url)}" if mid else None
 
-        senders["email"] = EmailSender.from_url(config["SMTP_URL"], from_address=config["MAIL_FROM"],
-                                                open_pixel=pixel, click_redirect=click)
+        senders["email"] = EmailSender.from_url(
+            config["SMTP_URL"], from_address=config["MAIL_FROM"], open_pixel=pixel, click_redirect=click
+        )
     if config.get("TWILIO_ACCOUNT_SID") and config.get("TWILIO_AUTH_TOKEN") and config.get("TWILIO_FROM"):
         from app.channels.sms import TwilioSender
 
         source = config["TWILIO_FROM"]
         service = source if source.startswith("MG") else None
-        senders["sms"] = TwilioSender(config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
-                                      None if service else source, messaging_service_sid=service,
-                                      api_url=config["TWILIO_API_URL"])
+        senders["sms"] = TwilioSender(
+            config["TWILIO_ACCOUNT_SID"],
+            config["TWILIO_AUTH_TOKEN"],
+            None if service else source,
+            messaging_service_sid=service,
+            api_url=config["TWILIO_API_URL"],
+        )
     if config.get("WHATSAPP_TOKEN") and config.get("WHATSAPP_PHONE_NUMBER_ID"):
         from app.channels.whatsapp import WhatsAppSender
 
-        senders["whatsapp"] = WhatsAppSender(config["WHATSAPP_TOKEN"], config["WHATSAPP_PHONE_NUMBER_ID"],
-                                             api_url=config["WHATSAPP_API_URL"])
+        senders["whatsapp"] = WhatsAppSender(
+            config["WHATSAPP_TOKEN"], config["WHATSAPP_PHONE_NUMBER_ID"], api_url=config["WHATSAPP_API_URL"]
+        )
     return senders
 
 

@@ -23,9 +23,20 @@ DEFAULTS: dict[str, Any] = {
     "default_product_type": "one_time",
     "value_bands": None,  # None = rules.product_types.DEFAULT_BANDS
     # 1 unit of each currency in the base currency; money in policies is compared through these
-    "fx_rates": {"base": "USD", "rates": {"EUR": "1.08", "GBP": "1.27", "CAD": "0.73", "AUD": "0.66",
-                                          "JPY": "0.0067", "MXN": "0.058", "BRL": "0.20", "INR": "0.012",
-                                          "SAR": "0.27"}},
+    "fx_rates": {
+        "base": "USD",
+        "rates": {
+            "EUR": "1.08",
+            "GBP": "1.27",
+            "CAD": "0.73",
+            "AUD": "0.66",
+            "JPY": "0.0067",
+            "MXN": "0.058",
+            "BRL": "0.20",
+            "INR": "0.012",
+            "SAR": "0.27",
+        },
+    },
     "fetch_initial_lookback_days": 30,
     "fetch_overlap_seconds": 900,
     "fetch_page_size": 1000,
@@ -41,3 +52,110 @@ def set_setting(key: str, value: Any, *, actor: str) -> None:
     previous = get_setting(key)
     db.session.merge(Setting(key=key, value=value, updated_by=actor))
     record(actor, "setting.update", "setting", key, {"from": previous, "to": value})
+
+
+# -- added for the admin panel ---------------------------------------------------------------------------------
+#: four-eyes: a policy version must be approved by someone other than its author (admins may turn it off)
+DEFAULTS.setdefault("policy_four_eyes", True)
+
+
+def four_eyes_required() -> bool:
+    return bool(get_setting("policy_four_eyes"))
+
+
+#: contact windows by region ("*" = everywhere): business hours, quiet hours and blackout dates. Keys are "*",
+#: a country ("US") or a country-region ("US-FL"); the most specific one wins.
+DEFAULTS.setdefault(
+    "contact_windows",
+    {
+        "*": {"business_hours": "mon-fri 09:00-18:00", "quiet_hours": "21:00-08:00", "blackout_dates": []},
+    },
+)
+
+#: the settings the admin edits, in the order it shows them
+EDITABLE = ("contact_windows", "value_bands", "product_rules", "default_product_type", "fx_rates", "policy_four_eyes")
+
+
+class SettingRefused(ValueError):
+    pass
+
+
+_TIME_RANGE = r"([01]?\d|2[0-3]):[0-5]\d-([01]?\d|2[0-4]):[0-5]\d"
+_DAYS = r"(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?"
+
+
+def validate_setting(key: str, value: Any) -> Any:
+    """The value as it will be stored, or SettingRefused saying what is wrong in plain words."""
+    import re
+    from datetime import date
+
+    from rules.money import FxRates, MoneyError
+    from rules.product_types import ProductTypeRules, RuleError, validate_bands
+
+    if key not in EDITABLE:
+        raise SettingRefused(f"{key!r} cannot be edited here")
+    try:
+        if key == "fx_rates":
+            if not isinstance(value, dict):
+                raise SettingRefused('write exchange rates as {"base": "USD", "rates": {"EUR": "1.08"}}')
+            FxRates.from_mapping(value)
+        elif key == "value_bands":
+            if value is not None:
+                if not isinstance(value, dict):
+                    raise SettingRefused('write bands as {"USD": [["low", 0], ["high", 10000]]} (amounts in cents)')
+                value = {cur: [[str(n), int(lo)] for n, lo in bands] for cur, bands in value.items()}
+                validate_bands({cur: tuple((n, lo) for n, lo in b) for cur, b in value.items()})
+        elif key == "product_rules":
+            if not isinstance(value, list):
+                raise SettingRefused('write rules as a list: [{"sku": "SUB-*", "type": "subscription"}]')
+            ProductTypeRules.from_config(value)
+        elif key == "default_product_type":
+            if not isinstance(value, str) or not value.strip():
+                raise SettingRefused("name a product type, e.g. one_time")
+            value = value.strip()
+        elif key == "policy_four_eyes":
+            if not isinstance(value, bool):
+                raise SettingRefused("true or false")
+        elif key == "contact_windows":
+            if not isinstance(value, dict) or not value:
+                raise SettingRefused('write windows by region: {"*": {"quiet_hours": "21:00-08:00"}}')
+            for region, rules in value.items():
+                if not re.fullmatch(r"\*|[A-Z]{2}(-[A-Z0-9]{1,3})?", region):
+                    raise SettingRefused(f'"{region}" is not a region: use "*", a country like "US" or "US-FL"')
+                if not isinstance(rules, dict):
+                    raise SettingRefused(
+                        f'"{region}": write an object with business_hours, quiet_hours, blackout_dates'
+                    )
+                unknown = set(rules) - {"business_hours", "quiet_hours", "blackout_dates"}
+                if unknown:
+                    raise SettingRefused(f'"{region}": unknown entry {", ".join(sorted(unknown))}')
+                hours = rules.get("business_hours")
+                if hours is not None:
+                    for part in str(hours).split(","):
+                        if not re.fullmatch(rf"{_DAYS} {_TIME_RANGE}", part.strip()):
+                            raise SettingRefused(
+                                f'"{region}": business hours "{part.strip()}" should look like "mon-fri 09:00-18:00"'
+                            )
+                quiet = rules.get("quiet_hours")
+                if quiet is not None and not re.fullmatch(_TIME_RANGE, str(quiet)):
+                    raise SettingRefused(f'"{region}": quiet hours "{quiet}" should look like "21:00-08:00"')
+                for day in rules.get("blackout_dates") or []:
+                    try:
+                        date.fromisoformat(str(day))
+                    except ValueError:
+                        raise SettingRefused(
+                            f'"{region}": blackout date "{day}" should look like "2026-12-25"'
+                        ) from None
+    except (RuleError, MoneyError, TypeError, ValueError) as exc:
+        if isinstance(exc, SettingRefused):
+            raise
+        raise SettingRefused(str(exc)) from None
+    return value
+
+
+def save_setting(key: str, value: Any, *, actor: str) -> Any:
+    """Validate, store and audit one setting (the admin's way in)."""
+    value = validate_setting(key, value)
+    set_setting(key, value, actor=actor)
+    db.session.commit()
+    return value

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 MYSQL_SERVER_URL = os.environ.get("RECOUP_TEST_MYSQL_URL", "mysql+pymysql://root:@127.0.0.1:3306")
@@ -37,3 +39,23 @@ def redis_available() -> bool:
 def server_url_without_db(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+@contextmanager
+def temporary_mysql_database(prefix: str = "recoup_test") -> Iterator[str]:
+    """A fresh utf8mb4 database on the test server, dropped afterwards; yields its URL."""
+    import secrets
+
+    import sqlalchemy as sa
+
+    server = server_url_without_db(MYSQL_SERVER_URL)
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+    try:
+        yield f"{server}/{name}?charset=utf8mb4"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()

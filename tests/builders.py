@@ -23,9 +23,16 @@ def make_gateway_account(**overrides: Any) -> GatewayAccount:
 def make_customer(**overrides: Any) -> Customer:
     n = next(_seq)
     values: dict[str, Any] = {
-        "first_name": "Ana", "last_name": f"Pérez {n}", "email": f"ana{n}@example.com",
-        "phone_e164": "+13055550142", "country": "US", "region": "FL", "postal_code": "33101",
-        "locale": "en_US", "timezone": "America/New_York", "timezone_candidates": ["America/New_York"],
+        "first_name": "Ana",
+        "last_name": f"Pérez {n}",
+        "email": f"ana{n}@example.com",
+        "phone_e164": "+13055550142",
+        "country": "US",
+        "region": "FL",
+        "postal_code": "33101",
+        "locale": "en_US",
+        "timezone": "America/New_York",
+        "timezone_candidates": ["America/New_York"],
         "timezone_source": "postal",
     }
     values.update(overrides)
@@ -42,9 +49,15 @@ def make_transaction(**overrides: Any) -> Transaction:
     if "customer_id" not in overrides and "customer" not in overrides:
         overrides["customer"] = make_customer()
     values: dict[str, Any] = {
-        "gateway": "nmi", "gateway_transaction_id": f"{9_000_000 + n}", "amount_minor": 24900, "currency": "USD",
-        "decline_code": "202", "decline_text": "Insufficient funds", "decline_reason": "insufficient_funds",
-        "decline_kind": "soft", "failed_at": datetime(2026, 11, 27, 1, 25, tzinfo=UTC),
+        "gateway": "nmi",
+        "gateway_transaction_id": f"{9_000_000 + n}",
+        "amount_minor": 24900,
+        "currency": "USD",
+        "decline_code": "202",
+        "decline_text": "Insufficient funds",
+        "decline_reason": "insufficient_funds",
+        "decline_kind": "soft",
+        "failed_at": datetime(2026, 11, 27, 1, 25, tzinfo=UTC),
     }
     values.update(overrides)
     tx = Transaction(**values)
@@ -56,8 +69,11 @@ def make_transaction(**overrides: Any) -> Transaction:
 def make_case(**overrides: Any) -> RecoveryCase:
     tx = overrides.pop("transaction", None) or make_transaction()
     values: dict[str, Any] = {
-        "transaction_id": tx.id, "customer_id": tx.customer_id, "amount_due_minor": tx.amount_minor,
-        "currency": tx.currency, "state": "open",
+        "transaction_id": tx.id,
+        "customer_id": tx.customer_id,
+        "amount_due_minor": tx.amount_minor,
+        "currency": tx.currency,
+        "state": "open",
     }
     values.update(overrides)
     case = RecoveryCase(**values)
@@ -70,9 +86,15 @@ def make_message(**overrides: Any) -> OutboxMessage:
     case = overrides.pop("case", None) or make_case()
     n = next(_seq)
     values: dict[str, Any] = {
-        "case_id": case.id, "customer_id": case.customer_id, "step_n": 1, "channel": "email",
-        "address": "ana@example.com", "template": "payment_failed", "state": "scheduled",
-        "scheduled_for": datetime(2026, 11, 27, 14, 0, tzinfo=UTC), "idempotency_key": f"case:{case.id}:step:{n}",
+        "case_id": case.id,
+        "customer_id": case.customer_id,
+        "step_n": 1,
+        "channel": "email",
+        "address": "ana@example.com",
+        "template": "payment_failed",
+        "state": "scheduled",
+        "scheduled_for": datetime(2026, 11, 27, 14, 0, tzinfo=UTC),
+        "idempotency_key": f"case:{case.id}:step:{n}",
     }
     values.update(overrides)
     message = OutboxMessage(**values)

@@ -6,8 +6,6 @@ test session, dropped at the end). Queue tests take ``queue`` and run in-process
 
 from __future__ import annotations
 
-import os
-import secrets
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -24,8 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config._recoup_mysql = backends.mysql_available()  # type: ignore[attr-defined]
     config._recoup_redis = backends.redis_available()  # type: ignore[attr-defined]
     if backends.IN_CI:
-        missing = [name for name, ok in (("MariaDB", config._recoup_mysql), ("Redis", config._recoup_redis))
-                   if not ok]
+        missing = [name for name, ok in (("MariaDB", config._recoup_mysql), ("Redis", config._recoup_redis)) if not ok]
         if missing:
             raise pytest.UsageError(
                 f"CI=true but {' and '.join(missing)} did not answer "
@@ -46,21 +43,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
 
 # -- databases ---------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def mysql_database_url(pytestconfig: pytest.Config) -> Iterator[str]:
     if not pytestconfig._recoup_mysql:  # type: ignore[attr-defined]
         pytest.skip("MariaDB/MySQL not available")
-    server = backends.server_url_without_db(backends.MYSQL_SERVER_URL)
-    name = f"recoup_test_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
-    try:
-        yield f"{server}/{name}?charset=utf8mb4"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
+    with backends.temporary_mysql_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +64,11 @@ def _build_app(url: str):  # type: ignore[no-untyped-def]
     from app import create_app
     from config import TestingConfig
 
-    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=url,
-                     SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True} if url.startswith("mysql") else {})
+    app = create_app(
+        TestingConfig,
+        SQLALCHEMY_DATABASE_URI=url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True} if url.startswith("mysql") else {},
+    )
     if url not in _MIGRATED:
         from flask_migrate import upgrade
 
@@ -171,6 +163,7 @@ def auth(client, app) -> AuthActions:  # type: ignore[no-untyped-def]
 
 
 # -- queues ------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(params=["inprocess", pytest.param("redis", marks=pytest.mark.redis)])
 def queue_backend(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> str:

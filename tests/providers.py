@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from app.default_templates import whatsapp_approved_templates
 from sandbox.smtp.server import SmtpSimulator
 from sandbox.twilio.server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_FROM, TwilioSimulator
-from sandbox.whatsapp.server import DEFAULT_APP_SECRET, DEFAULT_PHONE_NUMBER_ID, DEFAULT_TOKEN, WhatsAppSimulator
+from sandbox.whatsapp.server import (
+    DEFAULT_APP_SECRET,
+    DEFAULT_PHONE_NUMBER_ID,
+    DEFAULT_TOKEN,
+    WhatsAppSimulator,
+)
 
-WHATSAPP_TEMPLATES = [
-    {"name": name, "language": "en_US", "status": "APPROVED",
-     "body": "Hi {{1}}, your payment of {{2}} is still open. You can complete it here: {{3}}"}
-    for name in ("payment_failed", "vip_personal", "vip_followup", "reminder_short", "final_notice")
-]
+WHATSAPP_TEMPLATES = whatsapp_approved_templates()
 
 
 class ChannelSimulators:
@@ -37,10 +39,14 @@ class ChannelSimulators:
 
         app.config.update(
             SMTP_URL=self.smtp.url,
-            TWILIO_ACCOUNT_SID=DEFAULT_ACCOUNT_SID, TWILIO_AUTH_TOKEN=DEFAULT_AUTH_TOKEN, TWILIO_FROM=DEFAULT_FROM,
+            TWILIO_ACCOUNT_SID=DEFAULT_ACCOUNT_SID,
+            TWILIO_AUTH_TOKEN=DEFAULT_AUTH_TOKEN,
+            TWILIO_FROM=DEFAULT_FROM,
             TWILIO_API_URL=self.twilio.url,
-            WHATSAPP_TOKEN=DEFAULT_TOKEN, WHATSAPP_PHONE_NUMBER_ID=DEFAULT_PHONE_NUMBER_ID,
-            WHATSAPP_APP_SECRET=DEFAULT_APP_SECRET, WHATSAPP_API_URL=self.whatsapp.url + "/v21.0",
+            WHATSAPP_TOKEN=DEFAULT_TOKEN,
+            WHATSAPP_PHONE_NUMBER_ID=DEFAULT_PHONE_NUMBER_ID,
+            WHATSAPP_APP_SECRET=DEFAULT_APP_SECRET,
+            WHATSAPP_API_URL=self.whatsapp.url + "/v21.0",
         )
         if public_url:
             app.config["PUBLIC_BASE_URL"] = public_url

@@ -6,12 +6,12 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
+    from app.extensions import csrf
     from app.web.api import bp as api_bp
     from app.web.auth import bp as auth_bp
     from app.web.hooks import bp as hooks_bp
     from app.web.pay import bp as pay_bp
     from app.web.track import bp as track_bp
-    from app.extensions import csrf
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(pay_bp)

@@ -55,10 +55,12 @@ def unsubscribe(token: str):  # type: ignore[no-untyped-def]
     return render_template_string(_CONFIRM, merchant=current_app.config["MERCHANT_NAME"])
 
 
-_CONFIRM = """<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+_CONFIRM = """<!doctype html><html lang="en"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width">
 <title>Unsubscribe</title><body style="font-family:system-ui;max-width:480px;margin:2rem auto;padding:0 1rem">
 <h1>Stop payment reminders by email?</h1><p>{{ merchant }} will stop sending you payment reminders by email.</p>
 <form method="post"><button style="font-size:1.1rem;padding:.8rem 1.2rem">Unsubscribe</button></form></body></html>"""
-_UNSUBSCRIBED = """<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+_UNSUBSCRIBED = """<!doctype html><html lang="en"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width">
 <title>Unsubscribed</title><body style="font-family:system-ui;max-width:480px;margin:2rem auto;padding:0 1rem">
 <h1>You are unsubscribed</h1><p>{{ merchant }} will not email you payment reminders any more.</p></body></html>"""

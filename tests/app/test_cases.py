@@ -14,7 +14,10 @@ def test_one_case_per_failed_payment_with_its_history(db):
     move_case(case, "recovered", reason="paid via link", actor="customer")
     db.session.commit()
     assert [(t.from_state, t.to_state) for t in case.transitions] == [
-        (None, "open"), ("open", "contacting"), ("contacting", "recovered")]
+        (None, "open"),
+        ("open", "contacting"),
+        ("contacting", "recovered"),
+    ]
     assert case.closed_at is not None
     with pytest.raises(InvalidTransition):
         move_case(case, "contacting", reason="too late")

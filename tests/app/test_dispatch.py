@@ -37,8 +37,12 @@ def due_message(**overrides):
 def events(message_id):
     from app.extensions import db
 
-    return [e.kind for e in db.session.scalars(
-        sa.select(MessageEvent).where(MessageEvent.message_id == message_id).order_by(MessageEvent.id))]
+    return [
+        e.kind
+        for e in db.session.scalars(
+            sa.select(MessageEvent).where(MessageEvent.message_id == message_id).order_by(MessageEvent.id)
+        )
+    ]
 
 
 def test_an_email_goes_out_once_and_the_case_moves_to_contacting(db, channels):

@@ -27,11 +27,17 @@ def test_sms_stop_ends_sms_and_whatsapp_at_once_and_start_brings_them_back(app, 
     setup(app)
     customer = make_customer(phone_e164="+13055550142")
     case = make_case(transaction=make_transaction(customer=customer))
-    waiting = make_message(case=case, channel="sms", fallbacks=["whatsapp", "email"],
-                           scheduled_for=datetime(2030, 1, 1, tzinfo=UTC))
+    waiting = make_message(
+        case=case, channel="sms", fallbacks=["whatsapp", "email"], scheduled_for=datetime(2030, 1, 1, tzinfo=UTC)
+    )
     db.session.commit()
-    form = {"From": "+13055550142", "To": "+15550001111", "Body": "stop", "MessageSid": "SM" + "1" * 32,
-            "AccountSid": "AC" + "0" * 32}
+    form = {
+        "From": "+13055550142",
+        "To": "+15550001111",
+        "Body": "stop",
+        "MessageSid": "SM" + "1" * 32,
+        "AccountSid": "AC" + "0" * 32,
+    }
     response = signed_twilio(client, "/hooks/twilio/inbound", form)
     assert response.status_code == 200 and response.mimetype == "text/xml"
     channels = set(db.session.scalars(sa.select(OptOut.channel).where(OptOut.customer_id == customer.id)))
@@ -60,8 +66,12 @@ def test_twilio_status_callbacks_are_events_and_the_furthest_status_wins(app, cl
     message = make_message(channel="sms", state="sent", provider_message_id="SM" + "3" * 32)
     db.session.commit()
     for status in ("delivered", "sent"):  # out of order
-        form = {"MessageSid": message.provider_message_id, "MessageStatus": status,
-                "AccountSid": "AC" + "0" * 32, "To": "+13055550142"}
+        form = {
+            "MessageSid": message.provider_message_id,
+            "MessageStatus": status,
+            "AccountSid": "AC" + "0" * 32,
+            "To": "+13055550142",
+        }
         assert signed_twilio(client, "/hooks/twilio/status", form).status_code == 204
     row = db.session.get(OutboxMessage, message.id)
     assert row.state == "delivered"
@@ -72,10 +82,18 @@ def test_twilio_status_callbacks_are_events_and_the_furthest_status_wins(app, cl
 def test_whatsapp_webhook_needs_its_signature(app, client, db):
     setup(app)
     body = json.dumps({"object": "whatsapp_business_account", "entry": []}).encode()
-    assert client.post("/hooks/whatsapp", data=body, content_type="application/json",
-                       headers={"X-Hub-Signature-256": "sha256=00"}).status_code == 401
-    ok = client.post("/hooks/whatsapp", data=body, content_type="application/json",
-                     headers={"X-Hub-Signature-256": whatsapp_signature(SECRET, body)})
+    assert (
+        client.post(
+            "/hooks/whatsapp", data=body, content_type="application/json", headers={"X-Hub-Signature-256": "sha256=00"}
+        ).status_code
+        == 401
+    )
+    ok = client.post(
+        "/hooks/whatsapp",
+        data=body,
+        content_type="application/json",
+        headers={"X-Hub-Signature-256": whatsapp_signature(SECRET, body)},
+    )
     assert ok.status_code == 200
     challenge = client.get("/hooks/whatsapp?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=77")
     assert challenge.status_code == 200 and challenge.get_data(as_text=True) == "77"

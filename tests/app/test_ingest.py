@@ -1,7 +1,6 @@
 """Fetching failed sales from the NMI simulator into customers, transactions and one case per failed payment."""
 
 from collections import Counter
-from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -31,9 +30,13 @@ def sim(nmi_sim):
 
 
 def nmi_account(db, sim, **client):
-    account = save_account("nmi-test", "nmi", api_url=f"{sim.url}/api",
-                           credentials={"security_key": sim.security_key, "webhook_signing_key": SIGNING_KEY},
-                           settings={"client": {**CLIENT, **client}})
+    account = save_account(
+        "nmi-test",
+        "nmi",
+        api_url=f"{sim.url}/api",
+        credentials={"security_key": sim.security_key, "webhook_signing_key": SIGNING_KEY},
+        settings={"client": {**CLIENT, **client}},
+    )
     db.session.commit()
     return account
 
@@ -72,16 +75,18 @@ def sim_failed_ids(sim):
 def sim_transactions(sim):
     import requests
 
-    listed = requests.get(f"{sim.url}/_control/transactions", params={"condition": "failed", "limit": 100000},
-                          timeout=30).json()
+    listed = requests.get(
+        f"{sim.url}/_control/transactions", params={"condition": "failed", "limit": 100000}, timeout=30
+    ).json()
     assert listed["total"] == len(listed["items"])
     return listed["items"]
 
 
 def test_a_bad_key_keeps_the_cursor_and_stores_nothing(db, sim):
     sim.seed_population(failed=20, succeeded=0, days=2, seed=3)
-    account = save_account("nmi-bad", "nmi", api_url=f"{sim.url}/api", credentials={"security_key": "wrong"},
-                           settings={"client": CLIENT})
+    account = save_account(
+        "nmi-bad", "nmi", api_url=f"{sim.url}/api", credentials={"security_key": "wrong"}, settings={"client": CLIENT}
+    )
     db.session.commit()
     report = fetch_account(account.id)
     assert not report.ok and "GatewayAuthError" in report.error

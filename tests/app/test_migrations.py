@@ -1,7 +1,5 @@
 """Migrations run from empty to head and back to base on both databases, and agree with the models."""
 
-import secrets
-
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -21,17 +19,8 @@ def empty_database_url(backend, tmp_path, pytestconfig):
         return
     if not pytestconfig._recoup_mysql:
         pytest.skip("MariaDB/MySQL not available")
-    server = backends.server_url_without_db(backends.MYSQL_SERVER_URL)
-    name = f"recoup_mig_{secrets.token_hex(4)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
-    try:
-        yield f"{server}/{name}?charset=utf8mb4"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
+    with backends.temporary_mysql_database("recoup_mig") as url:
+        yield url
 
 
 def test_upgrade_from_empty_then_downgrade_to_base(empty_database_url):
@@ -52,12 +41,14 @@ def test_upgrade_from_empty_then_downgrade_to_base(empty_database_url):
 def test_mysql_tables_are_utf8mb4(app, backend):
     if backend != "mysql":
         pytest.skip("a MySQL property")
-    rows = db.session.execute(sa.text(
-        "SELECT table_name, table_collation FROM information_schema.tables WHERE table_schema = DATABASE()"
-    )).all()
+    rows = db.session.execute(
+        sa.text("SELECT table_name, table_collation FROM information_schema.tables WHERE table_schema = DATABASE()")
+    ).all()
     assert rows and all(collation.startswith("utf8mb4") for _, collation in rows), rows
-    money = db.session.execute(sa.text(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = DATABASE() "
-        "AND column_name LIKE '%%amount%%'"
-    )).all()
+    money = db.session.execute(
+        sa.text(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = DATABASE() "
+            "AND column_name LIKE '%%amount%%'"
+        )
+    ).all()
     assert money and all(dtype == "bigint" for _, dtype in money), money

@@ -30,8 +30,9 @@ def test_planning_writes_one_outbox_row_per_step_once(db):
     first = plan_cases([case.id], now=NOW)
     again = plan_cases([case.id], now=NOW)
     assert first["planned"] == 1 and again["planned"] == 0
-    rows = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.case_id == case.id)
-                              .order_by(OutboxMessage.id)).all()
+    rows = db.session.scalars(
+        sa.select(OutboxMessage).where(OutboxMessage.case_id == case.id).order_by(OutboxMessage.id)
+    ).all()
     planned = db.session.get(RecoveryCase, case.id)
     people = [r for r in rows if r.channel in ("email", "sms", "whatsapp")]
     assert people and len(people) == len([s for s in planned.plan["steps"] if s.get("channel")])

@@ -8,8 +8,9 @@ def test_credentials_are_stored_encrypted_and_read_back(app, db):
     token = encrypt_credentials(app.config, {"security_key": "6457Thfj624V5r7WUwc5v6a68Zsd6YEm"})
     account = make_gateway_account(credentials_encrypted=token)
     db.session.commit()
-    raw = db.session.execute(db.text("SELECT credentials_encrypted FROM gateway_accounts WHERE id=:i"),
-                             {"i": account.id}).scalar()
+    raw = db.session.execute(
+        db.text("SELECT credentials_encrypted FROM gateway_accounts WHERE id=:i"), {"i": account.id}
+    ).scalar()
     assert b"6457Thfj" not in bytes(raw)
     assert decrypt_credentials(app.config, bytes(raw)) == {"security_key": "6457Thfj624V5r7WUwc5v6a68Zsd6YEm"}
 

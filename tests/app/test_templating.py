@@ -54,13 +54,10 @@ def test_context_takes_minor_units_and_the_customers_locale_and_zone():
 
 
 def test_sms_gets_the_brand_and_the_opt_out_notice_and_its_segments():
-    template = MessageTemplate(
-        "Hi {{ customer.first_name }}, your {{ amount }} payment failed: {{ payment_link }}"
-    )
+    template = MessageTemplate("Hi {{ customer.first_name }}, your {{ amount }} payment failed: {{ payment_link }}")
     rendered = render(Channel.SMS, template, sample_context(), "de_DE")
     assert rendered.text == (
-        "Acme: Hi Ana, your 249,00 $ payment failed: https://pay.example.com/pay/tok_sample\n"
-        "Reply STOP to opt out."
+        "Acme: Hi Ana, your 249,00 $ payment failed: https://pay.example.com/pay/tok_sample\nReply STOP to opt out."
     )
     assert tuple(rendered.sms) == ("GSM-7", 1, 105)  # the no-break space was replaced: still GSM-7
     assert rendered.segments == 1
@@ -69,9 +66,7 @@ def test_sms_gets_the_brand_and_the_opt_out_notice_and_its_segments():
 def test_sms_that_already_complies_is_left_alone():
     template = MessageTemplate("{{ brand }}: {{ amount }} is due. {{ payment_link }} Reply STOP to opt out")
     rendered = render("sms", template, sample_context())
-    assert (
-        rendered.text == "Acme: $249.00 is due. https://pay.example.com/pay/tok_sample Reply STOP to opt out"
-    )
+    assert rendered.text == "Acme: $249.00 is due. https://pay.example.com/pay/tok_sample Reply STOP to opt out"
 
 
 def test_email_renders_subject_text_and_escaped_html():
@@ -81,9 +76,7 @@ def test_email_renders_subject_text_and_escaped_html():
         html="<p>Hi {{ customer.first_name }} {{ merchant.name }}</p>",
     )
     context = sample_context()
-    context = TemplateContext(
-        **{**context.__dict__, "customer": {**context.customer, "first_name": "<b>Ana</b>"}}
-    )
+    context = TemplateContext(**{**context.__dict__, "customer": {**context.customer, "first_name": "<b>Ana</b>"}})
     rendered = render(Channel.EMAIL, template, context)
     assert rendered.subject == "Payment of $249.00 failed"
     assert rendered.html == "<p>Hi &lt;b&gt;Ana&lt;/b&gt; Acme</p>"
@@ -144,9 +137,7 @@ def test_errors_carry_the_field_and_line():
 
 
 def test_sms_validation_reports_segments_and_ucs2_characters():
-    problems = validate_template(
-        "sms", None, "Olá {{ customer.first_name }}, {{ amount }} {{ payment_link }}"
-    )
+    problems = validate_template("sms", None, "Olá {{ customer.first_name }}, {{ amount }} {{ payment_link }}")
     notes = [str(p) for p in problems]
     assert template_errors(problems) == []
     assert any("segment(s)" in n and "UCS-2" in n for n in notes)

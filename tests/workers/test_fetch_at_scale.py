@@ -18,8 +18,14 @@ from tests import backends
 
 ROOT = Path(__file__).resolve().parents[2]
 N = int(os.environ.get("RECOUP_SCALE_N", "10000"))
-CLIENT = {"timeout": [2.0, 1.5], "backoff": 0.01, "max_backoff": 0.1, "max_retry_after": 0.1, "page_size": 1000,
-          "max_attempts": 3}
+CLIENT = {
+    "timeout": [2.0, 1.5],
+    "backoff": 0.01,
+    "max_backoff": 0.1,
+    "max_retry_after": 0.1,
+    "page_size": 1000,
+    "max_attempts": 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +34,20 @@ def population():
         sim.seed_population(failed=N, succeeded=N, days=30, seed=2026)
         import requests
 
-        listed = requests.get(f"{sim.url}/_control/transactions", params={"condition": "failed", "limit": 10 * N},
-                              timeout=60).json()
+        listed = requests.get(
+            f"{sim.url}/_control/transactions", params={"condition": "failed", "limit": 10 * N}, timeout=60
+        ).json()
         yield sim, {str(t["transaction_id"]) for t in listed["items"]}
 
 
 def account_for(db, sim, name="nmi-scale"):
-    account = save_account(name, "nmi", api_url=f"{sim.url}/api", credentials={"security_key": sim.security_key},
-                           settings={"client": CLIENT})
+    account = save_account(
+        name,
+        "nmi",
+        api_url=f"{sim.url}/api",
+        credentials={"security_key": sim.security_key},
+        settings={"client": CLIENT},
+    )
     db.session.commit()
     return account
 
@@ -54,15 +66,17 @@ def test_one_fetch_ingests_exactly_the_failed_sales_each_once(db, backend, popul
     second = fetch_account(account.id)
     assert second.ok and second.result.new_transactions == 0
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Transaction)) == len(expected)
-    assert db.session.scalar(sa.select(sa.func.count()).select_from(Customer).where(
-        Customer.timezone.is_(None))) < 0.05 * db.session.scalar(sa.select(sa.func.count()).select_from(Customer))
+    assert db.session.scalar(
+        sa.select(sa.func.count()).select_from(Customer).where(Customer.timezone.is_(None))
+    ) < 0.05 * db.session.scalar(sa.select(sa.func.count()).select_from(Customer))
     assert db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase)) > 0.8 * len(expected)
 
 
 @pytest.mark.slow
 @pytest.mark.redis
 def test_with_a_fifth_of_calls_failing_repeated_worker_fetches_get_everything_once(
-        db, backend, population, app, pytestconfig):
+    db, backend, population, app, pytestconfig
+):
     if backend != "mysql":
         pytest.skip("the fault run is on MariaDB")
     if not pytestconfig._recoup_redis:
@@ -73,21 +87,35 @@ def test_with_a_fifth_of_calls_failing_repeated_worker_fetches_get_everything_on
 
     sim, expected = population
     sim.reset()
-    for kind, rate, seed in (("http_429", 0.05, 1), ("http_500", 0.05, 2), ("timeout", 0.05, 3),
-                             ("truncated_xml", 0.05, 4)):
+    for kind, rate, seed in (
+        ("http_429", 0.05, 1),
+        ("http_500", 0.05, 2),
+        ("timeout", 0.05, 3),
+        ("truncated_xml", 0.05, 4),
+    ):
         sim.inject(kind, rate=rate, seed=seed, path="query.php", seconds=2.0)
     account = account_for(db, sim, "nmi-faults")
     Redis.from_url(backends.REDIS_URL).flushdb()
     queue = RQQueue(backends.REDIS_URL)
-    env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"], "REDIS_URL": backends.REDIS_URL,
-           "SECRET_KEY": app.config["SECRET_KEY"]}
+    env = {
+        **os.environ,
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "REDIS_URL": backends.REDIS_URL,
+        "SECRET_KEY": app.config["SECRET_KEY"],
+    }
     runs = 0
     deadline = time.time() + 600
     while time.time() < deadline:
         runs += 1
         queue.enqueue("workers.jobs.fetch_account", account.id, queue="high")
-        done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst"], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         db.session.expire_all()
         cursor = db.session.scalar(sa.select(FetchCursor).where(FetchCursor.gateway_account_id == account.id))

@@ -26,7 +26,7 @@ def make_gateway(sim, **overrides):
         "security_key": sim.security_key,
         "api_url": f"{sim.url}/api",
         "webhook_signing_key": SIGNING_KEY,
-        "timeout": (1.0, 0.3),
+        "timeout": (1.0, 1.5),  # generous: CI shares two cores; the injected stalls last longer
         "max_attempts": 4,
         "backoff": 0.01,
         "max_backoff": 0.05,

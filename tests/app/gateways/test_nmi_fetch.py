@@ -144,7 +144,7 @@ def test_retry_after_is_honoured_up_to_the_cap(seeded):
 
 
 def test_timeouts_are_retried(seeded, gateway):
-    seeded.inject("timeout", count=1, seconds=0.6, path="/api/query.php")
+    seeded.inject("timeout", count=1, seconds=2.5, path="/api/query.php")
     started = time.monotonic()
     records, _ = fetch_all(gateway)
     assert len(records) == 120 and time.monotonic() - started < 5

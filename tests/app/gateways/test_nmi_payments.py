@@ -96,7 +96,7 @@ def test_rejected_http_statuses_are_retried_without_double_charging(sim, gateway
 
 
 def test_a_timeout_is_resolved_by_looking_up_the_order_first(sim, gateway, vault):
-    sim.inject("timeout", count=1, seconds=0.6, path="/api/transact.php")
+    sim.inject("timeout", count=1, seconds=2.5, path="/api/transact.php")
     result = gateway.charge_vault(vault, 2500, "USD", order_id="INV-10")
     assert result.approved
     paths = [r.path for r in sim.received()]

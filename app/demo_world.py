@@ -1,0 +1,103 @@
+"""The demo's world: the provider simulators, a store with failed payments, the standard policy, a scheduler."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+
+from app.extensions import db
+
+log = logging.getLogger(__name__)
+
+NMI_SIGNING_KEY = "demo-nmi-webhook-signing-key"
+STANDARD_POLICY = Path(__file__).resolve().parent.parent / "examples" / "policies" / "standard.policy"
+
+
+def start_world(app: Flask, *, public_url: str, fixed_ports: bool = True) -> dict[str, Any]:
+    from app.cli_ops import start_simulators
+    from app.default_templates import whatsapp_approved_templates
+    from app.queue import InProcessScheduler, PeriodicJob
+    from app.senders import reset_senders
+    from sandbox.twilio.server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_FROM
+    from sandbox.whatsapp.server import DEFAULT_APP_SECRET, DEFAULT_PHONE_NUMBER_ID, DEFAULT_TOKEN
+
+    sims = start_simulators(
+        fixed_ports=fixed_ports,
+        **{
+            "nmi": {"webhook_url": f"{public_url}/hooks/nmi", "webhook_signing_key": NMI_SIGNING_KEY, "seed": 2026},
+            "twilio": {
+                "status_callback_url": f"{public_url}/hooks/twilio/status",
+                "inbound_url": f"{public_url}/hooks/twilio/inbound",
+            },
+            "whatsapp": {"webhook_url": f"{public_url}/hooks/whatsapp", "templates": whatsapp_approved_templates()},
+        },
+    )
+    app.config.update(
+        PUBLIC_BASE_URL=public_url,
+        NMI_API_URL=f"{sims['nmi'].url}/api",
+        SMTP_URL=sims["smtp"].url,
+        TWILIO_ACCOUNT_SID=DEFAULT_ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=DEFAULT_AUTH_TOKEN,
+        TWILIO_FROM=DEFAULT_FROM,
+        TWILIO_API_URL=sims["twilio"].url,
+        WHATSAPP_TOKEN=DEFAULT_TOKEN,
+        WHATSAPP_PHONE_NUMBER_ID=DEFAULT_PHONE_NUMBER_ID,
+        WHATSAPP_APP_SECRET=DEFAULT_APP_SECRET,
+        WHATSAPP_API_URL=f"{sims['whatsapp'].url}/v21.0",
+        WHATSAPP_VERIFY_TOKEN="demo-verify-token",
+        NMI_COLLECT_JS_URL=f"{sims['nmi'].url}/token/Collect.js",
+    )
+    reset_senders(app)
+    sims["nmi"].seed_population(failed=80, succeeded=160, days=4, seed=2026)
+    with app.app_context():
+        seed_store(app, sims["nmi"])
+        from app.ingest import fetch_accounts
+
+        for report in fetch_accounts():
+            log.info("demo fetch: %s", report.summary())
+        from app.dispatch import dispatch_due
+
+        log.info("demo dispatch: %s", dispatch_due())
+    scheduler = InProcessScheduler(
+        app,
+        [
+            PeriodicJob("fetch", "workers.jobs.fetch_all", timedelta(seconds=60)),
+            PeriodicJob("dispatch", "workers.jobs.dispatch_due", timedelta(seconds=10)),
+        ],
+    )
+    scheduler.start()
+    return {"simulators": sims, "scheduler": scheduler}
+
+
+def seed_store(app: Flask, nmi: Any) -> None:
+    from app.gateway_accounts import save_account
+    from app.models import GatewayAccount, Team
+    from app.policies import activate_text, active_version
+
+    if db.session.scalar(sa.select(GatewayAccount).where(GatewayAccount.name == "nmi-demo")) is None:
+        save_account(
+            "nmi-demo",
+            "nmi",
+            api_url=f"{nmi.url}/api",
+            actor="demo",
+            credentials={"security_key": nmi.security_key, "webhook_signing_key": NMI_SIGNING_KEY},
+        )
+    else:  # simulators may be on other ports this time
+        account = db.session.scalar(sa.select(GatewayAccount).where(GatewayAccount.name == "nmi-demo"))
+        account.api_url = f"{nmi.url}/api"
+    for name, email in (
+        ("account-managers", "account-managers@store.example"),
+        ("collections", "collections@store.example"),
+    ):
+        if db.session.scalar(sa.select(Team).where(Team.name == name)) is None:
+            db.session.add(Team(name=name, email=email))
+    db.session.commit()
+    if active_version() is None:
+        activate_text(
+            "standard", STANDARD_POLICY.read_text(encoding="utf-8"), actor=None, note="the demo's starting policy"
+        )
