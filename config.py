@@ -69,6 +69,10 @@ class Config:
     NMI_SECURITY_KEY = env("NMI_SECURITY_KEY")
     NMI_API_URL = env("NMI_API_URL", "https://secure.nmi.com/api")
     NMI_WEBHOOK_SIGNING_KEY = env("NMI_WEBHOOK_SIGNING_KEY")
+    # Collect.js tokenizes card fields in the customer's browser: our server only ever sees a payment token.
+    NMI_COLLECT_JS_URL = env("NMI_COLLECT_JS_URL", "https://secure.nmi.com/token/Collect.js")
+    NMI_TOKENIZATION_KEY = env("NMI_TOKENIZATION_KEY")  # public key; without it only the card on file is offered
+    MERCHANT_SUPPORT_EMAIL = env("RECOUP_SUPPORT_EMAIL")
     SMTP_URL = env("SMTP_URL")
     MAIL_FROM = env("MAIL_FROM", "Recoup Demo Store <billing@recoup.example>")
     TWILIO_ACCOUNT_SID = env("TWILIO_ACCOUNT_SID")

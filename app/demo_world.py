@@ -51,6 +51,8 @@ def start_world(app: Flask, *, public_url: str, fixed_ports: bool = True) -> dic
         WHATSAPP_API_URL=f"{sims['whatsapp'].url}/v21.0",
         WHATSAPP_VERIFY_TOKEN="demo-verify-token",
         NMI_COLLECT_JS_URL=f"{sims['nmi'].url}/token/Collect.js",
+        NMI_TOKENIZATION_KEY="sandbox-tokenization-key",
+        MERCHANT_SUPPORT_EMAIL="help@store.example",
     )
     reset_senders(app)
     sims["nmi"].seed_population(failed=80, succeeded=160, days=4, seed=2026)

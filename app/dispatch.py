@@ -281,7 +281,7 @@ def _compose(
     transaction: dict[str, Any] = {}
     offers: list[str] = []
     if case is not None:
-        token = issue_payment_link(case, config["SECRET_KEY"])
+        token = issue_payment_link(case, config["SECRET_KEY"], message_id=message.id)
         pay_url = f"{base}/pay/{token}"
         tx = case.transaction
         transaction = {

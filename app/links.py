@@ -16,10 +16,11 @@ import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from app.extensions import db
-from app.models import PaymentLink, RecoveryCase
+from app.models import MessageEvent, OutboxMessage, PaymentLink, RecoveryCase
 from app.models.types import utcnow
 
 OPEN_STATES = ("open", "contacting", "escalated")
+PERSON_CHANNELS = ("email", "sms", "whatsapp")
 
 
 class LinkError(Exception):
@@ -38,8 +39,14 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def issue_payment_link(case: RecoveryCase, secret_key: str, *, valid_for: timedelta = timedelta(days=30)) -> str:
-    token = _serializer(secret_key, "pay").dumps({"c": case.id, "n": secrets.token_urlsafe(8)})
+def issue_payment_link(case: RecoveryCase, secret_key: str, *, valid_for: timedelta = timedelta(days=30),
+                       message_id: int | None = None) -> str:
+    """A new link for ``case``. ``message_id``: the outbox message that will carry it (signed into the token,
+    so a payment through this link is attributed to that message)."""
+    payload: dict[str, object] = {"c": case.id, "n": secrets.token_urlsafe(8)}
+    if message_id is not None:
+        payload["m"] = message_id
+    token = _serializer(secret_key, "pay").dumps(payload)
     db.session.add(PaymentLink(case_id=case.id, token_hash=token_hash(token), expires_at=utcnow() + valid_for))
     db.session.flush()
     return str(token)
@@ -49,6 +56,8 @@ def issue_payment_link(case: RecoveryCase, secret_key: str, *, valid_for: timede
 class OpenedLink:
     link: PaymentLink
     case: RecoveryCase
+    #: the message that carried the link: from the token when it names one, else worked out (see below)
+    message_id: int | None = None
 
 
 def open_payment_link(token: str, secret_key: str, *, now: datetime | None = None, track: bool = True) -> OpenedLink:
@@ -67,12 +76,61 @@ def open_payment_link(token: str, secret_key: str, *, now: datetime | None = Non
     case = db.session.get(RecoveryCase, link.case_id)
     if case is None or case.state not in OPEN_STATES:
         raise LinkError("case closed")
+    message_id = payload.get("m") if isinstance(payload.get("m"), int) else None
+    if message_id is None:
+        message_id = message_for_link(link)
     if track:
-        link.open_count += 1
-        link.first_opened_at = link.first_opened_at or now
-        link.last_opened_at = now
+        # one UPDATE, not read-modify-write: many opens at once all count
+        db.session.execute(
+            sa.update(PaymentLink).where(PaymentLink.id == link.id)
+            .values(open_count=PaymentLink.open_count + 1, last_opened_at=now,
+                    first_opened_at=sa.func.coalesce(PaymentLink.first_opened_at, now))
+            .execution_options(synchronize_session=False))
+        if message_id is not None:
+            db.session.add(MessageEvent(message_id=message_id, kind="link_opened", occurred_at=now,
+                                        provider_payload={"link": link.id}))
         db.session.commit()
-    return OpenedLink(link, case)
+    return OpenedLink(link, case, message_id)
+
+
+def genuine_payment_link(token: str, secret_key: str) -> PaymentLink | None:
+    """The link row behind a token we signed and issued, whatever its state (revoked, expired, case closed).
+
+    Not for granting access: only for recognising a customer's own repeated submission after the link closed.
+    """
+    try:
+        payload = _serializer(secret_key, "pay").loads(token)
+    except BadSignature:
+        return None
+    link = db.session.scalar(sa.select(PaymentLink).where(PaymentLink.token_hash == token_hash(token)))
+    if link is None or not isinstance(payload, dict) or link.case_id != payload.get("c"):
+        return None
+    return link
+
+
+def message_for_link(link: PaymentLink) -> int | None:
+    """The outbox message a link was issued for, when the token does not say.
+
+    The dispatcher issues a case's link while composing a claimed message and records the send right after,
+    so the first message of that case with a send outcome recorded at or after the link's creation is the
+    one that carried it.
+    """
+    found = db.session.scalar(
+        sa.select(MessageEvent.message_id)
+        .join(OutboxMessage, OutboxMessage.id == MessageEvent.message_id)
+        .where(OutboxMessage.case_id == link.case_id, OutboxMessage.channel.in_(PERSON_CHANNELS),
+               MessageEvent.kind.in_(("sent", "unknown", "failed")), MessageEvent.recorded_at >= link.created_at)
+        .order_by(MessageEvent.recorded_at, MessageEvent.id)
+        .limit(1))
+    if found is not None:
+        return int(found)
+    found = db.session.scalar(
+        sa.select(OutboxMessage.id)
+        .where(OutboxMessage.case_id == link.case_id, OutboxMessage.channel.in_(PERSON_CHANNELS),
+               OutboxMessage.claimed_at.is_not(None), OutboxMessage.claimed_at <= link.created_at)
+        .order_by(OutboxMessage.claimed_at.desc(), OutboxMessage.id.desc())
+        .limit(1))
+    return int(found) if found is not None else None
 
 
 def revoke_case_links(case_id: int, *, now: datetime | None = None) -> int:

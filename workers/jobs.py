@@ -40,5 +40,8 @@ def dispatch_due() -> dict[str, Any]:
     """Periodic: claim due outbox messages and send them."""
     with job_context():
         from app.dispatch import dispatch_due as dispatch
+        from app.payments import run_due_payment_retries
 
-        return dispatch()
+        report = dispatch()
+        report["payments"] = run_due_payment_retries()
+        return report

@@ -7,8 +7,9 @@ streams its XML; the Payment API charges Customer Vault records, swaps their car
 1.00. Webhooks are signed ``Webhook-Signature: t=<nonce>,s=<hmac-sha256(nonce + "." + body)>``.
 
 Faults beyond the harness's generic ones (``POST /_control/faults {"kind": ...}``):
-``truncated_xml``, ``malformed_xml``, ``error_response``, ``entity_bomb``, ``huge_text`` (query.php) and
-``rate_limit`` (transact.php answers ``response=3&responsetext=Rate limit exceeded&response_code=301``).
+``truncated_xml``, ``malformed_xml``, ``error_response``, ``entity_bomb``, ``huge_text`` (query.php),
+``rate_limit`` (transact.php answers ``response=3&responsetext=Rate limit exceeded&response_code=301``) and
+``slow_response`` (transact.php processes the request, then holds the answer for ``seconds``).
 
 Control routes (JSON):
     POST /_control/seed                  {"failed": 100, "succeeded": 100, "days": 30, "refunds": 5, ...}
@@ -25,6 +26,10 @@ Control routes (JSON):
     GET  /_control/vault/<id>
     GET|POST /_control/config            {"webhook_url": ..., "test_mode": ...}
     POST /_control/clear                 forget every transaction and vault record
+
+Browser tokenization (Collect.js look-alike, see ``sandbox/nmi/collect.py``):
+    GET  /token/Collect.js               the script (``data-tokenization-key`` on its tag)
+    POST /token/api/tokenize             card or bank fields -> a single-use ``payment_token``
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import json
 import random
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -47,7 +53,7 @@ import requests
 from werkzeug.wrappers import Request, Response
 
 from sandbox.harness import SimulatorServer, json_response
-from sandbox.nmi import xml_writer
+from sandbox.nmi import collect, xml_writer
 from sandbox.nmi.population import (
     RESPONSE_TEXTS,
     Action,
@@ -65,8 +71,9 @@ from sandbox.nmi.population import (
 DEFAULT_SECURITY_KEY = "6457Thfj624V5r7WUwc5v6a68Zsd6YEm"
 DEFAULT_WEBHOOK_SIGNING_KEY = "sandbox-webhook-signing-key"
 NMI_FAULTS = frozenset({"truncated_xml", "malformed_xml", "error_response", "entity_bomb", "huge_text"})
-#: transact.php's own rate limit: response=3, responsetext=Rate limit exceeded, response_code=301
-TRANSACT_FAULTS = frozenset({"rate_limit"})
+#: transact.php's own rate limit: response=3, responsetext=Rate limit exceeded, response_code=301;
+#: ``slow_response``: the request is processed, then the answer is held for ``seconds`` (a lost answer)
+TRANSACT_FAULTS = frozenset({"rate_limit", "slow_response"})
 FIRST_TRANSACTION_ID = 10_384_700_000
 
 
@@ -108,6 +115,7 @@ class NmiSimulator(SimulatorServer):
         merchant_name: str = "Recoup Sandbox Merchant",
         population: dict[str, Any] | None = None,
         huge_text_bytes: int = 8 * 1024 * 1024,
+        tokenization_key: str = collect.DEFAULT_TOKENIZATION_KEY,
         **_ignored: Any,
     ) -> None:
         super().__init__(host, port)
@@ -123,10 +131,12 @@ class NmiSimulator(SimulatorServer):
         self._by_id: dict[str, Transaction] = {}
         self._vault: dict[str, Customer] = {}
         self._used_tokens: set[str] = set()
+        self._token_decline: str | None = None
         self._next_id = FIRST_TRANSACTION_ID
         self._builder = PopulationBuilder(seed)
         self._rng = random.Random(seed + 1)
         self._store_lock = threading.RLock()
+        self.collect = collect.CollectTokens(tokenization_key)
         if population:
             self.seed_population(**population)
 
@@ -150,6 +160,7 @@ class NmiSimulator(SimulatorServer):
             self._by_id.clear()
             self._vault.clear()
             self._used_tokens.clear()
+            self.collect.clear()
             self.webhooks_sent.clear()
 
     def _new_id(self) -> str:
@@ -461,6 +472,8 @@ class NmiSimulator(SimulatorServer):
     # == HTTP ==============================================================================================
     def handle(self, request: Request) -> Response:
         path = request.path.rstrip("/")
+        if path.startswith("/token/"):
+            return collect.handle(self.collect, request) or Response("not found", status=404)
         if path.endswith("/query.php"):
             return self._query(request)
         if path.endswith("/transact.php"):
@@ -561,8 +574,16 @@ class NmiSimulator(SimulatorServer):
     # -- transact.php --------------------------------------------------------------------------------------
     def _transact(self, request: Request) -> Response:
         form = request.form.to_dict()
-        if self.take_fault(request.path, TRANSACT_FAULTS) is not None:
+        fault = self.take_fault(request.path, TRANSACT_FAULTS)
+        if fault is not None and fault.kind == "rate_limit":
             return self._reply(form, "3", "Rate limit exceeded", "301")
+        if fault is not None and fault.kind == "slow_response":
+            answer = self._transact_form(form)
+            time.sleep(fault.seconds)
+            return answer
+        return self._transact_form(form)
+
+    def _transact_form(self, form: dict[str, str]) -> Response:
         if not self._authorised(form):
             return self._reply(form, "3", "Authentication Failed", "300")
         vault_op = form.get("customer_vault", "")
@@ -602,6 +623,8 @@ class NmiSimulator(SimulatorServer):
                 customer = self._customer_from(_billing(form), None)
                 customer.customer_vault_id = None
                 customer.card = card
+                if self._token_decline is not None:
+                    customer.forced_decline = (self._token_decline, None)
             elif form.get("ccnumber"):
                 customer = self._customer_from(_billing(form), None)
                 customer.customer_vault_id = None
@@ -712,6 +735,8 @@ class NmiSimulator(SimulatorServer):
                 for name, value in _billing(form).items():
                     setattr(customer, name, value)
                 customer.forced_decline = None  # a new card: the old card's decline no longer applies
+                if self._token_decline is not None:
+                    customer.forced_decline = (self._token_decline, None)
                 text = "Customer Update Successful"
             elif op == "add_customer":
                 vault_id = vault_id or str(self._rng.randrange(10**9, 10**10))
@@ -736,11 +761,19 @@ class NmiSimulator(SimulatorServer):
         return self._reply(form, "1", text, "100", type_="", extra={"customer_vault_id": vault_id})
 
     def _use_token(self, token: str) -> Card | None:
-        """A single-use token stands for a card; reuse or an obviously bad token is refused."""
+        """A single-use token stands for a card; reuse or an obviously bad token is refused.
+
+        A token minted by the Collect.js look-alike stands for the card typed into it (and its test outcome,
+        left in ``_token_decline`` for the caller, under the store lock)."""
         token = token.strip()
+        self._token_decline = None
         if not token or token in self._used_tokens or token.lower().startswith(("bad", "invalid")):
             return None
         self._used_tokens.add(token)
+        minted = self.collect.take(token)
+        if minted is not None:
+            self._token_decline = minted.decline_code
+            return minted.card
         digest = hashlib.sha256(token.encode()).hexdigest()
         last4 = f"{int(digest[:8], 16) % 10000:04d}"
         return Card(
