@@ -1,13 +1,27 @@
-"""Who may see and change what in the admin: every view requires sign-in, and roles decide the rest."""
+"""Who may see and change what in the admin: every view requires sign-in, and roles decide the rest.
+
+Reading is decided by ``read_roles``; changing by ``write_roles`` (or a per-action ``@requires(...)``). A signed-in
+person who may not change something gets **403** for the attempt, never a quiet redirect: an auditor who pokes at
+a create, edit, delete or action URL must see that it was refused.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
 
-from flask import abort, redirect, request, url_for
+from flask import abort, current_app, redirect, request, url_for
+from flask_admin.form import SecureForm
 from flask_login import current_user
 
 EVERYONE = ("admin", "author", "approver", "operator", "auditor")
+
+#: Flask-Admin model-view endpoints that change rows, whatever the HTTP method
+CHANGE_VIEWS = frozenset({"create_view", "edit_view", "delete_view", "action_view", "ajax_update"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def signed_in() -> bool:
@@ -18,11 +32,32 @@ def has_role(*roles: str) -> bool:
     return signed_in() and current_user.has_role(*roles)
 
 
+def requires(*roles: str) -> Callable[[F], F]:
+    """An exposed admin method that only these roles may call (403 for everyone else signed in)."""
+
+    def decorate(fn: F) -> F:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not has_role(*roles):
+                abort(403)
+            return fn(*args, **kwargs)
+
+        wrapper._recoup_roles = roles  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 class RoleGuard:
-    """Mixin for Flask-Admin views: ``read_roles`` may open the view, ``write_roles`` may change rows."""
+    """Mixin for Flask-Admin views: ``read_roles`` may open the view, ``write_roles`` may change rows.
+
+    ``read_only_posts`` names exposed methods that take a POST but change nothing (a syntax check, a preview,
+    a simulation); every other POST needs a write role.
+    """
 
     read_roles: tuple[str, ...] = EVERYONE
     write_roles: tuple[str, ...] = ("admin",)
+    read_only_posts: frozenset[str] = frozenset()
     create_allowed = True
     edit_allowed = True
     delete_allowed = False
@@ -30,10 +65,28 @@ class RoleGuard:
     def is_accessible(self) -> bool:
         return has_role(*self.read_roles)
 
-    def inaccessible_callback(self, name: str, **kwargs: Any) -> Any:
+    def inaccessible_callback(self, view_name: str, /, **kwargs: Any) -> Any:
         if not signed_in():
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         abort(403)
+
+    def _handle_view(self, name: str, /, **kwargs: Any) -> Any:
+        # positional-only: a view's own URL arguments may include one called "name"
+        refused = super()._handle_view(name)  # type: ignore[misc]
+        if refused is not None:
+            return refused
+        if name in CHANGE_VIEWS:
+            allowed = {"create_view": self.can_create, "edit_view": self.can_edit, "delete_view": self.can_delete,
+                       "ajax_update": self.can_edit}.get(name, self.can_write)
+            if not allowed:
+                abort(403)
+        elif request.method not in SAFE_METHODS and name not in self.read_only_posts and not self.can_write:
+            abort(403)
+        return None
+
+    @property
+    def can_write(self) -> bool:
+        return has_role(*self.write_roles)
 
     @property
     def can_create(self) -> bool:  # type: ignore[override]
@@ -46,3 +99,12 @@ class RoleGuard:
     @property
     def can_delete(self) -> bool:  # type: ignore[override]
         return self.delete_allowed and has_role(*self.write_roles)
+
+
+class CsrfForm(SecureForm):
+    """Flask-Admin's CSRF-checked form, switched by the app's ``WTF_CSRF_ENABLED`` like every other form."""
+
+    class Meta:
+        @property
+        def csrf(self) -> bool:
+            return bool(current_app.config.get("WTF_CSRF_ENABLED", True))

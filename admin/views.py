@@ -1,25 +1,22 @@
-"""Flask-Admin views over the models, for business users, operators and auditors."""
+"""Flask-Admin views over the models, for business users, operators and auditors, and the menu that holds them."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
+from flask import request
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_login import current_user
+from markupsafe import Markup
 
-from admin.security import EVERYONE, RoleGuard
-from app.audit import record
+from admin.i18n import _l
+from admin.security import EVERYONE, CsrfForm, RoleGuard
+from app.audit import record, verify_chain
 from app.extensions import db
-from app.models import (
-    AuditEntry,
-    Customer,
-    GatewayAccount,
-    OutboxMessage,
-    RecoveryCase,
-    Transaction,
-)
+from app.models import AuditEntry, OutboxMessage, RecoveryCase, Transaction
 from app.money import format_minor
 
 
@@ -45,12 +42,14 @@ class HomeView(RoleGuard, AdminIndexView):
 class AuditedModelView(RoleGuard, ModelView):
     """Every change through the admin is written to the audit log, in the same transaction."""
 
+    form_base_class = CsrfForm  # CSRF on every model form
     page_size = 50
     can_view_details = True
 
     def on_model_change(self, form: Any, model: Any, is_created: bool) -> None:
         changed = {name: str(field.data)[:200] for name, field in form._fields.items()
-                   if name not in self.audit_hidden_fields and field.data != field.object_data}
+                   if name not in self.audit_hidden_fields and name != "csrf_token"
+                   and field.data != field.object_data}
         record(current_user.email, f"{model.__tablename__}.{'create' if is_created else 'update'}",
                model.__tablename__, getattr(model, "id", None), {"changed": changed})
 
@@ -64,17 +63,6 @@ class ReadOnlyView(AuditedModelView):
     create_allowed = edit_allowed = delete_allowed = False
 
 
-class CustomerView(AuditedModelView):
-    write_roles = ("admin", "operator")
-    create_allowed = False
-    column_list = ("id", "first_name", "last_name", "email", "phone_e164", "country", "region", "timezone",
-                   "timezone_source", "vip", "successful_payments", "failed_payments")
-    column_searchable_list = ("email", "phone_e164", "last_name")
-    column_filters = ("country", "vip", "timezone_source")
-    form_columns = ("vip", "tags", "timezone_explicit", "locale")
-    column_details_exclude_list = ("phone_raw",)
-
-
 class TransactionView(ReadOnlyView):
     column_list = ("id", "gateway", "gateway_transaction_id", "customer", "amount", "value_band", "decline_code",
                    "decline_reason", "product_type", "failed_at")
@@ -84,43 +72,71 @@ class TransactionView(ReadOnlyView):
     column_details_exclude_list = ("raw",)
 
 
-class CaseView(ReadOnlyView):
-    column_list = ("id", "state", "segment", "priority", "customer", "amount_due", "opened_at", "closed_at")
-    column_filters = ("state", "segment", "priority", "holdout")
-    column_formatters = {"amount_due": lambda v, c, m, n: format_minor(m.amount_due_minor, m.currency)}
-    column_default_sort = ("opened_at", True)
-
-
 class OutboxView(ReadOnlyView):
     column_list = ("id", "case_id", "channel", "template", "variant", "state", "scheduled_for", "sent_at",
                    "policy_version_id", "rule_line")
+    column_labels = {"case_id": _l("Case"), "rule_line": _l("Policy line"), "policy_version_id": _l("Policy version")}
     column_filters = ("channel", "state", "priority", "variant")
     column_default_sort = ("scheduled_for", True)
 
 
-class GatewayAccountView(AuditedModelView):
-    read_roles = ("admin", "auditor")
-    write_roles = ("admin",)
-    column_list = ("name", "gateway", "api_url", "enabled", "created_at")
-    column_exclude_list = ("credentials_encrypted",)
-    column_details_exclude_list = ("credentials_encrypted",)
-    form_excluded_columns = ("credentials_encrypted", "created_at", "updated_at")
+def _details(view: Any, context: Any, model: AuditEntry, name: str) -> Markup:
+    return Markup("<code class=\"small\">{}</code>").format(
+        json.dumps(model.details or {}, ensure_ascii=False, sort_keys=True)[:400])
 
 
 class AuditLogView(ReadOnlyView):
+    """The append-only audit log, with a button that checks its hash chain."""
+
     read_roles = ("admin", "auditor")
-    column_list = ("id", "at", "actor", "action", "target_type", "target_id", "hash")
+    list_template = "admin/audit/list.html"
+    can_export = True
+    export_types = ["csv"]
+    column_list = ("id", "at", "actor", "action", "target_type", "target_id", "details", "hash")
+    column_export_list = ("id", "at", "actor", "action", "target_type", "target_id", "details", "prev_hash", "hash")
+    column_labels = {"at": _l("When"), "actor": _l("Who"), "action": _l("What"), "target_type": _l("On"),
+                     "target_id": _l("Id"), "details": _l("Details"), "hash": _l("Hash")}
     column_filters = ("actor", "action", "target_type")
+    column_searchable_list = ("actor", "action", "target_id")
+    column_formatters = {"details": _details,
+                         "hash": lambda v, c, m, n: Markup('<code class="small">{}…</code>').format(m.hash[:12])}
+    column_formatters_export = {"details": lambda v, c, m, n: json.dumps(m.details or {}, sort_keys=True)}
     column_default_sort = ("id", True)
+
+    @expose("/verify")
+    def verify(self) -> Any:
+        result = verify_chain()
+        broken = db.session.get(AuditEntry, result.first_broken_id) if result.first_broken_id else None
+        return self.render("admin/audit/verify.html", result=result, broken=broken,
+                           return_url=request.args.get("url"))
 
 
 def register_views(admin: Any) -> None:
+    from admin.gateways import GatewayAccountView
+    from admin.msgtemplates import TemplateView
+    from admin.operations import CaseView, CustomerView, EscalationView
+    from admin.policies import PolicyView
+    from admin.settings import SettingsView
+    from admin.ui import ProfileView
+    from admin.users import UserView
+    from app.models import Customer, GatewayAccount, User
+
     session = db
-    admin.add_view(CaseView(RecoveryCase, session, name="Cases", category="Operations", endpoint="cases"))
-    admin.add_view(CustomerView(Customer, session, name="Customers", category="Operations", endpoint="customers"))
-    admin.add_view(TransactionView(Transaction, session, name="Failed payments", category="Operations",
+    admin.add_view(PolicyView(name=_l("Policies"), endpoint="policies", url="/admin/policies"))
+    admin.add_view(TemplateView(name=_l("Message templates"), endpoint="msgtemplates", url="/admin/templates"))
+    admin.add_view(CaseView(RecoveryCase, session, name=_l("Cases"), category=_l("Operations"), endpoint="cases"))
+    admin.add_view(EscalationView(name=_l("Escalations"), category=_l("Operations"), endpoint="escalations",
+                                  url="/admin/escalations"))
+    admin.add_view(CustomerView(Customer, session, name=_l("Customers"), category=_l("Operations"),
+                                endpoint="customers"))
+    admin.add_view(TransactionView(Transaction, session, name=_l("Failed payments"), category=_l("Operations"),
                                    endpoint="transactions"))
-    admin.add_view(OutboxView(OutboxMessage, session, name="Messages", category="Operations", endpoint="messages"))
-    admin.add_view(GatewayAccountView(GatewayAccount, session, name="Gateway accounts", category="Settings",
+    admin.add_view(OutboxView(OutboxMessage, session, name=_l("Messages"), category=_l("Operations"),
+                              endpoint="messages"))
+    admin.add_view(SettingsView(name=_l("Business rules"), category=_l("Settings"), endpoint="settings",
+                                url="/admin/settings"))
+    admin.add_view(GatewayAccountView(GatewayAccount, session, name=_l("Gateway accounts"), category=_l("Settings"),
                                       endpoint="gateway_accounts"))
-    admin.add_view(AuditLogView(AuditEntry, session, name="Audit log", category="Audit", endpoint="audit_log"))
+    admin.add_view(UserView(User, session, name=_l("Users and roles"), category=_l("Settings"), endpoint="users"))
+    admin.add_view(AuditLogView(AuditEntry, session, name=_l("Audit log"), endpoint="audit_log"))
+    admin.add_view(ProfileView(name="Profile", endpoint="profile", url="/admin/profile"))

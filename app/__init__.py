@@ -61,9 +61,11 @@ def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides:
 
 
 def _select_locale() -> str | None:
-    from flask import current_app, request
+    from flask import current_app, has_request_context, request
     from flask_login import current_user
 
+    if not has_request_context():
+        return None
     if getattr(current_user, "is_authenticated", False) and current_user.locale:
         return current_user.locale  # type: ignore[no-any-return]
     return request.accept_languages.best_match(current_app.config["LANGUAGES"])

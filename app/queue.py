@@ -20,6 +20,8 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 QUEUE_NAMES = ("urgent", "high", "default", "low")
+#: RQ's default of 180 s would kill a long fetch mid-window; jobs are idempotent, so a generous bound is safe
+JOB_TIMEOUT = 1800
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,14 @@ class RQQueue:
 
     def enqueue(self, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]
         return self.queues[check_queue_name(queue)].enqueue(
-            func_path(func), args=args, kwargs=kw, job_id=job_id, result_ttl=3600, failure_ttl=7 * 86400
+            func_path(func), args=args, kwargs=kw, job_id=job_id, result_ttl=3600, failure_ttl=7 * 86400,
+            job_timeout=JOB_TIMEOUT,
         )
 
     def enqueue_in(self, delay, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]
         return self.queues[check_queue_name(queue)].enqueue_in(
-            delay, func_path(func), args=args, kwargs=kw, job_id=job_id, result_ttl=3600, failure_ttl=7 * 86400
+            delay, func_path(func), args=args, kwargs=kw, job_id=job_id, result_ttl=3600, failure_ttl=7 * 86400,
+            job_timeout=JOB_TIMEOUT,
         )
 
     def ordered_queues(self) -> list[Any]:

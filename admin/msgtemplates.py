@@ -1,0 +1,113 @@
+"""Message templates per channel and locale: versions, live preview on sample facts, SMS segments, WhatsApp status."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+from flask import flash, jsonify, redirect, request, url_for
+from flask_admin import BaseView, expose
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from admin.security import EVERYONE, RoleGuard
+from app.extensions import db
+from app.models import MessageTemplate, User
+from app.templates_service import TemplateRefused, save_template
+from app.templating import PRODUCT_TYPES, normalise_locale, render, sample_context, validate_template
+from app.templating import MessageTemplate as Source
+
+WRITERS = ("author", "admin")
+CHANNELS = ("email", "sms", "whatsapp")
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+LOCALE = re.compile(r"[A-Za-z]{2}([_-][A-Za-z]{2})?")
+STARTER_SUBJECT = "{{ brand }}: your payment did not go through"
+STARTER_BODY = ("Hi {{ customer.first_name }}, your payment of {{ amount }} did not go through. "
+                "Pay here: {{ payment_link }}")
+
+
+def preview(channel: str, subject: str | None, body: str, html: str | None, locale: str,
+            product_type: str = "subscription") -> dict[str, Any]:
+    problems = validate_template(channel, subject if channel == "email" else None, body,
+                                 source_html=html if channel == "email" else None)
+    out: dict[str, Any] = {
+        "problems": [{"field": p.field, "line": p.line, "message": p.message, "severity": p.severity}
+                     for p in problems],
+    }
+    if any(p.severity == "error" for p in problems):
+        return out
+    context = sample_context(product_type if product_type in PRODUCT_TYPES else "subscription")
+    context = replace(context, customer={**context.customer, "locale": normalise_locale(locale)})
+    rendered = render(channel, Source(body=body, subject=subject if channel == "email" else None,
+                                      html=html or None if channel == "email" else None), context, locale)
+    out.update({"text": rendered.text, "subject": rendered.subject})
+    if rendered.sms is not None:
+        encoding = rendered.sms.encoding
+        out.update({"segments": rendered.sms.segments, "length": rendered.sms.length,
+                    "encoding": str(getattr(encoding, "value", encoding))})
+    return out
+
+
+class TemplateView(RoleGuard, BaseView):
+    read_roles = EVERYONE
+    write_roles = WRITERS
+    read_only_posts = frozenset({"preview_json"})
+
+    @expose("/")
+    def index(self) -> Any:
+        query = sa.select(MessageTemplate).order_by(MessageTemplate.name, MessageTemplate.channel,
+                                                    MessageTemplate.locale)
+        channel = request.args.get("channel") or ""
+        if channel in CHANNELS:
+            query = query.where(MessageTemplate.channel == channel)
+        templates = list(db.session.scalars(query))
+        return self.render("admin/msgtemplates/index.html", templates=templates, channel=channel,
+                           channels=CHANNELS, can_write=self.can_write)
+
+    @expose("/edit", methods=["GET", "POST"])
+    def edit(self) -> Any:
+        name = (request.values.get("name") or "").strip()
+        channel = request.values.get("channel") or "email"
+        locale = (request.values.get("locale") or "en").strip()
+        if not NAME.match(name) or channel not in CHANNELS or not LOCALE.fullmatch(locale):
+            flash(_("A template needs a name (lower-case letters, digits and _), a channel and a locale such as en "
+                    "or es_MX."), "error")
+            return redirect(url_for(".index"))
+        template = db.session.scalar(sa.select(MessageTemplate).where(
+            MessageTemplate.name == name, MessageTemplate.channel == channel, MessageTemplate.locale == locale))
+        current = template.current_version if template else None
+        subject = current.subject if current else (STARTER_SUBJECT if channel == "email" else None)
+        body = current.body if current else STARTER_BODY
+        html = current.html if current else None
+        problems: list[Any] = []
+        if request.method == "POST":
+            subject = request.form.get("subject") if channel == "email" else None
+            body = request.form.get("body", "")
+            html = (request.form.get("html") or None) if channel == "email" else None
+            try:
+                version = save_template(name, channel, locale, body=body, subject=subject, html=html,
+                                        actor=current_user)
+            except TemplateRefused as exc:
+                problems = exc.problems
+                flash(_("Not saved: the template would fail for some customers. See the problems below."), "error")
+            else:
+                flash(_("Saved as version %(n)d.", n=version.number), "success")
+                return redirect(url_for(".edit", name=name, channel=channel, locale=locale))
+        versions = list(reversed(template.versions)) if template else []
+        authors = {u.id: u for u in db.session.scalars(sa.select(User).where(
+            User.id.in_({v.created_by_id for v in versions if v.created_by_id})))} if versions else {}
+        return self.render("admin/msgtemplates/edit.html", name=name, channel=channel, locale=locale,
+                           row=template, subject=subject, body=body, html=html, problems=problems,
+                           versions=versions, authors=authors, can_write=self.can_write,
+                           product_types=PRODUCT_TYPES)
+
+    @expose("/preview", methods=["POST"])
+    def preview_json(self) -> Any:
+        data = request.get_json(silent=True) or {}
+        channel = data.get("channel")
+        if channel not in CHANNELS or not isinstance(data.get("body"), str):
+            return jsonify({"error": "send channel and body"}), 400
+        return jsonify(preview(channel, data.get("subject"), data["body"], data.get("html"),
+                               str(data.get("locale") or "en"), str(data.get("product_type") or "subscription")))

@@ -1,0 +1,169 @@
+"""Operations: cases and their timeline, customers (VIP, tags, opt-outs, timezone), the escalation queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import flash, redirect, request, url_for
+from flask_admin import BaseView, expose
+from flask_admin.contrib.sqla.filters import FilterEqual
+from flask_babel import gettext as _
+from flask_login import current_user
+from markupsafe import Markup
+from wtforms import StringField
+
+from admin.i18n import _l
+from admin.security import EVERYONE, RoleGuard
+from admin.views import AuditedModelView, ReadOnlyView
+from app import escalations
+from app.case_timeline import case_timeline
+from app.extensions import db
+from app.models import EscalationTask, RecoveryCase, Role, Transaction, User
+from app.money import format_minor
+
+OPERATORS = ("operator", "admin")
+
+
+class GatewayFilter(FilterEqual):
+    """Cases by the gateway of their failed payment."""
+
+    def apply(self, query: Any, value: Any, alias: Any = None) -> Any:
+        return query.where(RecoveryCase.transaction_id.in_(
+            sa.select(Transaction.id).where(Transaction.gateway == value)))
+
+    def get_options(self, view: Any) -> list[tuple[str, str]]:
+        # evaluated once when the view is built (no database then): the gateways Recoup speaks to
+        return [("nmi", "NMI"), ("stripe", "Stripe"), ("authorizenet", "Authorize.Net")]
+
+
+def _case_link(view: Any, context: Any, model: RecoveryCase, name: str) -> Markup:
+    return Markup('<a href="{}">#{}</a>').format(url_for("cases.timeline", case_id=model.id), model.id)
+
+
+class CaseView(ReadOnlyView):
+    column_list = ("id", "state", "segment", "priority", "customer", "gateway", "amount_due", "opened_at", "closed_at")
+    column_labels = {"id": _l("Case"), "state": _l("State"), "segment": _l("Segment"), "priority": _l("Priority"),
+                     "customer": _l("Customer"), "gateway": _l("Gateway"), "amount_due": _l("Amount due"),
+                     "opened_at": _l("Opened"), "closed_at": _l("Closed"), "holdout": _l("Control group")}
+    column_filters = ("state", "segment", "priority", "holdout",
+                      GatewayFilter(RecoveryCase.transaction_id, _l("Gateway")))
+    column_formatters = {
+        "id": _case_link,
+        "amount_due": lambda v, c, m, n: format_minor(m.amount_due_minor, m.currency),
+        "gateway": lambda v, c, m, n: m.transaction.gateway if m.transaction else "",
+    }
+    column_default_sort = ("opened_at", True)
+    column_details_exclude_list = ("plan",)
+
+    @expose("/timeline/<int:case_id>")
+    def timeline(self, case_id: int) -> Any:
+        case = db.session.get(RecoveryCase, case_id)
+        if case is None:
+            flash(_("No such case."), "error")
+            return redirect(url_for(".index_view"))
+        return self.render("admin/ops/case.html", case=case, entries=case_timeline(case), tx=case.transaction,
+                           customer=case.customer, format_minor=format_minor,
+                           opt_outs=list(case.customer.opt_outs) if case.customer else [])
+
+
+class TagsField(StringField):
+    """Tags as the operator types them: ``vip, wholesale``; stored as a list."""
+
+    def _value(self) -> str:
+        return ", ".join(self.data or [])
+
+    def process_formdata(self, valuelist: list[str]) -> None:
+        raw = valuelist[0] if valuelist else ""
+        self.data = sorted({t.strip().lower() for t in raw.split(",") if t.strip()})
+
+
+def _opt_outs(view: Any, context: Any, model: Any, name: str) -> Markup:
+    if not model.opt_outs:
+        return Markup('<span class="text-muted">—</span>')
+    return Markup(", ").join(
+        Markup('<span class="badge badge-warning" title="{}">{}</span>').format(o.source, o.channel)
+        for o in model.opt_outs)
+
+
+class CustomerView(AuditedModelView):
+    write_roles = OPERATORS
+    create_allowed = False
+    column_list = ("id", "name", "email", "phone_e164", "country", "region", "timezone", "timezone_source", "vip",
+                   "tags", "opt_outs", "successful_payments", "failed_payments")
+    column_labels = {"name": _l("Name"), "phone_e164": _l("Phone"), "timezone": _l("Time zone"),
+                     "timezone_source": _l("Time zone from"), "vip": _l("VIP"), "tags": _l("Tags"),
+                     "opt_outs": _l("Opted out of"), "successful_payments": _l("Paid"),
+                     "failed_payments": _l("Failed"), "timezone_explicit": _l("Time zone (set by hand)")}
+    column_searchable_list = ("email", "phone_e164", "last_name")
+    column_filters = ("country", "vip", "timezone_source")
+    column_formatters = {"opt_outs": _opt_outs, "tags": lambda v, c, m, n: ", ".join(m.tags or [])}
+    column_formatters_detail = column_formatters
+    form_columns = ("vip", "tags", "timezone_explicit", "locale")
+    form_overrides = {"tags": TagsField}
+    form_args = {"tags": {"description": _l("Separate tags with commas, e.g. wholesale, partner")},
+                 "timezone_explicit": {"description": _l("An IANA zone such as America/New_York; always wins over "
+                                                         "the detected one.")}}
+    column_details_list = ("id", "name", "email", "phone_e164", "country", "region", "city", "postal_code", "timezone",
+                           "timezone_candidates", "timezone_source", "timezone_confidence", "timezone_explicit",
+                           "locale", "vip", "tags", "opt_outs", "successful_payments", "failed_payments",
+                           "card_masked", "first_seen_at", "last_seen_at")
+
+    def on_model_change(self, form: Any, model: Any, is_created: bool) -> None:
+        zone = (model.timezone_explicit or "").strip() or None
+        if zone:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(_("“%(zone)s” is not a time zone (try America/New_York).", zone=zone)) from None
+        model.timezone_explicit = zone
+        super().on_model_change(form, model, is_created)
+
+
+class EscalationView(RoleGuard, BaseView):
+    read_roles = EVERYONE
+    write_roles = OPERATORS
+
+    @expose("/")
+    def index(self) -> Any:
+        state = request.args.get("state", "unresolved")
+        tasks = escalations.queue(state=state, team=request.args.get("team") or None)
+        cases = {c.id: c for c in db.session.scalars(
+            sa.select(RecoveryCase).where(RecoveryCase.id.in_({t.case_id for t in tasks})))} if tasks else {}
+        people = list(db.session.scalars(sa.select(User).join(User.roles).where(Role.name.in_(OPERATORS))
+                                         .where(User.active.is_(True)).distinct().order_by(User.email)))
+        names = {u.id: (u.name or u.email) for u in db.session.scalars(
+            sa.select(User).where(User.id.in_({t.assigned_to_id for t in tasks if t.assigned_to_id})))} if tasks else {}
+        teams = sorted(set(db.session.scalars(sa.select(EscalationTask.team).distinct())))
+        return self.render("admin/ops/escalations.html", tasks=tasks, cases=cases, people=people, names=names,
+                           state=state, teams=teams, team=request.args.get("team") or "",
+                           can_change=self.can_write, format_minor=format_minor)
+
+    def _do(self, action: Any, done: str) -> Any:
+        try:
+            action()
+        except escalations.EscalationError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+        else:
+            flash(done, "success")
+        return redirect(request.referrer or url_for(".index"))
+
+    @expose("/<int:task_id>/assign", methods=["POST"])
+    def assign(self, task_id: int) -> Any:
+        raw = request.form.get("user_id") or ""
+        assignee = db.session.get(User, int(raw)) if raw.isdigit() else None
+        return self._do(lambda: escalations.assign(task_id, assignee, actor=current_user), _("Assigned."))
+
+    @expose("/<int:task_id>/note", methods=["POST"])
+    def note(self, task_id: int) -> Any:
+        return self._do(lambda: escalations.add_note(task_id, request.form.get("note", ""), actor=current_user),
+                        _("Note added."))
+
+    @expose("/<int:task_id>/resolve", methods=["POST"])
+    def resolve(self, task_id: int) -> Any:
+        return self._do(lambda: escalations.resolve(task_id, actor=current_user, note=request.form.get("note", "")),
+                        _("Resolved."))
+

@@ -1,0 +1,79 @@
+"""Templates (preview, SMS segments, versions, refusal) and settings (validation with clear errors), and Spanish."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import MessageTemplate
+from app.settings import get_setting
+
+
+def test_template_preview_counts_sms_segments(client, auth, world):
+    auth.login("author")
+    short = client.post("/admin/templates/preview", json={"channel": "sms", "locale": "en",
+                                                            "body": "Hi {{ customer.first_name }}: {{ payment_link }}"})
+    data = short.get_json()
+    assert data["segments"] == 1 and "Ana" in data["text"] and "STOP" in data["text"]
+    long = client.post("/admin/templates/preview", json={"channel": "sms", "body": "ł" * 200}).get_json()
+    assert long["segments"] >= 3 and long["encoding"].lower().startswith("ucs")
+    broken = client.post("/admin/templates/preview", json={"channel": "email", "subject": "x",
+                                                            "body": "{{ customer.password }}"}).get_json()
+    assert broken["problems"] and "text" not in broken
+
+
+def test_templates_are_versioned_and_refused_when_broken(client, auth, world):
+    auth.login("author")
+    url = "/admin/templates/edit?name=payment_failed&channel=email&locale=en"
+    client.post(url, data={"subject": "{{ brand }}: payment", "body": "Please pay: {{ payment_link }}"})
+    template = db.session.scalar(sa.select(MessageTemplate).where(MessageTemplate.name == "payment_failed"))
+    assert template.current_version.number == 2
+    refused = client.post(url, data={"subject": "x", "body": "{{ customer.ssn }}"}).get_data(as_text=True)
+    assert "Not saved" in refused
+    db.session.expire_all()
+    assert db.session.get(MessageTemplate, template.id).current_version.number == 2
+    page = client.get("/admin/templates/edit?name=vip_personal&channel=whatsapp&locale=en").get_data(as_text=True)
+    assert "not submitted" in page  # WhatsApp approval status
+
+
+def test_settings_are_validated_with_clear_errors(client, auth, world):
+    auth.login("admin")
+    windows = {"*": {"business_hours": "mon-fri 09:00-18:00", "quiet_hours": "21:00-08:00"},
+               "US-FL": {"quiet_hours": "20:00-08:00", "blackout_dates": ["2026-12-25"]}}
+    ok = client.post("/admin/settings/contact_windows", data={"value": json.dumps(windows)}, follow_redirects=True)
+    assert "saved" in ok.get_data(as_text=True) and get_setting("contact_windows") == windows
+    bad_json = client.post("/admin/settings/fx_rates", data={"value": '{"base": "USD",'}, follow_redirects=True)
+    assert "line 1, column" in bad_json.get_data(as_text=True)
+    bad_time = client.post("/admin/settings/contact_windows", data={"value": '{"*": {"quiet_hours": "9pm-8am"}}'},
+                           follow_redirects=True).get_data(as_text=True)
+    assert "should look like" in bad_time and "9pm-8am" in bad_time  # the typed text is kept to fix
+    bad_fx = client.post("/admin/settings/fx_rates", data={"value": '{"rates": {"EUR": "1.1"}}'},
+                         follow_redirects=True).get_data(as_text=True)
+    assert "base currency" in bad_fx
+    assert get_setting("fx_rates")["base"] == "USD"
+
+
+def test_the_admin_speaks_spanish(client, auth, world):
+    auth.login("auditor")
+    page = client.get("/admin/policies/edit/standard", headers={"Accept-Language": "es-ES,es;q=0.9"})
+    text = page.get_data(as_text=True)
+    assert "Política «standard»: borrador" in text and "Simular" in text
+    client.post("/admin/profile/language", data={"locale": "es"})
+    assert "Verificar la cadena" in client.get("/admin/audit_log/").get_data(as_text=True)
+
+
+def test_every_message_has_a_spanish_translation_and_the_catalog_is_compiled():
+    from babel.messages.mofile import read_mo
+    from babel.messages.pofile import read_po
+
+    root = Path(__file__).resolve().parents[2] / "app" / "translations"
+    pot = read_po((root / "messages.pot").open("rb"))
+    po = read_po((root / "es" / "LC_MESSAGES" / "messages.po").open("rb"))
+    mo = read_mo((root / "es" / "LC_MESSAGES" / "messages.mo").open("rb"))
+    missing = [m.id for m in pot if m.id and not (po.get(m.id) and po.get(m.id).string)]
+    assert not missing, missing
+    stale = [m.id for m in po if m.id and (mo.get(m.id) is None or mo.get(m.id).string != m.string)]
+    assert not stale, "messages.mo is older than messages.po: run pybabel compile"
