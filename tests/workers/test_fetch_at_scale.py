@@ -104,7 +104,8 @@ def test_with_a_fifth_of_calls_failing_repeated_worker_fetches_get_everything_on
         "SECRET_KEY": app.config["SECRET_KEY"],
     }
     runs = 0
-    deadline = time.time() + 600
+    logs: list[str] = []
+    deadline = time.time() + 300
     while time.time() < deadline:
         runs += 1
         queue.enqueue("workers.jobs.fetch_account", account.id, queue="high")
@@ -117,13 +118,15 @@ def test_with_a_fifth_of_calls_failing_repeated_worker_fetches_get_everything_on
             timeout=600,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        db.session.expire_all()
+        logs.append(done.stderr[-2000:])
+        db.session.rollback()  # end our snapshot: MariaDB reads are REPEATABLE READ
         cursor = db.session.scalar(sa.select(FetchCursor).where(FetchCursor.gateway_account_id == account.id))
         if cursor is not None and cursor.last_status == "ok":
             break
+    assert cursor is not None and cursor.last_status == "ok", f"no fetch completed in {runs} runs: {logs[-1]}"
     stored = list(db.session.scalars(sa.select(Transaction.gateway_transaction_id)))
     assert len(stored) == len(set(stored)), "a transaction was stored twice"
     assert set(stored) == expected, f"{len(expected - set(stored))} failed sales missing after {runs} runs"
-    faults = [r for r in sim.received("query.php")]
-    assert len(faults) > 10  # the faults really were in play
+    pages = N // CLIENT["page_size"] + 1
+    assert len(sim.received("query.php")) > pages, "no request was retried: the faults were not in play"
     Redis.from_url(backends.REDIS_URL).flushdb()
