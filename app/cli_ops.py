@@ -65,7 +65,8 @@ def start_simulators(names: list[str] | None = None, *, fixed_ports: bool = True
     for name in names or list(registry.SIMULATORS):
         cls = registry.load(name)
         port = registry.demo_port(name) if fixed_ports else 0
-        running[name] = cls(port=port, **options.get(name, {})).start()
+        extra = {**(registry.DEMO_OPTIONS.get(name, {}) if fixed_ports else {}), **options.get(name, {})}
+        running[name] = cls(port=port, **extra).start()
     return running
 
 
@@ -75,7 +76,8 @@ def sandbox_command(only: tuple[str, ...]) -> None:
     """Run the provider simulators (NMI, Twilio, WhatsApp, SMTP) until interrupted."""
     sims = start_simulators(list(only) or None)
     for name, sim in sims.items():
-        click.echo(f"{name:9} {sim.url}")
+        inbox = getattr(sim, "control_url", None)
+        click.echo(f"{name:9} {sim.url}" + (f"  inbox: {inbox}/inbox" if inbox else ""))
     _wait_forever()
     for sim in sims.values():
         sim.stop()

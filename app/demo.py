@@ -46,9 +46,17 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool, fixed_ports: bool
     click.echo("Recoup demo is running on embedded defaults (SQLite, in-process queue).")
     click.echo(f"  Admin:    {url}")
     click.echo(f"  Sign in:  {DEMO_EMAIL}  /  {DEMO_PASSWORD}")
+    for line in started.get("fetched", []):
+        click.echo(f"  Fetched:  {line}")
+    if started.get("dispatched") is not None:
+        sent = started["dispatched"].get("sent", 0)
+        click.echo(f"  Sent now: {sent} message(s); the rest wait for each customer's contact hours")
     for name, sim in started.get("simulators", {}).items():
+        if name == "nmi":
+            click.echo(f"  {name:9} simulator at {sim.url}/api (query.php, transact.php)")
+            continue
         inbox = getattr(sim, "control_url", None) or sim.url
-        click.echo(f"  {name:9} simulator at {sim.url}  (inbox: {inbox}/inbox)")
+        click.echo(f"  {name:9} simulator at {sim.url}  inbox: {inbox}/inbox")
     click.echo("")
     if serve:
         from werkzeug.serving import run_simple

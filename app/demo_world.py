@@ -60,11 +60,10 @@ def start_world(app: Flask, *, public_url: str, fixed_ports: bool = True) -> dic
         seed_store(app, sims["nmi"])
         from app.ingest import fetch_accounts
 
-        for report in fetch_accounts():
-            log.info("demo fetch: %s", report.summary())
+        summaries = [report.summary() for report in fetch_accounts()]
         from app.dispatch import dispatch_due
 
-        log.info("demo dispatch: %s", dispatch_due())
+        sent = dispatch_due()
     scheduler = InProcessScheduler(
         app,
         [
@@ -73,7 +72,7 @@ def start_world(app: Flask, *, public_url: str, fixed_ports: bool = True) -> dic
         ],
     )
     scheduler.start()
-    return {"simulators": sims, "scheduler": scheduler}
+    return {"simulators": sims, "scheduler": scheduler, "fetched": summaries, "dispatched": sent}
 
 
 def seed_store(app: Flask, nmi: Any) -> None:

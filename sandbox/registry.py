@@ -14,6 +14,10 @@ SIMULATORS: dict[str, tuple[str, int]] = {
 }
 
 
+#: extra options when the simulators run on the demo's fixed ports (the SMTP simulator's inbox is HTTP)
+DEMO_OPTIONS: dict[str, dict[str, Any]] = {"smtp": {"control_port": 8126}}
+
+
 def load(name: str) -> Any:
     """The simulator class registered as ``name``."""
     target, _port = SIMULATORS[name]
