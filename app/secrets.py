@@ -39,7 +39,9 @@ def decrypt_credentials(config: Any, token: bytes | None) -> dict[str, str]:
     try:
         return dict(json.loads(_fernet(config).decrypt(token)))
     except InvalidToken:
-        raise SecretsError("stored credentials cannot be decrypted: was SECRET_KEY or RECOUP_CREDENTIALS_KEY changed?") from None
+        raise SecretsError(
+            "stored credentials cannot be decrypted: was SECRET_KEY or RECOUP_CREDENTIALS_KEY changed?"
+        ) from None
 
 
 def mask(secret: str | None) -> str:
