@@ -1,9 +1,16 @@
-"""Ingest: failed transactions from a gateway become customers, transactions and one recovery case each.
+"""Ingest: failed transactions from a gateway become customers, transactions and one recovery case each; successful
+sales and refunds become the customers' payment history (successful payments, lifetime value, first / repeat).
 
 Used by the scheduled fetch, the ``flask fetch`` command and the NMI webhook. Ingesting the same data twice changes
 nothing: a transaction is identified by (gateway, account, gateway transaction id), enforced by the database, and a
 case by its transaction. The fetch cursor moves only after a whole window's pages are committed, and the next
 window overlaps the last one (NMI filters on the *last-modified* time), so nothing is skipped and nothing doubled.
+
+Each account has two cursors: ``failed_sales`` (failed sales: transactions with status ``failed`` and their
+cases) and ``sales`` (approved sales, stored as status ``approved``, and refunds, stored as status ``refunded``;
+they never open a case). One run fetches the failed sales first, then the sales, then hands new cases to planning,
+so a plan sees the history fetched in the same run. A customer's history is recomputed from their stored rows
+(never incremented), so a sale seen twice, by a fetch and by Recoup's own payment, counts once.
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from itertools import islice
 from typing import Any
 
@@ -23,18 +30,22 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.gateway_accounts import AccountError, ensure_env_account, gateway_for
-from app.gateways.base import FailedTransaction, GatewayError
+from app.gateways.base import FailedTransaction, GatewayError, SaleTransaction
 from app.models import CaseTransition, Customer, FetchCursor, GatewayAccount, RecoveryCase, Transaction
 from app.models.types import utcnow
 from app.settings import get_setting
 from rules.case_states import CaseState
 from rules.declines import classify_decline
+from rules.money import FxRates, MissingRateError, MoneyError, convert_amount, is_currency
+from rules.money import currency_exponent as rules_exponent
 from rules.product_types import ProductLine, ProductTypeRules, value_band
 from rules.timing import detect_timezone
 
 log = logging.getLogger(__name__)
 
 CHUNK = 500
+FAILED_KIND = "failed_sales"
+SALES_KIND = "sales"
 
 
 @dataclass
@@ -54,7 +65,59 @@ class IngestResult:
 
 
 @dataclass
+class SalesResult:
+    seen: int = 0
+    new_sales: int = 0
+    new_refunds: int = 0
+    new_customers: int = 0
+    without_customer: int = 0  # stored, but nothing ties them to a customer (no id, email, phone or sale)
+    customers_updated: int = 0
+
+    def add(self, other: SalesResult) -> None:
+        self.seen += other.seen
+        self.new_sales += other.new_sales
+        self.new_refunds += other.new_refunds
+        self.new_customers += other.new_customers
+        self.without_customer += other.without_customer
+        self.customers_updated += other.customers_updated
+
+
+@dataclass
+class SalesReport:
+    ok: bool = True
+    skipped: bool = False  # not fetched: the failed sales did not complete, or the gateway cannot list sales
+    pages: int = 0
+    result: SalesResult = field(default_factory=SalesResult)
+    window: tuple[datetime, datetime] | None = None
+    cursor_before: datetime | None = None
+    cursor_after: datetime | None = None
+    error: str | None = None
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"sales: not fetched ({self.error})" if self.error else "sales: not fetched"
+        r = self.result
+        head = (
+            f"sales:{_window_text(self.window)} {self.pages} page(s), {r.seen} sale(s)/refund(s) seen, "
+            f"{r.new_sales} new sale(s), {r.new_refunds} new refund(s), {r.new_customers} new customer(s)"
+        )
+        if self.ok:
+            return head
+        return f"{head}; FAILED: {self.error} (sales cursor kept at {self.cursor_before})"
+
+
+def _window_text(window: tuple[datetime, datetime] | None) -> str:
+    if not window:
+        return ""
+    return f" window {window[0]:%Y-%m-%d %H:%M:%S}..{window[1]:%Y-%m-%d %H:%M:%S} UTC,"
+
+
+@dataclass
 class FetchReport:
+    """One run for one account. ``ok`` and ``error`` are about the failed sales (what opens cases); the sales
+    history fetched after them reports in ``sales`` (a failure there leaves ``ok`` alone but shows in the
+    summary and the ``sales`` cursor)."""
+
     account: str
     ok: bool = True
     pages: int = 0
@@ -63,19 +126,17 @@ class FetchReport:
     cursor_before: datetime | None = None
     cursor_after: datetime | None = None
     error: str | None = None
+    sales: SalesReport = field(default_factory=SalesReport)
 
     def summary(self) -> str:
         r = self.result
-        window = ""
-        if self.window:
-            window = f" window {self.window[0]:%Y-%m-%d %H:%M:%S}..{self.window[1]:%Y-%m-%d %H:%M:%S} UTC,"
         head = (
-            f"{self.account}:{window} {self.pages} page(s), {r.seen} failed sale(s) seen, "
+            f"{self.account}:{_window_text(self.window)} {self.pages} page(s), {r.seen} failed sale(s) seen, "
             f"{r.new_transactions} new, {r.new_customers} new customer(s), {r.new_cases} case(s) opened"
         )
-        if self.ok:
-            return head
-        return f"{head}; FAILED: {self.error} (cursor kept at {self.cursor_before})"
+        if not self.ok:
+            return f"{head}; FAILED: {self.error} (cursor kept at {self.cursor_before})"
+        return f"{head}; {self.sales.summary()}"
 
 
 # -- the ingest core ------------------------------------------------------------------------------------------
@@ -86,13 +147,25 @@ class IngestContext:
     account_id: int
     product_rules: ProductTypeRules
     bands: Any
+    fx: FxRates | None = None  # lifetime value: other currencies are converted into the customer's main one
 
 
 def ingest_context(account: GatewayAccount) -> IngestContext:
     rules = ProductTypeRules.from_config(
         get_setting("product_rules") or [], default=get_setting("default_product_type") or "one_time"
     )
-    return IngestContext(account.id, rules, get_setting("value_bands"))
+    return IngestContext(account.id, rules, get_setting("value_bands"), _fx_rates())
+
+
+def _fx_rates() -> FxRates | None:
+    value = get_setting("fx_rates")
+    if not value:
+        return None
+    try:
+        return FxRates.from_mapping(value)
+    except (MoneyError, TypeError, AttributeError) as exc:
+        log.error("the fx_rates setting is unusable (%s): lifetime values count only the main currency", exc)
+        return None
 
 
 def ingest_records(records: Iterable[FailedTransaction], ctx: IngestContext) -> IngestResult:
@@ -123,8 +196,8 @@ def _ingest_chunk_safely(chunk: Sequence[FailedTransaction], ctx: IngestContext)
         return total
 
 
-def _dedupe(chunk: Sequence[FailedTransaction]) -> list[FailedTransaction]:
-    latest: dict[tuple[str, str], FailedTransaction] = {}
+def _dedupe(chunk: Sequence[Any]) -> list[Any]:
+    latest: dict[tuple[str, str], Any] = {}
     for record in chunk:
         key = (record.gateway, record.gateway_transaction_id)
         if key not in latest or record.modified_at >= latest[key].modified_at:
@@ -135,30 +208,20 @@ def _dedupe(chunk: Sequence[FailedTransaction]) -> list[FailedTransaction]:
 def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> IngestResult:
     result = IngestResult(seen=len(chunk))
     records = _dedupe(chunk)
-    by_gateway: dict[str, list[str]] = {}
-    for r in records:
-        by_gateway.setdefault(r.gateway, []).append(r.gateway_transaction_id)
-    existing: set[tuple[str, str]] = set()
-    for gateway, ids in by_gateway.items():
-        existing.update(
-            (gateway, tid)
-            for tid in db.session.scalars(
-                sa.select(Transaction.gateway_transaction_id).where(
-                    Transaction.gateway == gateway,
-                    Transaction.gateway_account_id == ctx.account_id,
-                    Transaction.gateway_transaction_id.in_(ids),
-                )
-            )
-        )
+    existing = _existing_ids(records, ctx)
     fresh = [r for r in records if (r.gateway, r.gateway_transaction_id) not in existing]
     if not fresh:
         return result
     customers, created = _customers_for(fresh, ctx)
     result.new_customers = created
+    first_paid = _first_approved_at(
+        {c.id for c in customers.values() if c.id is not None and (c.successful_payments or 0) > 0}
+    )
     transactions = []
     for record in fresh:
         customer = customers[_customer_key(record)]
-        transactions.append(_transaction_row(record, customer, ctx))
+        paid = first_paid.get(customer.id) if customer.id is not None else None
+        transactions.append(_transaction_row(record, customer, ctx, is_first=paid is None or record.failed_at <= paid))
         _count_failure(customer, record)
     db.session.add_all(transactions)
     db.session.flush()
@@ -220,7 +283,7 @@ def _first_failures(transactions: list[Transaction], ctx: IngestContext) -> list
     return chosen
 
 
-def _customer_key(record: FailedTransaction) -> tuple[str, str]:
+def _customer_key(record: FailedTransaction | SaleTransaction) -> tuple[str, str]:
     c = record.customer
     if c.customer_id:
         return ("id", c.customer_id)
@@ -232,9 +295,14 @@ def _customer_key(record: FailedTransaction) -> tuple[str, str]:
 
 
 def _customers_for(
-    records: Sequence[FailedTransaction], ctx: IngestContext
+    records: Sequence[FailedTransaction | SaleTransaction], ctx: IngestContext
 ) -> tuple[dict[tuple[str, str], Customer], int]:
     keys = {_customer_key(r): r for r in sorted(records, key=lambda r: r.modified_at)}
+    earliest: dict[tuple[str, str], datetime] = {}
+    for r in records:
+        key, at = _customer_key(r), _occurred_at(r)
+        if key not in earliest or at < earliest[key]:
+            earliest[key] = at
     found: dict[tuple[str, str], Customer] = {}
     ids = [k[1] for k in keys if k[0] == "id"]
     emails = [k[1] for k in keys if k[0] == "email"]
@@ -269,12 +337,18 @@ def _customers_for(
             found[key] = customer
             created += 1
         _update_customer(customer, record)
+        customer.first_seen_at = min(filter(None, (customer.first_seen_at, earliest[key])))
     return found, created
 
 
-def _update_customer(customer: Customer, record: FailedTransaction) -> None:
+def _occurred_at(record: FailedTransaction | SaleTransaction) -> datetime:
+    return record.occurred_at if isinstance(record, SaleTransaction) else record.failed_at
+
+
+def _update_customer(customer: Customer, record: FailedTransaction | SaleTransaction) -> None:
     """Fill in what the gateway knows; newer records win for contact data, an operator's choices are kept."""
     c = record.customer
+    customer.first_seen_at = min(filter(None, (customer.first_seen_at, _occurred_at(record))))
     if customer.last_seen_at is not None and record.modified_at < customer.last_seen_at:
         return
     customer.gateway_customer_id = c.customer_id or customer.gateway_customer_id
@@ -303,7 +377,6 @@ def _update_customer(customer: Customer, record: FailedTransaction) -> None:
     customer.timezone = guess.zones[0] if len(guess.zones) == 1 else (guess.zones[0] if guess.zones else None)
     customer.timezone_source = guess.source
     customer.timezone_confidence = Decimal(str(round(guess.confidence, 3)))
-    customer.first_seen_at = min(filter(None, (customer.first_seen_at, record.failed_at)))
     customer.last_seen_at = max(filter(None, (customer.last_seen_at, record.modified_at)))
 
 
@@ -343,7 +416,9 @@ def _count_failure(customer: Customer, record: FailedTransaction) -> None:
     customer.failed_payments = (customer.failed_payments or 0) + 1
 
 
-def _transaction_row(record: FailedTransaction, customer: Customer, ctx: IngestContext) -> Transaction:
+def _transaction_row(
+    record: FailedTransaction, customer: Customer, ctx: IngestContext, *, is_first: bool
+) -> Transaction:
     decline = classify_decline(
         record.decline_code, record.merchant_advice_code, gateway=record.gateway, text=record.decline_text
     )
@@ -366,11 +441,332 @@ def _transaction_row(record: FailedTransaction, customer: Customer, ctx: IngestC
         order_id=(record.order_id or "")[:128] or None,
         order_description=(record.order_description or "")[:255] or None,
         card_masked=record.customer.card_masked,
-        is_first_payment=(customer.successful_payments or 0) == 0,
+        is_first_payment=is_first,
         failed_at=record.failed_at,
         modified_at=record.modified_at,
         raw=_json_safe(record.raw),
     )
+
+
+# -- sales history ---------------------------------------------------------------------------------------------
+
+
+def ingest_sales(records: Iterable[SaleTransaction], ctx: IngestContext) -> SalesResult:
+    """Store approved sales (status ``approved``) and refunds (status ``refunded``) and recompute the history of
+    the customers they belong to, committing every chunk. Never opens a case. Safe to call with records stored."""
+    total = SalesResult()
+    iterator = iter(records)
+    while chunk := list(islice(iterator, CHUNK)):
+        total.add(_sales_chunk_safely(chunk, ctx))
+    return total
+
+
+def _sales_chunk_safely(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesResult:
+    try:
+        result = _sales_chunk(chunk, ctx)
+        db.session.commit()
+        return result
+    except IntegrityError:
+        # Another writer (Recoup's own payment, a second fetch) stored some of these meanwhile: go one by one.
+        db.session.rollback()
+        total = SalesResult()
+        for record in chunk:
+            try:
+                total.add(_sales_chunk([record], ctx))
+                db.session.commit()
+            except IntegrityError:
+                db.session.rollback()
+                total.seen += 1
+        return total
+
+
+def _sales_chunk(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesResult:
+    result = SalesResult(seen=len(chunk))
+    records = _dedupe(chunk)
+    existing = _existing_ids(records, ctx)
+    fresh = [r for r in records if (r.gateway, r.gateway_transaction_id) not in existing]
+    if not fresh:
+        return result
+    known = [r for r in fresh if _customer_key(r)[0] != "tx"]
+    customers, created = _customers_for(known, ctx) if known else ({}, 0)
+    result.new_customers = created
+    originals = _refunded_sale_customers([r for r in fresh if r.is_refund and _customer_key(r)[0] == "tx"], ctx)
+    rows = []
+    for record in fresh:
+        key = _customer_key(record)
+        customer = customers.get(key) if key[0] != "tx" else originals.get(record.gateway_transaction_id)
+        if customer is None:
+            result.without_customer += 1
+            log.info(
+                "%s %s %s: nothing ties it to a customer; stored without one",
+                record.gateway,
+                record.kind,
+                record.gateway_transaction_id,
+            )
+        rows.append(_sale_row(record, customer, ctx))
+        if record.is_refund:
+            result.new_refunds += 1
+        else:
+            result.new_sales += 1
+    db.session.add_all(rows)
+    db.session.flush()
+    touched = {c for c in (row.customer for row in rows) if c is not None}
+    refresh_history(touched, ctx.fx)
+    result.customers_updated = len(touched)
+    return result
+
+
+def _existing_ids(records: Sequence[Any], ctx: IngestContext) -> set[tuple[str, str]]:
+    by_gateway: dict[str, list[str]] = {}
+    for r in records:
+        by_gateway.setdefault(r.gateway, []).append(r.gateway_transaction_id)
+    existing: set[tuple[str, str]] = set()
+    for gateway, ids in by_gateway.items():
+        existing.update(
+            (gateway, tid)
+            for tid in db.session.scalars(
+                sa.select(Transaction.gateway_transaction_id).where(
+                    Transaction.gateway == gateway,
+                    Transaction.gateway_account_id == ctx.account_id,
+                    Transaction.gateway_transaction_id.in_(ids),
+                )
+            )
+        )
+    return existing
+
+
+def _refunded_sale_customers(refunds: Sequence[SaleTransaction], ctx: IngestContext) -> dict[str, Customer]:
+    """For refunds that name nobody: the customer of the sale they refund (by the gateway's original transaction
+    id, else by order id). Keyed by the refund's transaction id."""
+    found: dict[str, Customer] = {}
+    for refund in refunds:
+        clauses = []
+        if refund.original_transaction_id:
+            clauses.append(Transaction.gateway_transaction_id == refund.original_transaction_id)
+        if refund.order_id:
+            clauses.append(Transaction.order_id == refund.order_id[:128])
+        if not clauses:
+            continue
+        customer = db.session.scalar(
+            sa.select(Customer)
+            .join(Transaction, Transaction.customer_id == Customer.id)
+            .where(
+                Transaction.gateway_account_id == ctx.account_id,
+                Transaction.status == "approved",
+                sa.or_(*clauses),
+            )
+            .order_by(Transaction.failed_at.desc())
+            .limit(1)
+        )
+        if customer is not None:
+            found[refund.gateway_transaction_id] = customer
+    return found
+
+
+def _sale_row(record: SaleTransaction, customer: Customer | None, ctx: IngestContext) -> Transaction:
+    lines = [ProductLine(sku=p.sku, description=p.description) for p in record.products]
+    return Transaction(
+        gateway=record.gateway,
+        gateway_account_id=ctx.account_id,
+        gateway_transaction_id=record.gateway_transaction_id,
+        customer=customer,
+        status="refunded" if record.is_refund else "approved",
+        amount_minor=record.amount_minor,
+        currency=record.currency.upper(),
+        value_band=value_band(record.amount_minor, record.currency, ctx.bands),
+        product_type=ctx.product_rules.classify(lines, record.order_description),
+        order_id=(record.order_id or "")[:128] or None,
+        order_description=(record.order_description or "")[:255] or None,
+        card_masked=record.customer.card_masked,
+        is_first_payment=None,  # set by refresh_history for sales; a refund is no payment
+        failed_at=record.occurred_at,  # the column is the transaction's time: for a sale, when it was approved
+        modified_at=record.modified_at,
+        raw=_json_safe(record.raw),
+    )
+
+
+def _first_approved_at(customer_ids: set[int]) -> dict[int, datetime]:
+    """When each customer's first approved sale happened (customers without one are left out)."""
+    if not customer_ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(Transaction.customer_id, sa.func.min(Transaction.failed_at))
+        .where(Transaction.customer_id.in_(customer_ids), Transaction.status == "approved")
+        .group_by(Transaction.customer_id)
+    ).all()
+    return {cid: _as_utc(at) for cid, at in rows if at is not None}
+
+
+def refresh_history(customers: Iterable[Customer], fx: FxRates | None = None) -> None:
+    """Recompute each customer's payment history from their stored transactions (so it is exact however often,
+    and by however many writers, a sale was seen): ``successful_payments`` = approved sales; lifetime value = approved
+    sales minus refunds, in the customer's main currency (the currency of most of their approved sales; ties go to
+    the one paid in first), other currencies converted with ``fx`` or, without a rate, kept out with a log line;
+    ``first_seen_at`` no later than the first sale; ``is_first_payment`` on each failed and approved transaction
+    = no approved sale before it. Flushes; the caller commits."""
+    by_id = {c.id: c for c in customers if c.id is not None}
+    if not by_id:
+        return
+    db.session.flush()
+    totals: dict[int, dict[str, dict[str, Any]]] = {cid: {} for cid in by_id}
+    for cid, status, currency, count, amount, first in db.session.execute(
+        sa.select(
+            Transaction.customer_id,
+            Transaction.status,
+            Transaction.currency,
+            sa.func.count(),
+            sa.func.sum(Transaction.amount_minor),
+            sa.func.min(Transaction.failed_at),
+        )
+        .where(Transaction.customer_id.in_(by_id), Transaction.status.in_(("approved", "refunded")))
+        .group_by(Transaction.customer_id, Transaction.status, Transaction.currency)
+    ):
+        entry = totals[cid].setdefault(currency, {"sales": 0, "paid": 0, "refunded": 0, "first": None})
+        if status == "approved":
+            entry["sales"] += int(count)
+            entry["paid"] += int(amount or 0)
+            entry["first"] = _as_utc(first)
+        else:
+            entry["refunded"] += int(amount or 0)
+    first_paid: dict[int, datetime] = {}
+    missing: set[str] = set()
+    short = 0
+    for cid, customer in by_id.items():
+        per_currency = totals[cid]
+        customer.successful_payments = sum(e["sales"] for e in per_currency.values())
+        firsts = [e["first"] for e in per_currency.values() if e["first"] is not None]
+        if firsts:
+            first_paid[cid] = min(firsts)
+            customer.first_seen_at = min(filter(None, (_as_utc(customer.first_seen_at), first_paid[cid])))
+        if not per_currency:
+            continue
+        main = main_currency(per_currency)
+        customer.lifetime_value_currency = main
+        customer.lifetime_value_minor, left_out = lifetime_value(
+            {cur: e["paid"] - e["refunded"] for cur, e in per_currency.items()}, main, fx
+        )
+        if left_out:
+            missing.update(left_out)
+            short += 1
+            log.debug("customer %s: lifetime value in %s leaves out %s", cid, main, left_out)
+    if missing:
+        log.warning(
+            "lifetime value of %d customer(s) leaves out amounts in %s: no exchange rate in the fx_rates setting",
+            short,
+            ", ".join(sorted(missing)),
+        )
+    _mark_first_payments(by_id, first_paid)
+
+
+def _mark_first_payments(by_id: dict[int, Customer], first_paid: dict[int, datetime]) -> None:
+    to_true: list[int] = []
+    to_false: list[int] = []
+    for tx_id, cid, at, current in db.session.execute(
+        sa.select(Transaction.id, Transaction.customer_id, Transaction.failed_at, Transaction.is_first_payment).where(
+            Transaction.customer_id.in_(by_id), Transaction.status.in_(("failed", "approved"))
+        )
+    ):
+        paid = first_paid.get(cid)
+        wanted = paid is None or _as_utc(at) <= paid
+        if current is not wanted:
+            (to_true if wanted else to_false).append(tx_id)
+    for value, ids in ((True, to_true), (False, to_false)):
+        for start in range(0, len(ids), 1000):
+            db.session.execute(
+                sa.update(Transaction)
+                .where(Transaction.id.in_(ids[start : start + 1000]))
+                .values(is_first_payment=value)
+                .execution_options(synchronize_session="fetch")
+            )
+
+
+def main_currency(per_currency: dict[str, dict[str, Any]]) -> str:
+    """The currency of most approved sales; ties go to the one paid in first, then alphabetical."""
+    far = datetime.max.replace(tzinfo=UTC)
+    return min(
+        per_currency,
+        key=lambda cur: (-per_currency[cur]["sales"], per_currency[cur]["first"] or far, cur),
+    )
+
+
+def lifetime_value(net_minor: dict[str, int], main: str, fx: FxRates | None) -> tuple[int, dict[str, int]]:
+    """Net amounts per currency (minor units) as one amount in ``main`` (minor units, half-even), and what had
+    to be left out for want of an exchange rate."""
+    total = Decimal(0)
+    left_out: dict[str, int] = {}
+    for currency, minor in net_minor.items():
+        if minor == 0:
+            continue
+        if not is_currency(currency) or not is_currency(main):
+            left_out[currency] = minor
+            continue
+        amount = Decimal(minor).scaleb(-rules_exponent(currency))
+        try:
+            total += convert_amount(amount, currency, main, fx)
+        except MissingRateError:
+            left_out[currency] = minor
+    minor_total = int(total.scaleb(rules_exponent(main)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return minor_total, left_out
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if isinstance(moment, str):  # an aggregate read back without its column type
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def record_recovered_payment(payment_id: int) -> bool:
+    """Book an approved payment Recoup collected as the customer's approved sale, at once, keyed on its gateway
+    transaction id: when the sales fetch later brings the same sale, it finds the row and counts nothing twice
+    (and if the fetch came first, this does nothing). True when a row was added."""
+    from app.models import Payment
+
+    payment = db.session.get(Payment, payment_id)
+    if payment is None or payment.state != "approved" or not payment.gateway_transaction_id:
+        return False
+    case = db.session.get(RecoveryCase, payment.case_id)
+    if case is None or case.transaction is None:
+        return False
+    failed = case.transaction
+    exists = db.session.scalar(
+        sa.select(Transaction.id).where(
+            Transaction.gateway == failed.gateway,
+            Transaction.gateway_account_id == failed.gateway_account_id,
+            Transaction.gateway_transaction_id == payment.gateway_transaction_id,
+        )
+    )
+    if exists is not None:
+        return False
+    customer = case.customer
+    db.session.add(
+        Transaction(
+            gateway=failed.gateway,
+            gateway_account_id=failed.gateway_account_id,
+            gateway_transaction_id=payment.gateway_transaction_id,
+            customer=customer,
+            status="approved",
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            value_band=failed.value_band,
+            product_type=failed.product_type,
+            order_id=payment.order_id,
+            order_description=failed.order_description,
+            failed_at=_as_utc(payment.completed_at) or utcnow(),
+            modified_at=_as_utc(payment.completed_at) or utcnow(),
+            raw={"recoup_payment_id": payment.id},
+        )
+    )
+    try:
+        db.session.flush()
+    except IntegrityError:  # the fetch stored it meanwhile
+        db.session.rollback()
+        return False
+    if customer is not None:
+        refresh_history([customer], _fx_rates())
+    db.session.commit()
+    return True
 
 
 def _json_safe(raw: Any) -> Any:
@@ -426,49 +822,60 @@ def fetch_accounts(name: str | None = None) -> list[FetchReport]:
 
 
 def fetch_account(account_id: int, *, now: datetime | None = None) -> FetchReport:
+    """One run for one account: failed sales (cases), then sales and refunds (history), then planning."""
     account = db.session.get(GatewayAccount, account_id)
     if account is None:
         raise AccountError(f"no gateway account {account_id}")
     report = FetchReport(account=account.name)
+    moment = now or utcnow()
     try:
         with fetch_lock(account_id):
-            _fetch_window(account, report, now or utcnow())
+            try:
+                _fetch_window(account, report, moment)
+            except (GatewayError, AccountError) as exc:
+                db.session.rollback()
+                report.ok, report.error = False, f"{type(exc).__name__}: {exc}"
+                log.error("fetch of %s failed: %s", account.name, report.error)
+                _note_cursor(account_id, FAILED_KIND, "error", report.error, report.result.seen)
+            if report.ok:
+                _fetch_sales(account, report.sales, moment)
+            else:
+                report.sales.skipped, report.sales.error = True, "the failed sales did not complete"
     except FetchBusy as exc:
         report.ok, report.error = False, str(exc)
-    except (GatewayError, AccountError) as exc:
-        db.session.rollback()
-        report.ok, report.error = False, f"{type(exc).__name__}: {exc}"
-        log.error("fetch of %s failed: %s", account.name, report.error)
-        _note_cursor(account_id, "error", report.error, report.result.seen)
     if report.result.case_ids:
         hand_to_planning(report.result.case_ids)
     return report
 
 
-def _cursor(account_id: int) -> FetchCursor:
+def _cursor(account_id: int, kind: str = FAILED_KIND) -> FetchCursor:
     cursor = db.session.scalar(
-        sa.select(FetchCursor).where(FetchCursor.gateway_account_id == account_id, FetchCursor.kind == "failed_sales")
+        sa.select(FetchCursor).where(FetchCursor.gateway_account_id == account_id, FetchCursor.kind == kind)
     )
     if cursor is None:
-        cursor = FetchCursor(gateway_account_id=account_id, kind="failed_sales")
+        cursor = FetchCursor(gateway_account_id=account_id, kind=kind)
         db.session.add(cursor)
         try:
             db.session.commit()
         except IntegrityError:
             db.session.rollback()
-            return _cursor(account_id)
+            return _cursor(account_id, kind)
     return cursor
+
+
+def _window(cursor: FetchCursor, now: datetime, lookback_days: int) -> tuple[datetime, datetime]:
+    overlap = timedelta(seconds=int(get_setting("fetch_overlap_seconds")))
+    if cursor.position is None:
+        since = now - timedelta(days=lookback_days)
+    else:
+        since = cursor.position - overlap
+    return since, now.replace(microsecond=0)
 
 
 def _fetch_window(account: GatewayAccount, report: FetchReport, now: datetime) -> None:
     cursor = _cursor(account.id)
     report.cursor_before = cursor.position
-    overlap = timedelta(seconds=int(get_setting("fetch_overlap_seconds")))
-    if cursor.position is None:
-        since = now - timedelta(days=int(get_setting("fetch_initial_lookback_days")))
-    else:
-        since = cursor.position - overlap
-    until = now.replace(microsecond=0)
+    since, until = _window(cursor, now, int(get_setting("fetch_initial_lookback_days")))
     report.window = (since, until)
     gateway = gateway_for(account)
     ctx = ingest_context(account)
@@ -476,18 +883,51 @@ def _fetch_window(account: GatewayAccount, report: FetchReport, now: datetime) -
         report.pages += 1
         report.result.add(ingest_records(page.records, ctx))
     # Every page of the window is committed: only now may the cursor move.
-    cursor = _cursor(account.id)
+    _advance(account.id, FAILED_KIND, until, report.result.seen)
+    report.cursor_after = until
+
+
+def _fetch_sales(account: GatewayAccount, report: SalesReport, now: datetime) -> None:
+    """The sales window: approved sales and refunds since the ``sales`` cursor. Its own cursor and errors: a
+    failure here keeps the sales cursor and leaves the failed sales (already committed) alone."""
+    cursor = _cursor(account.id, SALES_KIND)
+    report.cursor_before = cursor.position
+    lookback = get_setting("sales_initial_lookback_days") or get_setting("fetch_initial_lookback_days")
+    since, until = _window(cursor, now, int(lookback))
+    report.window = (since, until)
+    try:
+        gateway = gateway_for(account)
+        ctx = ingest_context(account)
+        pages = gateway.fetch_sales(since, until)
+        for page in pages:
+            report.pages += 1
+            report.result.add(ingest_sales(page.records, ctx))
+    except NotImplementedError as exc:
+        db.session.rollback()
+        report.skipped, report.error = True, str(exc)
+        return
+    except (GatewayError, AccountError) as exc:
+        db.session.rollback()
+        report.ok, report.error = False, f"{type(exc).__name__}: {exc}"
+        log.error("sales fetch of %s failed: %s", account.name, report.error)
+        _note_cursor(account.id, SALES_KIND, "error", report.error, report.result.seen)
+        return
+    _advance(account.id, SALES_KIND, until, report.result.seen)
+    report.cursor_after = until
+
+
+def _advance(account_id: int, kind: str, until: datetime, rows: int) -> None:
+    cursor = _cursor(account_id, kind)
     cursor.position = until
     cursor.last_run_at = utcnow()
     cursor.last_status = "ok"
     cursor.last_error = None
-    cursor.rows_last_run = report.result.seen
+    cursor.rows_last_run = rows
     db.session.commit()
-    report.cursor_after = until
 
 
-def _note_cursor(account_id: int, status: str, error: str | None, rows: int) -> None:
-    cursor = _cursor(account_id)
+def _note_cursor(account_id: int, kind: str, status: str, error: str | None, rows: int) -> None:
+    cursor = _cursor(account_id, kind)
     cursor.last_run_at = utcnow()
     cursor.last_status = status
     cursor.last_error = error

@@ -1,9 +1,9 @@
 """The gateway interface: what Recoup needs from a payment gateway, in domain values.
 
-A gateway client fetches failed transactions (paged, so the caller commits a page before moving its
-cursor), charges a stored customer, swaps a stored card for a single-use token, refunds, looks up an order
-(to resolve a charge whose outcome was lost in a timeout), verifies and parses webhooks, and classifies
-declines. Clients speak HTTP and nothing else: no Flask, no database.
+A gateway client fetches failed transactions, and successful sales with their refunds (both paged, so the
+caller commits a page before moving its cursor), charges a stored customer, swaps a stored card for a
+single-use token, refunds, looks up an order (to resolve a charge whose outcome was lost in a timeout),
+verifies and parses webhooks, and classifies declines. Clients speak HTTP and nothing else: no Flask, no database.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from rules.declines import DeclineInfo, classify_decline
 
@@ -116,8 +116,45 @@ class FailedTransaction:
         return tuple(p.sku for p in self.products if p.sku)
 
 
-class FetchPage:
-    """One page of failed transactions, *streamed*.
+@dataclass(frozen=True)
+class SaleTransaction:
+    """One successful sale or one refund, as fetched. ``gateway_transaction_id`` is the dedupe key.
+
+    ``kind="sale"``: money the customer paid (``amount_minor`` is what was approved). ``kind="refund"``: money
+    given back, a gateway transaction of its own (``amount_minor`` is the refunded amount, positive);
+    ``original_transaction_id`` names the refunded sale when the gateway says so. Refund *actions* recorded
+    on a sale are reported in ``refunded_minor`` for information only: the refund transaction is what counts,
+    so a refund is never counted twice.
+    """
+
+    gateway: str
+    gateway_transaction_id: str
+    kind: Literal["sale", "refund"]
+    amount_minor: int
+    currency: str
+    occurred_at: datetime  # UTC, aware: when the sale was approved / the refund made
+    modified_at: datetime  # UTC, aware: what the gateway's incremental window filters on
+    order_id: str | None
+    order_description: str | None
+    customer: GatewayCustomer
+    products: tuple[OrderLine, ...] = ()
+    source: str | None = None
+    condition: str | None = None
+    original_transaction_id: str | None = None
+    refunded_minor: int = 0
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def is_refund(self) -> bool:
+        return self.kind == "refund"
+
+
+#: what a page yields: failed sales (``fetch_failed``) or sales and refunds (``fetch_sales``)
+R = TypeVar("R", FailedTransaction, SaleTransaction)
+
+
+class FetchPage(Generic[R]):
+    """One page of fetched transactions, *streamed*.
 
     ``records`` is an iterator that parses the gateway's response as the caller consumes it, so a page of
     100,000 records never sits in memory. Iterate it once, to the end, then commit; ``count`` and ``more``
@@ -132,20 +169,20 @@ class FetchPage:
         page_size: int,
         since: datetime,
         until: datetime,
-        source: Callable[[FetchPage], Iterator[FailedTransaction]],
+        source: Callable[[FetchPage[R]], Iterator[R]],
     ) -> None:
         self.page_number = page_number
         self.page_size = page_size
         self.since = since
         self.until = until
         self.yielded = 0
-        self.skipped = 0  # records the gateway returned that are not failed sales (logged, not yielded)
+        self.skipped = 0  # records the gateway returned that are not of the kind asked for (logged, not yielded)
         self.complete = False
         self.last_modified_at: datetime | None = None
         self._source = source(self)
-        self.records: Iterator[FailedTransaction] = self._track()
+        self.records: Iterator[R] = self._track()
 
-    def _track(self) -> Iterator[FailedTransaction]:
+    def _track(self) -> Iterator[R]:
         for record in self._source:
             if self.last_modified_at is None or record.modified_at > self.last_modified_at:
                 self.last_modified_at = record.modified_at
@@ -158,7 +195,7 @@ class FetchPage:
         """Records the gateway returned on this page so far (yielded + skipped)."""
         return self.yielded + self.skipped
 
-    def __iter__(self) -> Iterator[FailedTransaction]:
+    def __iter__(self) -> Iterator[R]:
         return self.records
 
     @property
@@ -222,11 +259,20 @@ class Gateway(abc.ABC):
     name: str = "gateway"
 
     @abc.abstractmethod
-    def fetch_failed(self, since: datetime, until: datetime) -> Iterator[FetchPage]:
+    def fetch_failed(self, since: datetime, until: datetime) -> Iterator[FetchPage[FailedTransaction]]:
         """Failed sales whose gateway record was modified in ``[since, until]``, page by page.
 
         Consume each page's records and commit them before asking for the next page.
         """
+
+    def fetch_sales(self, since: datetime, until: datetime) -> Iterator[FetchPage[SaleTransaction]]:
+        """Successful sales and refunds whose gateway record was modified in ``[since, until]``, page by page,
+        with the same paging, overlap and commit rules as :meth:`fetch_failed`. A sale modified again later
+        (settled, refunded) comes back in a later window: de-duplicate on ``gateway_transaction_id``.
+
+        Gateways that cannot list sales raise NotImplementedError (the caller then keeps no sales history).
+        """
+        raise NotImplementedError(f"{self.name} cannot fetch successful sales")
 
     @abc.abstractmethod
     def charge_vault(

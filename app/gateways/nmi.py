@@ -39,6 +39,7 @@ from app.gateways.base import (
     GatewayUnavailable,
     Initiator,
     OrderLine,
+    SaleTransaction,
     WebhookEvent,
     WebhookSignatureError,
 )
@@ -147,6 +148,9 @@ class NmiGateway(Gateway):
         return f"NmiGateway(api_url={self.api_url!r})"
 
     # == Query API =========================================================================================
+    #: what an approved sale's (or refund's) record looks like: approved, settled or awaiting settlement
+    APPROVED_CONDITIONS = ("pendingsettlement", "complete")
+
     def fetch_failed(
         self,
         since: datetime,
@@ -154,7 +158,7 @@ class NmiGateway(Gateway):
         *,
         page_size: int | None = None,
         start_page: int = 0,
-    ) -> Iterator[FetchPage]:
+    ) -> Iterator[FetchPage[FailedTransaction]]:
         """Failed card sales modified in ``[since, until]`` (inclusive, whole seconds, UTC), page by page.
 
         NMI filters on the last-modified time, so a window that overlaps the previous one returns some
@@ -162,27 +166,80 @@ class NmiGateway(Gateway):
         next is requested. Paging stops at the first short page. After the last page, the window is done
         (store ``until`` as the cursor, ideally a little in the past so late-arriving rows are not missed).
         """
+        return self._fetch_pages(
+            {"condition": "failed", "action_type": "sale"},
+            self._failed_from_record,
+            since,
+            until,
+            page_size=page_size,
+            start_page=start_page,
+        )
+
+    def fetch_sales(
+        self,
+        since: datetime,
+        until: datetime,
+        *,
+        page_size: int | None = None,
+        start_page: int = 0,
+    ) -> Iterator[FetchPage[SaleTransaction]]:
+        """Approved sales and refunds modified in ``[since, until]``, page by page, like :meth:`fetch_failed`.
+
+        Asks for ``condition=pendingsettlement,complete`` and ``action_type=sale,refund``. A sale comes back
+        whenever it is modified again (settled, refunded), so de-duplicate on ``gateway_transaction_id``. A
+        refund is a transaction of its own (NMI also adds a ``refund`` action to the refunded sale; that is
+        reported as ``refunded_minor`` on the sale, for information: count the refund transaction).
+        """
+        return self._fetch_pages(
+            {"condition": ",".join(self.APPROVED_CONDITIONS), "action_type": "sale,refund"},
+            self._sale_from_record,
+            since,
+            until,
+            page_size=page_size,
+            start_page=start_page,
+        )
+
+    def _fetch_pages(
+        self,
+        filters: Mapping[str, str],
+        convert: Callable[[NmiRecord], Any],
+        since: datetime,
+        until: datetime,
+        *,
+        page_size: int | None,
+        start_page: int,
+    ) -> Iterator[FetchPage[Any]]:
+        """The pager behind every incremental fetch: one query per page until a short page."""
         since_utc, until_utc = _utc(since, "since"), _utc(until, "until")
         if until_utc < since_utc:
             raise ValueError("until is before since")
         size = page_size or self.page_size
-        page_number = start_page
+        return self._pages(filters, convert, since_utc, until_utc, size, start_page)
+
+    def _pages(
+        self,
+        filters: Mapping[str, str],
+        convert: Callable[[NmiRecord], Any],
+        since_utc: datetime,
+        until_utc: datetime,
+        size: int,
+        page_number: int,
+    ) -> Iterator[FetchPage[Any]]:
         while True:
             params = {
-                "condition": "failed",
-                "action_type": "sale",
+                **filters,
                 "start_date": since_utc.strftime(NMI_DATE),
                 "end_date": until_utc.strftime(NMI_DATE),
                 "result_limit": str(size),
                 "page_number": str(page_number),
                 "result_order": "standard",
             }
-            page = FetchPage(
+            page: FetchPage[Any] = FetchPage(
                 page_number=page_number,
                 page_size=size,
                 since=since_utc,
                 until=until_utc,
-                source=functools.partial(self._page_records, params=params),
+                source=functools.partial(self._page_records, params=params, convert=convert),
             )
             yield page
             if not page.complete:
@@ -191,7 +248,9 @@ class NmiGateway(Gateway):
                 return
             page_number += 1
 
-    def _page_records(self, page: FetchPage, *, params: dict[str, str]) -> Iterator[FailedTransaction]:
+    def _page_records(
+        self, page: FetchPage[Any], *, params: dict[str, str], convert: Callable[[NmiRecord], Any]
+    ) -> Iterator[Any]:
         """Stream one page. A document cut short is re-requested and the records already handed out skipped,
         so the caller sees each record of the page once (barring a gateway that reorders between attempts)."""
         handed_out = 0
@@ -210,11 +269,11 @@ class NmiGateway(Gateway):
                     if seen <= handed_out:
                         continue
                     handed_out += 1
-                    failed = self._failed_from_record(record)
-                    if failed is None:
+                    converted = convert(record)
+                    if converted is None:
                         page.skipped += 1
                         continue
-                    yield failed
+                    yield converted
                 return
             except NmiErrorResponse as exc:
                 raise self._error_response(exc.text) from None
@@ -306,6 +365,57 @@ class NmiGateway(Gateway):
             products=tuple(self._line(p, currency) for p in record.products),
             source=_clean(sale.get("source")),
             condition=condition,
+            raw=record.as_dict(),
+        )
+
+    def _sale_from_record(self, record: NmiRecord) -> SaleTransaction | None:
+        """An approved sale (a successful ``sale`` action) or a refund transaction (a successful ``refund``
+        action and no sale); anything else (a failed or voided record, an auth) is skipped with a log line."""
+        txn_id = record.get("transaction_id")
+        if not txn_id:
+            raise GatewayProtocolError("a transaction without a transaction_id", gateway=self.name)
+        condition = record.get("condition")
+        currency = (record.get("currency") or "USD").upper()
+        sale = _last(record.actions, "sale")
+        refunds = [
+            a for a in record.actions if a.get("action_type", "").strip() == "refund" and _succeeded(a)
+        ]
+        if condition not in self.APPROVED_CONDITIONS:
+            logger.warning("NMI returned transaction %s (condition %s) for a sales query", txn_id, condition)
+            return None
+        if sale is not None:
+            if not _succeeded(sale):
+                logger.warning("NMI transaction %s (condition %s) has a failed sale action", txn_id, condition)
+                return None
+            kind, occurred, amount = "sale", sale, to_minor(sale.get("amount") or "0", currency)
+        elif refunds:
+            kind, occurred = "refund", refunds[0]
+            amount = sum(to_minor(a.get("amount") or "0", currency) for a in refunds)
+        else:
+            logger.info("NMI transaction %s is neither a sale nor a refund; skipped", txn_id)
+            return None
+        occurred_at = _parse_nmi_date(occurred.get("date", ""), txn_id)
+        dates = [
+            _parse_nmi_date(a.get("date", ""), txn_id) for a in record.actions if a.get("date", "").strip()
+        ]
+        return SaleTransaction(
+            gateway=self.name,
+            gateway_transaction_id=txn_id,
+            kind=kind,
+            amount_minor=amount,
+            currency=currency,
+            occurred_at=occurred_at,
+            modified_at=max(dates, default=occurred_at),
+            order_id=record.get("order_id"),
+            order_description=record.get("order_description"),
+            customer=self._customer(record.get),
+            products=tuple(self._line(p, currency) for p in record.products),
+            source=_clean(occurred.get("source")),
+            condition=condition,
+            original_transaction_id=record.get("original_transaction_id"),
+            refunded_minor=(
+                sum(to_minor(a.get("amount") or "0", currency) for a in refunds) if kind == "sale" else 0
+            ),
             raw=record.as_dict(),
         )
 
@@ -760,6 +870,10 @@ def _last(actions: list[dict[str, str]], action_type: str) -> dict[str, str] | N
         if action.get("action_type", "").strip() == action_type:
             return action
     return None
+
+
+def _succeeded(action: Mapping[str, str]) -> bool:
+    return action.get("success", "").strip() == "1"
 
 
 def _clean(value: str | None) -> str | None:

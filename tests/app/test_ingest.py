@@ -47,14 +47,15 @@ def test_one_fetch_ingests_each_failed_sale_once_and_a_second_adds_nothing(db, s
     account = nmi_account(db, sim)
     first = fetch_account(account.id)
     assert first.ok, first.error
-    stored = set(db.session.scalars(sa.select(Transaction.gateway_transaction_id)))
+    failed = sa.select(Transaction.gateway_transaction_id).where(Transaction.status == "failed")
+    stored = set(db.session.scalars(failed))
     assert stored == expected
     assert first.result.new_transactions == len(expected)
     again = fetch_account(account.id)
     assert again.ok and again.result.new_transactions == 0 and again.result.new_cases == 0
-    assert db.session.scalar(sa.select(sa.func.count()).select_from(Transaction)) == len(expected)
+    assert len(list(db.session.scalars(failed))) == len(expected)
     # one case per failed payment, not per retry of the same order
-    orders = Counter(db.session.scalars(sa.select(Transaction.order_id)))
+    orders = Counter(db.session.scalars(sa.select(Transaction.order_id).where(Transaction.status == "failed")))
     cases = db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase))
     assert cases == len(orders)
     customers = db.session.scalars(sa.select(Customer)).all()
@@ -62,9 +63,9 @@ def test_one_fetch_ingests_each_failed_sale_once_and_a_second_adds_nothing(db, s
     assert with_phone and all(c.phone_e164.startswith("+") for c in with_phone)
     assert all(c.timezone_source for c in customers)
     assert sum(1 for c in customers if c.timezone) >= 0.9 * len(customers)
-    reasons = Counter(db.session.scalars(sa.select(Transaction.decline_reason)))
+    reasons = Counter(db.session.scalars(sa.select(Transaction.decline_reason).where(Transaction.status == "failed")))
     assert "insufficient_funds" in reasons and reasons.get("unknown", 0) < 0.05 * len(expected)
-    cursor = db.session.scalar(sa.select(FetchCursor))
+    cursor = db.session.scalar(sa.select(FetchCursor).where(FetchCursor.kind == "failed_sales"))
     assert cursor.position is not None and cursor.last_status == "ok"
 
 
@@ -91,8 +92,11 @@ def test_a_bad_key_keeps_the_cursor_and_stores_nothing(db, sim):
     report = fetch_account(account.id)
     assert not report.ok and "GatewayAuthError" in report.error
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Transaction)) == 0
-    cursor = db.session.scalar(sa.select(FetchCursor))
+    cursor = db.session.scalar(sa.select(FetchCursor).where(FetchCursor.kind == "failed_sales"))
     assert cursor.position is None and cursor.last_status == "error"
+    # the sales are not fetched when the failed sales did not complete: no second round of the same error
+    assert report.sales.skipped
+    assert db.session.scalar(sa.select(FetchCursor.position).where(FetchCursor.kind == "sales")) is None
 
 
 def test_truncated_xml_keeps_the_cursor_until_a_later_fetch_completes(db, sim):
@@ -102,7 +106,7 @@ def test_truncated_xml_keeps_the_cursor_until_a_later_fetch_completes(db, sim):
     sim.inject("truncated_xml", count=1, path="query.php")
     broken = fetch_account(account.id)
     assert not broken.ok
-    assert db.session.scalar(sa.select(FetchCursor.position)) is None
+    assert db.session.scalar(sa.select(FetchCursor.position).where(FetchCursor.kind == "failed_sales")) is None
     healed = fetch_account(account.id)
     assert healed.ok
     assert set(db.session.scalars(sa.select(Transaction.gateway_transaction_id))) == expected

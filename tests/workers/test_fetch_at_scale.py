@@ -61,11 +61,16 @@ def test_one_fetch_ingests_exactly_the_failed_sales_each_once(db, backend, popul
     account = account_for(db, sim)
     first = fetch_account(account.id)
     assert first.ok, first.error
-    stored = list(db.session.scalars(sa.select(Transaction.gateway_transaction_id)))
+    # the failed sales are the transactions with status failed; the same run also stores the approved sales and
+    # refunds (status approved / refunded) as the customers' history, and never opens a case for them
+    failed = sa.select(Transaction.gateway_transaction_id).where(Transaction.status == "failed")
+    stored = list(db.session.scalars(failed))
     assert len(stored) == len(set(stored)) == len(expected) and set(stored) == expected
+    assert first.sales.ok and first.sales.result.new_sales == N, first.sales.error
     second = fetch_account(account.id)
     assert second.ok and second.result.new_transactions == 0
-    assert db.session.scalar(sa.select(sa.func.count()).select_from(Transaction)) == len(expected)
+    assert second.sales.ok and second.sales.result.new_sales == second.sales.result.new_refunds == 0
+    assert len(list(db.session.scalars(failed))) == len(expected)
     assert db.session.scalar(
         sa.select(sa.func.count()).select_from(Customer).where(Customer.timezone.is_(None))
     ) < 0.05 * db.session.scalar(sa.select(sa.func.count()).select_from(Customer))
@@ -120,13 +125,19 @@ def test_with_a_fifth_of_calls_failing_repeated_worker_fetches_get_everything_on
         assert done.returncode == 0, done.stderr[-3000:]
         logs.append(done.stderr[-2000:])
         db.session.rollback()  # end our snapshot: MariaDB reads are REPEATABLE READ
-        cursor = db.session.scalar(sa.select(FetchCursor).where(FetchCursor.gateway_account_id == account.id))
+        cursor = db.session.scalar(
+            sa.select(FetchCursor).where(
+                FetchCursor.gateway_account_id == account.id, FetchCursor.kind == "failed_sales"
+            )
+        )
         if cursor is not None and cursor.last_status == "ok":
             break
     assert cursor is not None and cursor.last_status == "ok", f"no fetch completed in {runs} runs: {logs[-1]}"
     stored = list(db.session.scalars(sa.select(Transaction.gateway_transaction_id)))
     assert len(stored) == len(set(stored)), "a transaction was stored twice"
-    assert set(stored) == expected, f"{len(expected - set(stored))} failed sales missing after {runs} runs"
+    failed_ids = sa.select(Transaction.gateway_transaction_id).where(Transaction.status == "failed")
+    failed = set(db.session.scalars(failed_ids))
+    assert failed == expected, f"{len(expected - failed)} failed sales missing after {runs} runs"
     pages = N // CLIENT["page_size"] + 1
     assert len(sim.received("query.php")) > pages, "no request was retried: the faults were not in play"
     Redis.from_url(backends.REDIS_URL).flushdb()

@@ -239,3 +239,69 @@ def test_from_env():
     assert "k" not in repr(gateway)
     with pytest.raises(GatewayAuthError):
         NmiGateway.from_env({})
+
+
+# -- successful sales and refunds -----------------------------------------------------------------------------
+
+
+def fetch_all_sales(gateway, since=SINCE, until=NOW, **kw):
+    records, pages = [], []
+    for page in gateway.fetch_sales(since, until, **kw):
+        records.extend(page.records)
+        pages.append(page)
+    return records, pages
+
+
+def test_fetch_sales_returns_exactly_the_approved_sales_and_the_refunds(sim, gateway):
+    sim.seed_population(failed=60, succeeded=80, refunds=10, days=30, now=NOW)
+    records, pages = fetch_all_sales(gateway)
+    approved = {t.transaction_id: t for t in sim.transactions if t.sale_action is not None and t.sale_action.success}
+    refunds = {t.transaction_id: t for t in sim.transactions if t.sale_action is None}
+    assert len(approved) == 80 and len(refunds) == 10
+    ids = [r.gateway_transaction_id for r in records]
+    assert len(ids) == len(set(ids)) == 90 and set(ids) == set(approved) | set(refunds)
+    assert [p.count for p in pages] == [50, 40] and sum(p.skipped for p in pages) == 0
+    sent = [r.form() for r in sim.received("/api/query.php")]
+    assert {(s["condition"], s["action_type"]) for s in sent} == {("pendingsettlement,complete", "sale,refund")}
+    for record in records:
+        if record.kind == "sale":
+            txn = approved[record.gateway_transaction_id]
+            assert not record.is_refund and record.occurred_at == txn.created
+            assert record.amount_minor == to_minor(txn.amount, txn.currency) and record.currency == txn.currency
+            assert record.refunded_minor == to_minor(str(txn.refunded), txn.currency)
+            assert record.condition in ("pendingsettlement", "complete")
+            assert record.customer.customer_id == txn.customer.customer_vault_id
+            assert record.modified_at == txn.modified
+        else:
+            txn = refunds[record.gateway_transaction_id]
+            assert record.is_refund and record.amount_minor == to_minor(txn.amount, txn.currency) > 0
+            assert record.occurred_at == txn.created and record.refunded_minor == 0
+            assert record.customer.email == txn.customer.email.lower() and record.order_id == txn.order_id
+    assert sum(r.refunded_minor for r in records) == sum(r.amount_minor for r in records if r.is_refund)
+
+
+@pytest.mark.parametrize("kind", ["http_500", "truncated_xml", "reset"])
+def test_fetch_sales_shares_the_retries_of_fetch_failed(sim, gateway, kind):
+    sim.seed_population(failed=30, succeeded=120, refunds=0, days=30, now=NOW)
+    sim.inject(kind, count=1, path="/api/query.php")
+    records, pages = fetch_all_sales(gateway)
+    assert len({r.gateway_transaction_id for r in records}) == len(records) == 120
+    assert [p.page_number for p in pages] == [0, 1, 2]
+
+
+def test_fetch_sales_with_a_bad_key_is_an_auth_error(sim):
+    sim.seed_population(succeeded=5, days=2, now=NOW)
+    with pytest.raises(GatewayAuthError):
+        fetch_all_sales(make_gateway(sim, security_key="wrong"))
+
+
+def test_fetch_sales_window_and_bounds(sim, gateway):
+    sale = sim.add_transaction(condition="complete", at=NOW - timedelta(days=3))
+    sim.add_transaction(at=NOW - timedelta(hours=1))  # failed: not a sale
+    assert fetch_all_sales(gateway, NOW - timedelta(hours=2), NOW)[0] == []
+    sim.refund(sale.transaction_id, "1.00", at=NOW - timedelta(minutes=5))  # moves the sale into today's window
+    records, _ = fetch_all_sales(gateway, NOW - timedelta(hours=2), NOW)
+    assert sorted(r.kind for r in records) == ["refund", "sale"]
+    assert {r.refunded_minor for r in records if r.kind == "sale"} == {100}
+    with pytest.raises(ValueError):
+        list(gateway.fetch_sales(NOW, SINCE))
