@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides:
         if config:
             app.config.update(config)
     app.config.update(overrides)
+    # JSON columns hold provider payloads: anything not JSON by nature (a Decimal, a datetime) is kept as text
+    engine_options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    engine_options.setdefault("json_serializer", _json_dumps)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options
     _ensure_sqlite_folder(app.config["SQLALCHEMY_DATABASE_URI"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
@@ -58,6 +63,10 @@ def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides:
 
     register_cli(app)
     return app
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def _select_locale() -> str | None:
