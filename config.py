@@ -84,6 +84,7 @@ class Config:
     WHATSAPP_APP_SECRET = env("WHATSAPP_APP_SECRET")
     WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN")
     WHATSAPP_API_URL = env("WHATSAPP_API_URL", "https://graph.facebook.com/v21.0")
+    WHATSAPP_WABA_ID = env("WHATSAPP_WABA_ID")  # the WhatsApp Business Account: template management
 
     # Flask / Flask-Admin / security
     FLASK_ADMIN_SWATCH = "cerulean"

@@ -15,7 +15,13 @@ from flask_login import current_user
 from admin.security import EVERYONE, RoleGuard
 from app.extensions import db
 from app.models import MessageTemplate, User
-from app.templates_service import TemplateRefused, save_template
+from app.templates_service import (
+    TemplateRefused,
+    WhatsAppTemplateError,
+    refresh_whatsapp_status,
+    save_template,
+    submit_whatsapp_template,
+)
 from app.templating import PRODUCT_TYPES, normalise_locale, render, sample_context, validate_template
 from app.templating import MessageTemplate as Source
 
@@ -102,6 +108,31 @@ class TemplateView(RoleGuard, BaseView):
                            row=template, subject=subject, body=body, html=html, problems=problems,
                            versions=versions, authors=authors, can_write=self.can_write,
                            product_types=PRODUCT_TYPES)
+
+    @expose("/whatsapp/submit/<int:template_id>", methods=["POST"])
+    def whatsapp_submit(self, template_id: int) -> Any:
+        return self._whatsapp(template_id, lambda: submit_whatsapp_template(template_id, actor=current_user),
+                              _("Submitted to WhatsApp: Meta is reviewing it (status %(status)s)."))
+
+    @expose("/whatsapp/refresh/<int:template_id>", methods=["POST"])
+    def whatsapp_refresh(self, template_id: int) -> Any:
+        return self._whatsapp(template_id, lambda: refresh_whatsapp_status(template_id, actor=current_user),
+                              _("WhatsApp status: %(status)s."))
+
+    def _whatsapp(self, template_id: int, action: Any, message: str) -> Any:
+        template = db.session.get(MessageTemplate, template_id)
+        if template is None:
+            flash(_("There is no such template."), "error")
+            return redirect(url_for(".index"))
+        back = url_for(".edit", name=template.name, channel=template.channel, locale=template.locale)
+        try:
+            done = action()
+        except WhatsAppTemplateError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+        else:
+            flash(message % {"status": done.whatsapp_status or "—"}, "success")
+        return redirect(back)
 
     @expose("/preview", methods=["POST"])
     def preview_json(self) -> Any:

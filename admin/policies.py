@@ -183,7 +183,8 @@ class PolicyView(RoleGuard, BaseView):
         if policy is None:
             return self.render("admin/policies/missing.html", name=name), 404
         versions = list(reversed(policy.versions))
-        users = _users({uid for v in versions for uid in (v.author_id, v.approved_by_id, v.activated_by_id)})
+        users = _users({uid for v in versions
+                        for uid in (v.author_id, v.approved_by_id, v.activated_by_id, v.rejected_by_id)})
         return self.render("admin/policies/history.html", policy=policy, versions=versions, users=users,
                            can_approve=_can(APPROVERS), four_eyes=four_eyes_required(),
                            me=current_user.id)
@@ -202,6 +203,14 @@ class PolicyView(RoleGuard, BaseView):
         return self._act(version_id, lambda: policies.approve(
             version_id, actor=current_user, reason=request.form.get("reason", ""), four_eyes=four_eyes_required()),
             _("Version %(n)d approved."))
+
+    @expose("/reject/<int:version_id>", methods=["POST"])
+    @requires(*APPROVERS)
+    def reject(self, version_id: int) -> Any:
+        return self._act(version_id, lambda: policies.reject(
+            version_id, actor=current_user,
+            reason=request.form.get("rejection_reason") or request.form.get("reason") or ""),
+            _("Version %(n)d rejected: it will not run."))
 
     @expose("/activate/<int:version_id>", methods=["POST"])
     @requires(*APPROVERS)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from flask import request
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
+from flask_admin.contrib.sqla import filters as sqla_filters
 from flask_login import current_user
 from markupsafe import Markup
 
@@ -80,6 +82,38 @@ class OutboxView(ReadOnlyView):
     column_default_sort = ("scheduled_for", True)
 
 
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+class AuditFrom(sqla_filters.DateGreaterFilter):
+    """Entries on or after a day (UTC). The stored times are aware UTC; Flask-Admin's own filters pass naive ones."""
+
+    def apply(self, query: Any, value: date, alias: Any = None) -> Any:
+        return query.filter(self.get_column(alias) >= _utc_midnight(value))
+
+    def operation(self) -> str:
+        return str(_l("on or after"))
+
+
+class AuditUntil(sqla_filters.DateSmallerFilter):
+    def apply(self, query: Any, value: date, alias: Any = None) -> Any:
+        return query.filter(self.get_column(alias) < _utc_midnight(value + timedelta(days=1)))
+
+    def operation(self) -> str:
+        return str(_l("on or before"))
+
+
+class AuditBetween(sqla_filters.DateBetweenFilter):
+    def apply(self, query: Any, value: tuple[date, date], alias: Any = None) -> Any:
+        start, end = value
+        column = self.get_column(alias)
+        return query.filter(column >= _utc_midnight(start), column < _utc_midnight(end + timedelta(days=1)))
+
+    def operation(self) -> str:
+        return str(_l("between (days)"))
+
+
 def _details(view: Any, context: Any, model: AuditEntry, name: str) -> Markup:
     return Markup("<code class=\"small\">{}</code>").format(
         json.dumps(model.details or {}, ensure_ascii=False, sort_keys=True)[:400])
@@ -96,7 +130,8 @@ class AuditLogView(ReadOnlyView):
     column_export_list = ("id", "at", "actor", "action", "target_type", "target_id", "details", "prev_hash", "hash")
     column_labels = {"at": _l("When"), "actor": _l("Who"), "action": _l("What"), "target_type": _l("On"),
                      "target_id": _l("Id"), "details": _l("Details"), "hash": _l("Hash")}
-    column_filters = ("actor", "action", "target_type")
+    column_filters = ("actor", "action", "target_type", AuditFrom(AuditEntry.at, _l("When")),
+                      AuditUntil(AuditEntry.at, _l("When")), AuditBetween(AuditEntry.at, _l("When")))
     column_searchable_list = ("actor", "action", "target_id")
     column_formatters = {"details": _details,
                          "hash": lambda v, c, m, n: Markup('<code class="small">{}…</code>').format(m.hash[:12])}
@@ -112,6 +147,7 @@ class AuditLogView(ReadOnlyView):
 
 
 def register_views(admin: Any) -> None:
+    from admin.channels import ChannelAccountView
     from admin.gateways import GatewayAccountView
     from admin.msgtemplates import TemplateView
     from admin.operations import CaseView, CustomerView, EscalationView
@@ -119,7 +155,7 @@ def register_views(admin: Any) -> None:
     from admin.settings import SettingsView
     from admin.ui import ProfileView
     from admin.users import UserView
-    from app.models import Customer, GatewayAccount, User
+    from app.models import ChannelAccount, Customer, GatewayAccount, User
 
     session = db
     admin.add_view(PolicyView(name=_l("Policies"), endpoint="policies", url="/admin/policies"))
@@ -137,6 +173,8 @@ def register_views(admin: Any) -> None:
                                 url="/admin/settings"))
     admin.add_view(GatewayAccountView(GatewayAccount, session, name=_l("Gateway accounts"), category=_l("Settings"),
                                       endpoint="gateway_accounts"))
+    admin.add_view(ChannelAccountView(ChannelAccount, session, name=_l("Channel accounts"), category=_l("Settings"),
+                                      endpoint="channel_accounts"))
     admin.add_view(UserView(User, session, name=_l("Users and roles"), category=_l("Settings"), endpoint="users"))
     admin.add_view(AuditLogView(AuditEntry, session, name=_l("Audit log"), endpoint="audit_log"))
     admin.add_view(ProfileView(name="Profile", endpoint="profile", url="/admin/profile"))

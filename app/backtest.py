@@ -20,7 +20,7 @@ import dsl
 from app.extensions import db
 from app.models import RecoveryCase, Transaction
 from app.models.types import utcnow
-from app.planning import case_facts
+from app.planning import case_facts, contact_windows
 from app.policies import active_version, compiled, fx_rates
 from rules.planner import FactsError
 from rules.planner import plan as make_plan
@@ -121,13 +121,14 @@ def recent_cases(days: int, *, now: datetime | None = None,
 def run(policy: dsl.CompiledPolicy, cases: list[RecoveryCase], *, label: str,
         version: int | None = None) -> BacktestResult:
     result = BacktestResult(label=label)
+    windows = contact_windows()  # the same defaults the planner uses, so the simulation matches what would run
     for case in cases:
         tx: Transaction = case.transaction
         try:
             facts = case_facts(case, tx.failed_at)
             # the real outbox holds what the running policy sent; the plan under test must not be capped by it
             facts["history"] = {"sent": []}
-            result.add(make_plan(policy, facts, version=version), tx.decline_kind)
+            result.add(make_plan(policy, facts, version=version, contact_windows=windows), tx.decline_kind)
         except (FactsError, ValueError, KeyError) as exc:
             if len(result.failures) < 10:
                 result.failures.append(f"case {case.id}: {exc}")

@@ -126,9 +126,16 @@ def plan_cases(case_ids: list[int], *, now: datetime | None = None) -> dict[str,
     return {"planned": planned, "skipped": skipped, "policy": version.policy.name, "version": version.number}
 
 
+def contact_windows() -> dict[str, Any]:
+    """The merchant's contact windows (admin settings): the default every policy's own statements override."""
+    from app.settings import get_setting
+
+    return dict(get_setting("contact_windows") or {})
+
+
 def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> dict[str, Any]:
     facts = case_facts(case, now)
-    plan = make_plan(compiled(version), facts, version=version.number)
+    plan = make_plan(compiled(version), facts, version=version.number, contact_windows=contact_windows())
     case.plan = plan
     case.policy_version_id = version.id
     case.segment = plan.get("segment")

@@ -248,3 +248,29 @@ def _version(version_id: int) -> PolicyVersion:
 
 def _who(actor: User | None) -> str:
     return actor.email if actor is not None else "system"
+
+
+def reject(version_id: int, actor: User | None, reason: str) -> PolicyVersion:
+    """Turn down a version waiting for approval (or approved, not yet activated): it can never run; the text stays
+    in the history with who rejected it, when and why."""
+    version = _version(version_id)
+    if version.status not in ("pending_approval", "approved"):
+        raise PolicyServiceError(
+            f"version {version.number} is {version.status}; only a version not yet activated can be rejected"
+        )
+    if not reason.strip():
+        raise PolicyServiceError("say why you reject this version")
+    previous = version.status
+    version.status = "rejected"
+    version.rejected_by_id = actor.id if actor else None
+    version.rejected_at = utcnow()
+    version.rejection_reason = reason.strip()[:500]
+    record(
+        _who(actor),
+        "policy.version_rejected",
+        "policy_version",
+        version.id,
+        {"policy": version.policy.name, "number": version.number, "was": previous, "reason": reason.strip()},
+    )
+    db.session.commit()
+    return version

@@ -64,11 +64,13 @@ def four_eyes_required() -> bool:
 
 
 #: contact windows by region ("*" = everywhere): business hours, quiet hours and blackout dates. Keys are "*",
-#: a country ("US") or a country-region ("US-FL"); the most specific one wins.
+#: a country ("US") or a country-region ("US-FL"); the most specific one wins, and a policy's own statements
+#: override them (rules.contact_settings). The default is the timing core's shipped one (ContactRules.default():
+#: quiet 21:00-08:00, no business-hours constraint), so that nothing changes until an admin says otherwise.
 DEFAULTS.setdefault(
     "contact_windows",
     {
-        "*": {"business_hours": "mon-fri 09:00-18:00", "quiet_hours": "21:00-08:00", "blackout_dates": []},
+        "*": {"quiet_hours": "21:00-08:00", "blackout_dates": []},
     },
 )
 
@@ -146,6 +148,13 @@ def validate_setting(key: str, value: Any) -> Any:
                         raise SettingRefused(
                             f'"{region}": blackout date "{day}" should look like "2026-12-25"'
                         ) from None
+            # and read exactly as the planner will read it (e.g. "24:30" passes the patterns above)
+            from rules.contact_settings import ContactWindowsError, parse_contact_windows
+
+            try:
+                parse_contact_windows(value)
+            except ContactWindowsError as exc:
+                raise SettingRefused(str(exc)) from None
     except (RuleError, MoneyError, TypeError, ValueError) as exc:
         if isinstance(exc, SettingRefused):
             raise

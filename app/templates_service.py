@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
+import requests
 import sqlalchemy as sa
 
 from app.audit import record
@@ -79,3 +83,144 @@ def apply_whatsapp_template_update(update) -> None:  # type: ignore[no-untyped-d
     for row in rows:
         row.whatsapp_status = (update.event or "")[:16] or None
     db.session.commit()
+
+
+# -- WhatsApp approval --------------------------------------------------------------------------------------------
+#
+# Meta approves a template's text with positional placeholders ({{1}}, {{2}}, ...) and an example value for each.
+# Our templates are Jinja: each distinct ``{{ expression }}`` becomes the next position, in order of first
+# appearance; the example is that expression rendered on the sample facts. ``whatsapp_parameters`` gives the
+# expressions in that order, which is the order a sender must fill the parameters in.
+
+_EXPRESSION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
+
+
+class WhatsAppTemplateError(ValueError):
+    """Cannot submit or refresh: the message says why in words (never a credential)."""
+
+
+@dataclass(frozen=True)
+class WhatsAppBody:
+    text: str  # with {{1}}, {{2}}, ...
+    expressions: tuple[str, ...]  # what each position holds, position 1 first
+    examples: tuple[str, ...]
+
+
+def whatsapp_parameters(body: str) -> tuple[str, ...]:
+    """The Jinja expressions of a body in positional order ({{1}} first)."""
+    return tuple(dict.fromkeys(" ".join(m.group(1).split()) for m in _EXPRESSION.finditer(body)))
+
+
+def whatsapp_body(body: str, product_type: str = "subscription") -> WhatsAppBody:
+    """A template body as the Cloud API wants it: positional placeholders and one example value per position."""
+    from app.templating import MessageTemplate as Source
+    from app.templating import render, sample_context
+
+    if "{%" in body or "{#" in body:
+        raise WhatsAppTemplateError("WhatsApp templates cannot hold conditions, loops or comments ({% ... %}); "
+                                    "keep only {{ ... }} values")
+    expressions = whatsapp_parameters(body)
+    positions = {expr: n for n, expr in enumerate(expressions, start=1)}
+    text = _EXPRESSION.sub(lambda m: f"{{{{{positions[' '.join(m.group(1).split())]}}}}}", body).strip()
+    context = sample_context(product_type)
+    examples = []
+    for expr in expressions:
+        try:
+            value = render("whatsapp", Source(body="{{ " + expr + " }}"), context).text
+        except Exception:  # a value the sample facts cannot fill still needs an example for Meta's reviewers
+            value = ""
+        examples.append(value or expr.split(".")[-1].split("|")[0].strip() or "example")
+    return WhatsAppBody(text=text, expressions=expressions, examples=tuple(examples))
+
+
+def whatsapp_language(locale: str | None) -> str:
+    """The template language code we send with (as the dispatcher does): en_US for English, else the language."""
+    return (locale or "en_US").split("_")[0] if locale and not locale.startswith("en") else "en_US"
+
+
+def _whatsapp_sender():  # type: ignore[no-untyped-def]
+    from flask import current_app
+
+    from app.senders import senders_for
+
+    sender = senders_for(current_app._get_current_object()).get("whatsapp")  # type: ignore[attr-defined]
+    if sender is None:
+        raise WhatsAppTemplateError("WhatsApp is not configured: add a WhatsApp channel account in the settings")
+    if not getattr(sender, "waba_id", None):
+        raise WhatsAppTemplateError("the WhatsApp account needs its business account id (WABA id) to manage "
+                                    "templates")
+    return sender
+
+
+def _whatsapp_template(template_id: int) -> MessageTemplate:
+    template = db.session.get(MessageTemplate, template_id)
+    if template is None or template.channel != "whatsapp":
+        raise WhatsAppTemplateError("there is no such WhatsApp template")
+    return template
+
+
+def submit_whatsapp_template(template_id: int, *, actor: User | None, category: str = "UTILITY") -> MessageTemplate:
+    """Send the template's current version to Meta for approval; its status becomes what Meta answers (PENDING)."""
+    from app.channels.whatsapp import TemplateApiError
+
+    template = _whatsapp_template(template_id)
+    version = template.current_version
+    if version is None:
+        raise WhatsAppTemplateError("save the template before submitting it")
+    converted = whatsapp_body(version.body)
+    component: dict = {"type": "BODY", "text": converted.text}  # type: ignore[type-arg]
+    if converted.examples:
+        component["example"] = {"body_text": [list(converted.examples)]}
+    name, language = template.whatsapp_name or template.name, whatsapp_language(template.locale)
+    try:
+        answer = _whatsapp_sender().submit_template(name, language, [component], category=category)
+    except TemplateApiError as exc:
+        raise WhatsAppTemplateError(f"WhatsApp refused the template: {_graph_message(exc)}") from None
+    except requests.RequestException as exc:
+        raise WhatsAppTemplateError(f"WhatsApp could not be reached ({type(exc).__name__})") from None
+    template.whatsapp_name = name
+    template.whatsapp_status = str(answer.get("status") or "PENDING")[:16]
+    record(_who(actor), "template.whatsapp_submitted", "message_template", template.id,
+           {"name": name, "language": language, "version": version.number, "category": category,
+            "whatsapp_id": answer.get("id"), "status": template.whatsapp_status,
+            "parameters": list(converted.expressions)})
+    db.session.commit()
+    return template
+
+
+def refresh_whatsapp_status(template_id: int, *, actor: User | None) -> MessageTemplate:
+    """Ask Meta for the template's review status now (the webhook normally brings it)."""
+    from app.channels.whatsapp import TemplateApiError
+
+    template = _whatsapp_template(template_id)
+    name, language = template.whatsapp_name or template.name, whatsapp_language(template.locale)
+    try:
+        found = _whatsapp_sender().list_templates(name)
+    except TemplateApiError as exc:
+        raise WhatsAppTemplateError(f"WhatsApp answered: {_graph_message(exc)}") from None
+    except requests.RequestException as exc:
+        raise WhatsAppTemplateError(f"WhatsApp could not be reached ({type(exc).__name__})") from None
+    match = next((t for t in found if t.get("name") == name and t.get("language") == language), None)
+    if match is None:
+        raise WhatsAppTemplateError(f"WhatsApp has no template {name!r} in {language}: submit it first")
+    status = str(match.get("status") or "")[:16] or None
+    if status != template.whatsapp_status:
+        record(_who(actor), "template.whatsapp_status", "message_template", template.id,
+               {"name": name, "language": language, "from": template.whatsapp_status, "to": status,
+                "reason": match.get("rejected_reason")})
+        template.whatsapp_status = status
+    template.whatsapp_name = name
+    db.session.commit()
+    return template
+
+
+def _graph_message(exc: Exception) -> str:
+    """Meta's words for a refusal: the user-facing message or the details, else the error's own message."""
+    body = getattr(exc, "body", None) or {}
+    details = body.get("error_user_msg") or (body.get("error_data") or {}).get("details")
+    message = str(getattr(exc, "message", "") or exc)
+    return f"{message}: {details}" if details else message
+
+
+def _who(actor: User | None) -> str:
+    return actor.email if actor is not None else "system"

@@ -193,8 +193,14 @@ def plan(
     *,
     version: int | None = None,
     explain: bool = False,
+    contact_windows: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The plan for one case. Raises FactsError only when the facts are not an object or carry no time."""
+    """The plan for one case. Raises FactsError only when the facts are not an object or carry no time.
+
+    ``contact_windows`` is the merchant's setting of that name (business hours, quiet hours and blackout dates by
+    region): the default that the policy's own timing statements override (``rules.contact_settings``). Without
+    it, the policy's statements and the shipped defaults alone decide.
+    """
     if not isinstance(facts, Mapping):
         raise FactsError("facts must be a JSON object")
     customer = facts.get("customer")
@@ -224,7 +230,14 @@ def plan(
     zones = tuple(guess.zones) if guess.usable else ()
     country, region = _text(customer.get("country")), _text(customer.get("region"))
     opted_out = {c for c in customer.get("opted_out") or () if isinstance(c, str)}
-    rules = contact_rules(policy.timing, decision.ignores)
+    if contact_windows is None:
+        rules = contact_rules(policy.timing, decision.ignores)
+    else:
+        from rules.contact_settings import effective_contact_rules  # it builds on contact_rules above
+
+        rules = effective_contact_rules(
+            contact_windows, policy.timing, decision.ignores, country=country, region=region
+        )
 
     holdout = in_holdout(policy, transaction_id)
     steps: list[dict[str, Any]] = []

@@ -2,6 +2,7 @@
 
 from app.models.audit import AuditEntry, Setting
 from app.models.cases import CaseTransition, EscalationTask, RecoveryCase, Team
+from app.models.channels import ChannelAccount
 from app.models.customers import ConsentEvent, Customer, OptOut
 from app.models.gateways import FetchCursor, GatewayAccount, InboundEvent
 from app.models.messages import MessageEvent, OutboxMessage
@@ -14,6 +15,7 @@ __all__ = [
     "ROLES",
     "AuditEntry",
     "CaseTransition",
+    "ChannelAccount",
     "ConsentEvent",
     "Customer",
     "EscalationTask",

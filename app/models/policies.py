@@ -55,6 +55,9 @@ class PolicyVersion(db.Model):
     approval_reason: Mapped[str | None] = mapped_column(sa.String(500))
     activated_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rejected_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    rejected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rejection_reason: Mapped[str | None] = mapped_column(sa.String(500))
 
     policy: Mapped[Policy] = relationship(back_populates="versions", foreign_keys=[policy_id])
 
