@@ -226,7 +226,7 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
         customer = customers[_customer_key(record)]
         paid = first_paid.get(customer.id) if customer.id is not None else None
         transactions.append(_transaction_row(record, customer, ctx, is_first=paid is None or record.failed_at <= paid))
-    db.session.execute(sa.insert(Transaction), transactions)
+    db.session.execute(Transaction.__table__.insert(), transactions)  # Core: no per-row ORM work
     _refresh_counters({t["customer_id"] for t in transactions})
     ids = _ids_by_gateway_id(ctx, [t["gateway_transaction_id"] for t in transactions])
     for row in transactions:
@@ -234,7 +234,7 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
     opening = _first_failures(transactions, ctx)
     if opening:
         now = utcnow()
-        db.session.execute(sa.insert(RecoveryCase), [
+        db.session.execute(RecoveryCase.__table__.insert(), [
             {"transaction_id": tx["id"], "customer_id": tx["customer_id"], "state": CaseState.OPEN.value,
              "amount_due_minor": tx["amount_minor"], "currency": tx["currency"], "holdout": False,
              "opened_at": now, "updated_at": now}
@@ -244,7 +244,7 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
             sa.select(RecoveryCase.transaction_id, RecoveryCase.id).where(
                 RecoveryCase.transaction_id.in_([tx["id"] for tx in opening]))
         ).all())
-        db.session.execute(sa.insert(CaseTransition), [
+        db.session.execute(CaseTransition.__table__.insert(), [
             {"case_id": case_ids[tx["id"]], "from_state": None, "to_state": CaseState.OPEN.value,
              "reason": "payment failed", "actor": "ingest", "at": now}
             for tx in opening

@@ -3,8 +3,9 @@
 Two runs over the same simulator population, in the same process and database server:
 
 - baseline: the same NMI client streams the same query pages, and the same transaction rows (ids, amounts,
-  decline code, contact, times and the raw record as JSON, as Recoup stores them) go straight into a table of the
-  same shape with one ``executemany`` per 1,000 rows: fetching and parsing plus the cheapest possible insert;
+  decline code and text, order, times and the raw record as JSON, as Recoup stores them) go straight into a table
+  of the same shape (``CREATE TABLE ... LIKE transactions``) with one ``executemany`` per 1,000 rows: fetching and
+  parsing plus the cheapest possible insert of what is stored;
 - recoup: ``app.ingest.fetch_account``: customers upserted, timezones detected, declines classified, value bands
   and product types, transactions, one case per failed payment, the cursor.
 
@@ -73,55 +74,57 @@ def make_database() -> tuple[str, sa.Engine]:
 
 
 def baseline(api_url: str, key: str, url: str, page_size: int) -> tuple[int, float]:
+    """The same fetch, and the same transaction rows into a table of the same shape (``LIKE transactions``:
+    same columns and indexes), one ``executemany`` per 1,000 rows."""
     from app.gateways.nmi import NmiGateway
     from app.models.types import utcnow
 
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "CREATE TABLE baseline_tx (id BIGINT AUTO_INCREMENT PRIMARY KEY, gateway_transaction_id VARCHAR(64) "
-                "UNIQUE, amount_minor BIGINT, currency CHAR(3), decline_code VARCHAR(16), email VARCHAR(254), "
-                "phone VARCHAR(20), failed_at DATETIME(6)) CHARACTER SET utf8mb4"
-            )
-        )
+        conn.execute(sa.text("CREATE TABLE baseline_tx LIKE transactions"))
     gateway = NmiGateway(security_key=key, api_url=api_url, page_size=page_size, timeout=(5.0, 120.0))
     now = utcnow()
     start = time.perf_counter()
     rows = 0
     raw = engine.raw_connection()
     cursor = raw.cursor()
-    sql = (
-        "INSERT INTO baseline_tx (gateway_transaction_id, amount_minor, currency, decline_code, email, phone, "
-        "failed_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-    )
+    sql = ("INSERT INTO baseline_tx (gateway, gateway_account_id, gateway_transaction_id, status, amount_minor, "
+           "currency, decline_code, decline_text, order_id, order_description, card_masked, failed_at, modified_at, "
+           "raw, created_at) VALUES (%s, 1, %s, 'failed', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
     batch: list[tuple[object, ...]] = []
-    for page in gateway.fetch_failed(now.replace(year=now.year - 1), now):
-        for r in page.records:
-            batch.append(
-                (
-                    r.gateway_transaction_id,
-                    r.amount_minor,
-                    r.currency,
-                    r.decline_code,
-                    r.customer.email,
-                    r.customer.phone_e164,
-                    r.failed_at.replace(tzinfo=None),
-                )
-            )
-            if len(batch) == 1000:
-                cursor.executemany(sql, batch)
-                raw.commit()
-                rows += len(batch)
-                batch.clear()
-    if batch:
+
+    def flush() -> None:
+        nonlocal rows
         cursor.executemany(sql, batch)
         raw.commit()
         rows += len(batch)
+        batch.clear()
+
+    for page in gateway.fetch_failed(now.replace(year=now.year - 1), now):
+        for r in page.records:
+            batch.append((r.gateway, r.gateway_transaction_id, r.amount_minor, r.currency, r.decline_code,
+                          r.decline_text, r.order_id, r.order_description, r.customer.card_masked,
+                          r.failed_at.replace(tzinfo=None), r.modified_at.replace(tzinfo=None),
+                          json.dumps(dict(r.raw), default=str, ensure_ascii=False), now.replace(tzinfo=None)))
+            if len(batch) == 1000:
+                flush()
+    if batch:
+        flush()
     elapsed = time.perf_counter() - start
     raw.close()
     engine.dispose()
     return rows, elapsed
+
+
+def migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from config import Config
+
+    app = create_app(Config, SQLALCHEMY_DATABASE_URI=url, REDIS_URL=None, SECRET_KEY="bench")
+    with app.app_context():
+        upgrade()
 
 
 def recoup(api_url: str, key: str, url: str, page_size: int, *, trace: bool) -> tuple[int, float, int]:
@@ -173,6 +176,7 @@ def main() -> None:
     try:
         url, admin = make_database()
         databases.append((url, admin))
+        migrate(url)
         rows, base_s = baseline(api_url, key, url, page_size=n)
         got, ours_s, _ = recoup(api_url, key, url, page_size=n, trace=False)
         for pages in (n, small):
