@@ -60,6 +60,16 @@ class Config:
     RQ_QUEUES = ("urgent", "high", "default", "low")
     FETCH_INTERVAL_SECONDS = env_int("RECOUP_FETCH_INTERVAL", 300)
     DISPATCH_INTERVAL_SECONDS = env_int("RECOUP_DISPATCH_INTERVAL", 30)
+    # The dispatcher: sends in flight per worker, how long a claim lives without a heartbeat, how long one
+    # dispatch job keeps claiming; when an unanswered WhatsApp send may be re-sent, when an unknown send goes to
+    # a person, when an undelivered WhatsApp message falls back, and the window for merging a customer's reminders.
+    DISPATCH_CONCURRENCY = env_int("DISPATCH_CONCURRENCY", 32)
+    DISPATCH_LEASE_SECONDS = env_int("DISPATCH_LEASE_SECONDS", 60)
+    DISPATCH_BUDGET_SECONDS = env_int("DISPATCH_BUDGET_SECONDS", 25)
+    WHATSAPP_RECONCILE_SECONDS = env_int("WHATSAPP_RECONCILE_SECONDS", 600)
+    UNKNOWN_REVIEW_HOURS = env_int("UNKNOWN_REVIEW_HOURS", 24)
+    WHATSAPP_DELIVERY_TIMEOUT_MINUTES = env_int("WHATSAPP_DELIVERY_TIMEOUT_MINUTES", 60)
+    CONSOLIDATE_WINDOW_HOURS = env_int("CONSOLIDATE_WINDOW_HOURS", 24)
     # Key for credentials stored in the database (Fernet). Derived from SECRET_KEY when not given.
     CREDENTIALS_KEY = env("RECOUP_CREDENTIALS_KEY")
     PUBLIC_BASE_URL = env("RECOUP_PUBLIC_URL", "http://127.0.0.1:5000")

@@ -35,7 +35,7 @@ def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
         claimed = db.session.execute(
             sa.update(OutboxMessage)
             .where(OutboxMessage.id == row.id, OutboxMessage.state == "scheduled")
-            .values(state="sending", claimed_at=now)
+            .values(state="sending", claimed_at=utcnow())  # a lease on the real clock (app.dispatch)
             .execution_options(synchronize_session=False)
         ).rowcount
         db.session.commit()

@@ -17,7 +17,9 @@ from app.senders import message_id_from_reference
 log = logging.getLogger(__name__)
 
 #: states a status update may move a message out of (the highest status seen wins; see DeliveryStatus.rank)
-STATUS_STATES = ("sent", "delivered", "read", "failed", "undelivered", "unknown", "sending")
+STATUS_STATES = ("sent", "delivered", "read", "failed", "undelivered", "unknown", "sending", "review")
+#: a status for a row in one of these proves the provider took the message
+UNSETTLED = ("unknown", "sending", "review")
 
 
 def find_message(update: StatusUpdate) -> OutboxMessage | None:
@@ -52,8 +54,9 @@ def apply_status(update: StatusUpdate) -> OutboxMessage | None:
             },
         )
     )
-    if message.state == "unknown" and not update.status.is_failure:
-        message.state = "sent"  # reconciled: the provider did take it
+    if message.state in UNSETTLED and not update.status.is_failure:
+        # the provider did take it (a worker may have died before it could record so): this settles the row
+        message.state = "sent"
         message.sent_at = message.sent_at or update.timestamp or datetime.now(UTC)
     if message.provider_message_id is None:
         message.provider_message_id = update.provider_message_id
@@ -64,20 +67,26 @@ def apply_status(update: StatusUpdate) -> OutboxMessage | None:
     if update.status.is_failure and message.state in ("failed", "undelivered"):
         message.error_code = (update.error_code or "")[:32] or None
         message.error_text = (update.error_text or "")[:500] or None
-        _fall_back_later(message, update)
+        fall_back_later(message, why=f"{message.channel} {update.status.value}")
     if update.opted_out and message.customer_id:
         opt_out(message.customer_id, [message.channel], source="provider", detail=update.error_code)
     db.session.commit()
     return message
 
 
-def _fall_back_later(message: OutboxMessage, update: StatusUpdate) -> None:
-    """An asynchronous failure: the step moves on to its next channel, as a new outbox row for that channel."""
+def fallback_key(message: OutboxMessage) -> str:
+    return f"{message.idempotency_key}:fallback:{(message.fallbacks or ['-'])[0]}"[:191]
+
+
+def fall_back_later(message: OutboxMessage, *, why: str, at: datetime | None = None) -> bool:
+    """An asynchronous failure (a failed/undelivered status, or WhatsApp not delivered in time): the step moves
+    on to its next channel, as a new outbox row for that channel, once (its idempotency key says so)."""
     if not message.fallbacks or message.case_id is None:
-        return
-    key = f"{message.idempotency_key}:fallback:{message.fallbacks[0]}"
+        return False
+    key = fallback_key(message)
     if db.session.scalar(sa.select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key)) is not None:
-        return
+        return False
+    log.info("message %s falls back to %s: %s", message.id, message.fallbacks[0], why)
     db.session.add(
         OutboxMessage(
             case_id=message.case_id,
@@ -90,13 +99,14 @@ def _fall_back_later(message: OutboxMessage, update: StatusUpdate) -> None:
             locale=message.locale,
             priority=message.priority,
             state="scheduled",
-            scheduled_for=datetime.now(UTC),
+            scheduled_for=at or datetime.now(UTC),
             deferred_by=[],
             policy_version_id=message.policy_version_id,
             rule_line=message.rule_line,
-            idempotency_key=key[:191],
+            idempotency_key=key,
         )
     )
+    return True
 
 
 def handle_inbound(message: InboundMessage) -> dict[str, Any]:

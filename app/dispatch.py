@@ -1,17 +1,56 @@
 """The outbox dispatcher: claim due messages atomically, check they may still go, render, send, record.
 
-States of an outbox row::
+States of an outbox row (``rules/`` has no notion of them; this docstring is their specification)::
 
-    scheduled --claim--> claimed --about to call the provider--> sending --> sent | failed | unknown
-        ^                   |                                       |
-        +--- stale claim ---+   (a worker died before sending:     +--- a worker died mid-send: unknown, never
-             (nothing was sent, safe to retry)                          re-sent blindly; reconciled by reference)
+                       +-------------------- lease expired: nothing was sent ---------------------+
+                       v                                                                          |
+    scheduled --claim--> claimed --attempt recorded--> sending --(email: checkpoint)--> delivering |
+        ^   |                |                            |                                 |      |
+        |   |                +--------------------------- | --------------------------------| -----+
+        |   +--> cancelled | skipped | merged             v                                 v
+        |                                   sent -> delivered -> read | failed | undelivered
+        |                                                 |                                 |
+        |           (sms/whatsapp: lease expired while    v     (email: lease expired after |
+        +--- not at the provider --------------------- unknown    the checkpoint, or lost   |
+                                                          |       after the dot)           v
+                                                          +-- cannot tell in time ----> review
 
-    and scheduled -> cancelled (case closed) | skipped (no channel left) | scheduled later (deferred at send time)
+* **claim** is a conditional UPDATE (``state='scheduled'`` → ``claimed``, with the run's token), after a
+  ``SELECT ... FOR UPDATE SKIP LOCKED`` of the candidates on MariaDB, so two workers never claim one row and
+  rarely collide. Candidates are taken most urgent first on every claim, and a run claims small batches as its
+  threads free up, so ``urgent`` work waits for at most one send slot, never behind a ``low`` backlog.
+* **lease**: ``claimed_at`` is the time of the owner's last heartbeat (a thread of each run renews it every
+  quarter of ``DISPATCH_LEASE_SECONDS``). A row in ``claimed``/``sending``/``delivering`` whose lease expired
+  belongs to a dead (or cut-off) worker and is taken over by :func:`reclaim_stale`. Every step a worker takes on
+  a row is conditional on still holding it (row lock + token check), so a worker that lost its lease stops.
+* **attempt**: right before the provider is called the row moves to ``sending`` and an ``attempt`` event is
+  stored with what reconciliation needs (channel, to, from, the SMS body, the time).
 
-A claim is a conditional UPDATE (``state='scheduled'`` → ``claimed`` with a batch token), so two workers never
-claim one row, on MariaDB and on SQLite alike. Each step's channel order is a fallback sequence: a synchronous
-failure (opted out, invalid address, permanent provider error) moves on to the next channel at once.
+Why a row left by a dead worker is safe to resolve, per channel (:func:`reclaim_stale`, :func:`reconcile_unknown`):
+
+* **email** (SMTP). A server takes a message only when it has read the end-of-data dot; a connection lost before
+  it aborts the transaction (RFC 5321 4.1.1.4), and a killed process's sockets are closed by the kernel. The
+  sender records a checkpoint (``sending`` → ``delivering``) *before* writing the dot. So: ``sending`` → nothing
+  was delivered → ``scheduled`` again. ``delivering`` → the server may have it and SMTP offers no way to ask
+  (no message lookup; a success DSN, RFC 3461, is not relayed by most providers) → ``review``: a person decides
+  (:func:`resolve_review`). The uncertain window is only the server's end-of-data processing plus one commit.
+* **SMS** (Twilio). The Messages API lists what was created: after the lease expired (so any request the dead
+  worker had in flight has been processed), ``GET Messages.json?To=&From=`` is searched for our exact body (it
+  holds a one-off payment link, so it is unique) since the attempt. Found → ``sent`` with its SID; not found →
+  ``scheduled`` again; lookup failing → stays ``unknown`` and is retried on the next pass.
+* **WhatsApp** (Cloud API). There is no message lookup, but every status webhook echoes our reference
+  (``biz_opaque_callback_data``): any status for the row settles it (``app.delivery.apply_status``), usually
+  within seconds. With no status after ``WHATSAPP_RECONCILE_SECONDS``, the row is sent again only when webhooks
+  for *other* WhatsApp messages kept arriving after that wait (delivered/read statuses recorded later), i.e. the
+  webhook pipe was working and Meta had nothing to say about ours. Residual risk: Meta's retry of a webhook that
+  failed to reach us exactly then is later than the wait while others got through; raise the wait to shrink it.
+* Anything still ``unknown`` after ``UNKNOWN_REVIEW_HOURS`` goes to ``review``. Nothing is ever re-sent blindly.
+
+Each step's channel order is a fallback sequence: a synchronous failure (opted out, invalid address, permanent
+provider error) moves on to the next channel at once; an asynchronous one (a failed/undelivered status, or a
+WhatsApp message not delivered within ``WHATSAPP_DELIVERY_TIMEOUT_MINUTES``) becomes a new row for the next
+channel (:func:`app.delivery.fall_back_later`). Several open cases of one customer due within
+``CONSOLIDATE_WINDOW_HOURS`` go as one email or SMS listing the open amounts; the others are ``merged``.
 """
 
 from __future__ import annotations
@@ -19,9 +58,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,7 +78,7 @@ from app.extensions import db
 from app.links import issue_payment_link, tracking_token
 from app.models import Customer, MessageEvent, MessageTemplate, OutboxMessage, RecoveryCase
 from app.models.types import utcnow
-from app.senders import reference_for, senders_for
+from app.senders import data_checkpoint, reference_for, senders_for
 from app.templating import MessageTemplate as TemplateSource
 from app.templating import TemplateContext, render
 
@@ -46,9 +88,29 @@ PERSON_CHANNELS = ("email", "sms", "whatsapp")
 ADDRESS_FIELD = {"email": "email", "sms": "phone_e164", "whatsapp": "phone_e164"}
 OPEN_CASE_STATES = ("open", "contacting", "escalated")
 PRIORITY_ORDER = {"urgent": 0, "high": 1, "default": 2, "low": 3}
-STALE_CLAIM = timedelta(minutes=5)
+IN_FLIGHT = ("claimed", "sending", "delivering")
+SENT_STATES = ("sent", "delivered", "read")
 RETRY_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 MAX_ATTEMPTS = 6
+
+#: configuration keys read here (``app.config.get``) and their defaults
+DEFAULTS: dict[str, float] = {
+    "DISPATCH_CONCURRENCY": 32,  # provider calls in flight per worker process
+    "DISPATCH_LEASE_SECONDS": 60,  # a claim not renewed for this long belongs to a dead worker
+    "DISPATCH_BUDGET_SECONDS": 25,  # one dispatch run stops claiming after this long (the next run goes on)
+    "WHATSAPP_RECONCILE_SECONDS": 600,  # wait for a status webhook before re-sending an unknown WhatsApp
+    "UNKNOWN_REVIEW_HOURS": 24,  # an unknown row nobody could settle by then goes to a person
+    "WHATSAPP_DELIVERY_TIMEOUT_MINUTES": 60,  # sent but not delivered by then: the step falls back
+    "CONSOLIDATE_WINDOW_HOURS": 24,  # other open cases' reminders due within this go in one message
+}
+
+
+def setting(name: str) -> float:
+    """``app.config[name]``, else the environment variable of that name, else the default above."""
+    value = current_app.config.get(name)
+    if value in (None, ""):
+        value = os.environ.get(name)
+    return float(DEFAULTS[name] if value in (None, "") else value)
 
 
 @dataclass
@@ -57,8 +119,9 @@ class DispatchReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     reclaimed: int = 0
 
-    def count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+    def count(self, outcome: str, n: int = 1) -> None:
+        if n:
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
 
     def as_dict(self) -> dict[str, Any]:
         return {"claimed": self.claimed, "reclaimed": self.reclaimed, **self.outcomes}
@@ -68,120 +131,417 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def dispatch_due(*, now: datetime | None = None, limit: int = 200, concurrency: int = 8) -> dict[str, Any]:
+def new_token() -> str:
+    return f"{worker_name()}:{uuid.uuid4().hex[:8]}"[-64:]
+
+
+# -- the periodic run --------------------------------------------------------------------------------------------
+def dispatch_due(
+    *,
+    now: datetime | None = None,
+    limit: int | None = None,
+    concurrency: int | None = None,
+    budget_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Housekeeping (expiries, escalations, dead workers' rows, unknowns, WhatsApp delivery timeouts), then send
+    what is due with ``concurrency`` sends in flight until nothing is due, ``limit`` rows were claimed or the
+    budget is spent. ``now`` fixes the business clock (tests); leases always use the real clock."""
     from app.case_lifecycle import expire_due_cases, run_due_escalations
 
-    now = now or utcnow()
+    clock: Callable[[], datetime] = (lambda: now) if now is not None else utcnow  # type: ignore[assignment,return-value]
+    concurrency = max(1, int(concurrency or setting("DISPATCH_CONCURRENCY")))
+    budget = float(budget_seconds if budget_seconds is not None else setting("DISPATCH_BUDGET_SECONDS"))
     report = DispatchReport()
-    expired = expire_due_cases(now)
-    if expired:
-        report.outcomes["expired_cases"] = expired
-    escalated = run_due_escalations(now)
-    if escalated:
-        report.outcomes["escalated"] = escalated
-    report.reclaimed = reclaim_stale(now)
-    ids = claim_due(now, limit)
-    report.claimed = len(ids)
-    if not ids:
-        return report.as_dict()
+    _TEMPLATES.clear()
+    report.count("expired_cases", expire_due_cases(clock()))
+    report.count("escalated", run_due_escalations(clock()))
+    report.reclaimed = reclaim_stale()
+    for outcome, n in reconcile_unknown(clock()).items():
+        report.count(outcome, n)
+    report.count("whatsapp_timeouts", fall_back_undelivered_whatsapp(clock()))
+
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    senders = senders_for(app)  # here, once: a sending thread must never need a second connection
+    _widen_http_pools(senders, concurrency)
+    token = new_token()
     db.session.remove()  # each sending thread has its own session; this one holds no rows open
-    if concurrency <= 1 or len(ids) == 1:
-        outcomes = [_send_in_context(app, mid, now) for mid in ids]
-    else:
-        with ThreadPoolExecutor(max_workers=min(concurrency, len(ids)), thread_name_prefix="dispatch") as pool:
-            outcomes = list(pool.map(lambda mid: _send_in_context(app, mid, now), ids))
-    for outcome in outcomes:
-        report.count(outcome)
+    deadline = time.monotonic() + budget
+    with Heartbeat(app, token) as heartbeat, ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch") as pool:
+        pending: set[Future[str]] = set()
+        exhausted = False
+        while True:
+            # keep every thread busy and a short queue behind them (claims are round trips; an urgent row waits
+            # behind at most this queue)
+            room = concurrency + min(concurrency, 16) - len(pending)
+            left = None if limit is None else limit - report.claimed
+            if (
+                not exhausted
+                and room >= max(1, min(concurrency, 16) // 2)
+                and (left is None or left > 0)
+                and time.monotonic() < deadline
+            ):
+                with app.app_context():
+                    try:
+                        ids = claim_due(clock(), min(room, left) if left is not None else room, token=token)
+                    finally:
+                        db.session.remove()
+                report.claimed += len(ids)
+                exhausted = not ids
+                heartbeat.hold(ids)
+                for mid in ids:
+                    pending.add(pool.submit(_send_in_context, app, mid, clock, token, senders, heartbeat))
+            if not pending:
+                break
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                report.count(future.result())
     return report.as_dict()
 
 
-def claim_due(now: datetime, limit: int) -> list[int]:
-    """Claim up to ``limit`` due messages, most urgent first. Conditional update: a row is claimed once."""
+def _widen_http_pools(senders: dict[str, Any], concurrency: int) -> None:
+    """requests keeps 10 connections per host; with more sends in flight the rest would be opened and dropped."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    for sender in senders.values():
+        session = getattr(sender, "session", None)
+        if isinstance(session, requests.Session) and getattr(session, "_recoup_pool", 0) < concurrency:
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=concurrency)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session._recoup_pool = concurrency  # type: ignore[attr-defined]
+
+
+def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[int]:
+    """Claim up to ``limit`` due messages, most urgent first. A row is claimed once, whoever else is claiming."""
+    token = token or new_token()
     priority = sa.case(PRIORITY_ORDER, value=OutboxMessage.priority, else_=2)
+    due = (
+        OutboxMessage.state == "scheduled",
+        OutboxMessage.scheduled_for <= now,
+        OutboxMessage.channel.in_(PERSON_CHANNELS),
+    )
+    mysql = db.engine.dialect.name == "mysql"
     candidates = db.session.scalars(
         sa.select(OutboxMessage.id)
-        .where(
-            OutboxMessage.state == "scheduled",
-            OutboxMessage.scheduled_for <= now,
-            OutboxMessage.channel.in_(PERSON_CHANNELS),
-        )
+        .where(*due)
         .order_by(priority, OutboxMessage.scheduled_for, OutboxMessage.id)
-        .limit(limit)
+        .limit(limit * (4 if mysql else 1))
     ).all()
     if not candidates:
         db.session.rollback()
         return []
-    token = f"{worker_name()}:{uuid.uuid4().hex[:8]}"[:64]
+    if mysql:
+        # lock what nobody else is claiming right now (by primary key: only these rows), most urgent first
+        db.session.rollback()
+        locked = set(
+            db.session.scalars(
+                sa.select(OutboxMessage.id)
+                .where(OutboxMessage.id.in_(candidates), OutboxMessage.state == "scheduled")
+                .with_for_update(skip_locked=True)
+            )
+        )
+        candidates = [c for c in candidates if c in locked][:limit]
+        if not candidates:
+            db.session.rollback()
+            return []
     db.session.execute(
         sa.update(OutboxMessage)
         .where(OutboxMessage.id.in_(candidates), OutboxMessage.state == "scheduled")
-        .values(state="claimed", claimed_by=token, claimed_at=now)
+        .values(state="claimed", claimed_by=token, claimed_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
     return list(
         db.session.scalars(
             sa.select(OutboxMessage.id)
-            .where(OutboxMessage.claimed_by == token, OutboxMessage.state == "claimed")
-            .order_by(OutboxMessage.id)
+            .where(OutboxMessage.id.in_(candidates), OutboxMessage.claimed_by == token,
+                   OutboxMessage.state == "claimed")
+            .order_by(priority, OutboxMessage.scheduled_for, OutboxMessage.id)
         )
     )
 
 
-def reclaim_stale(now: datetime) -> int:
-    """Claims whose worker died before sending go back to the queue; a death mid-send becomes ``unknown``."""
-    cutoff = now - STALE_CLAIM
-    back = (
-        db.session.execute(
+class Heartbeat:
+    """Renews the lease (``claimed_at``) of every row a run holds, on a thread of its own (by primary key: a scan
+    would lock rows other workers are claiming)."""
+
+    def __init__(self, app: Flask, token: str) -> None:
+        self.app, self.token = app, token
+        self.every = max(0.2, setting("DISPATCH_LEASE_SECONDS") / 4)
+        self._held: set[int] = set()
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dispatch-heartbeat", daemon=True)
+
+    def hold(self, ids: list[int]) -> None:
+        with self._guard:
+            self._held.update(ids)
+
+    def release(self, message_id: int) -> None:
+        with self._guard:
+            self._held.discard(message_id)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            with self._guard:
+                held = sorted(self._held)
+            if not held:
+                continue
+            with self.app.app_context():
+                try:
+                    for start in range(0, len(held), 500):
+                        db.session.execute(
+                            sa.update(OutboxMessage)
+                            .where(OutboxMessage.id.in_(held[start:start + 500]),
+                                   OutboxMessage.claimed_by == self.token, OutboxMessage.state.in_(IN_FLIGHT))
+                            .values(claimed_at=utcnow())
+                            .execution_options(synchronize_session=False)
+                        )
+                        db.session.commit()
+                except sa.exc.OperationalError as exc:  # a deadlock or a lost connection: the next beat renews
+                    log.warning("dispatch heartbeat missed a beat: %s", exc.orig)
+                    db.session.rollback()
+                except Exception:
+                    log.exception("dispatch heartbeat failed")
+                    db.session.rollback()
+                finally:
+                    db.session.remove()
+
+
+# -- dead workers' rows and unknown outcomes ----------------------------------------------------------------------
+def reclaim_stale(now: datetime | None = None) -> int:
+    """Rows whose owner's lease expired: back to the queue when nothing can have been sent, else ``unknown``
+    (SMS, WhatsApp: the provider is asked) or ``review`` (an email past its checkpoint)."""
+    cutoff = utcnow() - timedelta(seconds=setting("DISPATCH_LEASE_SECONDS"))
+    rows = db.session.execute(
+        sa.select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.channel, OutboxMessage.claimed_by)
+        .where(OutboxMessage.state.in_(IN_FLIGHT), OutboxMessage.claimed_at < cutoff)
+        .limit(5000)
+    ).all()
+    moved = 0
+    for mid, state, channel, owner in rows:
+        if channel not in PERSON_CHANNELS:
+            if channel != "escalation":
+                continue
+            # creating the task is idempotent; at worst the team gets its notification twice
+            target, why = "scheduled", "the worker stopped while escalating"
+        elif state == "claimed":
+            target, why = "scheduled", "the worker stopped before sending; nothing was sent"
+        elif state == "delivering":
+            target, why = "review", "the worker stopped after the end of DATA went out: the mail server may have it"
+        elif channel == "email":
+            target, why = "scheduled", "the worker stopped before the end of DATA: the mail server dropped it"
+        else:
+            target, why = "unknown", "the worker stopped while sending; asking the provider before anything else"
+        changed = db.session.execute(
             sa.update(OutboxMessage)
-            .where(OutboxMessage.state == "claimed", OutboxMessage.claimed_at < cutoff)
-            .values(state="scheduled", claimed_by=None)
+            .where(OutboxMessage.id == mid, OutboxMessage.state == state, OutboxMessage.claimed_by == owner,
+                   OutboxMessage.claimed_at < cutoff)
+            .values(state=target, claimed_by=None if target == "scheduled" else owner)
             .execution_options(synchronize_session=False)
         ).rowcount
-        or 0
-    )
-    stuck = db.session.scalars(
-        sa.select(OutboxMessage).where(OutboxMessage.state == "sending", OutboxMessage.claimed_at < cutoff)
-    ).all()
-    for message in stuck:
-        message.state = "unknown"
-        _event(message, "unknown", {"why": "worker stopped while sending; not re-sent, awaiting reconciliation"})
+        if changed:
+            kind = {"scheduled": "reclaimed", "unknown": "unknown", "review": "review"}[target]
+            _event_for(mid, kind, {"why": why, "was": state, "worker": owner})
+            moved += 1
     db.session.commit()
-    return int(back) + len(stuck)
+    return moved
 
 
-def _send_in_context(app: Flask, message_id: int, now: datetime) -> str:
+def reconcile_unknown(now: datetime | None = None, *, limit: int = 500) -> dict[str, int]:
+    """Settle ``unknown`` rows from the providers' own records; see the module docstring for each channel."""
+    real_now = utcnow()
+    cutoff = real_now - timedelta(seconds=setting("DISPATCH_LEASE_SECONDS"))
+    review_after = timedelta(hours=setting("UNKNOWN_REVIEW_HOURS"))
+    wa_wait = timedelta(seconds=setting("WHATSAPP_RECONCILE_SECONDS"))
+    rows = db.session.scalars(
+        sa.select(OutboxMessage)
+        .where(OutboxMessage.state == "unknown", OutboxMessage.channel.in_(PERSON_CHANNELS),
+               sa.or_(OutboxMessage.claimed_at.is_(None), OutboxMessage.claimed_at < cutoff))
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+    ).all()
+    counts: dict[str, int] = {}
+    senders = senders_for(current_app._get_current_object()) if rows else {}  # type: ignore[attr-defined]
+    for row in rows:
+        attempt = last_attempt(row.id)
+        started = _parse_time(attempt.get("started_at")) or row.updated_at or real_now
+        outcome = "unresolved"
+        if row.channel == "email":
+            outcome = _settle(row, "review", "review", {"why": "an email's outcome cannot be looked up over SMTP"})
+        elif row.channel == "sms" and "sms" in senders and attempt.get("body"):
+            try:
+                found = senders["sms"].find_message(  # type: ignore[attr-defined]
+                    attempt["to"], attempt["body"], since=started, from_=attempt.get("from")
+                )
+            except Exception as exc:  # the lookup failing settles nothing; the next pass asks again
+                log.warning("Twilio lookup for message %s failed: %s", row.id, exc)
+            else:
+                if found is not None:
+                    outcome = _settle(row, "sent", "reconciled", {"found": True, "sid": found.get("sid")},
+                                      provider_message_id=str(found.get("sid")), sent_at=real_now)
+                else:
+                    outcome = _settle(row, "scheduled", "reconciled",
+                                      {"found": False, "why": "Twilio has no such message: sending again"},
+                                      claimed_by=None)
+        elif row.channel == "whatsapp" and real_now - started >= wa_wait and _whatsapp_webhooks_after(
+            started + wa_wait, row.id
+        ):
+            outcome = _settle(row, "scheduled", "reconciled",
+                              {"found": False, "why": "no status webhook while later ones arrived: sending again"},
+                              claimed_by=None)
+        if outcome == "unresolved" and real_now - started >= review_after:
+            outcome = _settle(row, "review", "review", {"why": "the provider could not tell us in time"})
+        counts[outcome] = counts.get(outcome, 0) + 1
+        db.session.commit()
+    return {f"reconcile_{k}": v for k, v in counts.items() if k != "unresolved"}
+
+
+def _settle(row: OutboxMessage, state: str, kind: str, payload: dict[str, Any], **values: Any) -> str:
+    changed = db.session.execute(
+        sa.update(OutboxMessage)
+        .where(OutboxMessage.id == row.id, OutboxMessage.state == "unknown")
+        .values(state=state, **values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not changed:
+        return "unresolved"
+    _event_for(row.id, kind, payload)
+    return {"scheduled": "resend", "sent": "found"}.get(state, state)
+
+
+def _whatsapp_webhooks_after(after: datetime, except_id: int) -> bool:
+    """Did delivery webhooks for other WhatsApp messages reach us after ``after``? (The pipe was working.)"""
+    return (
+        db.session.scalar(
+            sa.select(MessageEvent.id)
+            .join(OutboxMessage, OutboxMessage.id == MessageEvent.message_id)
+            .where(OutboxMessage.channel == "whatsapp", OutboxMessage.id != except_id,
+                   MessageEvent.kind.in_(("delivered", "read")), MessageEvent.recorded_at > after)
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def last_attempt(message_id: int) -> dict[str, Any]:
+    event = db.session.scalar(
+        sa.select(MessageEvent)
+        .where(MessageEvent.message_id == message_id, MessageEvent.kind == "attempt")
+        .order_by(MessageEvent.id.desc())
+        .limit(1)
+    )
+    return dict(event.provider_payload or {}) if event is not None else {}
+
+
+def resolve_review(message_id: int, *, delivered: bool, actor: str = "operator") -> bool:
+    """A person settles a ``review`` row: it was delivered (``sent``), or it was not (sent again)."""
+    state = "sent" if delivered else "scheduled"
+    values: dict[str, Any] = {"state": state, "claimed_by": None}
+    if delivered:
+        values["sent_at"] = utcnow()
+    changed = db.session.execute(
+        sa.update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.state == "review")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed:
+        _event_for(message_id, "reviewed", {"delivered": delivered, "by": actor})
+    db.session.commit()
+    return bool(changed)
+
+
+def fall_back_undelivered_whatsapp(now: datetime) -> int:
+    """WhatsApp messages sent but not delivered within the timeout: their step moves on to its next channel."""
+    from app.delivery import fall_back_later, fallback_key
+
+    timeout = timedelta(minutes=setting("WHATSAPP_DELIVERY_TIMEOUT_MINUTES"))
+    rows = db.session.scalars(
+        sa.select(OutboxMessage)
+        .where(OutboxMessage.channel == "whatsapp", OutboxMessage.state == "sent",
+               OutboxMessage.sent_at <= now - timeout, OutboxMessage.sent_at > now - timeout - timedelta(days=2),
+               OutboxMessage.case_id.is_not(None))
+        .limit(500)
+    ).all()
+    rows = [r for r in rows if r.fallbacks]
+    if not rows:
+        return 0
+    keys = {fallback_key(r): r for r in rows}
+    done = set(db.session.scalars(sa.select(OutboxMessage.idempotency_key)
+                                  .where(OutboxMessage.idempotency_key.in_(list(keys)))))
+    moved = 0
+    for key, row in keys.items():
+        if key in done:
+            continue
+        if fall_back_later(row, why=f"not delivered within {timeout}", at=now):
+            _event(row, "not_delivered", {"after_minutes": timeout.total_seconds() / 60, "to": row.fallbacks[0]})
+            moved += 1
+    db.session.commit()
+    return moved
+
+
+# -- one message --------------------------------------------------------------------------------------------------
+def _send_in_context(
+    app: Flask,
+    message_id: int,
+    clock: Callable[[], datetime],
+    token: str | None,
+    senders: dict[str, Any],
+    heartbeat: Heartbeat,
+) -> str:
     with app.app_context():
         try:
-            return send_claimed(message_id, now)
+            return send_claimed(message_id, clock(), token=token, senders=senders)
         except Exception:
             log.exception("dispatch of message %s failed unexpectedly", message_id)
             db.session.rollback()
             message = db.session.get(OutboxMessage, message_id)
-            if message is not None and message.state == "claimed":
+            if message is not None and message.state == "claimed" and message.claimed_by == token:
                 message.state = "failed"
                 message.error_text = "internal error while preparing the message"
                 _event(message, "failed", {"error": "internal error"})
                 db.session.commit()
+            # a row already in sending stays there: its lease runs out and reconciliation settles it
             return "error"
         finally:
             db.session.remove()
+            heartbeat.release(message_id)
 
 
-def send_claimed(message_id: int, now: datetime) -> str:
-    message = db.session.get(OutboxMessage, message_id)
-    if message is None or message.state != "claimed":
-        return "gone"
-    case = db.session.get(RecoveryCase, message.case_id) if message.case_id else None
-    if case is not None and case.state not in OPEN_CASE_STATES:
-        message.state = "cancelled"
-        _event(message, "cancelled", {"why": f"case is {case.state}"})
-        db.session.commit()
-        return "cancelled"
-    customer = db.session.get(Customer, message.customer_id) if message.customer_id else None
-    senders = senders_for(current_app._get_current_object())  # type: ignore[attr-defined]
+def _lock(message_id: int) -> OutboxMessage | None:
+    return db.session.scalar(
+        sa.select(OutboxMessage).where(OutboxMessage.id == message_id).with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def send_claimed(
+    message_id: int, now: datetime, *, token: str | None = None, senders: dict[str, Any] | None = None
+) -> str:
+    if senders is None:
+        senders = senders_for(current_app._get_current_object())  # type: ignore[attr-defined]
     while True:
+        message = _lock(message_id)
+        if message is None or message.state != "claimed" or (token is not None and message.claimed_by != token):
+            db.session.rollback()
+            return "gone"
+        case = db.session.get(RecoveryCase, message.case_id) if message.case_id else None
+        if case is not None and case.state not in OPEN_CASE_STATES:
+            message.state = "cancelled"
+            _event(message, "cancelled", {"why": f"case is {case.state}"})
+            db.session.commit()
+            return "cancelled"
+        customer = db.session.get(Customer, message.customer_id) if message.customer_id else None
         channel = _next_usable_channel(message, customer, senders)
         if channel is None:
             message.state = "skipped"
@@ -196,15 +556,63 @@ def send_claimed(message_id: int, now: datetime) -> str:
             _event(message, "deferred", {"until": deferred.isoformat(), "channel": channel})
             db.session.commit()
             return "deferred"
-        outbound = _compose(message, case, customer, channel)
+        merged = _merge_siblings(message, case, channel, now)
+        outbound = _compose(message, case, customer, channel, merged)
         message.state = "sending"
         message.attempts += 1
+        message.claimed_at = utcnow()
+        attempt: dict[str, Any] = {"channel": channel, "to": outbound.to, "n": message.attempts,
+                                   "started_at": message.claimed_at.isoformat(), "by": message.claimed_by}
+        if channel == "sms":
+            attempt["body"] = outbound.text
+            attempt["from"] = getattr(senders[channel], "from_number", None)
+        _event(message, "attempt", attempt)
+        owner, case_id = message.claimed_by, case.id if case is not None else None
         db.session.commit()
-        result = senders[channel].send(outbound)
-        outcome = _record_result(message, case, channel, result, now)
+        if channel == "email":
+            with data_checkpoint(
+                lambda owner=owner: _checkpoint(message_id, owner),  # type: ignore[misc]
+                lambda code, owner=owner: _delivered(message_id, owner, code),  # type: ignore[misc]
+            ) as checkpoint:
+                result = senders[channel].send(outbound)
+            if checkpoint.vetoed:
+                return "lost"
+            if result.unknown and not checkpoint.reached_dot:
+                # the connection went before the dot: the server dropped the message; nothing was delivered
+                result = replace(result, unknown=False, retryable=True, error_code="connection_lost_before_dot")
+        else:
+            result = senders[channel].send(outbound)
+        outcome = _record_result(message_id, owner, case_id, channel, result, now)
         db.session.commit()
         if outcome != "fallback":
             return outcome
+
+
+def _checkpoint(message_id: int, owner: str | None) -> bool:
+    """Right before an email's final dot: still ours? then record that the server may now have it."""
+    changed = db.session.execute(
+        sa.update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.state == "sending", OutboxMessage.claimed_by == owner)
+        .values(state="delivering")
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    return bool(changed)
+
+
+def _delivered(message_id: int, owner: str | None, code: int) -> None:
+    """The server answered 250 to the dot: record it at once (before QUIT and the bookkeeping), which keeps the
+    window where a crash leaves an email for review as short as one commit."""
+    if code != 250:
+        return
+    db.session.execute(
+        sa.update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.state == "delivering",
+               OutboxMessage.claimed_by == owner)
+        .values(state="sent", sent_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
 
 
 def _next_usable_channel(message: OutboxMessage, customer: Customer | None, senders: dict[str, Any]) -> str | None:
@@ -229,10 +637,27 @@ def _next_usable_channel(message: OutboxMessage, customer: Customer | None, send
     return None
 
 
+def _contact_history(customer_id: int, now: datetime) -> Any:
+    """What the customer got in the last week, on every channel: cadence caps hold across channels at send time."""
+    from rules.timing import ContactHistory
+    from rules.timing.types import SentRecord
+
+    rows = db.session.execute(
+        sa.select(OutboxMessage.sent_at, OutboxMessage.channel).where(
+            OutboxMessage.customer_id == customer_id,
+            OutboxMessage.channel.in_(PERSON_CHANNELS),
+            OutboxMessage.sent_at.is_not(None),
+            OutboxMessage.sent_at > now - timedelta(days=8),
+        )
+    ).all()
+    return ContactHistory(sent=tuple(SentRecord(at=at, channel=channel) for at, channel in rows))
+
+
 def _deferred_until(message: OutboxMessage, customer: Customer | None, channel: str, now: datetime) -> datetime | None:
-    """Check the contact windows again at send time: a late worker must not send into quiet hours."""
+    """Check the contact windows and cadence caps again at send time: a late worker must not send into quiet
+    hours, nor past a cap that messages on other channels used up meanwhile."""
     from rules.planner import contact_rules
-    from rules.timing import ContactHistory, next_send_time
+    from rules.timing import next_send_time
 
     if customer is None or message.policy_version_id is None:
         return None
@@ -245,9 +670,19 @@ def _deferred_until(message: OutboxMessage, customer: Customer | None, channel: 
     zones = tuple(customer.timezone_candidates or ([customer.timezone] if customer.timezone else []))
     if not zones:
         return None
-    rules = contact_rules(compiled(version).timing)
+    from app.planning import contact_windows
+    from rules.contact_settings import effective_contact_rules
+
+    windows = contact_windows()  # the merchant's settings under the policy's own statements, as the planner
+    timing = compiled(version).timing
+    rules = (
+        effective_contact_rules(windows, timing, frozenset(), country=customer.country, region=customer.region)
+        if windows
+        else contact_rules(timing)
+    )
     scheduled = next_send_time(
-        now, zones, channel, rules, country=customer.country, region=customer.region, history=ContactHistory()
+        now, zones, channel, rules, country=customer.country, region=customer.region,
+        history=_contact_history(customer.id, now),
     )
     if scheduled.send_at is None:
         return now + timedelta(days=1)
@@ -256,7 +691,96 @@ def _deferred_until(message: OutboxMessage, customer: Customer | None, channel: 
     return None
 
 
+# -- consolidation ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MergedCase:
+    case_id: int
+    message_id: int
+    amount: str
+    pay_url: str
+
+
+def _merge_siblings(
+    message: OutboxMessage, case: RecoveryCase | None, channel: str, now: datetime
+) -> list[MergedCase]:
+    """Other open cases of this customer with a reminder due within the window ride along in this email or SMS
+    (a WhatsApp template cannot list them); their rows become ``merged``. Returns every case this message
+    carries, including those merged on an earlier attempt (a retry lists them again)."""
+    if channel not in ("email", "sms") or case is None or message.customer_id is None:
+        return []
+    window = timedelta(hours=setting("CONSOLIDATE_WINDOW_HOURS"))
+    if window <= timedelta(0):
+        return []
+    carried: dict[int, int] = {}  # case id -> the merged row
+    for event in db.session.scalars(
+        sa.select(MessageEvent).where(MessageEvent.message_id == message.id, MessageEvent.kind == "consolidated")
+    ):
+        payload = event.provider_payload or {}
+        carried.update(zip(payload.get("cases") or [], payload.get("messages") or [], strict=False))
+    fresh: dict[int, int] = {}
+    rows = db.session.execute(
+        sa.select(OutboxMessage.id, OutboxMessage.case_id)
+        .join(RecoveryCase, RecoveryCase.id == OutboxMessage.case_id)
+        .where(OutboxMessage.customer_id == message.customer_id, OutboxMessage.state == "scheduled",
+               OutboxMessage.case_id != case.id, OutboxMessage.scheduled_for <= now + window,
+               OutboxMessage.channel.in_(PERSON_CHANNELS), RecoveryCase.state.in_(OPEN_CASE_STATES))
+        .order_by(OutboxMessage.scheduled_for, OutboxMessage.id)
+    ).all()
+    for other_id, other_case_id in rows:
+        changed = db.session.execute(
+            sa.update(OutboxMessage)
+            .where(OutboxMessage.id == other_id, OutboxMessage.state == "scheduled")
+            .values(state="merged")
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if changed:
+            _event_for(other_id, "merged", {"into": message.id, "channel": channel})
+            if other_case_id not in carried:
+                fresh.setdefault(other_case_id, other_id)
+    if fresh:
+        _event(message, "consolidated", {"cases": list(fresh), "messages": list(fresh.values())})
+    from app.money import format_minor
+
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    merged: list[MergedCase] = []
+    for case_id, row_id in {**carried, **fresh}.items():
+        other = db.session.get(RecoveryCase, case_id)
+        if other is None or other.state not in OPEN_CASE_STATES:
+            continue  # paid (or closed) since: nothing to list
+        token = issue_payment_link(other, current_app.config["SECRET_KEY"], message_id=message.id)
+        amount = format_minor(other.amount_due_minor, other.currency, message.locale or "en_US")
+        merged.append(MergedCase(case_id, row_id, amount, f"{base}/pay/{token}"))
+    return merged
+
+
+def _with_merged(text: str | None, html: str | None, merged: list[MergedCase]) -> tuple[str | None, str | None]:
+    if not merged:
+        return text, html
+    lines = "\n".join(f"- {m.amount}: {m.pay_url}" for m in merged)
+    text = f"{text or ''}\n\nYou also have other open payments:\n{lines}"
+    if html:
+        from markupsafe import escape
+
+        items = "".join(f'<li>{escape(m.amount)}: <a href="{escape(m.pay_url)}">pay</a></li>' for m in merged)
+        block = f"<p>You also have other open payments:</p><ul>{items}</ul>"
+        html = html.replace("</body>", block + "</body>") if "</body>" in html else html + block
+    return text, html
+
+
+# -- composing ----------------------------------------------------------------------------------------------------
+#: template sources read during the current dispatch run (cleared when a run starts: a run sends thousands)
+_TEMPLATES: dict[tuple[Any, ...], TemplateSource] = {}
+
+
 def _template_source(name: str | None, channel: str, locale: str | None) -> TemplateSource:
+    key = (str(db.engine.url), name, channel, locale)
+    source = _TEMPLATES.get(key)
+    if source is None:
+        source = _TEMPLATES[key] = _load_template_source(name, channel, locale)
+    return source
+
+
+def _load_template_source(name: str | None, channel: str, locale: str | None) -> TemplateSource:
     query = sa.select(MessageTemplate).where(
         MessageTemplate.name == (name or "payment_failed"), MessageTemplate.channel == channel
     )
@@ -273,7 +797,11 @@ def _template_source(name: str | None, channel: str, locale: str | None) -> Temp
 
 
 def _compose(
-    message: OutboxMessage, case: RecoveryCase | None, customer: Customer | None, channel: str
+    message: OutboxMessage,
+    case: RecoveryCase | None,
+    customer: Customer | None,
+    channel: str,
+    merged: list[MergedCase] | None = None,
 ) -> OutboundMessage:
     config = current_app.config
     base = config["PUBLIC_BASE_URL"].rstrip("/")
@@ -317,6 +845,7 @@ def _compose(
     )
     source = _template_source(message.template, channel, message.locale)
     rendered = render(channel, source, context, locale=message.locale)
+    text, html = _with_merged(rendered.text, rendered.html, merged or [])
     reference = reference_for(message.id)
     if channel == "whatsapp":
         from app.channels.base import TemplateParam
@@ -350,7 +879,7 @@ def _compose(
             channel=Channel.SMS,
             to=message.address or "",
             reference=reference,
-            text=rendered.text,
+            text=text or "",
             status_callback=callback,
         )
     return OutboundMessage(
@@ -358,8 +887,8 @@ def _compose(
         to=message.address or "",
         reference=reference,
         subject=rendered.subject,
-        text=rendered.text,
-        html=rendered.html,
+        text=text or "",
+        html=html,
         unsubscribe_url=unsubscribe,
     )
 
@@ -368,8 +897,9 @@ def _wa_language(locale: str | None) -> str:
     return (locale or "en_US").split("_")[0] if locale and not locale.startswith("en") else "en_US"
 
 
+# -- recording ----------------------------------------------------------------------------------------------------
 def _record_result(
-    message: OutboxMessage, case: RecoveryCase | None, channel: str, result: SendResult, now: datetime
+    message_id: int, owner: str | None, case_id: int | None, channel: str, result: SendResult, now: datetime
 ) -> str:
     payload = {
         "channel": channel,
@@ -378,18 +908,35 @@ def _record_result(
         "error_text": result.error_text,
         "attempts": result.attempts,
     }
+    message = _lock(message_id)
+    if message is None:
+        return "gone"
+    ours = message.claimed_by == owner and message.state in ("sending", "delivering")
     if result.accepted:
-        message.state = "sent"
-        message.sent_at = utcnow()
+        # the truth wins whoever holds the row: the provider has it (a status webhook may already be ahead)
+        if message.state not in SENT_STATES:
+            message.state = "sent"
+        message.sent_at = message.sent_at or utcnow()
         message.provider_message_id = result.provider_message_id
         message.error_code = message.error_text = None
         _event(message, "sent", {**payload, "provider_message_id": result.provider_message_id})
+        case = db.session.get(RecoveryCase, case_id) if case_id else None
         if case is not None and case.state == "open":
             move_case(case, "contacting", reason=f"{channel} message {message.id} sent")
         return "sent"
+    if message.state in SENT_STATES:  # a status webhook (or the answer to the dot) already proved it went
+        _event(message, "late_result", {**payload, "state": message.state})
+        return "sent"
+    if not ours:
+        _event(message, "late_result", {**payload, "state": message.state})
+        return "lost"
     message.error_code = (result.error_code or "")[:32] or None
     message.error_text = (result.error_text or "")[:500] or None
     if result.unknown:
+        if channel == "email":
+            message.state = "review"
+            _event(message, "review", {**payload, "why": "connection lost after the end of DATA"})
+            return "review"
         message.state = "unknown"
         _event(message, "unknown", payload)
         return "unknown"
@@ -407,17 +954,27 @@ def _record_result(
         message.state = "failed"
         return "failed"
     if result.retryable and message.attempts < MAX_ATTEMPTS:
-        wait = RETRY_BACKOFF[min(message.attempts - 1, len(RETRY_BACKOFF) - 1)]
+        wait_for = RETRY_BACKOFF[min(message.attempts - 1, len(RETRY_BACKOFF) - 1)]
         if result.retry_after:
-            wait = max(wait, timedelta(seconds=result.retry_after))
+            wait_for = max(wait_for, timedelta(seconds=result.retry_after))
         message.state = "scheduled"
         message.claimed_by = None
-        message.scheduled_for = now + wait
-        _event(message, "retry", {**payload, "at": (now + wait).isoformat()})
+        message.scheduled_for = now + wait_for
+        _event(message, "retry", {**payload, "at": (now + wait_for).isoformat()})
         return "retry"
     message.state = "failed"
     _event(message, "failed", payload)
     return "failed"
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _event(
@@ -426,3 +983,8 @@ def _event(
     db.session.add(
         MessageEvent(message_id=message.id, kind=kind, provider_payload=payload, occurred_at=at or datetime.now(UTC))
     )
+
+
+def _event_for(message_id: int, kind: str, payload: dict[str, Any] | None = None) -> None:
+    db.session.add(MessageEvent(message_id=message_id, kind=kind, provider_payload=payload,
+                                occurred_at=datetime.now(UTC)))

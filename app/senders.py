@@ -265,14 +265,18 @@ class DataCheckpoint:
     abandons the message with nothing delivered."""
 
     before_dot: Callable[[], bool]
+    after_reply: Callable[[int], None] | None = None  # the server's answer to the dot, before QUIT
     reached_dot: bool = False
     vetoed: bool = False
 
 
 @contextmanager
-def data_checkpoint(before_dot: Callable[[], bool]) -> Iterator[DataCheckpoint]:
-    """Within this block, an email sent by this thread calls ``before_dot`` before its final dot."""
-    checkpoint = DataCheckpoint(before_dot)
+def data_checkpoint(
+    before_dot: Callable[[], bool], after_reply: Callable[[int], None] | None = None
+) -> Iterator[DataCheckpoint]:
+    """Within this block, an email sent by this thread calls ``before_dot`` before its final dot, and
+    ``after_reply`` with the server's answer to it (so the outcome is recorded before QUIT and the rest)."""
+    checkpoint = DataCheckpoint(before_dot, after_reply)
     previous = getattr(_checkpoints, "current", None)
     _checkpoints.current = checkpoint
     try:
@@ -311,7 +315,13 @@ class _CheckpointData:
             raise smtplib.SMTPServerDisconnected("message abandoned before the end of DATA")
         checkpoint.reached_dot = True
         self.send(b"." + _CRLF)  # type: ignore[attr-defined]
-        return self.getreply()  # type: ignore[attr-defined,no-any-return]
+        code, reply = self.getreply()  # type: ignore[attr-defined]
+        if checkpoint.after_reply is not None:
+            try:
+                checkpoint.after_reply(code)
+            except Exception:
+                log.exception("recording the answer to an email's final dot failed")
+        return code, reply
 
 
 class _CheckpointSMTP(_CheckpointData, smtplib.SMTP):

@@ -10,6 +10,8 @@
                                          one-click: POST "List-Unsubscribe=One-Click" to the List-Unsubscribe
                                          URL
     POST /_control/reset                forget messages, faults and the journal
+    POST /_control/config               {"response_delay": SECONDS}: how long the server takes to answer the end of
+                                         DATA (it has the message from the moment it read the final dot)
     POST /_control/faults               {"kind": KIND, "path": "ana@example.com", "count": 1}; KIND is one of
                                          mail_421, mail_451, mail_550 (at MAIL FROM), rcpt_450, rcpt_451,
                                          rcpt_550 (at RCPT TO, per recipient when "path" is set), data_421,
@@ -24,6 +26,7 @@ allowed without TLS because this is a loopback sandbox.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import itertools
 import logging
@@ -116,6 +119,8 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.sim.response_delay:  # the server's end-of-data processing (queueing, scanning)
+            await asyncio.sleep(self.sim.response_delay)
         fault = self._fault("data", list(envelope.rcpt_tos))
         if fault in SMTP_FAULTS:
             return SMTP_FAULTS[str(fault)]
@@ -157,6 +162,11 @@ class _SmtpControl(SimulatorServer):
         if action == "references":
             with self.sim._lock:
                 return json_response(dict(self.sim.references))
+        if action == "config" and request.method == "POST":
+            spec = request.get_json(force=True, silent=True) or {}
+            if "response_delay" in spec:
+                self.sim.response_delay = float(spec["response_delay"])
+            return json_response({"ok": True})
         if action == "unsubscribe" and request.method == "POST":
             spec = request.get_json(force=True, silent=True) or {}
             try:
@@ -183,6 +193,7 @@ class SmtpSimulator:
         require_auth: bool | None = None,
         control_port: int = 0,
         server_hostname: str = "sandbox-smtp.local",
+        response_delay: float = 0.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -190,6 +201,7 @@ class SmtpSimulator:
         self.password = password
         self.require_auth = bool(username) if require_auth is None else require_auth
         self.server_hostname = server_hostname
+        self.response_delay = response_delay  # seconds before the answer to the end of DATA
         self.control = _SmtpControl(self, host, control_port)
         self._lock = self.control._lock
         self.messages: list[dict[str, Any]] = []
