@@ -70,11 +70,13 @@ def _json_dumps(value: Any) -> str:
 
 
 def _select_locale() -> str | None:
-    from flask import current_app, has_request_context, request
+    from flask import current_app, g, has_request_context, request
     from flask_login import current_user
 
     if not has_request_context():
         return None
+    if g.get("pay_locale"):  # the payment page speaks its customer's language (set by app.web.pay)
+        return g.pay_locale  # type: ignore[no-any-return]
     if getattr(current_user, "is_authenticated", False) and current_user.locale:
         return current_user.locale  # type: ignore[no-any-return]
     return request.accept_languages.best_match(current_app.config["LANGUAGES"])

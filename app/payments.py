@@ -39,6 +39,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import force_locale
+from flask_babel import gettext as _
 
 from app.case_lifecycle import cancel_pending
 from app.cases import move_case
@@ -654,6 +656,7 @@ def send_receipt(payment_id: int) -> bool:
     if sender is None:
         log.info("no email sender configured: no receipt for payment %s", payment.order_id)
         return False
+    from babel import Locale, UnknownLocaleError
     from babel.dates import format_date
 
     locale = customer.locale or "en_US"
@@ -664,18 +667,28 @@ def send_receipt(payment_id: int) -> bool:
         paid_on = format_date(paid_at.date(), format="long", locale=locale)
     except (ValueError, LookupError):
         paid_on = format_date(paid_at.date(), format="long", locale="en_US")
-    description = _description(case) or "your order"
-    greeting = f"Hi {customer.first_name}," if customer.first_name else "Hello,"
-    method = {"vault": "the card on file", "new_card": "your new card", "ach": "your bank account",
-              "partial": "the card on file", "retry": "the card on file", "scheduled": "the card on file"}
-    text = (f"{greeting}\n\nThank you. We received your payment of {amount} to {merchant} for {description} "
-            f"on {paid_on}, paid with {method.get(payment.method, 'your payment method')}.\n\n"
-            f"Reference: {payment.order_id}\n")
-    if case.state in OPEN_STATES and case.amount_due_minor > 0:
-        text += f"Still to pay: {format_minor(case.amount_due_minor, case.currency, locale)}.\n"
-    text += f"\nKeep this email for your records.\n{merchant}\n"
+    try:
+        text_locale = str(Locale.parse(locale))
+    except (ValueError, TypeError, UnknownLocaleError):
+        text_locale = "en_US"
+    with force_locale(text_locale):  # the words follow the customer too (sent outside the page's request)
+        description = _description(case) or _("your order")
+        greeting = _("Hi %(name)s,", name=customer.first_name) if customer.first_name else _("Hello,")
+        on_file = _("the card on file")
+        method = {"vault": on_file, "new_card": _("your new card"), "ach": _("your bank account"),
+                  "partial": on_file, "retry": on_file, "scheduled": on_file}
+        text = (greeting + "\n\n"
+                + _("Thank you. We received your payment of %(amount)s to %(merchant)s for %(description)s on "
+                    "%(date)s, paid with %(method)s.", amount=amount, merchant=merchant, description=description,
+                    date=paid_on, method=method.get(payment.method) or _("your payment method"))
+                + "\n\n" + _("Reference: %(reference)s", reference=payment.order_id) + "\n")
+        if case.state in OPEN_STATES and case.amount_due_minor > 0:
+            text += _("Still to pay: %(amount)s.",
+                      amount=format_minor(case.amount_due_minor, case.currency, locale)) + "\n"
+        text += "\n" + _("Keep this email for your records.") + f"\n{merchant}\n"
+        subject = _("Payment received: %(amount)s · %(merchant)s", amount=amount, merchant=merchant)
     result = sender.send(OutboundMessage(channel=Channel.EMAIL, to=customer.email, reference=f"rcpt{payment.id}",
-                                         subject=f"Payment received: {amount} · {merchant}", text=text))
+                                         subject=subject, text=text))
     if not result.accepted:
         log.warning("receipt for payment %s not sent: %s %s", payment.order_id, result.error_code, result.error_text)
     return bool(result.accepted)
@@ -920,26 +933,47 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def plain_reason(decline: DeclineInfo | None) -> str:
-    """What went wrong, in words a customer understands (no codes)."""
+def plain_reason(decline: DeclineInfo | None, *, this_card: bool = False) -> str:
+    """What went wrong, in words a customer understands (no codes), in the current locale's language.
+
+    ``this_card``: about the card the customer just entered rather than the one on file.
+    """
     if decline is None:
         return ""
-    return PLAIN_REASONS.get(decline.reason, PLAIN_REASONS[DeclineReason.unknown])
+    text = (THIS_CARD_REASONS.get(decline.reason) if this_card else None) \
+        or PLAIN_REASONS.get(decline.reason, PLAIN_REASONS[DeclineReason.unknown])
+    return _(text)
+
+
+def N_(text: str) -> str:
+    """Marks a message for extraction; :func:`plain_reason` translates it when it is shown."""
+    return text
 
 
 PLAIN_REASONS: dict[DeclineReason, str] = {
-    DeclineReason.insufficient_funds: "Your bank declined the payment because there was not enough money "
-                                      "available on the card.",
-    DeclineReason.do_not_honor: "Your bank declined the payment without giving a reason.",
-    DeclineReason.expired_card: "The card we have on file has expired.",
-    DeclineReason.invalid_card_data: "Some of the card details we have on file are no longer valid.",
-    DeclineReason.lost_stolen_fraud: "Your bank blocked the card we have on file.",
-    DeclineReason.stop_recurring: "Your bank asked us to stop charging the card we have on file.",
-    DeclineReason.updated_card_available: "Your bank has issued you a new card, so the one we have on file "
-                                          "no longer works.",
-    DeclineReason.retry_later: "Your bank could not approve the payment at that moment.",
-    DeclineReason.issuer_unavailable: "We could not reach your bank at that moment.",
-    DeclineReason.gateway_error: "The payment could not be processed because of a technical problem on our side.",
-    DeclineReason.rate_limited: "The payment could not be processed because of a technical problem on our side.",
-    DeclineReason.unknown: "The payment did not go through.",
+    DeclineReason.insufficient_funds: N_("Your bank declined the payment because there was not enough money "
+                                      "available on the card."),
+    DeclineReason.do_not_honor: N_("Your bank declined the payment without giving a reason."),
+    DeclineReason.expired_card: N_("The card we have on file has expired."),
+    DeclineReason.invalid_card_data: N_("Some of the card details we have on file are no longer valid."),
+    DeclineReason.lost_stolen_fraud: N_("Your bank blocked the card we have on file."),
+    DeclineReason.stop_recurring: N_("Your bank asked us to stop charging the card we have on file."),
+    DeclineReason.updated_card_available: N_("Your bank has issued you a new card, so the one we have on file "
+                                          "no longer works."),
+    DeclineReason.retry_later: N_("Your bank could not approve the payment at that moment."),
+    DeclineReason.issuer_unavailable: N_("We could not reach your bank at that moment."),
+    DeclineReason.gateway_error: N_("The payment could not be processed because of a technical problem on our side."),
+    DeclineReason.rate_limited: N_("The payment could not be processed because of a technical problem on our side."),
+    DeclineReason.unknown: N_("The payment did not go through."),
+}
+
+#: the same declines about a card the customer has just entered on the page
+THIS_CARD_REASONS: dict[DeclineReason, str] = {
+    DeclineReason.insufficient_funds: N_("Your bank declined the payment because there was not enough money "
+                                         "available on this card."),
+    DeclineReason.expired_card: N_("This card has expired."),
+    DeclineReason.invalid_card_data: N_("Some of the details of this card are not valid."),
+    DeclineReason.lost_stolen_fraud: N_("Your bank blocked this card."),
+    DeclineReason.stop_recurring: N_("Your bank asked us to stop charging this card."),
+    DeclineReason.updated_card_available: N_("Your bank has issued you a new card, so this one no longer works."),
 }

@@ -18,9 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
-from flask_babel import force_locale
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
+from flask_babel import force_locale, get_locale, refresh
+from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -100,6 +102,13 @@ wrong_submissions = _Throttle(MAX_WRONG, WRONG_WINDOW)
 
 
 # -- routes ------------------------------------------------------------------------------------------------------
+@bp.before_request
+def _fresh_locale() -> None:
+    # Until a view knows the customer, the words follow the browser (g can outlive one request, e.g. in tests).
+    g.pop("pay_locale", None)
+    refresh()
+
+
 @bp.get("/<token>")
 def page(token: str):  # type: ignore[no-untyped-def]
     limited = _limited()
@@ -145,16 +154,15 @@ def submit(token: str):  # type: ignore[no-untyped-def]
     except RateLimited as exc:
         minutes = max(1, round(exc.retry_after.total_seconds() / 60))
         return _render_page(token, opened, status=429,
-                            error=f"Too many attempts did not go through. Please wait {minutes} minute"
-                                  f"{'s' if minutes != 1 else ''} before trying again.")
+                            error=_wait_error(opened, minutes))
     except CaseBusy:
         return _render_page(token, opened, status=503,
-                            error="We are still working on an earlier attempt. Please wait a moment and check "
-                                  "again before paying.")
+                            error=N_("We are still working on an earlier attempt. Please wait a moment and "
+                                     "check again before paying."))
     except PaymentError as exc:
         log.info("payment form refused: %s (%s)", exc.code, exc)
         wrong_submissions.hit(_client_key())
-        return _render_page(token, opened, status=400, error=_FORM_ERRORS.get(exc.code, _FORM_ERRORS[""]))
+        return _render_page(token, opened, status=400, error=N_(_FORM_ERRORS.get(exc.code, _FORM_ERRORS[""])))
     return redirect(url_for("pay.result", token=token, ref=_result_ref(outcome)), code=303)
 
 
@@ -165,7 +173,7 @@ def result(token: str, ref: str):  # type: ignore[no-untyped-def]
         data = _result_serializer().loads(ref, max_age=RESULT_MAX_AGE)
     except BadSignature:
         wrong_submissions.hit(_client_key())
-        return _secured(render_template("pay/invalid.html", merchant=merchant, lang="en"), 404)
+        return _secured(render_template("pay/invalid.html", merchant=merchant, lang=_lang()), 404)
     from app.extensions import db
     from app.models import OutboxMessage
 
@@ -180,7 +188,7 @@ def result(token: str, ref: str):  # type: ignore[no-untyped-def]
             case0.amount_due_minor, case0.currency, scheduled_for=row.scheduled_for, scheduled_id=row.id)
     case = db.session.get(RecoveryCase, outcome.case_id) if outcome is not None else None
     if outcome is None or case is None or case.id != data.get("c"):
-        return _secured(render_template("pay/invalid.html", merchant=merchant, lang="en"), 404)
+        return _secured(render_template("pay/invalid.html", merchant=merchant, lang=_lang()), 404)
     return _secured(render_template("pay/result.html", **_result_context(token, case, outcome)))
 
 
@@ -194,22 +202,57 @@ def csrf_error(exc: CSRFError):  # type: ignore[no-untyped-def]
         except LinkError as link_exc:
             return _refused(link_exc)
         return _render_page(token, opened, status=400,
-                            error="This page was open for a long time, so we could not accept it. Please try "
-                                  "again.")
-    return _secured(render_template("pay/invalid.html", merchant=current_app.config["MERCHANT_NAME"], lang="en"),
+                            error=N_("This page was open for a long time, so we could not accept it. "
+                                     "Please try again."))
+    return _secured(render_template("pay/invalid.html", merchant=current_app.config["MERCHANT_NAME"], lang=_lang()),
                     400)
 
 
 # -- rendering ---------------------------------------------------------------------------------------------------
+def N_(text: str) -> str:
+    """Marks a message for extraction; it is translated where it is shown (``_render_page`` translates errors)."""
+    return text
+
+
+def _wait_error(opened: OpenedLink, minutes: int) -> str:
+    _use_customer_locale(opened.case)
+    if minutes == 1:
+        return _("Too many attempts did not go through. Please wait 1 minute before trying again.")
+    return _("Too many attempts did not go through. Please wait %(num)d minutes before trying again.", num=minutes)
+
+
+def _text_locale(locale: str | None) -> str:
+    """The customer's locale if Babel knows it (words fall back to English when it has no translation)."""
+    try:
+        return str(Locale.parse(locale or "en_US"))
+    except (ValueError, TypeError, UnknownLocaleError):
+        return "en_US"
+
+
+def _use_customer_locale(case: RecoveryCase) -> str:
+    """Make this request's words follow the case's customer, not the browser (see ``app._select_locale``)."""
+    locale = _text_locale(case.customer.locale if case.customer else None)
+    if g.get("pay_locale") != locale:
+        g.pay_locale = locale
+        refresh()
+    return locale
+
+
+def _lang() -> str:
+    """The page's ``lang``: the language its words are in (English unless a translation is shipped)."""
+    language = get_locale().language if get_locale() is not None else "en"
+    return language if language in current_app.config.get("LANGUAGES", ("en",)) else "en"
+
+
 _FORM_ERRORS = {
-    "no_token": "Please enter your card or bank details and try again.",
-    "bad_attempt": "Something went wrong with the form. Please try again.",
-    "bad_method": "Please choose how you would like to pay.",
-    "bad_date": "Please pick a date within the range shown.",
-    "not_offered": "That option is not available for this payment. Please choose another one.",
-    "no_vault": "We cannot take this payment online. Please contact us.",
-    "no_gateway": "We cannot take this payment online right now. Please contact us.",
-    "": "Something went wrong. Please try again.",
+    "no_token": N_("Please enter your card or bank details and try again."),
+    "bad_attempt": N_("Something went wrong with the form. Please try again."),
+    "bad_method": N_("Please choose how you would like to pay."),
+    "bad_date": N_("Please pick a date within the range shown."),
+    "not_offered": N_("That option is not available for this payment. Please choose another one."),
+    "no_vault": N_("We cannot take this payment online. Please contact us."),
+    "no_gateway": N_("We cannot take this payment online right now. Please contact us."),
+    "": N_("Something went wrong. Please try again."),
 }
 
 
@@ -236,7 +279,9 @@ def _render_page(token: str, opened: OpenedLink, *, status: int = 200, error: st
                            locale) if options.scheduled is not None else None,
         paid_so_far=money(case.recovered_amount_minor) if case.recovered_amount_minor else None,
     )
-    with force_locale(locale):
+    if error:
+        context["error"] = _(error)
+    with force_locale(context["text_locale"]):
         body = render_template("pay/page.html", **context)
     return _secured(body, status, collect_url if tokenization_key else None)
 
@@ -266,10 +311,9 @@ def _result_reason(outcome: PayOutcome) -> str | None:
     stored_card = outcome.method in (PayMethod.new_card.value, PayMethod.ach.value)
     if outcome.status == "error" and stored_card and outcome.decline is not None \
             and outcome.decline.reason is DeclineReason.gateway_error:
-        return "We could not use those details. Please check them and try again, or choose another way to pay."
+        return _("We could not use those details. Please check them and try again, or choose another way to pay.")
     if outcome.status == "declined" and stored_card:
-        return plain_reason(outcome.decline).replace("the card we have on file", "this card") \
-            .replace("on the card", "on this card")
+        return plain_reason(outcome.decline, this_card=True)
     return plain_reason(outcome.decline)
 
 
@@ -278,11 +322,13 @@ def _common(case: RecoveryCase) -> dict[str, Any]:
     locale = (customer.locale if customer else None) or "en_US"
     tx = case.transaction
     zone = customer_zone(customer, case)
+    text_locale = _use_customer_locale(case)
     return {
         "merchant": current_app.config["MERCHANT_NAME"],
         "support_email": current_app.config.get("MERCHANT_SUPPORT_EMAIL"),
         "locale": locale,
-        "lang": "en",  # the words are English until translations exist; money and dates follow the locale
+        "text_locale": text_locale,
+        "lang": _lang(),  # the words follow the customer's locale where a translation is shipped (en, es)
         "description": tx.order_description,
         "failed_on": _date(tx.failed_at.astimezone(zone).date(), locale),
         "first_name": customer.first_name if customer else None,
@@ -303,19 +349,20 @@ def _card_label(masked: str | None) -> str | None:
         return None
     if masked.startswith("ach"):
         digits = masked[-4:]
-        return f"bank account ending {digits}" if digits.isdigit() else "your bank account"
-    brand = {"4": "Visa", "5": "Mastercard", "3": "American Express", "6": "Discover"}.get(masked[:1], "card")
+        return _("bank account ending %(digits)s", digits=digits) if digits.isdigit() else _("your bank account")
+    brand = {"4": "Visa", "5": "Mastercard", "3": "American Express", "6": "Discover"}.get(masked[:1]) or _("card")
     last4 = masked[-4:]
-    return f"{brand} ending {last4}" if last4.isdigit() else f"your {brand}"
+    return _("%(brand)s ending %(last4)s", brand=brand, last4=last4) if last4.isdigit() else \
+        _("your %(brand)s", brand=brand)
 
 
 def _hint(decline: DeclineInfo, options: PaymentOptions) -> str | None:
     if decline.kind is DeclineKind.soft and options.card_on_file_usable:
         if decline.reason is DeclineReason.insufficient_funds:
-            return "If money has arrived since, you can try the same card again now."
-        return "Trying the same card again often works. You can also use a different card."
+            return _("If money has arrived since, you can try the same card again now.")
+        return _("Trying the same card again often works. You can also use a different card.")
     if options.new_card:
-        return "Please use a different card or another way to pay below."
+        return _("Please use a different card or another way to pay below.")
     return None
 
 
@@ -326,21 +373,21 @@ def _next_steps(decline: DeclineInfo | None, options: PaymentOptions | None) -> 
     reason = decline.reason if decline else DeclineReason.unknown
     if reason in (DeclineReason.issuer_unavailable, DeclineReason.gateway_error, DeclineReason.rate_limited,
                   DeclineReason.retry_later):
-        steps.append("Wait a few minutes, then try again.")
+        steps.append(_("Wait a few minutes, then try again."))
     if reason is DeclineReason.insufficient_funds:
         if options.partial_minor:
-            steps.append("Pay part of the amount now and the rest later.")
+            steps.append(_("Pay part of the amount now and the rest later."))
         if options.pay_later_until:
-            steps.append("Choose a date to pay later, when the money is there.")
+            steps.append(_("Choose a date to pay later, when the money is there."))
     if reason in (DeclineReason.do_not_honor, DeclineReason.lost_stolen_fraud, DeclineReason.stop_recurring):
-        steps.append("Call the number on the back of your card to ask your bank why it was declined.")
+        steps.append(_("Call the number on the back of your card to ask your bank why it was declined."))
     if reason is DeclineReason.invalid_card_data:
-        steps.append("Check the card number, expiry date and security code, then try again.")
+        steps.append(_("Check the card number, expiry date and security code, then try again."))
     if options.new_card:
-        steps.append("Use a different card.")
+        steps.append(_("Use a different card."))
     if options.ach:
-        steps.append("Pay from your bank account instead.")
-    return steps or ["Please contact us and we will help you pay."]
+        steps.append(_("Pay from your bank account instead."))
+    return steps or [_("Please contact us and we will help you pay.")]
 
 
 def _masked_email(email: str | None) -> str | None:
@@ -390,7 +437,7 @@ def _limited() -> Response | None:
     wait = wrong_submissions.blocked(_client_key())
     if wait is None:
         return None
-    body = render_template("pay/limited.html", merchant=current_app.config["MERCHANT_NAME"], lang="en",
+    body = render_template("pay/limited.html", merchant=current_app.config["MERCHANT_NAME"], lang=_lang(),
                            minutes=max(1, round(wait / 60)))
     response = _secured(body, 429)
     response.headers["Retry-After"] = str(max(1, int(wait)))
@@ -402,7 +449,7 @@ def _refused(exc: LinkError) -> Response:
     log.info("payment link refused: %s", exc.reason)
     if exc.reason in ("bad signature", "unknown token"):
         wrong_submissions.hit(_client_key())
-    body = render_template("pay/invalid.html", merchant=current_app.config["MERCHANT_NAME"], lang="en")
+    body = render_template("pay/invalid.html", merchant=current_app.config["MERCHANT_NAME"], lang=_lang())
     return _secured(body, 404)
 
 
