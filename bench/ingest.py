@@ -52,7 +52,7 @@ def start_simulator(n: int) -> tuple[subprocess.Popen[str], str, str]:
         "import sys, time\n"
         "from sandbox.nmi.server import NmiSimulator\n"
         f"sim = NmiSimulator(port={port}, seed=99)\n"
-        f"sim.seed_population(failed={n}, succeeded=0, days=30, seed=99, retry_share=0.0)\n"
+        f"sim.seed_population(failed={n}, succeeded=0, days=29, seed=99, retry_share=0.0)\n"
         "import logging; logging.getLogger('werkzeug').setLevel(logging.ERROR)\n"
         "sim.start(); print(sim.security_key, flush=True)\n"
         "time.sleep(3600)\n"

@@ -232,7 +232,9 @@ class NmiSimulator(SimulatorServer):
                 recent_failed.append(txn)
 
         approved = [t for t in sales if t.condition != "failed"]
-        eligible = [t for t in approved if settle_time(t.created, rng) < end]
+        # one draw per sale: the time checked against ``end`` is the time it settles (never in the future)
+        settles_at = {id(t): settle_time(t.created, rng) for t in approved}
+        eligible = [t for t in approved if settles_at[id(t)] < end]
         to_settle = eligible if settlements is None else rng.sample(eligible, min(settlements, len(eligible)))
         n_refunds = round(len(approved) * 0.05) if refunds is None else refunds
         to_refund = rng.sample(approved, min(n_refunds, len(approved)))
@@ -260,7 +262,7 @@ class NmiSimulator(SimulatorServer):
                     original, amount = item
                     self._refund(original, money(amount, original.currency), at)
             for txn in to_settle:
-                self._settle(txn, settle_time(txn.created, rng))
+                self._settle(txn, settles_at[id(txn)])
                 n_settled += 1
         return {
             "failed": failed,

@@ -109,6 +109,8 @@ def post_from_page(page, path: str, data: dict[str, str]) -> int:  # type: ignor
 
 
 def test_author_approver_and_auditor(site: Site, browser) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
     from tests.admin.world import STANDARD
 
     changed = STANDARD.replace("step after 1d via sms, whatsapp", "step after 12h via sms, whatsapp")
@@ -129,6 +131,9 @@ def test_author_approver_and_auditor(site: Site, browser) -> None:  # type: igno
     page.keyboard.type(with_mistake[-40:], delay=5)  # the last lines typed key by key: the check is debounced
     problem = page.locator(f'.pe-problem-error[data-line="{mistake_line}"]')
     problem.wait_for()
+    # on a slow machine a check may run while the last characters are still being typed: wait for the check of
+    # the whole text, which finds exactly the one mistake
+    expect(page.locator(".pe-ln-error")).to_have_count(1, timeout=15_000)
     assert f"Line {mistake_line}, column {mistake_col}" in problem.inner_text()
     assert '"vai"' in problem.inner_text() and 'did you mean "via"' in problem.inner_text()
     assert page.locator(".pe-ln-error").inner_text() == str(mistake_line)
@@ -141,7 +146,7 @@ def test_author_approver_and_auditor(site: Site, browser) -> None:  # type: igno
         page.keyboard.press("Delete")
     page.keyboard.type("via")
     page.locator(".pe-ok").wait_for()
-    assert page.locator(".pe-ln-error").count() == 0
+    expect(page.locator(".pe-ln-error")).to_have_count(0, timeout=15_000)
 
     page.select_option("#sim-days", "30")
     page.click("#run-simulation")

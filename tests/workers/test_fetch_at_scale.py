@@ -31,7 +31,7 @@ CLIENT = {
 @pytest.fixture(scope="module")
 def population():
     with NmiSimulator(seed=2026) as sim:
-        sim.seed_population(failed=N, succeeded=N, days=30, seed=2026)
+        sim.seed_population(failed=N, succeeded=N, days=29, seed=2026)  # inside the 30-day first fetch
         import requests
 
         listed = requests.get(
