@@ -171,30 +171,28 @@ def _fx_rates() -> FxRates | None:
 
 def ingest_records(records: Iterable[FailedTransaction], ctx: IngestContext) -> IngestResult:
     """Store failed transactions, committing every chunk. Safe to call with records already stored."""
-    total = IngestResult()
+    return _store_in_chunks(records, ctx, _ingest_chunk, IngestResult)
+
+
+def _store_in_chunks(records: Iterable[Any], ctx: IngestContext, store: Any, result_type: Any) -> Any:
+    """Store ``records`` a chunk at a time with ``store(chunk, ctx)``, committing each chunk. When another writer
+    (a webhook, Recoup's own payment, a second fetch) stored some of a chunk meanwhile, that chunk goes one by one."""
+    total = result_type()
     iterator = iter(records)
     while chunk := list(islice(iterator, CHUNK)):
-        total.add(_ingest_chunk_safely(chunk, ctx))
+        try:
+            total.add(store(chunk, ctx))
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            for record in chunk:
+                try:
+                    total.add(store([record], ctx))
+                    db.session.commit()
+                except IntegrityError:
+                    db.session.rollback()
+                    total.seen += 1
     return total
-
-
-def _ingest_chunk_safely(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> IngestResult:
-    try:
-        result = _ingest_chunk(chunk, ctx)
-        db.session.commit()
-        return result
-    except IntegrityError:
-        # Another writer (a webhook, a second fetch) stored some of these meanwhile: go one by one.
-        db.session.rollback()
-        total = IngestResult()
-        for record in chunk:
-            try:
-                total.add(_ingest_chunk([record], ctx))
-                db.session.commit()
-            except IntegrityError:
-                db.session.rollback()
-                total.seen += 1
-        return total
 
 
 def _dedupe(chunk: Sequence[Any]) -> list[Any]:
@@ -494,30 +492,7 @@ def _transaction_row(
 def ingest_sales(records: Iterable[SaleTransaction], ctx: IngestContext) -> SalesResult:
     """Store approved sales (status ``approved``) and refunds (status ``refunded``) and recompute the history of
     the customers they belong to, committing every chunk. Never opens a case. Safe to call with records stored."""
-    total = SalesResult()
-    iterator = iter(records)
-    while chunk := list(islice(iterator, CHUNK)):
-        total.add(_sales_chunk_safely(chunk, ctx))
-    return total
-
-
-def _sales_chunk_safely(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesResult:
-    try:
-        result = _sales_chunk(chunk, ctx)
-        db.session.commit()
-        return result
-    except IntegrityError:
-        # Another writer (Recoup's own payment, a second fetch) stored some of these meanwhile: go one by one.
-        db.session.rollback()
-        total = SalesResult()
-        for record in chunk:
-            try:
-                total.add(_sales_chunk([record], ctx))
-                db.session.commit()
-            except IntegrityError:
-                db.session.rollback()
-                total.seen += 1
-        return total
+    return _store_in_chunks(records, ctx, _sales_chunk, SalesResult)
 
 
 def _sales_chunk(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesResult:
