@@ -1,4 +1,5 @@
-"""Operations: cases and their timeline, customers (VIP, tags, opt-outs, timezone), the escalation queue."""
+"""Operations: cases and their timeline, customers (VIP, tags, opt-outs, timezone), the escalation queue, and the
+review queue of messages whose outcome only a person can settle."""
 
 from __future__ import annotations
 
@@ -16,10 +17,20 @@ from wtforms import StringField
 from admin.i18n import _l
 from admin.security import EVERYONE, RoleGuard
 from admin.views import AuditedModelView, ReadOnlyView
-from app import escalations
+from app import dispatch, escalations
+from app.audit import record
 from app.case_timeline import case_timeline
 from app.extensions import db
-from app.models import EscalationTask, RecoveryCase, Role, Transaction, User
+from app.models import (
+    Customer,
+    EscalationTask,
+    MessageEvent,
+    OutboxMessage,
+    RecoveryCase,
+    Role,
+    Transaction,
+    User,
+)
 from app.money import format_minor
 
 OPERATORS = ("operator", "admin")
@@ -167,3 +178,86 @@ class EscalationView(RoleGuard, BaseView):
         return self._do(lambda: escalations.resolve(task_id, actor=current_user, note=request.form.get("note", "")),
                         _("Resolved."))
 
+
+
+class ReviewView(RoleGuard, BaseView):
+    """Outbox rows in ``review`` (see ``app.dispatch``): an email that may or may not have reached the mail server,
+    or an unknown outcome nobody could settle. A person says whether it was delivered; if not, it goes again."""
+
+    read_roles = EVERYONE
+    write_roles = OPERATORS
+
+    @expose("/")
+    def index(self) -> Any:
+        rows = list(db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.state == "review")
+                                       .order_by(OutboxMessage.updated_at, OutboxMessage.id)))
+        ids = [r.id for r in rows]
+        last: dict[tuple[int, str], MessageEvent] = {}
+        carried: dict[int, list[int]] = {}  # message -> other cases its consolidated email lists
+        if ids:
+            for event in db.session.scalars(
+                sa.select(MessageEvent).where(MessageEvent.message_id.in_(ids),
+                                              MessageEvent.kind.in_(("attempt", "review", "consolidated")))
+                .order_by(MessageEvent.id)
+            ):
+                last[(event.message_id, event.kind)] = event
+                if event.kind == "consolidated":
+                    carried.setdefault(event.message_id, []).extend((event.provider_payload or {}).get("cases") or [])
+        case_ids = {r.case_id for r in rows if r.case_id} | {c for cs in carried.values() for c in cs}
+        cases = {c.id: c for c in db.session.scalars(
+            sa.select(RecoveryCase).where(RecoveryCase.id.in_(case_ids)))} if case_ids else {}
+        customer_ids = {r.customer_id for r in rows if r.customer_id}
+        customers = {c.id: c for c in db.session.scalars(
+            sa.select(Customer).where(Customer.id.in_(customer_ids)))} if customer_ids else {}
+        items = [{
+            "message": r,
+            "customer": customers.get(r.customer_id) if r.customer_id else None,
+            "case": cases.get(r.case_id) if r.case_id else None,
+            "also": [cases[c] for c in carried.get(r.id, []) if c in cases],
+            "attempt": last.get((r.id, "attempt")),
+            "review": last.get((r.id, "review")),
+        } for r in rows]
+        return self.render("admin/ops/review.html", items=items, can_change=self.can_write, format_minor=format_minor)
+
+    @expose("/<int:message_id>/delivered", methods=["POST"])
+    def delivered(self, message_id: int) -> Any:
+        return self._resolve(message_id, delivered=True)
+
+    @expose("/<int:message_id>/resend", methods=["POST"])
+    def resend(self, message_id: int) -> Any:
+        return self._resolve(message_id, delivered=False)
+
+    def _resolve(self, message_id: int, *, delivered: bool) -> Any:
+        # The row lock (MariaDB) makes the check, the audit entry and resolve_review's change one transaction: two
+        # people deciding at once get one decision and one audit entry; the second is told who was first.
+        row = db.session.scalar(sa.select(OutboxMessage).where(OutboxMessage.id == message_id).with_for_update()
+                                .execution_options(populate_existing=True))
+        if row is None or row.state != "review":
+            db.session.rollback()
+            flash(_already_settled(message_id, row), "warning")
+        else:
+            record(current_user.email, "message.review_resolved", "outbox_message", row.id,
+                   {"delivered": delivered, "case": row.case_id, "channel": row.channel, "to": row.address})
+            if not dispatch.resolve_review(message_id, delivered=delivered, actor=current_user.email):
+                flash(_already_settled(message_id, db.session.get(OutboxMessage, message_id)), "warning")
+            elif delivered:
+                flash(_("Message #%(id)d is marked as delivered; it will not be sent again.", id=message_id),
+                      "success")
+            else:
+                flash(_("Message #%(id)d will be sent again on the next dispatch run.", id=message_id), "success")
+        return redirect(request.referrer or url_for(".index"))
+
+
+def _already_settled(message_id: int, row: OutboxMessage | None) -> str:
+    if row is None:
+        return _("There is no message #%(id)d.", id=message_id)
+    decision = db.session.scalar(sa.select(MessageEvent).where(MessageEvent.message_id == message_id,
+                                                               MessageEvent.kind == "reviewed")
+                                 .order_by(MessageEvent.id.desc()).limit(1))
+    if decision is not None:
+        payload = decision.provider_payload or {}
+        return _("Message #%(id)d was already settled by %(who)s (%(what)s); nothing was changed.", id=message_id,
+                 who=payload.get("by") or "?",
+                 what=_("delivered") if payload.get("delivered") else _("sent again"))
+    return _("Message #%(id)d is no longer waiting for review (it is %(state)s); nothing was changed.",
+             id=message_id, state=row.state)

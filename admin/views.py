@@ -150,7 +150,7 @@ def register_views(admin: Any) -> None:
     from admin.channels import ChannelAccountView
     from admin.gateways import GatewayAccountView
     from admin.msgtemplates import TemplateView
-    from admin.operations import CaseView, CustomerView, EscalationView
+    from admin.operations import CaseView, CustomerView, EscalationView, ReviewView
     from admin.policies import PolicyView
     from admin.settings import SettingsView
     from admin.ui import ProfileView
@@ -163,6 +163,7 @@ def register_views(admin: Any) -> None:
     admin.add_view(CaseView(RecoveryCase, session, name=_l("Cases"), category=_l("Operations"), endpoint="cases"))
     admin.add_view(EscalationView(name=_l("Escalations"), category=_l("Operations"), endpoint="escalations",
                                   url="/admin/escalations"))
+    admin.add_view(ReviewView(name=_l("Review"), category=_l("Operations"), endpoint="review", url="/admin/review"))
     admin.add_view(CustomerView(Customer, session, name=_l("Customers"), category=_l("Operations"),
                                 endpoint="customers"))
     admin.add_view(TransactionView(Transaction, session, name=_l("Failed payments"), category=_l("Operations"),

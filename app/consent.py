@@ -47,6 +47,19 @@ def opted_out_channels(customer_id: int | None) -> set[str]:
     return set(db.session.scalars(sa.select(OptOut.channel).where(OptOut.customer_id == customer_id)))
 
 
+def opted_out_channels_of(customer_ids: Iterable[int]) -> dict[int, set[str]]:
+    """:func:`opted_out_channels` for many customers in one query (customers with none are left out)."""
+    ids = {i for i in customer_ids if i is not None}
+    blocked: dict[int, set[str]] = {}
+    if ids:
+        rows = db.session.execute(
+            sa.select(OptOut.customer_id, OptOut.channel).where(OptOut.customer_id.in_(ids))
+        )
+        for customer_id, channel in rows:
+            blocked.setdefault(customer_id, set()).add(channel)
+    return blocked
+
+
 def customers_with_phone(phone_e164: str) -> list[Customer]:
     return list(db.session.scalars(sa.select(Customer).where(Customer.phone_e164 == phone_e164)))
 

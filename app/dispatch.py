@@ -69,10 +69,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, current_app
+from sqlalchemy.orm import joinedload
 
 from app.cases import move_case
 from app.channels.base import Channel, OutboundMessage, SendResult
-from app.consent import opted_out_channels
+from app.consent import opted_out_channels_of
 from app.default_templates import default_template
 from app.extensions import db
 from app.links import issue_payment_link, tracking_token
@@ -164,38 +165,138 @@ def dispatch_due(
     senders = senders_for(app)  # here, once: a sending thread must never need a second connection
     _widen_http_pools(senders, concurrency)
     token = new_token()
-    db.session.remove()  # each sending thread has its own session; this one holds no rows open
+    db.session.remove()  # this run's batches use short sessions of their own; none holds rows open
     deadline = time.monotonic() + budget
-    with Heartbeat(app, token) as heartbeat, ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch") as pool:
-        pending: set[Future[str]] = set()
-        exhausted = False
-        while True:
-            # keep every thread busy and a short queue behind them (claims are round trips; an urgent row waits
-            # behind at most this queue)
-            room = concurrency + min(concurrency, 16) - len(pending)
-            left = None if limit is None else limit - report.claimed
-            if (
-                not exhausted
-                and room >= max(1, min(concurrency, 16) // 2)
-                and (left is None or left > 0)
-                and time.monotonic() < deadline
-            ):
-                with app.app_context():
-                    try:
-                        ids = claim_due(clock(), min(room, left) if left is not None else room, token=token)
-                    finally:
-                        db.session.remove()
-                report.claimed += len(ids)
-                exhausted = not ids
-                heartbeat.hold(ids)
-                for mid in ids:
-                    pending.add(pool.submit(_send_in_context, app, mid, clock, token, senders, heartbeat))
-            if not pending:
-                break
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for future in done:
-                report.count(future.result())
+    try:
+        with Heartbeat(app, token) as heartbeat, ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch") as pool:
+            _run(app, pool, heartbeat, report, clock, token, senders, concurrency, limit, deadline)
+    finally:
+        for sender in senders.values():
+            close = getattr(sender, "close_idle", None)
+            if close is not None:
+                close()
     return report.as_dict()
+
+
+def _run(
+    app: Flask,
+    pool: ThreadPoolExecutor,
+    heartbeat: Heartbeat,
+    report: DispatchReport,
+    clock: Callable[[], datetime],
+    token: str,
+    senders: dict[str, Any],
+    concurrency: int,
+    limit: int | None,
+    deadline: float,
+) -> None:
+    """Claim as threads free up (most urgent first: an urgent row waits for at most one send slot, never behind
+    a low backlog), prepare each claim as a batch, send on the threads, record what comes back together."""
+    in_flight: dict[Future[Attempted], int] = {}
+    again: list[int] = []  # rows moved to a fallback channel: still claimed, prepared again
+    exhausted = False
+    while True:
+        ids, again = again, []
+        room = concurrency - len(in_flight) - len(ids)
+        left = None if limit is None else limit - report.claimed
+        if (
+            not exhausted
+            and room >= max(1, min(concurrency, 16) // 4)
+            and (left is None or left > 0)
+            and time.monotonic() < deadline
+        ):
+            wanted = room if left is None else min(room, left)
+            claimed = _in_context(app, lambda: claim_due(clock(), wanted, token=token))  # noqa: B023 (called here)
+            report.claimed += len(claimed)
+            exhausted = not claimed
+            heartbeat.hold(claimed)
+            ids += claimed
+        if ids:
+            ready, finished = _prepare(app, ids, clock(), token, senders)
+            for mid, outcome in finished.items():
+                report.count(outcome)
+                heartbeat.release(mid)
+            for item in ready:
+                in_flight[pool.submit(_send_one, app, item, senders)] = item.message_id
+        if not in_flight:
+            if again:
+                continue
+            break
+        done, waiting = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+        if done and waiting:  # others are about to finish: one recording transaction for all of them
+            done |= wait(waiting, timeout=0.005)[0]
+        attempts: list[Attempted] = []
+        for future in done:
+            mid = in_flight.pop(future)
+            try:
+                attempts.append(future.result())
+            except Exception:  # the row stays in sending: its lease runs out and reconciliation settles it
+                log.exception("sending message %s failed unexpectedly", mid)
+                report.count("error")
+                heartbeat.release(mid)
+        for mid, outcome in _record(app, attempts, clock()).items():
+            if outcome == "fallback":
+                again.append(mid)
+            else:
+                report.count(outcome)
+                heartbeat.release(mid)
+
+
+def _in_context(app: Flask, work: Callable[[], Any]) -> Any:
+    with app.app_context():
+        try:
+            return work()
+        finally:
+            db.session.remove()
+
+
+def _prepare(
+    app: Flask, ids: list[int], now: datetime, token: str, senders: dict[str, Any]
+) -> tuple[list[Ready], dict[int, str]]:
+    """:func:`prepare_batch`; when the batch fails, one message at a time, so one broken message (a template
+    that will not render, say) fails alone and the others go."""
+    try:
+        return _in_context(app, lambda: prepare_batch(ids, now, token=token, senders=senders))  # type: ignore[no-any-return]
+    except Exception:
+        if len(ids) == 1:
+            log.exception("preparing message %s failed", ids[0])
+            return [], {ids[0]: _in_context(app, lambda: _fail_prepared(ids[0], token))}
+        log.warning("preparing a batch of %d messages failed; one at a time", len(ids), exc_info=True)
+    ready: list[Ready] = []
+    finished: dict[int, str] = {}
+    for mid in ids:
+        got, done = _prepare(app, [mid], now, token, senders)
+        ready += got
+        finished.update(done)
+    return ready, finished
+
+
+def _fail_prepared(message_id: int, token: str | None) -> str:
+    message = db.session.get(OutboxMessage, message_id)
+    if message is not None and message.state == "claimed" and message.claimed_by == token:
+        message.state = "failed"
+        message.error_text = "internal error while preparing the message"
+        _event(message, "failed", {"error": "internal error"})
+        db.session.commit()
+    return "error"
+
+
+def _record(app: Flask, attempts: list[Attempted], now: datetime) -> dict[int, str]:
+    """:func:`record_batch`; when the batch fails, one at a time. A result that cannot be recorded leaves its
+    row in ``sending``: the lease runs out and reconciliation settles it from the provider's records."""
+    if not attempts:
+        return {}
+    try:
+        return _in_context(app, lambda: record_batch(attempts, now))  # type: ignore[no-any-return]
+    except Exception:
+        if len(attempts) == 1:
+            log.exception("recording the result of message %s failed", attempts[0].ready.message_id)
+            return {attempts[0].ready.message_id: "error"}
+        log.warning("recording %d results failed; one at a time", len(attempts), exc_info=True)
+    outcomes: dict[int, str] = {}
+    for attempt in attempts:
+        outcomes.update(_record(app, [attempt], now))
+    return outcomes
 
 
 def _widen_http_pools(senders: dict[str, Any], concurrency: int) -> None:
@@ -490,105 +591,233 @@ def fall_back_undelivered_whatsapp(now: datetime) -> int:
     return moved
 
 
-# -- one message --------------------------------------------------------------------------------------------------
-def _send_in_context(
-    app: Flask,
-    message_id: int,
-    clock: Callable[[], datetime],
-    token: str | None,
+# -- a batch of messages ------------------------------------------------------------------------------------------
+# A run works in batches: the claimed rows are checked, rendered and moved to ``sending`` in one transaction
+# (:func:`prepare_batch`), sending threads only talk to the providers (:func:`_send_one`), and the results that
+# come back together are recorded in one transaction (:func:`record_batch`). Per message that is a few statements
+# inside shared transactions instead of a dozen round trips and three commits of its own; the states, and what a
+# crash leaves behind, are the same as for one message at a time.
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A message checked, rendered and recorded as ``sending``: all a sending thread needs."""
+
+    message_id: int
+    owner: str | None
+    case_id: int | None
+    channel: str
+    outbound: OutboundMessage
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """What came back from the provider for a :class:`Ready` message (``result`` None: nothing to record)."""
+
+    ready: Ready
+    result: SendResult | None
+    outcome: str | None = None
+
+
+class _BatchFacts:
+    """What the checks of one batch share, read once: merchant contact windows, policy versions, histories."""
+
+    def __init__(self, now: datetime, customer_ids: set[int]) -> None:
+        self.now = now
+        self.customer_ids = customer_ids
+        self._windows: dict[str, Any] | None = None
+        self._versions: dict[int, Any] = {}
+        self._histories: dict[int, Any] | None = None
+
+    def windows(self) -> dict[str, Any]:
+        if self._windows is None:
+            from app.planning import contact_windows
+
+            self._windows = contact_windows()  # the merchant's settings under the policy's own statements
+        return self._windows
+
+    def policy(self, version_id: int) -> Any:
+        if version_id not in self._versions:
+            from app.models import PolicyVersion
+            from app.policies import compiled
+
+            version = db.session.get(PolicyVersion, version_id)
+            self._versions[version_id] = compiled(version) if version is not None else None
+        return self._versions[version_id]
+
+    def history(self, customer_id: int) -> Any:
+        if self._histories is None:
+            self._histories = _contact_histories(self.customer_ids, self.now)
+        from rules.timing import ContactHistory
+
+        return self._histories.get(customer_id) or ContactHistory(sent=())
+
+
+def prepare_batch(
+    ids: list[int], now: datetime, *, token: str | None, senders: dict[str, Any]
+) -> tuple[list[Ready], dict[int, str]]:
+    """Check, render and move to ``sending`` the claimed rows ``ids`` (in that order), in one transaction.
+    Returns the messages ready to send and the outcome of the others (cancelled, skipped, deferred, gone)."""
+    finished: dict[int, str] = {}
+    ready: list[Ready] = []
+    rows = {
+        m.id: m
+        for m in db.session.scalars(
+            sa.select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
+            .with_for_update().execution_options(populate_existing=True)
+        )
+    }
+    mine: list[OutboxMessage] = []
+    for mid in ids:
+        message = rows.get(mid)
+        if message is None or message.state != "claimed" or (token is not None and message.claimed_by != token):
+            finished[mid] = "gone"
+        else:
+            mine.append(message)
+    if not mine:
+        db.session.rollback()
+        return ready, finished
+    case_ids = {m.case_id for m in mine if m.case_id is not None}
+    cases = {
+        c.id: c
+        for c in db.session.scalars(
+            sa.select(RecoveryCase).where(RecoveryCase.id.in_(case_ids)).options(joinedload(RecoveryCase.transaction))
+        )
+    } if case_ids else {}
+    customer_ids = {m.customer_id for m in mine if m.customer_id is not None}
+    customers = {
+        c.id: c for c in db.session.scalars(sa.select(Customer).where(Customer.id.in_(customer_ids)))
+    } if customer_ids else {}
+    blocked = opted_out_channels_of(customer_ids)
+    facts = _BatchFacts(now, customer_ids)
+    with_siblings = _customers_with_siblings(mine, now)
+    pending = {m.id: m for m in mine if m.customer_id in with_siblings}  # not yet prepared: may be merged
+    for message in mine:
+        if message.state == "merged":  # into a message of this batch prepared before it
+            finished[message.id] = "merged"
+            continue
+        pending.pop(message.id, None)
+        case = cases.get(message.case_id) if message.case_id is not None else None
+        customer = customers.get(message.customer_id) if message.customer_id is not None else None
+        outcome = _prepare_one(message, case, customer, blocked.get(message.customer_id or 0, set()), senders,
+                               facts, with_siblings, pending)
+        if isinstance(outcome, Ready):
+            ready.append(outcome)
+        else:
+            finished[message.id] = outcome
+    db.session.commit()
+    return ready, finished
+
+
+def _prepare_one(
+    message: OutboxMessage,
+    case: RecoveryCase | None,
+    customer: Customer | None,
+    blocked: set[str],
     senders: dict[str, Any],
-    heartbeat: Heartbeat,
-) -> str:
+    facts: _BatchFacts,
+    with_siblings: set[int],
+    pending: dict[int, OutboxMessage],
+) -> Ready | str:
+    now = facts.now
+    if case is not None and case.state not in OPEN_CASE_STATES:
+        message.state = "cancelled"
+        _event(message, "cancelled", {"why": f"case is {case.state}"})
+        return "cancelled"
+    channel = _next_usable_channel(message, customer, senders, blocked)
+    if channel is None:
+        message.state = "skipped"
+        _event(message, "skipped", {"why": message.error_text or "no channel left"})
+        return "skipped"
+    deferred = _deferred_until(message, customer, channel, facts)
+    if deferred is not None:
+        message.state = "scheduled"
+        message.claimed_by = None
+        message.scheduled_for = deferred
+        _event(message, "deferred", {"until": deferred.isoformat(), "channel": channel})
+        return "deferred"
+    merged: list[MergedCase] = []
+    if message.customer_id in with_siblings or message.attempts:  # a retry lists what its first attempt carried
+        merged = _merge_siblings(message, case, channel, now, pending)
+    outbound = _compose(message, case, customer, channel, merged)
+    message.state = "sending"
+    message.attempts += 1
+    message.claimed_at = utcnow()
+    attempt: dict[str, Any] = {"channel": channel, "to": outbound.to, "n": message.attempts,
+                               "started_at": message.claimed_at.isoformat(), "by": message.claimed_by}
+    if channel == "sms":
+        attempt["body"] = outbound.text
+        attempt["from"] = getattr(senders[channel], "from_number", None)
+    _event(message, "attempt", attempt)
+    return Ready(message.id, message.claimed_by, case.id if case is not None else None, channel, outbound)
+
+
+def _send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
+    """The provider call (a sending thread). An email writes its checkpoint right before the final dot."""
+    if ready.channel != "email":
+        return Attempted(ready, senders[ready.channel].send(ready.outbound))
+    mid, owner = ready.message_id, ready.owner
     with app.app_context():
         try:
-            return send_claimed(message_id, clock(), token=token, senders=senders)
-        except Exception:
-            log.exception("dispatch of message %s failed unexpectedly", message_id)
-            db.session.rollback()
-            message = db.session.get(OutboxMessage, message_id)
-            if message is not None and message.state == "claimed" and message.claimed_by == token:
-                message.state = "failed"
-                message.error_text = "internal error while preparing the message"
-                _event(message, "failed", {"error": "internal error"})
-                db.session.commit()
-            # a row already in sending stays there: its lease runs out and reconciliation settles it
-            return "error"
+            with data_checkpoint(lambda: _checkpoint(mid, owner), lambda code: _delivered(mid, owner, code)) as point:
+                result = senders["email"].send(ready.outbound)
         finally:
             db.session.remove()
-            heartbeat.release(message_id)
+    if point.vetoed:
+        return Attempted(ready, None, "lost")
+    if result.unknown and not point.reached_dot:
+        # the connection went before the dot: the server dropped the message; nothing was delivered
+        result = replace(result, unknown=False, retryable=True, error_code="connection_lost_before_dot")
+    return Attempted(ready, result)
 
 
-def _lock(message_id: int) -> OutboxMessage | None:
-    return db.session.scalar(
-        sa.select(OutboxMessage).where(OutboxMessage.id == message_id).with_for_update()
-        .execution_options(populate_existing=True)
-    )
+def record_batch(attempts: list[Attempted], now: datetime) -> dict[int, str]:
+    """Record what the providers answered, in one transaction. ``fallback``: the row was moved to its next
+    channel and is still claimed (prepare it again)."""
+    outcomes = {a.ready.message_id: a.outcome for a in attempts if a.result is None}
+    todo = [a for a in attempts if a.result is not None]
+    if not todo:
+        return outcomes  # type: ignore[return-value]
+    ids = sorted(a.ready.message_id for a in todo)
+    rows = {
+        m.id: m
+        for m in db.session.scalars(
+            sa.select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
+            .with_for_update().execution_options(populate_existing=True)
+        )
+    }
+    case_ids = {a.ready.case_id for a in todo if a.ready.case_id is not None and a.result and a.result.accepted}
+    cases = {
+        c.id: c for c in db.session.scalars(sa.select(RecoveryCase).where(RecoveryCase.id.in_(case_ids)))
+    } if case_ids else {}
+    for a in todo:
+        message = rows.get(a.ready.message_id)
+        case = cases.get(a.ready.case_id) if a.ready.case_id is not None else None
+        outcomes[a.ready.message_id] = (
+            "gone" if message is None else _record_result(message, a.ready, a.result, case, now)  # type: ignore[arg-type]
+        )
+    db.session.commit()
+    return outcomes  # type: ignore[return-value]
 
 
 def send_claimed(
     message_id: int, now: datetime, *, token: str | None = None, senders: dict[str, Any] | None = None
 ) -> str:
+    """One claimed message, start to end (the batch path with a batch of one)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     if senders is None:
-        senders = senders_for(current_app._get_current_object())  # type: ignore[attr-defined]
+        senders = senders_for(app)
     while True:
-        message = _lock(message_id)
-        if message is None or message.state != "claimed" or (token is not None and message.claimed_by != token):
-            db.session.rollback()
-            return "gone"
-        case = db.session.get(RecoveryCase, message.case_id) if message.case_id else None
-        if case is not None and case.state not in OPEN_CASE_STATES:
-            message.state = "cancelled"
-            _event(message, "cancelled", {"why": f"case is {case.state}"})
-            db.session.commit()
-            return "cancelled"
-        customer = db.session.get(Customer, message.customer_id) if message.customer_id else None
-        channel = _next_usable_channel(message, customer, senders)
-        if channel is None:
-            message.state = "skipped"
-            _event(message, "skipped", {"why": message.error_text or "no channel left"})
-            db.session.commit()
-            return "skipped"
-        deferred = _deferred_until(message, customer, channel, now)
-        if deferred is not None:
-            message.state = "scheduled"
-            message.claimed_by = None
-            message.scheduled_for = deferred
-            _event(message, "deferred", {"until": deferred.isoformat(), "channel": channel})
-            db.session.commit()
-            return "deferred"
-        merged = _merge_siblings(message, case, channel, now)
-        outbound = _compose(message, case, customer, channel, merged)
-        message.state = "sending"
-        message.attempts += 1
-        message.claimed_at = utcnow()
-        attempt: dict[str, Any] = {"channel": channel, "to": outbound.to, "n": message.attempts,
-                                   "started_at": message.claimed_at.isoformat(), "by": message.claimed_by}
-        if channel == "sms":
-            attempt["body"] = outbound.text
-            attempt["from"] = getattr(senders[channel], "from_number", None)
-        _event(message, "attempt", attempt)
-        owner, case_id = message.claimed_by, case.id if case is not None else None
-        db.session.commit()
-        if channel == "email":
-            with data_checkpoint(
-                lambda owner=owner: _checkpoint(message_id, owner),  # type: ignore[misc]
-                lambda code, owner=owner: _delivered(message_id, owner, code),  # type: ignore[misc]
-            ) as checkpoint:
-                result = senders[channel].send(outbound)
-            if checkpoint.vetoed:
-                return "lost"
-            if result.unknown and not checkpoint.reached_dot:
-                # the connection went before the dot: the server dropped the message; nothing was delivered
-                result = replace(result, unknown=False, retryable=True, error_code="connection_lost_before_dot")
-        else:
-            result = senders[channel].send(outbound)
-        outcome = _record_result(message_id, owner, case_id, channel, result, now)
-        db.session.commit()
+        ready, finished = prepare_batch([message_id], now, token=token, senders=senders)
+        if not ready:
+            return finished.get(message_id, "gone")
+        outcome = record_batch([_send_one(app, ready[0], senders)], now)[message_id]
         if outcome != "fallback":
             return outcome
 
 
 def _checkpoint(message_id: int, owner: str | None) -> bool:
+
     """Right before an email's final dot: still ours? then record that the server may now have it."""
     changed = db.session.execute(
         sa.update(OutboxMessage)
@@ -601,23 +830,24 @@ def _checkpoint(message_id: int, owner: str | None) -> bool:
 
 
 def _delivered(message_id: int, owner: str | None, code: int) -> None:
-    """The server answered 250 to the dot: record it at once (before QUIT and the bookkeeping), which keeps the
-    window where a crash leaves an email for review as short as one commit."""
-    if code != 250:
-        return
+    """The server answered the dot: record it at once (before QUIT and the bookkeeping). 250: it has the message,
+    which keeps the window where a crash leaves an email for review as short as one commit. Anything else: it
+    refused the message, so nothing was delivered: back to ``sending`` (a retry passes the checkpoint again)."""
+    values: dict[str, Any] = {"state": "sent", "sent_at": utcnow()} if code == 250 else {"state": "sending"}
     db.session.execute(
         sa.update(OutboxMessage)
         .where(OutboxMessage.id == message_id, OutboxMessage.state == "delivering",
                OutboxMessage.claimed_by == owner)
-        .values(state="sent", sent_at=utcnow())
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
 
 
-def _next_usable_channel(message: OutboxMessage, customer: Customer | None, senders: dict[str, Any]) -> str | None:
+def _next_usable_channel(
+    message: OutboxMessage, customer: Customer | None, senders: dict[str, Any], blocked: set[str]
+) -> str | None:
     """The message's channel if it can be used, else the first usable fallback (the row moves to it)."""
-    blocked = opted_out_channels(customer.id if customer else None)
     order = [message.channel, *(message.fallbacks or [])]
     for index, channel in enumerate(order):
         why = None
@@ -637,44 +867,45 @@ def _next_usable_channel(message: OutboxMessage, customer: Customer | None, send
     return None
 
 
-def _contact_history(customer_id: int, now: datetime) -> Any:
-    """What the customer got in the last week, on every channel: cadence caps hold across channels at send time."""
+def _contact_histories(customer_ids: set[int], now: datetime) -> dict[int, Any]:
+    """What each customer got in the last week, on every channel: cadence caps hold across channels at send
+    time. One query for a batch."""
     from rules.timing import ContactHistory
     from rules.timing.types import SentRecord
 
-    rows = db.session.execute(
-        sa.select(OutboxMessage.sent_at, OutboxMessage.channel).where(
-            OutboxMessage.customer_id == customer_id,
-            OutboxMessage.channel.in_(PERSON_CHANNELS),
-            OutboxMessage.sent_at.is_not(None),
-            OutboxMessage.sent_at > now - timedelta(days=8),
-        )
-    ).all()
-    return ContactHistory(sent=tuple(SentRecord(at=at, channel=channel) for at, channel in rows))
+    sent: dict[int, list[SentRecord]] = {}
+    if customer_ids:
+        rows = db.session.execute(
+            sa.select(OutboxMessage.customer_id, OutboxMessage.sent_at, OutboxMessage.channel).where(
+                OutboxMessage.customer_id.in_(customer_ids),
+                OutboxMessage.channel.in_(PERSON_CHANNELS),
+                OutboxMessage.sent_at.is_not(None),
+                OutboxMessage.sent_at > now - timedelta(days=8),
+            )
+        ).all()
+        for customer_id, at, channel in rows:
+            sent.setdefault(customer_id, []).append(SentRecord(at=at, channel=channel))
+    return {cid: ContactHistory(sent=tuple(records)) for cid, records in sent.items()}
 
 
-def _deferred_until(message: OutboxMessage, customer: Customer | None, channel: str, now: datetime) -> datetime | None:
+def _deferred_until(
+    message: OutboxMessage, customer: Customer | None, channel: str, facts: _BatchFacts
+) -> datetime | None:
     """Check the contact windows and cadence caps again at send time: a late worker must not send into quiet
     hours, nor past a cap that messages on other channels used up meanwhile."""
+    from rules.contact_settings import effective_contact_rules
     from rules.planner import contact_rules
     from rules.timing import next_send_time
 
     if customer is None or message.policy_version_id is None:
         return None
-    from app.models import PolicyVersion
-    from app.policies import compiled
-
-    version = db.session.get(PolicyVersion, message.policy_version_id)
-    if version is None:
+    policy = facts.policy(message.policy_version_id)
+    if policy is None:
         return None
     zones = tuple(customer.timezone_candidates or ([customer.timezone] if customer.timezone else []))
     if not zones:
         return None
-    from app.planning import contact_windows
-    from rules.contact_settings import effective_contact_rules
-
-    windows = contact_windows()  # the merchant's settings under the policy's own statements, as the planner
-    timing = compiled(version).timing
+    now, windows, timing = facts.now, facts.windows(), policy.timing
     rules = (
         effective_contact_rules(windows, timing, frozenset(), country=customer.country, region=customer.region)
         if windows
@@ -682,7 +913,7 @@ def _deferred_until(message: OutboxMessage, customer: Customer | None, channel: 
     )
     scheduled = next_send_time(
         now, zones, channel, rules, country=customer.country, region=customer.region,
-        history=_contact_history(customer.id, now),
+        history=facts.history(customer.id),
     )
     if scheduled.send_at is None:
         return now + timedelta(days=1)
@@ -700,12 +931,43 @@ class MergedCase:
     pay_url: str
 
 
+def _customers_with_siblings(messages: list[OutboxMessage], now: datetime) -> set[int]:
+    """The customers of ``messages`` (email or SMS) who have another open case's reminder due within the
+    consolidation window: only their messages need :func:`_merge_siblings`. One query for a batch."""
+    window = timedelta(hours=setting("CONSOLIDATE_WINDOW_HOURS"))
+    customer_ids = {m.customer_id for m in messages if m.customer_id is not None and m.case_id is not None}
+    if window <= timedelta(0) or not customer_ids:
+        return set()
+    ours = [m.id for m in messages]
+    rows = db.session.execute(
+        sa.select(OutboxMessage.customer_id, OutboxMessage.case_id)
+        .join(RecoveryCase, RecoveryCase.id == OutboxMessage.case_id)
+        .where(OutboxMessage.customer_id.in_(customer_ids), OutboxMessage.state == "scheduled",
+               OutboxMessage.id.not_in(ours), OutboxMessage.scheduled_for <= now + window,
+               OutboxMessage.channel.in_(PERSON_CHANNELS), RecoveryCase.state.in_(OPEN_CASE_STATES))
+    ).all()
+    cases_of: dict[int, set[int]] = {}
+    for m in messages:
+        if m.customer_id is not None and m.case_id is not None:
+            cases_of.setdefault(m.customer_id, set()).add(m.case_id)
+    # another case's row: the message's own case may have several rows scheduled (later steps), which is not it;
+    # and customers with several cases' rows in this batch (due together, claimed together)
+    return {cid for cid, case_id in rows if case_id not in cases_of.get(cid, set()) or len(cases_of[cid]) > 1} | {
+        cid for cid, ids in cases_of.items() if len(ids) > 1
+    }
+
+
 def _merge_siblings(
-    message: OutboxMessage, case: RecoveryCase | None, channel: str, now: datetime
+    message: OutboxMessage,
+    case: RecoveryCase | None,
+    channel: str,
+    now: datetime,
+    batch: dict[int, OutboxMessage] | None = None,
 ) -> list[MergedCase]:
     """Other open cases of this customer with a reminder due within the window ride along in this email or SMS
-    (a WhatsApp template cannot list them); their rows become ``merged``. Returns every case this message
-    carries, including those merged on an earlier attempt (a retry lists them again)."""
+    (a WhatsApp template cannot list them); their rows become ``merged``: rows still scheduled, and rows claimed
+    in this same batch and not yet prepared (``batch``; due together, claimed together). Returns every case this
+    message carries, including those merged on an earlier attempt (a retry lists them again)."""
     if channel not in ("email", "sms") or case is None or message.customer_id is None:
         return []
     window = timedelta(hours=setting("CONSOLIDATE_WINDOW_HOURS"))
@@ -726,6 +988,17 @@ def _merge_siblings(
                OutboxMessage.channel.in_(PERSON_CHANNELS), RecoveryCase.state.in_(OPEN_CASE_STATES))
         .order_by(OutboxMessage.scheduled_for, OutboxMessage.id)
     ).all()
+    for other in list((batch or {}).values()):
+        if other.customer_id != message.customer_id or other.case_id in (None, case.id) or other is message:
+            continue
+        other_case = db.session.get(RecoveryCase, other.case_id)
+        if other_case is None or other_case.state not in OPEN_CASE_STATES:
+            continue
+        other.state, other.claimed_by = "merged", None
+        _event(other, "merged", {"into": message.id, "channel": channel})
+        del batch[other.id]  # type: ignore[index]
+        if other.case_id not in carried:
+            fresh.setdefault(other.case_id, other.id)  # type: ignore[arg-type]
     for other_id, other_case_id in rows:
         changed = db.session.execute(
             sa.update(OutboxMessage)
@@ -899,8 +1172,10 @@ def _wa_language(locale: str | None) -> str:
 
 # -- recording ----------------------------------------------------------------------------------------------------
 def _record_result(
-    message_id: int, owner: str | None, case_id: int | None, channel: str, result: SendResult, now: datetime
+    message: OutboxMessage, ready: Ready, result: SendResult, case: RecoveryCase | None, now: datetime
 ) -> str:
+    """One provider answer onto its (locked) row; returns the outcome (``fallback``: prepare it again)."""
+    channel = ready.channel
     payload = {
         "channel": channel,
         "outcome": result.outcome,
@@ -908,10 +1183,7 @@ def _record_result(
         "error_text": result.error_text,
         "attempts": result.attempts,
     }
-    message = _lock(message_id)
-    if message is None:
-        return "gone"
-    ours = message.claimed_by == owner and message.state in ("sending", "delivering")
+    ours = message.claimed_by == ready.owner and message.state in ("sending", "delivering")
     if result.accepted:
         # the truth wins whoever holds the row: the provider has it (a status webhook may already be ahead)
         if message.state not in SENT_STATES:
@@ -920,7 +1192,6 @@ def _record_result(
         message.provider_message_id = result.provider_message_id
         message.error_code = message.error_text = None
         _event(message, "sent", {**payload, "provider_message_id": result.provider_message_id})
-        case = db.session.get(RecoveryCase, case_id) if case_id else None
         if case is not None and case.state == "open":
             move_case(case, "contacting", reason=f"{channel} message {message.id} sent")
         return "sent"

@@ -10,6 +10,7 @@ offers) so that a template that would fail for a customer is refused when it is 
 
 from __future__ import annotations
 
+import functools
 import html as html_lib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.numbers import format_currency, get_currency_precision
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -285,6 +286,13 @@ _TEXT_ENV = _environment(autoescape=False)
 _HTML_ENV = _environment(autoescape=True)
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(source: str, autoescape: bool) -> Template:
+    """A template compiled once per process and source text (compiling costs far more than rendering; the
+    dispatcher renders the same few sources thousands of times). Keyed by the text, so an edit is a new entry."""
+    return (_HTML_ENV if autoescape else _TEXT_ENV).from_string(source)
+
+
 # -- rendering -----------------------------------------------------------------------------------------------
 def ensure_sms_compliance(text: str, brand: str) -> str:
     """Every SMS names the brand and ends with the opt-out notice; add what the template left out."""
@@ -325,11 +333,11 @@ def render(
     template that skipped :func:`validate_template` is broken."""
     channel = Channel(channel)
     variables = build_context(context, locale)
-    text = _TEXT_ENV.from_string(template.body).render(variables).strip()
+    text = _compiled(template.body, False).render(variables).strip()
     subject = None
     if template.subject is not None:
         subject = re.sub(
-            r"[ \t\r\n]+", " ", _TEXT_ENV.from_string(template.subject).render(variables)
+            r"[ \t\r\n]+", " ", _compiled(template.subject, False).render(variables)
         ).strip()
     html = None
     sms = None
@@ -340,7 +348,7 @@ def render(
         sms = sms_segments(text)
     elif channel is Channel.EMAIL:
         if template.html:
-            html = _HTML_ENV.from_string(template.html).render(variables)
+            html = _compiled(template.html, True).render(variables)
         else:
             html = text_to_html(text)
     return RenderedMessage(

@@ -19,6 +19,7 @@ import re
 import secrets
 import smtplib
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -361,7 +362,10 @@ def html_to_text(html: str) -> str:
 
 # -- the sender ----------------------------------------------------------------------------------------------
 class EmailSender:
-    """Sends :class:`OutboundMessage` over SMTP, one connection per message (workers send concurrently)."""
+    """Sends :class:`OutboundMessage` over SMTP. Connections are kept and reused for up to
+    ``messages_per_connection`` messages (opening one costs a TCP handshake, EHLO, often TLS and AUTH: more than
+    the message); each sending thread takes an idle one or opens its own, and a connection that saw any error is
+    closed, never reused. :meth:`close_idle` ends the idle ones (a dispatch run calls it when it ends)."""
 
     channel = Channel.EMAIL
 
@@ -384,6 +388,7 @@ class EmailSender:
         click_redirect: Callable[[OutboundMessage, str], str | None] | None = None,
         inline_styles: bool = True,
         sleep: Callable[[float], None] = time.sleep,
+        messages_per_connection: int = 100,
     ) -> None:
         if security not in ("none", "starttls", "ssl"):
             raise ConfigurationError(f"security must be none, starttls or ssl, not {security!r}")
@@ -401,6 +406,9 @@ class EmailSender:
         self.click_redirect = click_redirect
         self.inline_styles = inline_styles
         self._sleep = sleep
+        self.messages_per_connection = max(1, messages_per_connection)
+        self._idle: list[tuple[smtplib.SMTP, int]] = []  # (connection, messages sent on it)
+        self._idle_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, **options: object) -> EmailSender:
@@ -488,26 +496,65 @@ class EmailSender:
             raise
         return smtp
 
+    def _take(self) -> tuple[smtplib.SMTP, int]:
+        """An idle connection (and how many messages it carried), or a new one (0)."""
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect(), 0
+
+    def _give_back(self, smtp: smtplib.SMTP, used: int) -> None:
+        if used >= self.messages_per_connection:
+            _close(smtp)
+            return
+        with self._idle_lock:
+            self._idle.append((smtp, used))
+
+    def close_idle(self) -> None:
+        """QUIT every idle connection."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for smtp, _ in idle:
+            _close(smtp)
+
+    def _envelope(self, envelope_from: str, to: str) -> tuple[smtplib.SMTP, int]:
+        """A connection with MAIL and RCPT accepted. A kept connection the server has dropped meanwhile (idle
+        timeout) fails here, before anything was sent: a fresh one is opened, once."""
+        smtp, used = self._take()
+        try:
+            code, reply = smtp.mail(envelope_from)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            _close(smtp)
+            if not used:
+                raise
+            smtp, used = self._connect(), 0
+            code, reply = smtp.mail(envelope_from)
+        try:
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, reply, envelope_from)
+            code, reply = smtp.rcpt(to)
+            if code not in (250, 251):
+                raise smtplib.SMTPRecipientsRefused({to: (code, reply)})
+        except BaseException:
+            _close(smtp)
+            raise
+        return smtp, used
+
     def _deliver(
         self, payload: bytes, envelope_from: str, to: str, message_id: str, attempt: int
     ) -> SendResult:
-        stage = "connect"
+        stage = "envelope"
         try:
-            smtp = self._connect()
+            smtp, used = self._envelope(envelope_from, to)
+            stage = "data"
             try:
-                stage = "envelope"
-                code, reply = smtp.mail(envelope_from)
-                if code != 250:
-                    raise smtplib.SMTPSenderRefused(code, reply, envelope_from)
-                code, reply = smtp.rcpt(to)
-                if code not in (250, 251):
-                    raise smtplib.SMTPRecipientsRefused({to: (code, reply)})
-                stage = "data"
                 code, reply = smtp.data(payload)
                 if code != 250:  # data() returns the final reply instead of raising
                     raise smtplib.SMTPDataError(code, reply)
-            finally:
+            except BaseException:
                 _close(smtp)
+                raise
+            self._give_back(smtp, used + 1)
         except smtplib.SMTPAuthenticationError as exc:
             return _failure(exc.smtp_code, exc.smtp_error, attempt, message_id, error_code="auth")
         except smtplib.SMTPRecipientsRefused as exc:
