@@ -56,6 +56,7 @@ class Config:
     SECRET_KEY = env("SECRET_KEY", "dev-only-change-me")
     SQLALCHEMY_DATABASE_URI = normalise_database_url(env("DATABASE_URL", "sqlite:///instance/recoup.db") or "")
     SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+    DB_POOL_SIZE = env_int("RECOUP_DB_POOL_SIZE", 20)  # connections kept per process (MySQL/MariaDB)
     REDIS_URL = env("REDIS_URL")  # unset = in-process queue
     RQ_QUEUES = ("urgent", "high", "default", "low")
     FETCH_INTERVAL_SECONDS = env_int("RECOUP_FETCH_INTERVAL", 300)

@@ -25,6 +25,12 @@ def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides:
     # JSON columns hold provider payloads: anything not JSON by nature (a Decimal, a datetime) is kept as text
     engine_options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     engine_options.setdefault("json_serializer", _json_dumps)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("mysql"):
+        # a dispatch run's sending threads each write an email's checkpoint on a connection of their own: with
+        # SQLAlchemy's default pool (5 kept) the rest are opened and closed all the time, and opening one costs
+        # more than the message (PyMySQL builds a TLS context for each)
+        engine_options.setdefault("pool_size", int(app.config.get("DB_POOL_SIZE") or 20))
+        engine_options.setdefault("max_overflow", 20)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options
     _ensure_sqlite_folder(app.config["SQLALCHEMY_DATABASE_URI"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1020,7 +1020,7 @@ def _merge_siblings(
         other = db.session.get(RecoveryCase, case_id)
         if other is None or other.state not in OPEN_CASE_STATES:
             continue  # paid (or closed) since: nothing to list
-        token = issue_payment_link(other, current_app.config["SECRET_KEY"], message_id=message.id)
+        token = issue_payment_link(other, current_app.config["SECRET_KEY"], message_id=message.id, flush=False)
         amount = format_minor(other.amount_due_minor, other.currency, message.locale or "en_US")
         merged.append(MergedCase(case_id, row_id, amount, f"{base}/pay/{token}"))
     return merged
@@ -1082,7 +1082,7 @@ def _compose(
     transaction: dict[str, Any] = {}
     offers: list[str] = []
     if case is not None:
-        token = issue_payment_link(case, config["SECRET_KEY"], message_id=message.id)
+        token = issue_payment_link(case, config["SECRET_KEY"], message_id=message.id, flush=False)
         pay_url = f"{base}/pay/{token}"
         tx = case.transaction
         transaction = {

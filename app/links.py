@@ -40,15 +40,17 @@ def token_hash(token: str) -> str:
 
 
 def issue_payment_link(case: RecoveryCase, secret_key: str, *, valid_for: timedelta = timedelta(days=30),
-                       message_id: int | None = None) -> str:
+                       message_id: int | None = None, flush: bool = True) -> str:
     """A new link for ``case``. ``message_id``: the outbox message that will carry it (signed into the token,
-    so a payment through this link is attributed to that message)."""
+    so a payment through this link is attributed to that message). ``flush=False``: the link row is written with
+    the caller's next flush (a batch writes all its links in one statement)."""
     payload: dict[str, object] = {"c": case.id, "n": secrets.token_urlsafe(8)}
     if message_id is not None:
         payload["m"] = message_id
     token = _serializer(secret_key, "pay").dumps(payload)
     db.session.add(PaymentLink(case_id=case.id, token_hash=token_hash(token), expires_at=utcnow() + valid_for))
-    db.session.flush()
+    if flush:
+        db.session.flush()
     return str(token)
 
 

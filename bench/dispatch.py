@@ -18,7 +18,9 @@ of its own is created and dropped. Status callbacks are off (they are the web ap
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import resource
 import secrets
 import subprocess
 import sys
@@ -145,6 +147,42 @@ def run_workers(count: int, env: dict[str, str]) -> None:
             raise SystemExit(f"a dispatch process failed with exit code {proc.returncode}")
 
 
+# -- where the CPU goes ----------------------------------------------------------------------------------------
+def _mariadb_cpu() -> float | None:
+    """CPU seconds the local MariaDB server has used so far (None when it is not a local process we can read)."""
+    try:
+        pid = subprocess.run(["pidof", "mariadbd"], capture_output=True, text=True, check=True).stdout.split()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, subprocess.CalledProcessError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds used during a run by the dispatch processes (waited-for children: start-up included), by this
+    process (the simulators' threads: the main thread only waits) and by the MariaDB server."""
+
+    def __enter__(self) -> CpuMeter:
+        self.start = (resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF),
+                      _mariadb_cpu(), time.monotonic())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        children, me, db, started = self.start
+        now_children, now_me = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+        self.dispatch = now_children.ru_utime + now_children.ru_stime - children.ru_utime - children.ru_stime
+        self.simulators = now_me.ru_utime + now_me.ru_stime - me.ru_utime - me.ru_stime
+        db_now = _mariadb_cpu()
+        self.database = (db_now - db) if db is not None and db_now is not None else None
+        self.wall = time.monotonic() - started
+
+    def line(self, n: int) -> str:
+        per = {"dispatch": self.dispatch, "simulators": self.simulators, "MariaDB": self.database}
+        parts = [f"{name} {1000 * sec / n:5.2f}" for name, sec in per.items() if sec is not None]
+        busy = sum(sec for sec in per.values() if sec is not None) / self.wall
+        return f"  cpu ms/message: {', '.join(parts)}; {busy:.2f} of {os.cpu_count()} cores busy"
+
+
 # -- main ------------------------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -177,6 +215,7 @@ def main() -> None:
     sims.start()
     try:
         app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True}})
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a log line per simulated request is not the bench
         with app.app_context():
             upgrade(directory=str(ROOT / "migrations"))
         base_env = {
@@ -204,7 +243,8 @@ def main() -> None:
                 ids = seed_due_messages(n)
             env = {**base_env, "DISPATCH_CONCURRENCY": str(concurrency)}
             started = time.monotonic()
-            run_workers(processes, env)
+            with CpuMeter() as cpu:
+                run_workers(processes, env)
             wall = time.monotonic() - started
             with app.app_context():
                 rate, sent = measured_rate(ids)
@@ -215,6 +255,7 @@ def main() -> None:
             results[label] = rate
             print(f"{label:12} n={n:6}  concurrency={concurrency:3}  {rate:8.1f} msg/s  "
                   f"(wall {wall:5.1f} s incl. start-up)  sent={sent}  missing={missing}  twice={twice}", flush=True)
+            print(cpu.line(n), flush=True)
             if twice or missing:
                 raise SystemExit(f"{label}: {twice} message(s) received twice, {missing} never")
         seq = results["sequential"] or 1e-9

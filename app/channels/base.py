@@ -8,11 +8,14 @@ module. Nothing here touches the database, Flask or the network.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
+
+import requests
 
 
 class Channel(StrEnum):
@@ -242,3 +245,17 @@ def require_channel(message: OutboundMessage, channel: Channel) -> None:
         raise InvalidMessageError(f"a {message.channel} message was given to the {channel} sender")
     if not message.to:
         raise InvalidMessageError("the message has no recipient")
+
+
+def provider_session(url: str) -> requests.Session:
+    """A ``requests`` session for one provider's API at ``url``. The environment's proxy settings (``HTTPS_PROXY``,
+    ``NO_PROXY``, ...) and CA bundle are read once, here: with ``trust_env`` on, requests re-reads the whole
+    environment on every request, which costs more CPU than the rest of a send."""
+    session = requests.Session()
+    proxies = requests.utils.get_environ_proxies(url)  # empty when NO_PROXY covers the host
+    session.trust_env = False
+    session.proxies.update(proxies)
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    return session

@@ -46,6 +46,7 @@ from app.channels.base import (
     StatusUpdate,
     WebhookPayloadError,
     detect_keyword,
+    provider_session,
     require_channel,
 )
 
@@ -121,7 +122,7 @@ class TwilioSender:
         self.max_attempts = max(1, max_attempts)
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.session = session or requests.Session()
+        self.session = session or provider_session(self.api_url)
         self.session.auth = (account_sid, auth_token)
         self._sleep = sleep
 

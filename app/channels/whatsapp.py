@@ -45,6 +45,7 @@ from app.channels.base import (
     TemplateParam,
     WebhookPayloadError,
     detect_keyword,
+    provider_session,
     require_channel,
 )
 from app.channels.sms import _request_never_sent
@@ -216,7 +217,7 @@ class WhatsAppSender:
         self.max_attempts = max(1, max_attempts)
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.session = session or requests.Session()
+        self.session = session or provider_session(self.api_url)
         self.session.headers["Authorization"] = f"Bearer {token}"
         self._clock = clock
         self._sleep = sleep
