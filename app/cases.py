@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
 from app.models import CaseTransition, RecoveryCase, Transaction
@@ -50,3 +52,31 @@ def move_case(
         case.closed_at = transition.at
     db.session.add(transition)
     return transition
+
+
+def move_cases(
+    cases: Sequence[RecoveryCase], to_state: str, *, reasons: dict[int, str], actor: str = "system"
+) -> None:
+    """:func:`move_case` for many cases in one statement per starting state (the caller holds their rows, e.g.
+    ``FOR UPDATE``): the dispatcher moves a batch's cases to ``contacting`` this way."""
+    at = utcnow()
+    by_state: dict[str, list[RecoveryCase]] = {}
+    for case in cases:
+        check_transition(case.state, to_state)
+        by_state.setdefault(case.state, []).append(case)
+    new = CaseState(to_state)
+    for from_state, group in by_state.items():
+        values: dict[str, object] = {"state": new.value, "updated_at": at}
+        if new in TERMINAL:
+            values["closed_at"] = at
+        db.session.execute(
+            sa.update(RecoveryCase)
+            .where(RecoveryCase.id.in_([c.id for c in group]), RecoveryCase.state == from_state)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        for case in group:
+            db.session.add(CaseTransition(case_id=case.id, from_state=from_state, to_state=new.value,
+                                          reason=reasons.get(case.id, ""), actor=actor, at=at))
+            for key, value in values.items():
+                set_committed_value(case, key, value)

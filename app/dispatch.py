@@ -71,7 +71,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from sqlalchemy.orm import joinedload
 
-from app.cases import move_case
+from app.cases import move_cases
 from app.channels.base import Channel, OutboundMessage, SendResult
 from app.consent import opted_out_channels_of
 from app.default_templates import default_template
@@ -624,6 +624,7 @@ class _BatchFacts:
 
     def __init__(self, now: datetime, customer_ids: set[int]) -> None:
         self.now = now
+        self.started = utcnow()  # the attempts' start (real clock, like the leases)
         self.customer_ids = customer_ids
         self._windows: dict[str, Any] | None = None
         self._versions: dict[int, Any] = {}
@@ -705,6 +706,13 @@ def prepare_batch(
             ready.append(outcome)
         else:
             finished[message.id] = outcome
+    if ready:  # one statement, not an UPDATE per row (each is a round trip the whole run waits for)
+        db.session.execute(
+            sa.update(OutboxMessage)
+            .where(OutboxMessage.id.in_([r.message_id for r in ready]), OutboxMessage.state == "claimed")
+            .values(state="sending", attempts=OutboxMessage.attempts + 1, claimed_at=facts.started)
+            .execution_options(synchronize_session=False)
+        )
     db.session.commit()
     return ready, finished
 
@@ -740,11 +748,9 @@ def _prepare_one(
     if message.customer_id in with_siblings or message.attempts:  # a retry lists what its first attempt carried
         merged = _merge_siblings(message, case, channel, now, pending)
     outbound = _compose(message, case, customer, channel, merged)
-    message.state = "sending"
-    message.attempts += 1
-    message.claimed_at = utcnow()
-    attempt: dict[str, Any] = {"channel": channel, "to": outbound.to, "n": message.attempts,
-                               "started_at": message.claimed_at.isoformat(), "by": message.claimed_by}
+    # state, attempts and lease are set for the whole batch in one statement (prepare_batch)
+    attempt: dict[str, Any] = {"channel": channel, "to": outbound.to, "n": message.attempts + 1,
+                               "started_at": facts.started.isoformat(), "by": message.claimed_by}
     if channel == "sms":
         attempt["body"] = outbound.text
         attempt["from"] = getattr(senders[channel], "from_number", None)
@@ -786,16 +792,17 @@ def record_batch(attempts: list[Attempted], now: datetime) -> dict[int, str]:
             .with_for_update().execution_options(populate_existing=True)
         )
     }
-    case_ids = {a.ready.case_id for a in todo if a.ready.case_id is not None and a.result and a.result.accepted}
-    cases = {
-        c.id: c for c in db.session.scalars(sa.select(RecoveryCase).where(RecoveryCase.id.in_(case_ids)))
-    } if case_ids else {}
+    sent: list[tuple[OutboxMessage, Attempted]] = []
     for a in todo:
         message = rows.get(a.ready.message_id)
-        case = cases.get(a.ready.case_id) if a.ready.case_id is not None else None
-        outcomes[a.ready.message_id] = (
-            "gone" if message is None else _record_result(message, a.ready, a.result, case, now)  # type: ignore[arg-type]
-        )
+        if message is None:
+            outcomes[a.ready.message_id] = "gone"
+        elif a.result.accepted:  # type: ignore[union-attr]
+            sent.append((message, a))
+            outcomes[a.ready.message_id] = "sent"
+        else:
+            outcomes[a.ready.message_id] = _record_failure(message, a.ready, a.result, now)  # type: ignore[arg-type]
+    _record_sent(sent)
     db.session.commit()
     return outcomes  # type: ignore[return-value]
 
@@ -1171,10 +1178,45 @@ def _wa_language(locale: str | None) -> str:
 
 
 # -- recording ----------------------------------------------------------------------------------------------------
-def _record_result(
-    message: OutboxMessage, ready: Ready, result: SendResult, case: RecoveryCase | None, now: datetime
-) -> str:
-    """One provider answer onto its (locked) row; returns the outcome (``fallback``: prepare it again)."""
+def _record_sent(sent: list[tuple[OutboxMessage, Attempted]]) -> None:
+    """The provider has these messages. The truth wins whoever holds a row (a status webhook may already be
+    ahead of us): ``sent`` unless a later state is known, the provider's id, a ``sent`` event each, and their
+    cases move from ``open`` to ``contacting``. Set-based: a statement per batch, not per row."""
+    if not sent:
+        return
+    ids = [m.id for m, _ in sent]
+    provider_ids = {m.id: a.result.provider_message_id for m, a in sent}  # type: ignore[union-attr]
+    db.session.execute(
+        sa.update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids))
+        .values(
+            state=sa.case((OutboxMessage.state.in_(SENT_STATES), OutboxMessage.state), else_="sent"),
+            sent_at=sa.func.coalesce(OutboxMessage.sent_at, utcnow()),
+            provider_message_id=sa.case(provider_ids, value=OutboxMessage.id),
+            error_code=None,
+            error_text=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    for message, a in sent:
+        result = a.result
+        assert result is not None
+        _event(message, "sent", {"channel": a.ready.channel, "outcome": result.outcome, "error_code": None,
+                                 "error_text": None, "attempts": result.attempts,
+                                 "provider_message_id": result.provider_message_id})
+    why = {a.ready.case_id: f"{a.ready.channel} message {m.id} sent" for m, a in reversed(sent)
+           if a.ready.case_id is not None}
+    if why:
+        cases = db.session.scalars(
+            sa.select(RecoveryCase).where(RecoveryCase.id.in_(list(why)), RecoveryCase.state == "open")
+            .with_for_update()
+        ).all()
+        move_cases(cases, "contacting", reasons={c.id: why[c.id] for c in cases})
+
+
+def _record_failure(message: OutboxMessage, ready: Ready, result: SendResult, now: datetime) -> str:
+    """A provider answer that is not an acceptance, onto its (locked) row; returns the outcome (``fallback``:
+    prepare it again)."""
     channel = ready.channel
     payload = {
         "channel": channel,
@@ -1184,17 +1226,6 @@ def _record_result(
         "attempts": result.attempts,
     }
     ours = message.claimed_by == ready.owner and message.state in ("sending", "delivering")
-    if result.accepted:
-        # the truth wins whoever holds the row: the provider has it (a status webhook may already be ahead)
-        if message.state not in SENT_STATES:
-            message.state = "sent"
-        message.sent_at = message.sent_at or utcnow()
-        message.provider_message_id = result.provider_message_id
-        message.error_code = message.error_text = None
-        _event(message, "sent", {**payload, "provider_message_id": result.provider_message_id})
-        if case is not None and case.state == "open":
-            move_case(case, "contacting", reason=f"{channel} message {message.id} sent")
-        return "sent"
     if message.state in SENT_STATES:  # a status webhook (or the answer to the dot) already proved it went
         _event(message, "late_result", {**payload, "state": message.state})
         return "sent"

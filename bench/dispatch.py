@@ -12,7 +12,8 @@ Prints messages per second, the concurrent/sequential ratio (target >= 20x) and 
     .venv/bin/python bench/dispatch.py [--n 10000] [--concurrency 64] [--delay 0.05]
 
 MariaDB: ``RECOUP_BENCH_MYSQL_URL`` (a server URL, default ``mysql+pymysql://root:@127.0.0.1:3306``); a database
-of its own is created and dropped. Status callbacks are off (they are the web app's load, not the dispatcher's).
+of its own is created and dropped. Status callbacks are off (they are the web app's load, not the dispatcher's):
+the Twilio simulator sends none, and the WhatsApp simulator has no webhook URL.
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ def main() -> None:
                 ("2 processes", 2, args.concurrency, args.n))
         for label, processes, concurrency, n in runs:
             sims.reset()
+            sims.twilio.send_status_callbacks = False  # see the docstring
             with app.app_context():
                 empty_outbox()
                 ids = seed_due_messages(n)

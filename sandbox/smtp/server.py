@@ -30,6 +30,7 @@ import asyncio
 import html
 import itertools
 import logging
+import re
 import time
 import warnings
 from collections import Counter
@@ -82,6 +83,74 @@ class _FreePortController(Controller):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
             return super().factory()
+
+
+def _header(raw: bytes, name: str) -> str | None:
+    """One header's value from the raw message's header block (unfolded), without parsing the MIME."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    match = re.search(rb"^" + re.escape(name.encode()) + rb":[ \t]*(.*(?:\r?\n[ \t].*)*)", head, re.I | re.M)
+    return re.sub(r"\r?\n[ \t]+", " ", match.group(1).decode("utf-8", "replace")).strip() if match else None
+
+
+class ReceivedMail(dict):  # type: ignore[type-arg]
+    """A received message: the envelope and our reference header at once; headers and bodies parsed from the raw
+    message the first time anything else is read (parsing MIME costs more than the whole SMTP conversation, and
+    a load test reads back almost none of what it sent)."""
+
+    PARSED = ("from", "to", "subject", "message_id", "date", "list_unsubscribe", "list_unsubscribe_post",
+              "headers", "text", "html", "parsed")
+
+    def __missing__(self, key: str) -> Any:
+        if key not in self.PARSED:
+            raise KeyError(key)
+        self.parse()
+        return dict.__getitem__(self, key)
+
+    def parse(self) -> ReceivedMail:
+        if dict.__contains__(self, "parsed"):
+            return self
+        raw = getattr(self, "raw_bytes", None) or dict.__getitem__(self, "raw").encode()
+        parsed = message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        text_part = parsed.get_body(("plain",))
+        html_part = parsed.get_body(("html",))
+        self.update(
+            {
+                "from": str(parsed.get("From", "")),
+                "to": str(parsed.get("To", "")),
+                "subject": str(parsed.get("Subject", "")),
+                "message_id": str(parsed.get("Message-ID", "")),
+                "date": str(parsed.get("Date", "")),
+                "list_unsubscribe": parsed.get("List-Unsubscribe"),
+                "list_unsubscribe_post": parsed.get("List-Unsubscribe-Post"),
+                "headers": [[k, str(v)] for k, v in parsed.items()],
+                "text": text_part.get_content() if text_part is not None else None,
+                "html": html_part.get_content() if html_part is not None else None,
+                "parsed": parsed,
+            }
+        )
+        return self
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.PARSED or dict.__contains__(self, key)
+
+    def __iter__(self) -> Any:
+        return dict.__iter__(self.parse())
+
+    def keys(self) -> Any:
+        return dict.keys(self.parse())
+
+    def items(self) -> Any:
+        return dict.items(self.parse())
+
+    def values(self) -> Any:
+        return dict.values(self.parse())
 
 
 class _Handler:
@@ -284,33 +353,19 @@ class SmtpSimulator:
         raw = envelope.original_content or envelope.content or b""
         if isinstance(raw, str):
             raw = raw.encode()
-        parsed = message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=policy.default)
-        assert isinstance(parsed, EmailMessage)
-        text_part = parsed.get_body(("plain",))
-        html_part = parsed.get_body(("html",))
         with self._lock:
             index = next(self._ids)
-            record = {
-                "index": index,
-                "queue_id": f"SB{index:08d}",
-                "received_at": time.time(),
-                "mail_from": envelope.mail_from,
-                "rcpt_tos": list(envelope.rcpt_tos),
-                "authenticated": bool(session.authenticated),
-                "from": str(parsed.get("From", "")),
-                "to": str(parsed.get("To", "")),
-                "subject": str(parsed.get("Subject", "")),
-                "message_id": str(parsed.get("Message-ID", "")),
-                "date": str(parsed.get("Date", "")),
-                "reference": parsed.get(REFERENCE_HEADER),
-                "list_unsubscribe": parsed.get("List-Unsubscribe"),
-                "list_unsubscribe_post": parsed.get("List-Unsubscribe-Post"),
-                "headers": [[k, str(v)] for k, v in parsed.items()],
-                "text": text_part.get_content() if text_part is not None else None,
-                "html": html_part.get_content() if html_part is not None else None,
-                "raw": raw.decode("utf-8", "replace"),
-                "parsed": parsed,
-            }
+            record = ReceivedMail(
+                index=index,
+                queue_id=f"SB{index:08d}",
+                received_at=time.time(),
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                authenticated=bool(session.authenticated),
+                reference=_header(raw, REFERENCE_HEADER),
+                raw=raw.decode("utf-8", "replace"),
+            )
+            record.raw_bytes = raw
             self.messages.append(record)
             if record["reference"]:
                 self.references[str(record["reference"])] += 1

@@ -20,7 +20,7 @@ control API sets. Control routes (besides the harness's ``requests``, ``reset``,
     GET  /_control/messages        every message resource, with our reference
     GET  /_control/references      {"<reference>": count}: how many messages each of our references produced
     GET  /_control/callbacks       every callback delivered and what our server answered
-    POST /_control/config          {"status_callback_url", "inbound_url", "delays": [d1, d2],
+    POST /_control/config          {"status_callback_url", "inbound_url", "send_status_callbacks", "delays": [d1, d2],
     "response_delay"}
 
 Custom faults (``POST /_control/faults``): ``accept_then_timeout`` (create the message, then stall ``seconds``
@@ -119,6 +119,7 @@ class TwilioSimulator(SimulatorServer):
         self.auth_token = auth_token
         self.from_number = from_number
         self.status_callback_url = status_callback_url  # used when a message has no StatusCallback
+        self.send_status_callbacks = True  # off: statuses still advance (and show in lookups), nothing is POSTed
         self.inbound_url = inbound_url
         self.delays = tuple(delays)
         self.response_delay = response_delay
@@ -338,7 +339,7 @@ class TwilioSimulator(SimulatorServer):
             if error_code:
                 message["error_code"] = int(error_code)
                 message["error_message"] = None
-        if not callback:
+        if not callback or not self.send_status_callbacks:
             return
         params = {
             "MessageSid": sid,
@@ -446,7 +447,7 @@ class TwilioSimulator(SimulatorServer):
                 return json_response(list(self.callbacks))
         if action == "config" and request.method == "POST":
             spec = request.get_json(force=True, silent=True) or {}
-            for key in ("status_callback_url", "inbound_url", "response_delay"):
+            for key in ("status_callback_url", "inbound_url", "response_delay", "send_status_callbacks"):
                 if key in spec:
                     setattr(self, key, spec[key])
             if "delays" in spec:

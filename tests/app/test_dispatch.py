@@ -180,7 +180,7 @@ def die_after_the_provider_call(monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(dispatch, "_record_result", crash)
+    monkeypatch.setattr(dispatch, "record_batch", crash)
 
 
 def test_a_claim_left_by_a_dead_worker_goes_out_once(db, channels):
