@@ -4,16 +4,23 @@ The function is generated as source and compiled once per policy version (cached
 It reads only the facts the policy mentions, each once, into locals; every comparison is guarded so that a
 missing or malformed fact makes that comparison false, and a missing exchange rate makes a money comparison
 false: evaluating a policy never raises on bad facts.
+
+``decide`` runs once per case, so it takes two shortcuts that keep its answers exact (tests/dsl/
+test_compiled_fast_paths.py checks them against ``explain``, which is generated the plain way): a money fact is
+compared with a constant through its float first, and goes to Decimal only when the float cannot settle it; and
+it computes the number of its Decision among all the policy can make and returns that Decision, built once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import operator
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -128,8 +135,8 @@ class CompiledPlan:
 class Decision(NamedTuple):
     """What the policy decides for one case, before timing.
 
-    Immutable like the other domain values; a NamedTuple rather than a frozen dataclass because one is built
-    per case in hot loops, and a tuple is several times cheaper to make.
+    Immutable like the other domain values (a NamedTuple: cheap to make and to compare). ``decide`` returns
+    Decisions built once per compiled policy, so equal decisions are usually the same object.
     """
 
     segment: str | None
@@ -246,6 +253,53 @@ def _money_cmp2(
     return _OPS[op](left, target)
 
 
+def _money_value(amount: object, currency: object) -> Decimal | None:
+    """An amount as the reference code reads it (a decimal string, an int or a finite Decimal) in a currency."""
+    if type(amount) is str:
+        try:
+            parsed = Decimal(amount)
+        except InvalidOperation:
+            return None
+        value = parsed if parsed.is_finite() else None
+    else:
+        value = _money_amount(amount)
+    return value if type(currency) is str else None
+
+
+def _money_pair(amount: object, currency: object) -> tuple[Decimal, str] | None:
+    """``(amount, currency)`` for the general money comparison, or None."""
+    value = _money_value(amount, currency)
+    return None if value is None or type(currency) is not str else (value, currency)
+
+
+def _money_exact(
+    rates: FxRates | None, amount: object, currency: object, op: str, target: Decimal, to: str
+) -> bool:
+    """``amount currency <op> target to`` the exact way: what the float filter of ``decide`` cannot settle."""
+    value = _money_value(amount, currency)
+    if value is None:
+        return False
+    if currency == to:
+        return _OPS[op](value, target)
+    return _money_cmp2(rates, value, currency, op, target, to)
+
+
+def _float_bounds(target: Decimal) -> tuple[float, float]:
+    """The floats nearest ``target`` from below and above (the same float when it is exact).
+
+    ``float(text)`` is correctly rounded, and rounding is monotonic, so for a decimal text whose float is ``f``:
+    ``f > high`` proves the exact value is above ``target``, ``f < low`` proves it below; between the two (or
+    for a text ``float`` refuses or makes infinite), only the Decimal can tell.
+    """
+    nearest = float(target)
+    exact = Decimal(nearest)
+    if exact == target:
+        return nearest, nearest
+    if exact < target:
+        return nearest, math.nextafter(nearest, math.inf)
+    return math.nextafter(nearest, -math.inf), nearest
+
+
 def _parse_instant(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
@@ -318,7 +372,11 @@ _GROUP_VAR = {"customer": "_c", "transaction": "_t", "decline": "_d", "history":
 
 
 class _Generator:
-    def __init__(self) -> None:
+    """The straightforward translation: every fact read up front, money as Decimal. ``explain`` uses it, and it
+    is the reference the optimised ``decide`` (``_DecideGenerator``) is tested against."""
+
+    def __init__(self, prefix: str = "_k") -> None:
+        self.prefix = prefix
         self.consts: dict[str, object] = {}
         self.const_names: dict[tuple[str, object], str] = {}
         self.field_vars: dict[str, str] = {}
@@ -330,7 +388,7 @@ class _Generator:
             key = ("frozenset", tuple(sorted(map(repr, value))))
         name = self.const_names.get(key)
         if name is None:
-            name = f"_k{len(self.consts)}"
+            name = f"{self.prefix}{len(self.consts)}"
             self.consts[name] = value
             self.const_names[key] = name
         return name
@@ -462,6 +520,72 @@ class _Generator:
         return inside
 
 
+class _DecideGenerator(_Generator):
+    """The translation ``decide`` runs: money compared to a constant through a float filter (exact: the Decimal
+    decides whenever the float cannot), and no guard where the comparison is false on None anyway."""
+
+    def __init__(self) -> None:
+        super().__init__(prefix="_f")
+        self.float_currency: dict[str, str] = {}  # money field var -> the currency its float filter holds for
+
+    def _money_field(self, var: str, amount: str, currency: str) -> None:
+        """Two locals, read as they are: ``var_r``, the amount; ``var_c``, the currency."""
+        self.prologue += [f"{var}_r = {amount}", f"{var}_c = {currency}"]
+
+    def _float_filter(self, var: str, currency: str) -> str | None:
+        """``var_f``: the amount as a float when it is a finite decimal text in ``currency``, else NaN (which
+        fails every float test and so sends the comparison to the Decimal). One currency per field."""
+        held = self.float_currency.get(var)
+        if held is None:
+            self.float_currency[var] = held = currency
+            self.prologue += [
+                f"{var}_f = _nan",
+                f"if {var}_r.__class__ is str and {var}_c.__class__ is str and {var}_c == {currency!r}"
+                f" and {var}_r.isascii():",
+                "    try:",
+                f"        {var}_f = _float({var}_r)",
+                "    except ValueError:",
+                "        pass",
+                "    else:",
+                f"        if {var}_f - {var}_f: {var}_f = _nan",  # inf (from "inf" or 1e999): not settled here
+            ]
+        return f"{var}_f" if held == currency else None
+
+    def value(self, operand: n.Operand) -> tuple[str, bool]:
+        if isinstance(operand, n.FieldRef) and FIELDS[operand.path].type is Type.money:
+            var = self.field(operand.path)
+            return f"_money_pair({var}_r, {var}_c)", True
+        return super().value(operand)
+
+    def compare(self, left_node: n.Operand, op: str, right_node: n.Operand) -> str:
+        kind = _operand_type(left_node)
+        if kind is Type.money and isinstance(left_node, n.FieldRef) and isinstance(right_node, n.MoneyLit):
+            var = self.field(left_node.path)
+            amount, currency = self.const(right_node.amount), right_node.currency
+            exact = f"_money_exact(_rates, {var}_r, {var}_c, {op!r}, {amount}, {currency!r})"
+            f = self._float_filter(var, currency)
+            if f is None:
+                return exact
+            low, high = (self.const(b) for b in _float_bounds(right_node.amount))
+            if op in (">", ">="):
+                return f"({f} > {high} or (not {f} < {low} and {exact}))"
+            if op in ("<", "<="):
+                return f"({f} < {low} or (not {f} > {high} and {exact}))"
+            if op == "==":
+                return f"(not ({f} < {low} or {f} > {high}) and {exact})"
+            return f"({f} < {low} or {f} > {high} or {exact})"
+        if (
+            op == "=="
+            and kind is not Type.money
+            and kind is not Type.yes_no
+            and isinstance(left_node, n.FieldRef)
+            and not isinstance(right_node, n.FieldRef)
+        ):
+            left, _ = self.value(left_node)  # None == a constant is false: the None guard adds nothing
+            return f"({left} == {self.const(_literal_value(right_node))})"
+        return super().compare(left_node, op, right_node)
+
+
 def _operand_type(operand: n.Operand) -> Type:
     if isinstance(operand, n.FieldRef):
         return FIELDS[operand.path].type
@@ -581,6 +705,110 @@ def _compile_plan(plan: n.Plan) -> CompiledPlan:
     return CompiledPlan(plan.line, segments, priority, tuple(steps), escalate_after, escalate_to, give_up)
 
 
+_TABLE_SIZE = 4096  # Decisions built up front per policy; a policy that could make more builds them as met
+
+
+class _DecisionSpace:
+    """Every Decision a policy can make, numbered, so that ``decide`` finds its own with a few additions:
+    ((segment * (offer rules + 1) + offer rule) * 2**step_bits + conditional steps held) * 2**overrides
+    + overrides held. Decisions are immutable: each is built once per policy and shared by every case."""
+
+    def __init__(
+        self,
+        segments: tuple[str, ...],
+        segment_plan: tuple[int, ...],
+        fallback: int,
+        plans: tuple[CompiledPlan, ...],
+        offers: tuple[tuple[CompiledOffer, ...], ...],
+        override_ignores: tuple[frozenset[str], ...],
+    ) -> None:
+        self.segments, self.segment_plan, self.fallback = segments, segment_plan, fallback
+        self.plans, self.offers, self.override_ignores = plans, offers, override_ignores
+        #: per plan, the positions of its steps that have a condition (bit j of the steps number: the j-th)
+        self.cond_steps = tuple(
+            tuple(i for i, st in enumerate(plan.steps) if st.condition is not None) for plan in plans
+        )
+        self.step_bits = max((len(c) for c in self.cond_steps), default=0)
+        self.step_unit = 1 << len(override_ignores)
+        self.offer_unit = self.step_unit << self.step_bits
+        self.segment_unit = self.offer_unit * (len(offers) + 1)
+        self.size = self.segment_unit * (len(segments) + 1)
+
+    def plan_of(self, segment: int) -> int:
+        return self.segment_plan[segment] if segment < len(self.segments) else self.fallback
+
+    def decision_at(self, index: int) -> Decision:
+        index, overrides_held = divmod(index, self.step_unit)
+        index, steps_held = divmod(index, 1 << self.step_bits)
+        segment, offer = divmod(index, len(self.offers) + 1)
+        p = self.plan_of(segment)
+        plan = self.plans[p] if p >= 0 else None
+        steps: tuple[CompiledStep, ...] = ()
+        if plan is not None:
+            dropped = {i for bit, i in enumerate(self.cond_steps[p]) if not steps_held >> bit & 1}
+            steps = tuple(st for i, st in enumerate(plan.steps) if i not in dropped) if dropped else plan.steps
+        ignores: frozenset[str] = frozenset()
+        for bit, more in enumerate(self.override_ignores):
+            if overrides_held >> bit & 1:
+                ignores |= more
+        return Decision(
+            self.segments[segment] if segment < len(self.segments) else None,
+            plan,
+            self.offers[offer] if offer < len(self.offers) else (),
+            steps,
+            ignores,
+        )
+
+
+def _decide_body(
+    gen: _DecideGenerator,
+    space: _DecisionSpace,
+    segments: list[n.Segment],
+    plan_nodes: list[n.Plan],
+    offer_rules: list[n.OfferRule],
+    overrides: list[n.Override],
+) -> list[str]:
+    """Statements that leave the number of the Decision in ``i`` (its reads go to ``gen.prologue``)."""
+    body: list[str] = []
+    for k in range(len(segments) + 1):
+        if k < len(segments):
+            cond = segments[k].condition
+            body.append(f"{'if' if k == 0 else 'elif'} {'True' if cond is None else gen.expr(cond)}:")
+        else:
+            body.append("else:" if segments else "if True:")
+        body.append(f"    i = {k * space.segment_unit}")
+        p = space.plan_of(k)
+        for bit, si in enumerate(space.cond_steps[p] if p >= 0 else ()):
+            step_cond = plan_nodes[p].steps[si].condition
+            assert step_cond is not None
+            body.append(f"    if {gen.expr(step_cond)}: i += {space.step_unit << bit}")
+    for k, rule in enumerate(offer_rules):
+        add = f"i += {k * space.offer_unit}" if k else "pass"
+        if rule.condition is None:  # otherwise: the rules after it never apply
+            if k:
+                body.append(f"else: {add}")
+            break
+        body.append(f"{'if' if k == 0 else 'elif'} {gen.expr(rule.condition)}: {add}")
+    else:
+        body.append(f"{'else: ' if offer_rules else ''}i += {len(offer_rules) * space.offer_unit}")
+    for bit, override in enumerate(overrides):
+        body.append(f"if {gen.expr(override.condition)}: i += {1 << bit}")
+    return body
+
+
+def _group_reads(field_vars: Iterable[str]) -> list[str]:
+    """The fact groups the fields come from, each a dict (anything else reads as empty)."""
+    used = {path.split(".")[0] for path in field_vars}
+    if used & {"customer", "transaction"}:  # some customer facts read the transaction's, and back
+        used |= {"customer", "transaction"}
+    return [
+        line
+        for group, var in _GROUP_VAR.items()
+        if group in used
+        for line in (f"{var} = facts.get({group!r})", f"if {var}.__class__ is not dict: {var} = _E")
+    ]
+
+
 def build(
     policy: n.Policy,
     *,
@@ -590,7 +818,6 @@ def build(
     warnings: tuple[Diagnostic, ...] = (),
 ) -> CompiledPolicy:
     """Compile a validated tree. Use ``compile_policy`` for text: it validates and caches."""
-    gen = _Generator()
     segments = [s for s in policy.statements if isinstance(s, n.Segment)]
     plan_nodes = [s for s in policy.statements if isinstance(s, n.Plan)]
     offer_rules = [r for s in policy.statements if isinstance(s, n.Offers) for r in s.rules]
@@ -609,19 +836,23 @@ def build(
         segment_plan.append(index)
     fallback = next((i for i, p in enumerate(plan_nodes) if not p.segments), -1)
 
-    body: list[str] = []
+    space = _DecisionSpace(
+        tuple(s.name.text for s in segments),
+        tuple(segment_plan),
+        fallback,
+        tuple(plans),
+        offer_tuples,
+        tuple(frozenset(i.text for i in o.ignores) for o in overrides),
+    )
+    fast = _DecideGenerator()
+    body = _decide_body(fast, space, segments, plan_nodes, offer_rules, overrides)
+    table = tuple(map(space.decision_at, range(space.size))) if space.size <= _TABLE_SIZE else None
+    body.append("return _T[i]" if table is not None else "return _decision(i)")
+
+    # explain: every condition, the reference way
+    gen = _Generator()
     conditions: list[tuple[str, int, str]] = []
     explain: list[str] = []
-
-    def chain(var: str, conds: list[n.Expr | None], none_value: str = "-1") -> None:
-        for i, cond in enumerate(conds):
-            test = "True" if cond is None else gen.expr(cond)
-            body.append(f"{'if' if i == 0 else 'elif'} {test}: {var} = {i}")
-        if conds:
-            body.append(f"else: {var} = {none_value}")
-        else:
-            body.append(f"{var} = {none_value}")
-
     explained_by_line: list[tuple[int, int, tuple[str, int, str], str]] = []
 
     def explained(kind: str, line: int, cond: n.Expr) -> None:
@@ -632,44 +863,6 @@ def build(
         for entry, code in entries:
             explained_by_line.append((line, len(explained_by_line), entry, code))
 
-    for k, segment in enumerate(segments):
-        test = "True" if segment.condition is None else gen.expr(segment.condition)
-        plan_ref = gen.const(plans[segment_plan[k]]) if segment_plan[k] >= 0 else "None"
-        body.append(f"{'if' if k == 0 else 'elif'} {test}:")
-        body.append(f"    seg = {segment.name.text!r}; p = {segment_plan[k]}; pl = {plan_ref}")
-    fallback_ref = gen.const(plans[fallback]) if fallback >= 0 else "None"
-    body.append("else:" if segments else "if True:")
-    body.append(f"    seg = None; p = {fallback}; pl = {fallback_ref}")
-
-    for k, rule in enumerate(offer_rules):
-        test = "True" if rule.condition is None else gen.expr(rule.condition)
-        body.append(f"{'if' if k == 0 else 'elif'} {test}: off = {gen.const(offer_tuples[k])}")
-    body.append("else: off = ()" if offer_rules else "off = ()")
-
-    body.append("ov = 0")
-    for bit, override in enumerate(overrides):
-        body.append(f"if {gen.expr(override.condition)}: ov |= {1 << bit}")
-
-    for pi, plan in enumerate(plan_nodes):
-        compiled_steps = plans[pi].steps
-        body.append(f"{'if' if pi == 0 else 'elif'} p == {pi}:")
-        if all(step.condition is None for step in plan.steps):
-            body.append(f"    st = {gen.const(compiled_steps)}")
-        else:
-            body.append("    st = []")
-            for si, step in enumerate(plan.steps):
-                ref = gen.const(compiled_steps[si])
-                if step.condition is None:
-                    body.append(f"    st.append({ref})")
-                else:
-                    body.append(f"    if {gen.expr(step.condition)}: st.append({ref})")
-            body.append("    st = tuple(st)")
-    body.append("else: st = ()" if plan_nodes else "st = ()")
-    if len(overrides) <= 6:
-        body.append("return _new(_Decision, (seg, pl, off, st, _IGNORES[ov]))")
-    else:
-        body.append("return _new(_Decision, (seg, pl, off, st, _ignores(ov)))")
-
     for s in segments:
         if s.condition is not None:
             explained("segment", s.line, s.condition)
@@ -678,61 +871,41 @@ def build(
             explained("offer", r.line, r.condition)
     for o in overrides:
         explained("override", o.line, o.condition)
-    for plan in plan_nodes:
-        for step in plan.steps:
+    for plan_node in plan_nodes:
+        for step in plan_node.steps:
             if step.condition is not None:
                 explained("step", step.line, step.condition)
     for _, _, entry, code in sorted(explained_by_line, key=lambda e: (e[0], e[1])):
         conditions.append(entry)
         explain.append(f"_r.append({code})")
 
-    used_groups = {path.split(".")[0] for path in gen.field_vars}
-    if used_groups & {"customer", "transaction"}:  # some customer facts read the transaction's, and back
-        used_groups |= {"customer", "transaction"}
-    prologue = [
-        line
-        for group, var in _GROUP_VAR.items()
-        if group in used_groups
-        for line in (f"{var} = facts.get({group!r})", f"if {var}.__class__ is not dict: {var} = _E")
-    ] + [
-        *gen.prologue,
-    ]
     indent = "    "
     source = "\n".join(
         [
             "def _decide(facts):",
-            *(indent + line for line in prologue + body),
+            *(indent + line for line in _group_reads(fast.field_vars) + fast.prologue + body),
             "",
             "def _explain(facts):",
-            *(indent + line for line in prologue),
+            *(indent + line for line in _group_reads(gen.field_vars) + gen.prologue),
             indent + "_r = []",
             *(indent + line for line in explain),
             indent + "return _r",
             "",
         ]
     )
-    override_ignores = [frozenset(i.text for i in o.ignores) for o in overrides]
-
-    def ignores_of(mask: int) -> frozenset[str]:
-        found: frozenset[str] = frozenset()
-        for bit, ignores in enumerate(override_ignores):
-            if mask >> bit & 1:
-                found |= ignores
-        return found
-
-    ignore_table = tuple(ignores_of(mask) for mask in range(1 << min(len(overrides), 6)))
     namespace: dict[str, Any] = {
         "_E": _EMPTY,
         "_money_cmp": _money_cmp,
         "_money_cmp2": _money_cmp2,
         "_money_amount": _money_amount,
+        "_money_exact": _money_exact,
+        "_money_pair": _money_pair,
+        "_float": float,
+        "_nan": math.nan,
         "_D": Decimal,
         "_Invalid": InvalidOperation,
-        "_Decision": Decision,
-        "_new": tuple.__new__,  # Decision's own __new__ is a Python function: skip it in the hot path
-        "_IGNORES": ignore_table,
-        "_NIGNORES": len(ignore_table),
-        "_ignores": ignores_of,
+        "_T": table,
+        "_decision": lru_cache(maxsize=_TABLE_SIZE)(space.decision_at),
         "_number": _number,
         "_age": _age,
         "_local": _local,
@@ -740,6 +913,7 @@ def build(
         "_time_fact": _time_fact,
         "_rates": fx_rates,
         **gen.consts,
+        **fast.consts,
     }
     bytecode = compile(source, f"<policy {policy.name!r}>", "exec")
     exec(bytecode, namespace)  # noqa: S102 - the source is generated above from a validated tree, not user text
