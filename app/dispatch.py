@@ -317,18 +317,8 @@ def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[in
     """Claim up to ``limit`` due messages, most urgent first. A row is claimed once, whoever else is claiming."""
     token = token or new_token()
     priority = sa.case(PRIORITY_ORDER, value=OutboxMessage.priority, else_=2)
-    due = (
-        OutboxMessage.state == "scheduled",
-        OutboxMessage.scheduled_for <= now,
-        OutboxMessage.channel.in_(PERSON_CHANNELS),
-    )
     mysql = db.engine.dialect.name == "mysql"
-    candidates = db.session.scalars(
-        sa.select(OutboxMessage.id)
-        .where(*due)
-        .order_by(priority, OutboxMessage.scheduled_for, OutboxMessage.id)
-        .limit(limit * (4 if mysql else 1))
-    ).all()
+    candidates = _due_candidates(now, limit * (4 if mysql else 1))
     if not candidates:
         db.session.rollback()
         return []
@@ -361,6 +351,26 @@ def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[in
             .order_by(priority, OutboxMessage.scheduled_for, OutboxMessage.id)
         )
     )
+
+
+def _due_candidates(now: datetime, limit: int) -> list[int]:
+    """Up to ``limit`` due rows' ids, most urgent first, then oldest first: the ``limit`` oldest of each priority
+    (an index range each, on ``ix_outbox_claim``), merged in one statement."""
+    parts = []
+    for rank, name in enumerate(PRIORITY_ORDER):
+        part = (
+            sa.select(OutboxMessage.id, OutboxMessage.scheduled_for, sa.literal(rank).label("rank"))
+            .where(OutboxMessage.state == "scheduled", OutboxMessage.priority == name,
+                   OutboxMessage.scheduled_for <= now, OutboxMessage.channel.in_(PERSON_CHANNELS))
+            .order_by(OutboxMessage.scheduled_for, OutboxMessage.id)
+            .limit(limit)
+            .subquery()
+        )
+        parts.append(sa.select(part.c.id, part.c.scheduled_for, part.c.rank))
+    merged = sa.union_all(*parts).subquery()
+    return list(db.session.scalars(
+        sa.select(merged.c.id).order_by(merged.c.rank, merged.c.scheduled_for, merged.c.id).limit(limit)
+    ))
 
 
 class Heartbeat:
@@ -784,24 +794,21 @@ def record_batch(attempts: list[Attempted], now: datetime) -> dict[int, str]:
     todo = [a for a in attempts if a.result is not None]
     if not todo:
         return outcomes  # type: ignore[return-value]
-    ids = sorted(a.ready.message_id for a in todo)
+    sent = [a for a in todo if a.result.accepted]  # type: ignore[union-attr]
+    failed = sorted((a for a in todo if not a.result.accepted), key=lambda a: a.ready.message_id)  # type: ignore[union-attr]
     rows = {
         m.id: m
         for m in db.session.scalars(
-            sa.select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
-            .with_for_update().execution_options(populate_existing=True)
+            sa.select(OutboxMessage).where(OutboxMessage.id.in_([a.ready.message_id for a in failed]))
+            .order_by(OutboxMessage.id).with_for_update().execution_options(populate_existing=True)
         )
-    }
-    sent: list[tuple[OutboxMessage, Attempted]] = []
-    for a in todo:
+    } if failed else {}
+    for a in failed:
         message = rows.get(a.ready.message_id)
-        if message is None:
-            outcomes[a.ready.message_id] = "gone"
-        elif a.result.accepted:  # type: ignore[union-attr]
-            sent.append((message, a))
-            outcomes[a.ready.message_id] = "sent"
-        else:
-            outcomes[a.ready.message_id] = _record_failure(message, a.ready, a.result, now)  # type: ignore[arg-type]
+        outcomes[a.ready.message_id] = (
+            "gone" if message is None else _record_failure(message, a.ready, a.result, now)  # type: ignore[arg-type]
+        )
+    outcomes.update({a.ready.message_id: "sent" for a in sent})
     _record_sent(sent)
     db.session.commit()
     return outcomes  # type: ignore[return-value]
@@ -1178,17 +1185,16 @@ def _wa_language(locale: str | None) -> str:
 
 
 # -- recording ----------------------------------------------------------------------------------------------------
-def _record_sent(sent: list[tuple[OutboxMessage, Attempted]]) -> None:
+def _record_sent(sent: list[Attempted]) -> None:
     """The provider has these messages. The truth wins whoever holds a row (a status webhook may already be
     ahead of us): ``sent`` unless a later state is known, the provider's id, a ``sent`` event each, and their
-    cases move from ``open`` to ``contacting``. Set-based: a statement per batch, not per row."""
+    cases move from ``open`` to ``contacting``. Set-based: a few statements per batch, none per row."""
     if not sent:
         return
-    ids = [m.id for m, _ in sent]
-    provider_ids = {m.id: a.result.provider_message_id for m, a in sent}  # type: ignore[union-attr]
+    provider_ids = {a.ready.message_id: a.result.provider_message_id for a in sent}  # type: ignore[union-attr]
     db.session.execute(
         sa.update(OutboxMessage)
-        .where(OutboxMessage.id.in_(ids))
+        .where(OutboxMessage.id.in_(sorted(provider_ids)))
         .values(
             state=sa.case((OutboxMessage.state.in_(SENT_STATES), OutboxMessage.state), else_="sent"),
             sent_at=sa.func.coalesce(OutboxMessage.sent_at, utcnow()),
@@ -1198,17 +1204,18 @@ def _record_sent(sent: list[tuple[OutboxMessage, Attempted]]) -> None:
         )
         .execution_options(synchronize_session=False)
     )
-    for message, a in sent:
+    for a in sent:
         result = a.result
         assert result is not None
-        _event(message, "sent", {"channel": a.ready.channel, "outcome": result.outcome, "error_code": None,
-                                 "error_text": None, "attempts": result.attempts,
-                                 "provider_message_id": result.provider_message_id})
-    why = {a.ready.case_id: f"{a.ready.channel} message {m.id} sent" for m, a in reversed(sent)
+        _event_for(a.ready.message_id, "sent", {
+            "channel": a.ready.channel, "outcome": result.outcome, "error_code": None, "error_text": None,
+            "attempts": result.attempts, "provider_message_id": result.provider_message_id,
+        })
+    why = {a.ready.case_id: f"{a.ready.channel} message {a.ready.message_id} sent" for a in reversed(sent)
            if a.ready.case_id is not None}
     if why:
         cases = db.session.scalars(
-            sa.select(RecoveryCase).where(RecoveryCase.id.in_(list(why)), RecoveryCase.state == "open")
+            sa.select(RecoveryCase).where(RecoveryCase.id.in_(sorted(why)), RecoveryCase.state == "open")
             .with_for_update()
         ).all()
         move_cases(cases, "contacting", reasons={c.id: why[c.id] for c in cases})

@@ -6,19 +6,21 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from app.extensions import db
 from app.models.types import MYSQL_TABLE_ARGS, JSONType, UTCDateTime, utcnow
 
 
 class OutboxMessage(db.Model):
-    """One message we mean to send (or sent). States: see rules.message_states."""
+    """One message we mean to send (or sent). States: see the docstring of app.dispatch."""
 
     __tablename__ = "outbox_messages"
     __table_args__ = (
         # Due-message claim: state + time, so the dispatcher's query is an index range.
         sa.Index("ix_outbox_due", "state", "scheduled_for"),
+        # The claim itself: each priority's oldest due rows, as an index range (app.dispatch.claim_due).
+        sa.Index("ix_outbox_claim", "state", "priority", "scheduled_for", "id"),
         sa.Index("ix_outbox_case", "case_id", "step_n"),
         sa.Index("ix_outbox_provider_id", "provider_message_id"),
         sa.Index("ix_outbox_customer_sent", "customer_id", "sent_at"),
@@ -55,6 +57,13 @@ class OutboxMessage(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     events: Mapped[list[MessageEvent]] = relationship(back_populates="message", order_by="MessageEvent.id")
+
+    PRIORITIES = ("urgent", "high", "default", "low")
+
+    @validates("priority")
+    def _known_priority(self, _key: str, value: str | None) -> str:
+        """The dispatcher claims each priority by name (an index range each): anything else would never go."""
+        return value if value in self.PRIORITIES else "default"
 
 
 class MessageEvent(db.Model):
