@@ -226,9 +226,9 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
         transactions.append(_transaction_row(record, customer, ctx, is_first=paid is None or record.failed_at <= paid))
     db.session.execute(Transaction.__table__.insert(), transactions)  # Core: no per-row ORM work
     _refresh_counters({t["customer_id"] for t in transactions})
-    ids = _ids_by_gateway_id(ctx, [t["gateway_transaction_id"] for t in transactions])
+    ids = _ids_by_gateway_id(ctx, transactions)
     for row in transactions:
-        row["id"] = ids[row["gateway_transaction_id"]]
+        row["id"] = ids[(row["gateway"], row["gateway_transaction_id"])]
     opening = _first_failures(transactions, ctx)
     if opening:
         now = utcnow()
@@ -253,11 +253,25 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
     return result
 
 
-def _ids_by_gateway_id(ctx: IngestContext, gateway_ids: list[str]) -> dict[str, int]:
-    return dict(db.session.execute(
-        sa.select(Transaction.gateway_transaction_id, Transaction.id).where(
-            Transaction.gateway_account_id == ctx.account_id, Transaction.gateway_transaction_id.in_(gateway_ids))
-    ).all())
+def _ids_by_gateway_id(ctx: IngestContext, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """Database ids of just-inserted transactions, by (gateway, gateway transaction id): the gateway is part of
+    the lookup because it leads the unique index (without it every chunk scanned the account's transactions)."""
+    by_gateway: dict[str, list[str]] = {}
+    for row in rows:
+        by_gateway.setdefault(row["gateway"], []).append(row["gateway_transaction_id"])
+    found: dict[tuple[str, str], int] = {}
+    for gateway, gateway_ids in by_gateway.items():
+        found.update(
+            ((gateway, tid), pk)
+            for tid, pk in db.session.execute(
+                sa.select(Transaction.gateway_transaction_id, Transaction.id).where(
+                    Transaction.gateway == gateway,
+                    Transaction.gateway_account_id == ctx.account_id,
+                    Transaction.gateway_transaction_id.in_(gateway_ids),
+                )
+            )
+        )
+    return found
 
 
 OPEN_CASE_STATES = ("open", "contacting", "escalated")
@@ -557,8 +571,9 @@ def _refunded_sale_customers(refunds: Sequence[SaleTransaction], ctx: IngestCont
     found: dict[str, Customer] = {}
     for refund in refunds:
         clauses = []
-        if refund.original_transaction_id:
-            clauses.append(Transaction.gateway_transaction_id == refund.original_transaction_id)
+        if refund.original_transaction_id:  # the gateway leads the unique index: without it, a scan per refund
+            clauses.append(sa.and_(Transaction.gateway == refund.gateway,
+                                   Transaction.gateway_transaction_id == refund.original_transaction_id))
         if refund.order_id:
             clauses.append(Transaction.order_id == refund.order_id[:128])
         if not clauses:

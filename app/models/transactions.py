@@ -20,6 +20,8 @@ class Transaction(db.Model):
         sa.UniqueConstraint("gateway", "gateway_account_id", "gateway_transaction_id"),
         sa.Index("ix_transactions_customer", "customer_id", "failed_at"),
         sa.Index("ix_transactions_failed_at", "failed_at"),
+        # "does this order already have an open case?" for every ingested chunk (app.ingest._first_failures)
+        sa.Index("ix_transactions_order", "order_id", "gateway_account_id"),
         MYSQL_TABLE_ARGS,
     )
 
