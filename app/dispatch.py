@@ -77,7 +77,7 @@ from app.consent import opted_out_channels_of
 from app.default_templates import default_template
 from app.extensions import db
 from app.links import issue_payment_link, tracking_token
-from app.models import Customer, MessageEvent, MessageTemplate, OutboxMessage, RecoveryCase
+from app.models import Customer, MessageEvent, MessageTemplate, OutboxMessage, RecoveryCase, Transaction
 from app.models.types import utcnow
 from app.senders import data_checkpoint, reference_for, senders_for
 from app.templating import MessageTemplate as TemplateSource
@@ -692,7 +692,9 @@ def prepare_batch(
     cases = {
         c.id: c
         for c in db.session.scalars(
-            sa.select(RecoveryCase).where(RecoveryCase.id.in_(case_ids)).options(joinedload(RecoveryCase.transaction))
+            sa.select(RecoveryCase)
+            .where(RecoveryCase.id.in_(case_ids))
+            .options(joinedload(RecoveryCase.transaction).defer(Transaction.raw))  # the gateway's record: not needed
         )
     } if case_ids else {}
     customer_ids = {m.customer_id for m in mine if m.customer_id is not None}
