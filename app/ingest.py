@@ -890,7 +890,10 @@ def _window(cursor: FetchCursor, now: datetime, lookback_days: int) -> tuple[dat
         since = now - timedelta(days=lookback_days)
     else:
         since = cursor.position - overlap
-    return since, now.replace(microsecond=0)
+    # NMI's dates are whole seconds: the end rounds up, so what changed earlier in this very second is included
+    # now rather than on the next run (what changes later in it is found again thanks to the overlap)
+    until = now.replace(microsecond=0) + (timedelta(seconds=1) if now.microsecond else timedelta(0))
+    return since, until
 
 
 def _fetch_window(account: GatewayAccount, report: FetchReport, now: datetime) -> None:

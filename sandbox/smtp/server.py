@@ -114,6 +114,7 @@ class ReceivedMail(dict):  # type: ignore[type-arg]
         assert isinstance(parsed, EmailMessage)
         text_part = parsed.get_body(("plain",))
         html_part = parsed.get_body(("html",))
+        raw_text = dict.pop(self, "raw")  # put back last, as it always was: readers search the decoded text first
         self.update(
             {
                 "from": str(parsed.get("From", "")),
@@ -127,9 +128,15 @@ class ReceivedMail(dict):  # type: ignore[type-arg]
                 "text": text_part.get_content() if text_part is not None else None,
                 "html": html_part.get_content() if html_part is not None else None,
                 "parsed": parsed,
+                "raw": raw_text,
             }
         )
         return self
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self.parse())
+
+    __str__ = __repr__
 
     def get(self, key: str, default: Any = None) -> Any:
         try:
