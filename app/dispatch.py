@@ -1291,11 +1291,11 @@ def _parse_time(value: Any) -> datetime | None:
 def _event(
     message: OutboxMessage, kind: str, payload: dict[str, Any] | None = None, at: datetime | None = None
 ) -> None:
-    db.session.add(
-        MessageEvent(message_id=message.id, kind=kind, provider_payload=payload, occurred_at=at or datetime.now(UTC))
-    )
+    _event_for(message.id, kind, payload, at)
 
 
-def _event_for(message_id: int, kind: str, payload: dict[str, Any] | None = None) -> None:
+def _event_for(
+    message_id: int, kind: str, payload: dict[str, Any] | None = None, at: datetime | None = None
+) -> None:
     db.session.add(MessageEvent(message_id=message_id, kind=kind, provider_payload=payload,
-                                occurred_at=datetime.now(UTC)))
+                                occurred_at=at or datetime.now(UTC)))

@@ -3,30 +3,14 @@
 import threading
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from app.consent import opt_out
 from app.dispatch import claim_due, dispatch_due
 from app.models import MessageEvent, OutboxMessage, RecoveryCase
 from tests.builders import make_case, make_customer, make_message, make_transaction
-from tests.providers import ChannelSimulators
 
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def sims():
-    s = ChannelSimulators().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def channels(app, sims):
-    sims.reset()
-    sims.configure(app)
-    return sims
 
 
 def due_message(**overrides):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from app.case_lifecycle import cancel_pending
@@ -15,7 +14,6 @@ from app.models import MessageEvent, OutboxMessage, RecoveryCase
 from app.policies import activate_text
 from tests.app.test_dispatch import NOW, due_message, events
 from tests.builders import make_case, make_customer, make_message, make_transaction
-from tests.providers import ChannelSimulators
 
 CAPPED = """policy "capped"
   segment everyone when transaction.amount >= 0 USD
@@ -28,20 +26,6 @@ end
 """
 #: 10:00 in New York on a working day (NOW, the day after Thanksgiving, is a Florida holiday the policy skips)
 TUESDAY = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def sims():
-    s = ChannelSimulators().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def channels(app, sims):
-    sims.reset()
-    sims.configure(app)
-    return sims
 
 
 def open_case(customer, amount_minor: int = 24900) -> RecoveryCase:  # type: ignore[no-untyped-def]

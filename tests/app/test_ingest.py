@@ -42,7 +42,8 @@ def nmi_account(db, sim, **client):
 
 
 def test_one_fetch_ingests_each_failed_sale_once_and_a_second_adds_nothing(db, sim):
-    sim.seed_population(failed=300, succeeded=300, days=29, seed=5)  # inside the 30-day first fetch, however slow the run
+    # inside the 30-day first fetch, however slow the run
+    sim.seed_population(failed=300, succeeded=300, days=29, seed=5)
     expected = sim_failed_ids(sim)
     account = nmi_account(db, sim)
     first = fetch_account(account.id)
