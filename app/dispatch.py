@@ -61,7 +61,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -76,8 +78,16 @@ from app.channels.base import Channel, OutboundMessage, SendResult
 from app.consent import opted_out_channels_of
 from app.default_templates import default_template
 from app.extensions import db
-from app.links import issue_payment_link, tracking_token
-from app.models import Customer, MessageEvent, MessageTemplate, OutboxMessage, RecoveryCase, Transaction
+from app.links import new_payment_link, tracking_token
+from app.models import (
+    Customer,
+    MessageEvent,
+    MessageTemplate,
+    OutboxMessage,
+    PaymentLink,
+    RecoveryCase,
+    Transaction,
+)
 from app.models.types import utcnow
 from app.senders import data_checkpoint, reference_for, senders_for
 from app.templating import MessageTemplate as TemplateSource
@@ -89,6 +99,7 @@ PERSON_CHANNELS = ("email", "sms", "whatsapp")
 ADDRESS_FIELD = {"email": "email", "sms": "phone_e164", "whatsapp": "phone_e164"}
 OPEN_CASE_STATES = ("open", "contacting", "escalated")
 PRIORITY_ORDER = {"urgent": 0, "high": 1, "default": 2, "low": 3}
+_OUTBOX = OutboxMessage.__table__
 IN_FLIGHT = ("claimed", "sending", "delivering")
 SENT_STATES = ("sent", "delivered", "read")
 RETRY_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
@@ -314,35 +325,27 @@ def _widen_http_pools(senders: dict[str, Any], concurrency: int) -> None:
 
 
 def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[int]:
-    """Claim up to ``limit`` due messages, most urgent first. A row is claimed once, whoever else is claiming."""
+    """Claim up to ``limit`` due messages, most urgent first, then oldest first. A row is claimed once, whoever
+    else is claiming."""
     token = token or new_token()
-    priority = sa.case(PRIORITY_ORDER, value=OutboxMessage.priority, else_=2)
-    mysql = db.engine.dialect.name == "mysql"
-    candidates = _due_candidates(now, limit * (4 if mysql else 1))
+    if db.engine.dialect.name == "mysql":
+        claimed = _lock_due(now, limit)
+        if claimed:
+            db.session.execute(sa.update(_OUTBOX).where(_OUTBOX.c.id.in_(claimed))
+                               .values(state="claimed", claimed_by=token, claimed_at=utcnow()))
+        db.session.commit()
+        return claimed
+    # SQLite: one writer at a time, so a conditional update claims; the order is read back
+    candidates = _due_candidates(now, limit)
     if not candidates:
         db.session.rollback()
         return []
-    if mysql:
-        # lock what nobody else is claiming right now (by primary key: only these rows), most urgent first
-        db.session.rollback()
-        locked = set(
-            db.session.scalars(
-                sa.select(OutboxMessage.id)
-                .where(OutboxMessage.id.in_(candidates), OutboxMessage.state == "scheduled")
-                .with_for_update(skip_locked=True)
-            )
-        )
-        candidates = [c for c in candidates if c in locked][:limit]
-        if not candidates:
-            db.session.rollback()
-            return []
     db.session.execute(
-        sa.update(OutboxMessage)
-        .where(OutboxMessage.id.in_(candidates), OutboxMessage.state == "scheduled")
+        sa.update(_OUTBOX).where(_OUTBOX.c.id.in_(candidates), _OUTBOX.c.state == "scheduled")
         .values(state="claimed", claimed_by=token, claimed_at=utcnow())
-        .execution_options(synchronize_session=False)
     )
     db.session.commit()
+    priority = sa.case(PRIORITY_ORDER, value=OutboxMessage.priority, else_=2)
     return list(
         db.session.scalars(
             sa.select(OutboxMessage.id)
@@ -353,20 +356,37 @@ def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[in
     )
 
 
+def _due_rows(name: str, now: datetime) -> sa.Select[tuple[int]]:
+    """A priority's due rows, oldest first: an index range on ``ix_outbox_claim``."""
+    return (
+        sa.select(_OUTBOX.c.id)
+        .where(_OUTBOX.c.state == "scheduled", _OUTBOX.c.priority == name, _OUTBOX.c.scheduled_for <= now,
+               _OUTBOX.c.channel.in_(PERSON_CHANNELS))
+        .order_by(_OUTBOX.c.scheduled_for, _OUTBOX.c.id)
+    )
+
+
+def _lock_due(now: datetime, limit: int) -> list[int]:
+    """MariaDB: lock up to ``limit`` due rows that no other claim holds (``SKIP LOCKED``), priority by priority, in
+    claim order; usually one statement. Read committed: the range is locked without its gaps, so the planner's
+    inserts never wait for a claim."""
+    if not db.session().in_transaction():
+        db.session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+    got: list[int] = []
+    for name in PRIORITY_ORDER:
+        if len(got) >= limit:
+            break
+        got += db.session.scalars(_due_rows(name, now).limit(limit - len(got)).with_for_update(skip_locked=True))
+    return got
+
+
 def _due_candidates(now: datetime, limit: int) -> list[int]:
-    """Up to ``limit`` due rows' ids, most urgent first, then oldest first: the ``limit`` oldest of each priority
-    (an index range each, on ``ix_outbox_claim``), merged in one statement."""
+    """Up to ``limit`` due rows' ids, most urgent first, then oldest first: the ``limit`` oldest of each priority,
+    merged in one statement."""
     parts = []
     for rank, name in enumerate(PRIORITY_ORDER):
-        part = (
-            sa.select(OutboxMessage.id, OutboxMessage.scheduled_for, sa.literal(rank).label("rank"))
-            .where(OutboxMessage.state == "scheduled", OutboxMessage.priority == name,
-                   OutboxMessage.scheduled_for <= now, OutboxMessage.channel.in_(PERSON_CHANNELS))
-            .order_by(OutboxMessage.scheduled_for, OutboxMessage.id)
-            .limit(limit)
-            .subquery()
-        )
-        parts.append(sa.select(part.c.id, part.c.scheduled_for, part.c.rank))
+        part = _due_rows(name, now).add_columns(_OUTBOX.c.scheduled_for, sa.literal(rank).label("rank"))
+        parts.append(sa.select(*part.limit(limit).subquery().c))
     merged = sa.union_all(*parts).subquery()
     return list(db.session.scalars(
         sa.select(merged.c.id).order_by(merged.c.rank, merged.c.scheduled_for, merged.c.id).limit(limit)
@@ -669,6 +689,13 @@ def prepare_batch(
 ) -> tuple[list[Ready], dict[int, str]]:
     """Check, render and move to ``sending`` the claimed rows ``ids`` (in that order), in one transaction.
     Returns the messages ready to send and the outcome of the others (cancelled, skipped, deferred, gone)."""
+    with _rows_written_together() as rows:
+        return _prepare_rows(ids, now, token, senders, rows)
+
+
+def _prepare_rows(
+    ids: list[int], now: datetime, token: str | None, senders: dict[str, Any], rows_added: _BatchRows
+) -> tuple[list[Ready], dict[int, str]]:
     finished: dict[int, str] = {}
     ready: list[Ready] = []
     rows = {
@@ -725,6 +752,7 @@ def prepare_batch(
             .values(state="sending", attempts=OutboxMessage.attempts + 1, claimed_at=facts.started)
             .execution_options(synchronize_session=False)
         )
+    rows_added.write()
     db.session.commit()
     return ready, finished
 
@@ -792,6 +820,11 @@ def _send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
 def record_batch(attempts: list[Attempted], now: datetime) -> dict[int, str]:
     """Record what the providers answered, in one transaction. ``fallback``: the row was moved to its next
     channel and is still claimed (prepare it again)."""
+    with _rows_written_together() as rows:
+        return _record_rows(attempts, now, rows)
+
+
+def _record_rows(attempts: list[Attempted], now: datetime, rows_added: _BatchRows) -> dict[int, str]:
     outcomes = {a.ready.message_id: a.outcome for a in attempts if a.result is None}
     todo = [a for a in attempts if a.result is not None]
     if not todo:
@@ -812,6 +845,7 @@ def record_batch(attempts: list[Attempted], now: datetime) -> dict[int, str]:
         )
     outcomes.update({a.ready.message_id: "sent" for a in sent})
     _record_sent(sent)
+    rows_added.write()
     db.session.commit()
     return outcomes  # type: ignore[return-value]
 
@@ -832,32 +866,32 @@ def send_claimed(
             return outcome
 
 
-def _checkpoint(message_id: int, owner: str | None) -> bool:
+def _held_by(state: str) -> sa.ColumnElement[bool]:
+    return sa.and_(_OUTBOX.c.id == sa.bindparam("mid"), _OUTBOX.c.state == state,
+                   _OUTBOX.c.claimed_by.is_not_distinct_from(sa.bindparam("owner")))
 
-    """Right before an email's final dot: still ours? then record that the server may now have it."""
-    changed = db.session.execute(
-        sa.update(OutboxMessage)
-        .where(OutboxMessage.id == message_id, OutboxMessage.state == "sending", OutboxMessage.claimed_by == owner)
-        .values(state="delivering")
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    db.session.commit()
-    return bool(changed)
+
+# built once: these run for every email, from the sending threads, each on a pooled connection of its own
+_TO_DELIVERING = sa.update(_OUTBOX).where(_held_by("sending")).values(state="delivering")
+_DELIVERED = sa.update(_OUTBOX).where(_held_by("delivering")).values(state="sent", sent_at=sa.bindparam("sent_at"))
+_REFUSED = sa.update(_OUTBOX).where(_held_by("delivering")).values(state="sending")
+
+
+def _checkpoint(message_id: int, owner: str | None) -> bool:
+    """Right before an email's final dot: still ours? then record (committed) that the server may now have it."""
+    with db.engine.begin() as conn:
+        return bool(conn.execute(_TO_DELIVERING, {"mid": message_id, "owner": owner}).rowcount)
 
 
 def _delivered(message_id: int, owner: str | None, code: int) -> None:
     """The server answered the dot: record it at once (before QUIT and the bookkeeping). 250: it has the message,
     which keeps the window where a crash leaves an email for review as short as one commit. Anything else: it
     refused the message, so nothing was delivered: back to ``sending`` (a retry passes the checkpoint again)."""
-    values: dict[str, Any] = {"state": "sent", "sent_at": utcnow()} if code == 250 else {"state": "sending"}
-    db.session.execute(
-        sa.update(OutboxMessage)
-        .where(OutboxMessage.id == message_id, OutboxMessage.state == "delivering",
-               OutboxMessage.claimed_by == owner)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    db.session.commit()
+    with db.engine.begin() as conn:
+        if code == 250:
+            conn.execute(_DELIVERED, {"mid": message_id, "owner": owner, "sent_at": utcnow()})
+        else:
+            conn.execute(_REFUSED, {"mid": message_id, "owner": owner})
 
 
 def _next_usable_channel(
@@ -1036,7 +1070,7 @@ def _merge_siblings(
         other = db.session.get(RecoveryCase, case_id)
         if other is None or other.state not in OPEN_CASE_STATES:
             continue  # paid (or closed) since: nothing to list
-        token = issue_payment_link(other, current_app.config["SECRET_KEY"], message_id=message.id, flush=False)
+        token = _payment_link(other, current_app.config["SECRET_KEY"], message.id)
         amount = format_minor(other.amount_due_minor, other.currency, message.locale or "en_US")
         merged.append(MergedCase(case_id, row_id, amount, f"{base}/pay/{token}"))
     return merged
@@ -1098,7 +1132,7 @@ def _compose(
     transaction: dict[str, Any] = {}
     offers: list[str] = []
     if case is not None:
-        token = issue_payment_link(case, config["SECRET_KEY"], message_id=message.id, flush=False)
+        token = _payment_link(case, config["SECRET_KEY"], message.id)
         pay_url = f"{base}/pay/{token}"
         tx = case.transaction
         transaction = {
@@ -1297,5 +1331,51 @@ def _event(
 def _event_for(
     message_id: int, kind: str, payload: dict[str, Any] | None = None, at: datetime | None = None
 ) -> None:
-    db.session.add(MessageEvent(message_id=message_id, kind=kind, provider_payload=payload,
-                                occurred_at=at or datetime.now(UTC)))
+    row = {"message_id": message_id, "kind": kind, "provider_payload": payload, "occurred_at": at or datetime.now(UTC)}
+    batch = _batch_rows.get()
+    if batch is not None:
+        batch.events.append(row)
+    else:
+        db.session.add(MessageEvent(**row))
+
+
+def _payment_link(case: RecoveryCase, secret_key: str, message_id: int) -> str:
+    token, row = new_payment_link(case.id, secret_key, message_id=message_id)
+    batch = _batch_rows.get()
+    if batch is not None:
+        batch.links.append(row)
+    else:
+        db.session.add(PaymentLink(**row))
+    return token
+
+
+@dataclass
+class _BatchRows:
+    """Rows a batch only adds (its messages' events, their payment links), written with one INSERT each right
+    before the batch commits, instead of as ORM objects one by one."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self) -> None:
+        now = utcnow()
+        if self.events:
+            db.session.execute(sa.insert(MessageEvent.__table__), [{**e, "recorded_at": now} for e in self.events])
+        if self.links:
+            db.session.execute(sa.insert(PaymentLink.__table__), [{**link, "open_count": 0} for link in self.links])
+        self.events, self.links = [], []
+
+
+_batch_rows: ContextVar[_BatchRows | None] = ContextVar("recoup_dispatch_batch_rows", default=None)
+
+
+@contextmanager
+def _rows_written_together() -> Iterator[_BatchRows]:
+    """Within: events and payment links are collected; the caller calls ``write()`` before it commits (what is not
+    written is dropped with the transaction)."""
+    rows = _BatchRows()
+    reset = _batch_rows.set(rows)
+    try:
+        yield rows
+    finally:
+        _batch_rows.reset(reset)

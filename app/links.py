@@ -11,6 +11,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -40,18 +41,26 @@ def token_hash(token: str) -> str:
 
 
 def issue_payment_link(case: RecoveryCase, secret_key: str, *, valid_for: timedelta = timedelta(days=30),
-                       message_id: int | None = None, flush: bool = True) -> str:
+                       message_id: int | None = None) -> str:
     """A new link for ``case``. ``message_id``: the outbox message that will carry it (signed into the token,
-    so a payment through this link is attributed to that message). ``flush=False``: the link row is written with
-    the caller's next flush (a batch writes all its links in one statement)."""
-    payload: dict[str, object] = {"c": case.id, "n": secrets.token_urlsafe(8)}
+    so a payment through this link is attributed to that message)."""
+    token, row = new_payment_link(case.id, secret_key, valid_for=valid_for, message_id=message_id)
+    db.session.add(PaymentLink(**row))
+    db.session.flush()
+    return token
+
+
+def new_payment_link(case_id: int, secret_key: str, *, valid_for: timedelta = timedelta(days=30),
+                     message_id: int | None = None) -> tuple[str, dict[str, Any]]:
+    """A new link's token and the values of its ``payment_links`` row, for a caller that writes many rows in
+    one statement (the dispatcher's batches)."""
+    payload: dict[str, object] = {"c": case_id, "n": secrets.token_urlsafe(8)}
     if message_id is not None:
         payload["m"] = message_id
-    token = _serializer(secret_key, "pay").dumps(payload)
-    db.session.add(PaymentLink(case_id=case.id, token_hash=token_hash(token), expires_at=utcnow() + valid_for))
-    if flush:
-        db.session.flush()
-    return str(token)
+    token = str(_serializer(secret_key, "pay").dumps(payload))
+    now = utcnow()
+    return token, {"case_id": case_id, "token_hash": token_hash(token), "created_at": now,
+                   "expires_at": now + valid_for}
 
 
 @dataclass(frozen=True)

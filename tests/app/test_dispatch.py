@@ -215,6 +215,7 @@ def test_the_checkpoint_is_recorded_before_the_dot_and_a_lost_claim_sends_nothin
         seen.append(db.session.get(OutboxMessage, message_id).state)
         db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == message_id)
                            .values(claimed_by="someone-else"))
+        db.session.commit()
         return real(message_id, owner)
 
     monkeypatch.setattr(dispatch, "_checkpoint", checkpoint)

@@ -1,7 +1,10 @@
+from email import message_from_bytes, policy
+
 import pytest
 
 from app.channels.base import Channel, ConfigurationError, InvalidMessageError, OutboundMessage
 from app.channels.email import (
+    MESSAGE_POLICY,
     EmailSender,
     SmtpSettings,
     add_open_pixel,
@@ -76,6 +79,21 @@ def test_rfc8058_headers_reference_and_message_id():
     assert built["Message-ID"].startswith("<recoup.msg-1.") and built["Message-ID"].endswith("@acme.example>")
     assert built.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in built.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_messages_are_what_the_stdlib_would_write_though_repeating_headers_are_parsed_once():
+    sender = "Café Ñandú <billing@acme.example>"
+    for ref in ("m-1", "m-2"):  # the second message shares the first's parsed From and MIME headers
+        message = email(ref=ref, subject="Tu pago de 10,00 € no se completó", html="<p>Hola Ana, ñ</p>",
+                        unsubscribe_url=f"https://pay.example.com/u/{ref}")
+        raw = build_email_message(message, from_address=sender).as_bytes(policy=MESSAGE_POLICY)
+        head = raw.split(b"\r\n\r\n")[0]
+        assert head.isascii() and b"From: =?utf-8?b?Q2Fmw6kgw5FhbmTDug==?= <billing@acme.example>" in head
+        assert f"X-Recoup-Reference: {ref}".encode() in head
+        assert message_from_bytes(raw, policy=policy.SMTP).as_bytes(policy=policy.SMTP) == raw
+        parsed = message_from_bytes(raw, policy=policy.default)
+        assert parsed["Subject"] == "Tu pago de 10,00 € no se completó"
+        assert parsed.get_body(("html",)).get_content().strip() == "<p>Hola Ana, ñ</p>"
 
 
 def test_no_one_click_header_without_an_https_url():
