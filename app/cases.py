@@ -55,28 +55,34 @@ def move_case(
 
 
 def move_cases(
-    cases: Sequence[RecoveryCase], to_state: str, *, reasons: dict[int, str], actor: str = "system"
+    cases: Sequence[RecoveryCase] | Sequence[sa.Row[tuple[int, str]]], to_state: str, *, reasons: dict[int, str],
+    actor: str = "system",
 ) -> None:
-    """:func:`move_case` for many cases in one statement per starting state (the caller holds their rows, e.g.
-    ``FOR UPDATE``): the dispatcher moves a batch's cases to ``contacting`` this way."""
+    """:func:`move_case` for many cases in one statement per starting state, and one INSERT for their
+    transitions. The caller holds their rows (e.g. ``FOR UPDATE``). ``cases``: ORM cases (updated in place) or
+    ``(id, state)`` rows: the dispatcher moves a batch's cases to ``contacting`` this way."""
     at = utcnow()
-    by_state: dict[str, list[RecoveryCase]] = {}
+    by_state: dict[str, list[int]] = {}
     for case in cases:
         check_transition(case.state, to_state)
-        by_state.setdefault(case.state, []).append(case)
+        by_state.setdefault(case.state, []).append(case.id)
     new = CaseState(to_state)
-    for from_state, group in by_state.items():
-        values: dict[str, object] = {"state": new.value, "updated_at": at}
-        if new in TERMINAL:
-            values["closed_at"] = at
+    values: dict[str, object] = {"state": new.value, "updated_at": at}
+    if new in TERMINAL:
+        values["closed_at"] = at
+    transitions = []
+    for from_state, ids in by_state.items():
         db.session.execute(
             sa.update(RecoveryCase)
-            .where(RecoveryCase.id.in_([c.id for c in group]), RecoveryCase.state == from_state)
+            .where(RecoveryCase.id.in_(ids), RecoveryCase.state == from_state)
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        for case in group:
-            db.session.add(CaseTransition(case_id=case.id, from_state=from_state, to_state=new.value,
-                                          reason=reasons.get(case.id, ""), actor=actor, at=at))
+        transitions += [{"case_id": case_id, "from_state": from_state, "to_state": new.value,
+                         "reason": reasons.get(case_id, ""), "actor": actor, "at": at} for case_id in ids]
+    if transitions:
+        db.session.execute(sa.insert(CaseTransition.__table__), transitions)
+    for case in cases:
+        if isinstance(case, RecoveryCase):
             for key, value in values.items():
                 set_committed_value(case, key, value)

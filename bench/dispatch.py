@@ -7,7 +7,8 @@ Three runs in one process tree, each on a fresh outbox:
   3. two such processes on the same outbox.
 Throughput is measured from the database (first attempt to last result), so process start-up is not counted.
 Prints messages per second, the concurrent/sequential ratio (target >= 20x) and the one-to-two-process speed-up
-(target >= 1.7x), and checks every message reached its simulator exactly once.
+(target >= 1.7x), and checks every message reached its simulator exactly once. Last, the ceiling any number of
+processes has on this machine: its cores over the CPU a message costs (dispatch, simulators and MariaDB together).
 
     .venv/bin/python bench/dispatch.py [--n 10000] [--concurrency 64] [--delay 0.05]
 
@@ -177,6 +178,12 @@ class CpuMeter:
         self.database = (db_now - db) if db is not None and db_now is not None else None
         self.wall = time.monotonic() - started
 
+    def per_message(self, n: int) -> float | None:
+        """CPU seconds per message of everything the run used (None when MariaDB's share is unknown)."""
+        if self.database is None:
+            return None
+        return (self.dispatch + self.simulators + self.database) / n
+
     def line(self, n: int) -> str:
         per = {"dispatch": self.dispatch, "simulators": self.simulators, "MariaDB": self.database}
         parts = [f"{name} {1000 * sec / n:5.2f}" for name, sec in per.items() if sec is not None]
@@ -234,6 +241,7 @@ def main() -> None:
             "CONSOLIDATE_WINDOW_HOURS": "0",
         }
         results: dict[str, float] = {}
+        cpu_per_message: dict[str, float | None] = {}
         runs = (("sequential", 1, 1, min(args.sequential_n, args.n)),
                 ("1 process", 1, args.concurrency, args.n),
                 ("2 processes", 2, args.concurrency, args.n))
@@ -255,6 +263,7 @@ def main() -> None:
             twice = sum(1 for c in counts if c > 1)
             missing = sum(1 for c in counts if c == 0)
             results[label] = rate
+            cpu_per_message[label] = cpu.per_message(n)
             print(f"{label:12} n={n:6}  concurrency={concurrency:3}  {rate:8.1f} msg/s  "
                   f"(wall {wall:5.1f} s incl. start-up)  sent={sent}  missing={missing}  twice={twice}", flush=True)
             print(cpu.line(n), flush=True)
@@ -265,6 +274,14 @@ def main() -> None:
               f"2 processes {results['2 processes'] / seq:5.1f}x   (target >= 20x)")
         print(f"speed-up from 1 to 2 processes: {results['2 processes'] / (results['1 process'] or 1e-9):4.2f}x"
               f"   (target >= 1.7x)")
+        per = cpu_per_message["1 process"]
+        if per:
+            # Everything shares this machine's cores: the dispatch processes, the simulators and MariaDB. However
+            # many processes dispatch, the messages per second cannot exceed cores / CPU per message.
+            ceiling = (os.cpu_count() or 1) / per
+            print(f"this machine's ceiling: {os.cpu_count()} cores / {1000 * per:.2f} ms of CPU per message (dispatch, "
+                  f"simulators and MariaDB, 1-process run) = {ceiling:.0f} msg/s, "
+                  f"{ceiling / (results['1 process'] or 1e-9):4.2f}x the 1-process rate")
     finally:
         sims.stop()
         with admin.connect() as conn:

@@ -23,10 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from email import policy
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import formatdate, parseaddr
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from app.channels.base import (
@@ -83,8 +84,29 @@ class _HeaderRegistry(HeaderRegistry):
         return header
 
 
-#: The policy our messages are built and sent with: ``policy.SMTP`` (CRLF line ends) with the registry above.
-MESSAGE_POLICY = policy.SMTP.clone(header_factory=_HeaderRegistry())
+class _MessagePolicy(EmailPolicy):
+    """``policy.SMTP`` that keeps a short plain-ASCII value of the headers every message sets (To, Subject, Date,
+    Message-ID, ...) as the text it is, instead of parsing it into a header object only to write the same text
+    back: such a value needs no encoding and no folding. It is parsed when it is read (``message["To"]``), and
+    anything else (non-ASCII, long, other headers) is parsed and folded as the stdlib does."""
+
+    PLAIN = frozenset({"to", "subject", "date", "message-id", REFERENCE_HEADER.lower(), "list-unsubscribe"})
+
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        if (
+            type(value) is str
+            and name.lower() in self.PLAIN
+            and value.isascii()
+            and value.isprintable()  # no CR or LF (header injection) and no other control character
+            and value.strip() == value
+            and len(name) + 2 + len(value) <= self.max_line_length
+        ):
+            return name, value
+        return super().header_store_parse(name, value)
+
+
+#: The policy our messages are built and sent with: ``policy.SMTP`` (CRLF line ends) with the two shortcuts above.
+MESSAGE_POLICY = _MessagePolicy(linesep="\r\n", header_factory=_HeaderRegistry())
 
 
 # -- settings ------------------------------------------------------------------------------------------------
