@@ -41,9 +41,10 @@ Why a row left by a dead worker is safe to resolve, per channel (:func:`reclaim_
 * **WhatsApp** (Cloud API). There is no message lookup, but every status webhook echoes our reference
   (``biz_opaque_callback_data``): any status for the row settles it (``app.delivery.apply_status``), usually
   within seconds. With no status after ``WHATSAPP_RECONCILE_SECONDS``, the row is sent again only when webhooks
-  for *other* WhatsApp messages kept arriving after that wait (delivered/read statuses recorded later), i.e. the
-  webhook pipe was working and Meta had nothing to say about ours. Residual risk: Meta's retry of a webhook that
-  failed to reach us exactly then is later than the wait while others got through; raise the wait to shrink it.
+  arrived for *other* WhatsApp messages sent after that wait (their delivered/read statuses), i.e. the webhook
+  pipe was working, had caught up past ours, and Meta had nothing to say about ours. Residual risk: Meta's retry
+  of a webhook that failed to reach us exactly then is later than the wait while others got through; raise the
+  wait to shrink it.
 * Anything still ``unknown`` after ``UNKNOWN_REVIEW_HOURS`` goes to ``review``. Nothing is ever re-sent blindly.
 
 Each step's channel order is a fallback sequence: a synchronous failure (opted out, invalid address, permanent
@@ -330,11 +331,17 @@ def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[in
     token = token or new_token()
     if db.engine.dialect.name == "mysql":
         claimed = _lock_due(now, limit)
-        if claimed:
-            db.session.execute(sa.update(_OUTBOX).where(_OUTBOX.c.id.in_(claimed))
-                               .values(state="claimed", claimed_by=token, claimed_at=utcnow()))
+        changed = db.session.execute(
+            sa.update(_OUTBOX).where(_OUTBOX.c.id.in_(claimed), _OUTBOX.c.state == "scheduled")
+            .values(state="claimed", claimed_by=token, claimed_at=utcnow())
+        ).rowcount if claimed else 0
         db.session.commit()
-        return claimed
+        if changed == len(claimed):
+            return claimed
+        log.error("claim: %d of %d locked rows were not scheduled any more", len(claimed) - changed, len(claimed))
+        mine = set(db.session.scalars(sa.select(_OUTBOX.c.id).where(_OUTBOX.c.id.in_(claimed),
+                                                                     _OUTBOX.c.claimed_by == token)))
+        return [c for c in claimed if c in mine]
     # SQLite: one writer at a time, so a conditional update claims; the order is read back
     candidates = _due_candidates(now, limit)
     if not candidates:
@@ -551,12 +558,15 @@ def _settle(row: OutboxMessage, state: str, kind: str, payload: dict[str, Any], 
 
 
 def _whatsapp_webhooks_after(after: datetime, except_id: int) -> bool:
-    """Did delivery webhooks for other WhatsApp messages reach us after ``after``? (The pipe was working.)"""
+    """Have delivery webhooks reached us for other WhatsApp messages *sent* after ``after``? Then the webhook pipe
+    was working and had caught up past ours. (Statuses arriving late for messages older than that prove nothing: a
+    lagging pipe delivers them while ours is still on its way.)"""
     return (
         db.session.scalar(
             sa.select(MessageEvent.id)
             .join(OutboxMessage, OutboxMessage.id == MessageEvent.message_id)
             .where(OutboxMessage.channel == "whatsapp", OutboxMessage.id != except_id,
+                   OutboxMessage.sent_at > after,
                    MessageEvent.kind.in_(("delivered", "read")), MessageEvent.recorded_at > after)
             .limit(1)
         )

@@ -301,7 +301,16 @@ def test_a_whatsapp_without_any_status_is_resent_only_while_other_webhooks_arriv
     db.session.commit()
     dispatch_due(now=NOW)
     assert db.session.get(OutboxMessage, mid).state == "unknown"  # no evidence either way: wait
+    # a lagging webhook pipe: a status arrives now, but for a message sent before ours (ours may be right behind)
+    older = due_message(channel="whatsapp", state="sent")
+    older.sent_at = long_ago - timedelta(minutes=1)
+    db.session.add(MessageEvent(message_id=older.id, kind="delivered", recorded_at=datetime.now(UTC)))
+    db.session.commit()
+    dispatch_due(now=NOW)
+    assert db.session.get(OutboxMessage, mid).state == "unknown"
+    # the pipe has caught up past ours: a message sent after the wait has its status, ours has none
     other = due_message(channel="whatsapp", state="sent")
+    other.sent_at = datetime.now(UTC) - timedelta(minutes=5)
     db.session.add(MessageEvent(message_id=other.id, kind="delivered", recorded_at=datetime.now(UTC)))
     db.session.commit()
     report = dispatch_due(now=NOW)

@@ -180,7 +180,15 @@ def test_a_worker_killed_five_times_while_sending_delivers_every_message_once(
 
     received = {i: sims.smtp.count(f"m{i}") + sims.twilio.count(f"m{i}") + sims.whatsapp.count(f"m{i}") for i in ids}
     twice = sorted(i for i, c in received.items() if c > 1)
-    assert not twice, f"{len(twice)} message(s) received more than once, e.g. {twice[:10]}"
+    if twice:  # what happened to the first few, for whoever reads the failure
+        history = db.session.execute(
+            sa.select(MessageEvent.message_id, MessageEvent.kind, MessageEvent.occurred_at, MessageEvent.recorded_at,
+                      MessageEvent.provider_payload)
+            .where(MessageEvent.message_id.in_(twice[:3])).order_by(MessageEvent.message_id, MessageEvent.id)
+        ).all()
+        story = "\n".join(f"  m{m} {kind} at {at:%H:%M:%S.%f} (recorded {rec:%H:%M:%S.%f}) {payload}"
+                          for m, kind, at, rec, payload in history)
+        raise AssertionError(f"{len(twice)} message(s) received more than once, e.g. {twice[:10]}:\n{story}")
     rows = dict(db.session.execute(sa.select(OutboxMessage.id, OutboxMessage.state)).all())
     sent_not_received = [i for i in ids if rows[i] != "review" and received[i] != 1]
     assert not sent_not_received, f"{len(sent_not_received)} settled message(s) never arrived"
