@@ -887,7 +887,7 @@ _DELIVERED = sa.update(_OUTBOX).where(_held_by("delivering")).values(state="sent
 _REFUSED = sa.update(_OUTBOX).where(_held_by("delivering")).values(state="sending")
 
 
-_mark_engines: dict[str, sa.Engine] = {}
+_mark_engines: dict[sa.Engine, sa.Engine] = {}
 _mark_engines_guard = threading.Lock()
 
 
@@ -899,12 +899,11 @@ def _marks() -> sa.Engine:
     engine = db.engine
     if engine.dialect.name != "mysql":
         return engine
-    key = engine.url.render_as_string(hide_password=False)
     with _mark_engines_guard:
-        marks = _mark_engines.get(key)
+        marks = _mark_engines.get(engine)
         if marks is None:
             options = current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
-            marks = _mark_engines[key] = sa.create_engine(
+            marks = _mark_engines[engine] = sa.create_engine(
                 engine.url, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True, pool_pre_ping=False,
                 pool_reset_on_return=None, pool_recycle=1800, pool_size=options.get("pool_size", 20),
                 max_overflow=options.get("max_overflow", 20),
@@ -1373,39 +1372,36 @@ def _event(
 def _event_for(
     message_id: int, kind: str, payload: dict[str, Any] | None = None, at: datetime | None = None
 ) -> None:
-    row = {"message_id": message_id, "kind": kind, "provider_payload": payload, "occurred_at": at or datetime.now(UTC)}
-    batch = _batch_rows.get()
-    if batch is not None:
-        batch.events.append(row)
-    else:
-        db.session.add(MessageEvent(**row))
+    _add(MessageEvent, {"message_id": message_id, "kind": kind, "provider_payload": payload,
+                        "occurred_at": at or datetime.now(UTC)})
 
 
 def _payment_link(case: RecoveryCase, secret_key: str, message_id: int) -> str:
     token, row = new_payment_link(case.id, secret_key, message_id=message_id)
+    _add(PaymentLink, row)
+    return token
+
+
+def _add(model: type[MessageEvent] | type[PaymentLink], row: dict[str, Any]) -> None:
+    """A new row: collected by the batch being prepared or recorded, else added to the session."""
     batch = _batch_rows.get()
     if batch is not None:
-        batch.links.append(row)
+        batch.rows.setdefault(model.__table__, []).append(row)
     else:
-        db.session.add(PaymentLink(**row))
-    return token
+        db.session.add(model(**row))
 
 
 @dataclass
 class _BatchRows:
-    """Rows a batch only adds (its messages' events, their payment links), written with one INSERT each right
-    before the batch commits, instead of as ORM objects one by one."""
+    """Rows a batch only adds (its messages' events, their payment links), written with one INSERT per table right
+    before the batch commits, instead of as ORM objects one by one (the columns' defaults apply as they would)."""
 
-    events: list[dict[str, Any]] = field(default_factory=list)
-    links: list[dict[str, Any]] = field(default_factory=list)
+    rows: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)
 
     def write(self) -> None:
-        now = utcnow()
-        if self.events:
-            db.session.execute(sa.insert(MessageEvent.__table__), [{**e, "recorded_at": now} for e in self.events])
-        if self.links:
-            db.session.execute(sa.insert(PaymentLink.__table__), [{**link, "open_count": 0} for link in self.links])
-        self.events, self.links = [], []
+        for table, rows in self.rows.items():
+            db.session.execute(sa.insert(table), rows)
+        self.rows = {}
 
 
 _batch_rows: ContextVar[_BatchRows | None] = ContextVar("recoup_dispatch_batch_rows", default=None)
@@ -1413,8 +1409,8 @@ _batch_rows: ContextVar[_BatchRows | None] = ContextVar("recoup_dispatch_batch_r
 
 @contextmanager
 def _rows_written_together() -> Iterator[_BatchRows]:
-    """Within: events and payment links are collected; the caller calls ``write()`` before it commits (what is not
-    written is dropped with the transaction)."""
+    """Within: new events and payment links are collected; the caller calls ``write()`` before it commits (what is
+    not written is dropped with the transaction)."""
     rows = _BatchRows()
     reset = _batch_rows.set(rows)
     try:
