@@ -75,6 +75,10 @@ class Config:
     CREDENTIALS_KEY = env("RECOUP_CREDENTIALS_KEY")
     PUBLIC_BASE_URL = env("RECOUP_PUBLIC_URL", "http://127.0.0.1:5000")
     MERCHANT_NAME = env("RECOUP_MERCHANT_NAME", "Recoup Demo Store")
+    # The demo (`flask demo` turns it on): its control page at /admin/demo/ and a business clock that can be moved
+    # forward (app.clock). DEMO_CLOCK alone enables the clock (tests). Never honoured by ProductionConfig.
+    DEMO_MODE = False
+    DEMO_CLOCK = False
 
     # Providers (normally entered in the admin; a default one may come from the environment)
     NMI_SECURITY_KEY = env("NMI_SECURITY_KEY")

@@ -160,8 +160,9 @@ def dispatch_due(
     what is due with ``concurrency`` sends in flight until nothing is due, ``limit`` rows were claimed or the
     budget is spent. ``now`` fixes the business clock (tests); leases always use the real clock."""
     from app.case_lifecycle import expire_due_cases, run_due_escalations
+    from app.clock import business_clock
 
-    clock: Callable[[], datetime] = (lambda: now) if now is not None else utcnow  # type: ignore[assignment,return-value]
+    clock: Callable[[], datetime] = (lambda: now) if now is not None else business_clock()  # type: ignore[assignment,return-value]
     concurrency = max(1, int(concurrency or setting("DISPATCH_CONCURRENCY")))
     budget = float(budget_seconds if budget_seconds is not None else setting("DISPATCH_BUDGET_SECONDS"))
     report = DispatchReport()

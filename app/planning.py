@@ -15,9 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from app.clock import business_now
 from app.extensions import db
 from app.models import Customer, OptOut, OutboxMessage, PolicyVersion, RecoveryCase
-from app.models.types import utcnow
 from app.money import minor_to_decimal
 from app.policies import active_version, compiled
 from rules.planner import plan as make_plan
@@ -117,7 +117,7 @@ def plan_cases(case_ids: list[int], *, now: datetime | None = None) -> dict[str,
             skipped += 1
             continue
         try:
-            plan_case(case, version, now=now or utcnow())
+            plan_case(case, version, now=now or business_now())
             db.session.commit()
             planned += 1
         except IntegrityError:
