@@ -6,9 +6,12 @@ from __future__ import annotations
 import heapq
 import html
 import itertools
+import json
+import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -115,7 +118,9 @@ min-height:420px}
 6px;border-radius:8px;background:#d1fae5;color:#065f46} .badge.bad{background:#fee2e2;color:#991b1b}
 .mail{background:#fff;border:1px solid #e5e7eb;border-radius:8px;margin:0 0 16px;overflow:hidden} .mail
 .hdr{padding:10px 14px;border-bottom:1px solid #e5e7eb;font-size:13px;color:#374151} .mail
-iframe{width:100%;height:420px;border:0}
+iframe{width:100%;height:420px;border:0} .links{padding:8px 14px;border-top:1px solid #e5e7eb;font-size:13px}
+.links ul{margin:4px 0 0;padding-left:18px} .links a,.bubble a{word-break:break-all}
+.bubble.in a{color:#fff}
 """
 
 
@@ -126,3 +131,83 @@ def page(title: str, body: str, *, back: str | None = None) -> str:
         f"<style>{PAGE_STYLE}</style></head><body><header><strong>Recoup sandbox</strong> &middot; "
         f"{html.escape(title)}{nav}</header><main>{body}</main></body></html>"
     )
+
+
+class InboxFile:
+    """What a simulator's inbox shows, kept as JSON lines in a file (one event a line, appended as it happens), so
+    a restarted demo shows the messages its database remembers. Only the demo gives a simulator one; tests and
+    benchmarks keep everything in memory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def load(self) -> list[dict[str, Any]]:
+        """Every event written so far, oldest first. A line cut short by a crash is skipped, not fatal."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+    def append(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(line)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.path.unlink(missing_ok=True)
+
+
+_URL = re.compile(r"https?://[^\s<>\"')\]]+")
+
+
+def linkify(text: str) -> str:
+    """Escaped text whose web addresses are links that open in a new tab (a payment page refuses to be framed)."""
+    out, last = [], 0
+    for match in _URL.finditer(text):
+        url = match.group(0).rstrip(".,;:!?")
+        out.append(html.escape(text[last : match.start()]))
+        out.append(f'<a href="{html.escape(url, quote=True)}" target="_blank" rel="noopener">{html.escape(url)}</a>')
+        last = match.start() + len(url)
+    out.append(html.escape(text[last:]))
+    return "".join(out)
+
+
+def links_in(text: str) -> list[str]:
+    """The distinct web addresses in a text or an HTML body, in order (from href attributes and plain text)."""
+    found = re.findall(r"""href=["']([^"']+)["']""", text) + [u.rstrip(".,;:!?") for u in _URL.findall(text)]
+    return [html.unescape(u) for u in dict.fromkeys(found) if u.startswith(("http://", "https://"))]
+
+
+def email_frame(body_html: str) -> str:
+    """An email's HTML in a sandboxed frame (no scripts, no forms) whose links open in a new, unsandboxed tab: a
+    payment page forbids being framed (CSP frame-ancestors), so it must never open inside the frame."""
+    base = '<base target="_blank">'
+    head = re.search(r"<head[^>]*>", body_html, re.I)
+    document = body_html[: head.end()] + base + body_html[head.end() :] if head else base + body_html
+    return (
+        '<iframe sandbox="allow-popups allow-popups-to-escape-sandbox" referrerpolicy="no-referrer" '
+        f'srcdoc="{html.escape(document, quote=True)}"></iframe>'
+    )
+
+
+def link_list(urls: list[str]) -> str:
+    if not urls:
+        return ""
+    items = "".join(
+        f'<li><a href="{html.escape(u, quote=True)}" target="_blank" rel="noopener">{html.escape(u)}</a></li>'
+        for u in urls
+    )
+    return f"<div class='links'><b>Links in this message</b> (open in a new tab)<ul>{items}</ul></div>"

@@ -20,6 +20,9 @@
                                          answering: the client cannot know it was delivered)
     GET  /inbox, /inbox/<address>       what each recipient received, as a mail client shows it
 
+With ``inbox_file=PATH`` (the demo) every message is also appended to that file and read back on start, so the
+inbox outlives a restart as the admin's records do; ``reset`` empties it.
+
 AUTH (PLAIN/LOGIN) is offered when credentials are given and required unless ``require_auth=False``; it is
 allowed without TLS because this is a loopback sandbox.
 """
@@ -45,7 +48,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from werkzeug.wrappers import Request, Response
 
-from sandbox.common import page
+from sandbox.common import InboxFile, email_frame, link_list, linkify, links_in, page
 from sandbox.harness import SimulatorServer, json_response
 
 REFERENCE_HEADER = "X-Recoup-Reference"
@@ -160,6 +163,10 @@ class ReceivedMail(dict):  # type: ignore[type-arg]
         return dict.values(self.parse())
 
 
+#: what a received message is made of (the rest is parsed from ``raw`` when asked)
+_STORED = ("index", "queue_id", "received_at", "mail_from", "rcpt_tos", "authenticated", "reference", "raw")
+
+
 class _Handler:
     def __init__(self, simulator: SmtpSimulator) -> None:
         self.sim = simulator
@@ -270,6 +277,7 @@ class SmtpSimulator:
         control_port: int = 0,
         server_hostname: str = "sandbox-smtp.local",
         response_delay: float = 0.0,
+        inbox_file: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -284,6 +292,9 @@ class SmtpSimulator:
         self.references: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._controller: _FreePortController | None = None
+        self.inbox_file = InboxFile(inbox_file) if inbox_file else None
+        if self.inbox_file is not None:
+            self._reload(self.inbox_file.load())
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> SmtpSimulator:
@@ -344,6 +355,23 @@ class SmtpSimulator:
         with self._lock:
             self.messages.clear()
             self.references.clear()
+        if self.inbox_file is not None:
+            self.inbox_file.clear()
+
+    def _reload(self, events: list[dict[str, Any]]) -> None:
+        """Messages kept by an earlier run (``inbox_file``), in the order they arrived."""
+        last = 0
+        for event in events:
+            if event.get("kind") != "mail":
+                continue
+            fields = {k: v for k, v in event.items() if k != "kind"}
+            record = ReceivedMail(**fields)
+            record.raw_bytes = str(fields.get("raw", "")).encode()
+            self.messages.append(record)
+            if record["reference"]:
+                self.references[str(record["reference"])] += 1
+            last = max(last, int(fields.get("index") or 0))
+        self._ids = itertools.count(last + 1)
 
     # -- SMTP side -------------------------------------------------------------------------------------------
     def _authenticate(
@@ -376,6 +404,8 @@ class SmtpSimulator:
             self.messages.append(record)
             if record["reference"]:
                 self.references[str(record["reference"])] += 1
+        if self.inbox_file is not None:
+            self.inbox_file.append({"kind": "mail", **{k: dict.__getitem__(record, k) for k in _STORED}})
         return record
 
     # -- queries ---------------------------------------------------------------------------------------------
@@ -445,11 +475,10 @@ class SmtpSimulator:
                 else ""
             )
             if m["html"]:
-                content = f'<iframe sandbox srcdoc="{html.escape(m["html"], quote=True)}"></iframe>'
+                content = email_frame(m["html"])
             else:
-                content = (
-                    f"<pre style='padding:14px;white-space:pre-wrap'>{html.escape(m['text'] or '')}</pre>"
-                )
+                content = f"<pre style='padding:14px;white-space:pre-wrap'>{linkify(m['text'] or '')}</pre>"
+            content += link_list(links_in(m["html"] or m["text"] or ""))
             cards.append(
                 f"<div class='mail'><div class='hdr'><b>{html.escape(m['subject'])}</b><br>"
                 f"From {html.escape(m['from'])} &middot; {when}{unsubscribe}</div>{content}</div>"

@@ -25,7 +25,9 @@ control API sets. Control routes (besides the harness's ``requests``, ``reset``,
 
 Custom faults (``POST /_control/faults``): ``accept_then_timeout`` (create the message, then stall ``seconds``
 before answering) and ``accept_then_500`` (create it, then answer 500), the two ways a client can be left
-unsure. ``GET /inbox`` and ``GET /inbox/<number>`` show what each phone received.
+unsure. ``GET /inbox`` and ``GET /inbox/<number>`` show what each phone received (links open in a new tab); with
+``inbox_file=PATH`` (the demo) messages, statuses and inbound texts are also kept in that file and read back on
+start, so the inbox outlives a restart.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from werkzeug.wrappers import Request, Response
 from app.channels.base import Keyword, detect_keyword
 from app.channels.sms import twilio_signature
 from rules.sms_length import sms_segments
-from sandbox.common import WebhookScheduler, page, post_webhook
+from sandbox.common import InboxFile, WebhookScheduler, linkify, page, post_webhook
 from sandbox.harness import SimulatorServer, json_response
 
 API = "2010-04-01"
@@ -113,6 +115,7 @@ class TwilioSimulator(SimulatorServer):
         response_delay: float = 0.0,
         numbers: dict[str, str] | None = None,
         callback_workers: int = 4,
+        inbox_file: str | None = None,
     ) -> None:
         super().__init__(host, port)
         self.account_sid = account_sid
@@ -132,6 +135,29 @@ class TwilioSimulator(SimulatorServer):
         self._workers = callback_workers
         self._scheduler: WebhookScheduler | None = None
         self._local = threading.local()
+        self.inbox_file = InboxFile(inbox_file) if inbox_file else None
+        if self.inbox_file is not None:
+            self._reload(self.inbox_file.load())
+
+    def _keep(self, event: dict[str, Any]) -> None:
+        if self.inbox_file is not None:
+            self.inbox_file.append(event)
+
+    def _reload(self, events: list[dict[str, Any]]) -> None:
+        """What an earlier run kept (``inbox_file``): messages with their last status, inbound texts, opt-outs."""
+        for event in events:
+            kind = event.get("kind")
+            if kind == "message":
+                message = dict(event["message"])
+                self.messages[message["sid"]] = message
+                if message.get("_reference"):
+                    self.references[message["_reference"]] += 1
+            elif kind == "status" and event.get("sid") in self.messages:
+                self.messages[event["sid"]].update(event.get("fields") or {})
+            elif kind == "inbound":
+                record = dict(event["record"])
+                self.inbound.append(record)
+                (self.opted_out.add if record.get("opted_out") else self.opted_out.discard)(record["from"])
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> TwilioSimulator:
@@ -156,6 +182,8 @@ class TwilioSimulator(SimulatorServer):
             self.references.clear()
             self.callbacks.clear()
             self.inbound.clear()
+        if self.inbox_file is not None:
+            self.inbox_file.clear()
 
     def wait_for_callbacks(self, timeout: float = 10.0) -> bool:
         """Block until every scheduled status callback has been delivered."""
@@ -302,6 +330,7 @@ class TwilioSimulator(SimulatorServer):
             self.messages[sid] = message
             if reference:
                 self.references[reference] += 1
+        self._keep({"kind": "message", "message": message})
         self._schedule(message, behaviour, callback)
 
         fault = self.take_fault(request.path, {"accept_then_timeout", "accept_then_500"})
@@ -339,6 +368,8 @@ class TwilioSimulator(SimulatorServer):
             if error_code:
                 message["error_code"] = int(error_code)
                 message["error_message"] = None
+            fields = {k: message[k] for k in ("status", "date_updated", "date_sent", "error_code")}
+        self._keep({"kind": "status", "sid": sid, "fields": fields})
         if not callback or not self.send_status_callbacks:
             return
         params = {
@@ -412,6 +443,7 @@ class TwilioSimulator(SimulatorServer):
         record["opted_out"] = sender in self.opted_out
         with self._lock:
             self.inbound.append(record)
+        self._keep({"kind": "inbound", "record": record})
         return record
 
     # -- control ---------------------------------------------------------------------------------------------
@@ -478,14 +510,12 @@ class TwilioSimulator(SimulatorServer):
         for at, direction, m in sorted(thread, key=lambda t: t[0]):
             when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
             if direction == "in":
-                bubbles.append(
-                    f"<div class='bubble in'>{html.escape(m['body'])}<div class='meta'>{when}</div></div>"
-                )
+                bubbles.append(f"<div class='bubble in'>{linkify(m['body'])}<div class='meta'>{when}</div></div>")
                 continue
             bad = m["status"] in ("failed", "undelivered")
             badge = f"<span class='badge{' bad' if bad else ''}'>{html.escape(m['status'])}</span>"
             bubbles.append(
-                f"<div class='bubble'>{html.escape(m['body'])}<div class='meta'>{when} &middot; "
+                f"<div class='bubble'>{linkify(m['body'])}<div class='meta'>{when} &middot; "
                 f"{m['num_segments']} segment(s) &middot; {badge}</div></div>"
             )
         shown = "".join(bubbles) or "<p>Nothing yet.</p>"

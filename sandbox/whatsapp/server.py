@@ -26,7 +26,9 @@ Control routes (besides the harness's ``requests``, ``reset``, ``faults``):
     GET  /_control/messages | /_control/references | /_control/callbacks
     POST /_control/config             {"webhook_url", "delays", "out_of_order", "response_delay"}
 
-``GET /inbox`` and ``GET /inbox/<number>`` show each customer's chat as a phone would.
+``GET /inbox`` and ``GET /inbox/<number>`` show each customer's chat as a phone would (links open in a new tab). With
+``inbox_file=PATH`` (the demo) messages, statuses and inbound texts are also kept in that file and read back on
+start, so the inbox outlives a restart.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import requests
 from werkzeug.wrappers import Request, Response
 
 from app.channels.whatsapp import whatsapp_signature
-from sandbox.common import WebhookScheduler, page, post_webhook
+from sandbox.common import InboxFile, WebhookScheduler, linkify, page, post_webhook
 from sandbox.harness import SimulatorServer, json_response
 
 DEFAULT_TOKEN = "sandbox-whatsapp-token"
@@ -133,6 +135,7 @@ class WhatsAppSimulator(SimulatorServer):
         template_review_seconds: float | None = None,
         numbers: dict[str, str] | None = None,
         callback_workers: int = 4,
+        inbox_file: str | None = None,
     ) -> None:
         super().__init__(host, port)
         self.token = token
@@ -159,6 +162,30 @@ class WhatsAppSimulator(SimulatorServer):
         self._workers = callback_workers
         self._scheduler: WebhookScheduler | None = None
         self._local = threading.local()
+        self.inbox_file = InboxFile(inbox_file) if inbox_file else None
+        if self.inbox_file is not None:
+            self._reload(self.inbox_file.load())
+
+    def _keep(self, event: dict[str, Any]) -> None:
+        if self.inbox_file is not None:
+            self.inbox_file.append(event)
+
+    def _reload(self, events: list[dict[str, Any]]) -> None:
+        """What an earlier run kept (``inbox_file``): messages with their last status, and inbound texts (which
+        also reopen each customer's 24-hour window)."""
+        for event in events:
+            kind = event.get("kind")
+            if kind == "message":
+                message = dict(event["message"])
+                self.messages[message["id"]] = message
+                if message.get("reference"):
+                    self.references[message["reference"]] += 1
+            elif kind == "status" and event.get("id") in self.messages:
+                self.messages[event["id"]]["status"] = event["status"]
+            elif kind == "inbound":
+                record = dict(event["record"])
+                self.inbound.append(record)
+                self.last_inbound[record["from"]] = max(self.last_inbound.get(record["from"], 0), record["at"])
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> WhatsAppSimulator:
@@ -183,6 +210,8 @@ class WhatsAppSimulator(SimulatorServer):
             self.inbound.clear()
         for spec in self._initial_templates:
             self.add_template(**spec)
+        if self.inbox_file is not None:
+            self.inbox_file.clear()
 
     def wait_for_webhooks(self, timeout: float = 10.0) -> bool:
         return self._scheduler.wait_idle(timeout) if self._scheduler else True
@@ -339,6 +368,7 @@ class WhatsAppSimulator(SimulatorServer):
             self.messages[wamid] = message
             if reference:
                 self.references[reference] += 1
+        self._keep({"kind": "message", "message": message})
         failure = None
         if kind_of == "not_on_whatsapp":
             failure = 131026
@@ -431,6 +461,7 @@ class WhatsAppSimulator(SimulatorServer):
             order = {"accepted": 0, "sent": 1, "failed": 2, "delivered": 3, "read": 4}
             if order[status] > order.get(message["status"], 0):
                 message["status"] = status
+                self._keep({"kind": "status", "id": message["id"], "status": status})
         entry: dict[str, Any] = {
             "id": message["id"],
             "status": status,
@@ -473,6 +504,7 @@ class WhatsAppSimulator(SimulatorServer):
             self.last_inbound[number] = now
             record: dict[str, Any] = {"id": wamid, "from": number, "text": text, "at": now}
             self.inbound.append(record)
+        self._keep({"kind": "inbound", "record": record})
         value = {
             "messaging_product": "whatsapp",
             "metadata": {
@@ -640,16 +672,14 @@ class WhatsAppSimulator(SimulatorServer):
         for at, direction, m in sorted(thread, key=lambda t: t[0]):
             when = datetime.fromtimestamp(at, UTC).strftime("%H:%M UTC")
             if direction == "in":
-                bubbles.append(
-                    f"<div class='bubble in'>{html.escape(m['text'])}<div class='meta'>{when}</div></div>"
-                )
+                bubbles.append(f"<div class='bubble in'>{linkify(m['text'])}<div class='meta'>{when}</div></div>")
                 continue
             state = ticks.get(m["status"], html.escape(m["status"]))
             if m["status"] == "failed":
                 state = "<span class='badge bad'>failed</span>"
             label = f"template {html.escape(m['template'])} &middot; " if m["template"] else ""
             bubbles.append(
-                f"<div class='bubble'>{html.escape(m['text'])}"
+                f"<div class='bubble'>{linkify(m['text'])}"
                 f"<div class='meta'>{label}{when} {state}</div></div>"
             )
         content = (
