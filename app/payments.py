@@ -9,6 +9,15 @@ committed *before* the gateway is called, so an attempt whose answer was lost (a
 again and resolved with ``query_order`` before the case may be charged again; until the gateway has answered
 for it, a new attempt is refused. Amounts come from the case, never from the browser.
 
+New cards. A new card (or bank account) is charged by its single-use token and becomes the card on file only once
+that charge is approved: the vault record then takes the card that paid (by its transaction), and the customer's
+masked number follows. A declined new card leaves the card on file, its masked number and its decline history
+alone, so the one-tap payment still offers (and charges) the card that was there.
+
+Our own charges come back. Every charge carries its attempt's ``order_id`` (unique per attempt) and is recorded
+before the gateway is called, its gateway transaction id as soon as it answers: :mod:`app.ingest` knows these
+charges by either when the Query API or a webhook reports them, and never takes them for new failed payments.
+
 Recovery. An approved charge of the whole amount moves the case to ``recovered``, records the amount and the
 message that led to it (the payment link's message: channel, variant, policy version and rule are on that row),
 cancels what is still scheduled, revokes the case's links and sends a receipt by email. A partial payment
@@ -90,6 +99,10 @@ class PayMethod(StrEnum):
     new_card = "new_card"
     ach = "ach"
     partial = "partial"
+
+
+#: ways of paying with a new card or bank account (a single-use token), not the card on file
+NEW_METHODS = (PayMethod.new_card.value, PayMethod.ach.value)
 
 
 # -- errors ------------------------------------------------------------------------------------------------------
@@ -265,10 +278,13 @@ def partial_rest_date(case: RecoveryCase, today: date) -> date:
 
 
 def latest_decline(case: RecoveryCase) -> DeclineInfo:
-    """Why the card on file last failed: the latest declined attempt on the page or by a retry, else the
-    original failure. A card change (new card, bank account) resets it to what that attempt said."""
+    """Why the card on file last failed: the latest declined charge of it (on the page or by a retry), else the
+    original failure. A new card or bank account that was declined says nothing about the card on file (it never
+    replaced it); an approved one did replace it, and only later charges count."""
     last = db.session.scalar(sa.select(Payment).where(
-        Payment.case_id == case.id, Payment.state.in_(("declined", "approved"))).order_by(Payment.id.desc()).limit(1))
+        Payment.case_id == case.id, Payment.state.in_(("declined", "approved")),
+        ~sa.and_(Payment.method.in_(NEW_METHODS), Payment.state == "declined"),
+    ).order_by(Payment.id.desc()).limit(1))
     if last is not None and last.state == "declined":
         return classify_decline(last.response_code, (last.raw or {}).get("merchant_advice_code"),
                                 gateway=case.transaction.gateway, text=last.response_text)
@@ -346,32 +362,14 @@ def _pay_locked(request: PayRequest, method: PayMethod, now: datetime) -> PayOut
     blocked = failed_attempts_wait(case.id, now)
     if blocked is not None:
         raise RateLimited(blocked)
-    options = payment_options(case, now)
-    customer = case.customer
-    vault = customer.vault_id if customer is not None else None
-    if not vault:
-        raise PaymentError("no_vault", "no stored payment method to charge for this customer")
-    amount = case.amount_due_minor
-    if method is PayMethod.card_on_file and not options.card_on_file_usable:
-        raise PaymentError("not_offered", "the card on file cannot be charged after this decline")
-    if method is PayMethod.ach and not options.ach:
-        raise PaymentError("not_offered", "bank payment is not offered for this case")
-    if method is PayMethod.partial:
-        if options.partial_minor is None:
-            raise PaymentError("not_offered", "partial payment is not offered for this case")
-        amount = options.partial_minor
+    amount = _amount_for(case, method, now)
     payment = Payment(case_id=case.id, link_id=request.link_id, message_id=request.message_id, order_id=order_id,
                       method=method.value, initiator="customer", amount_minor=amount, currency=case.currency,
-                      state="pending", created_at=now)
+                      state="pending", created_at=now, card_masked=_new_method_mask(request))
     db.session.add(payment)
     db.session.commit()  # durable before any money moves: a lost answer is found again by this order id
-    gateway = gateway_for_case(case)
-    if method in (PayMethod.new_card, PayMethod.ach):
-        if not _store_new_method(gateway, payment, case, vault, request, now):
-            return _outcome(payment, case)
     try:
-        result = _charge_vault(gateway, vault, amount, case.currency, order_id=order_id, initiator="customer",
-                               order_description=_description(case), ip_address=request.ip_address)
+        result = _charge_attempt(gateway_for_case(case), payment, case, request)
     except (ChargeOutcomeUnknown, GatewayProtocolError) as exc:
         log.warning("payment %s: outcome unknown (%s); asking the gateway", order_id, exc)
         payment.state = "unknown"
@@ -387,30 +385,67 @@ def _pay_locked(request: PayRequest, method: PayMethod, now: datetime) -> PayOut
     return _outcome(payment, case)
 
 
-def _store_new_method(gateway: Gateway, payment: Payment, case: RecoveryCase, vault: str, request: PayRequest,
-                      now: datetime) -> bool:
-    """Put the card (or bank account) behind the single-use token into the customer's vault record."""
-    try:
-        stored = gateway.update_vault_card(vault, (request.payment_token or "").strip())
-    except GatewayError as exc:
-        _finish(payment, "error", now, text=f"could not store the new payment method: {exc}")
-        return False
-    if not stored.approved:
-        _finish(payment, "error", now, code=stored.response_code, text=stored.response_text)
-        return False
+def _amount_for(case: RecoveryCase, method: PayMethod, now: datetime) -> int:
+    """What this way of paying charges now, if the case offers it (else :class:`PaymentError`)."""
+    options = payment_options(case, now)
     customer = case.customer
+    if not (customer.vault_id if customer is not None else None):
+        raise PaymentError("no_vault", "no stored payment method to charge for this customer")
+    if method is PayMethod.card_on_file and not options.card_on_file_usable:
+        raise PaymentError("not_offered", "the card on file cannot be charged after this decline")
+    if method is PayMethod.ach and not options.ach:
+        raise PaymentError("not_offered", "bank payment is not offered for this case")
+    if method is PayMethod.partial:
+        if options.partial_minor is None:
+            raise PaymentError("not_offered", "partial payment is not offered for this case")
+        return options.partial_minor
+    return case.amount_due_minor
+
+
+def _charge_attempt(gateway: Gateway, payment: Payment, case: RecoveryCase, request: PayRequest) -> ChargeResult:
+    """One customer charge: the card on file from the vault, or a new card (bank account) by its single-use
+    token, which leaves the vault alone: it becomes the card on file only once approved (:func:`_apply_result`)."""
+    description = _description(case)
+    if payment.method in NEW_METHODS:
+        return _charge_token(gateway, (request.payment_token or "").strip(), payment.amount_minor, case.currency,
+                             order_id=payment.order_id, order_description=description, ip_address=request.ip_address)
+    vault = case.customer.vault_id if case.customer is not None else None
+    assert vault is not None  # checked by _amount_for
+    return _charge_vault(gateway, vault, payment.amount_minor, case.currency, order_id=payment.order_id,
+                         initiator="customer", order_description=description, ip_address=request.ip_address)
+
+
+def _new_method_mask(request: PayRequest) -> str | None:
+    """How the page names a new card or bank account (from the tokenizer's last four digits and brand)."""
+    if request.method not in NEW_METHODS:
+        return None
     last4 = request.card_last4 if request.card_last4 and _LAST4.match(request.card_last4) else None
-    if customer is not None:
-        if request.method == PayMethod.ach:
-            customer.card_masked = f"ach-xxxx{last4}" if last4 else "ach"
-        elif last4:
-            first = _BRAND_DIGIT.get((request.card_brand or "").lower(), "x")
-            customer.card_masked = f"{first}{'x' * 11}{last4}"
-        else:
-            customer.card_masked = None
+    if request.method == PayMethod.ach:
+        return f"ach-xxxx{last4}" if last4 else "ach"
+    if not last4:
+        return None
+    return f"{_BRAND_DIGIT.get((request.card_brand or '').lower(), 'x')}{'x' * 11}{last4}"
+
+
+def _adopt_new_method(payment: Payment, case: RecoveryCase) -> None:
+    """An approved new card or bank account becomes the card on file: the vault record takes the card that
+    paid (by its transaction), then the customer's masked number follows. A declined one never gets here."""
+    customer = case.customer
+    vault = customer.vault_id if customer is not None else None
+    if customer is None or not vault or not payment.gateway_transaction_id:
+        return
+    try:
+        stored = gateway_for_case(case).store_vault_card_from(vault, payment.gateway_transaction_id)
+        why = "" if stored.approved else f"{stored.response_code} {stored.response_text}"
+    except GatewayError as exc:
+        why = str(exc)
+    if why:
+        log.warning("payment %s was approved but the vault kept its card: %s", payment.order_id, why)
+        payment.raw = {**(payment.raw or {}), "vault_update": f"failed: {why}"[:200]}
+    else:
+        customer.card_masked = payment.card_masked
         customer.card_expiry = None
     db.session.commit()
-    return True
 
 
 def _apply_result(payment: Payment, result: ChargeResult, case: RecoveryCase, now: datetime) -> None:
@@ -423,6 +458,8 @@ def _apply_result(payment: Payment, result: ChargeResult, case: RecoveryCase, no
         payment.state = "approved"
         finished = _record_recovery(case, payment, now)
         db.session.commit()
+        if payment.method in NEW_METHODS:
+            _adopt_new_method(payment, case)
         if finished:
             send_receipt(payment.id)
         return
@@ -826,8 +863,9 @@ def _budget_refused(row: OutboxMessage, case: RecoveryCase, decision: RetryDecis
 
 def card_budget(case: RecoveryCase, *, consent_at: datetime | None = None) -> CardRetryBudget:
     """The network retry ledger of the customer's stored card: the original failure and every charge of it
-    since, across the customer's cases. A new card (or bank account) on the page, or a charge the customer
-    scheduled (``consent_at``), is a fresh authorization: only what came after it counts."""
+    since, across the customer's cases. A new card (or bank account) approved on the page, or a charge the
+    customer scheduled (``consent_at``), is a fresh authorization: only what came after it counts. A new card
+    that was declined is another card: not in this card's ledger."""
     tx = case.transaction
     raw = tx.raw or {}
     network = card_network(str(raw.get("cc_type") or "") or None,
@@ -836,9 +874,10 @@ def card_budget(case: RecoveryCase, *, consent_at: datetime | None = None) -> Ca
         sa.select(Payment).join(RecoveryCase, RecoveryCase.id == Payment.case_id)
         .where(RecoveryCase.customer_id == case.customer_id, Payment.state.in_(("approved", "declined")))
         .order_by(Payment.created_at)) if case.customer_id is not None else [])
+    payments = [p for p in payments if not (p.method in NEW_METHODS and p.state == "declined")]
     fresh_from = consent_at
     for p in payments:
-        if p.method in (PayMethod.new_card.value, PayMethod.ach.value):
+        if p.method in NEW_METHODS:
             created = _aware(p.created_at)
             fresh_from = created if fresh_from is None or created > fresh_from else fresh_from
     budget = CardRetryBudget(network)
@@ -923,6 +962,19 @@ def _charge_vault(gateway: Gateway, vault: str, amount_minor: int, currency: str
                                     ip_address=ip_address)
     return gateway.charge_vault(vault, amount_minor, currency, order_id=order_id, initiator=initiator,
                                 order_description=order_description, initial_transaction_id=initial_transaction_id)
+
+
+def _charge_token(gateway: Gateway, token: str, amount_minor: int, currency: str, *, order_id: str,
+                  order_description: str | None, ip_address: str | None = None) -> ChargeResult:
+    """``Gateway.charge_token``, with NMI's duplicate window (and the payer's address) when the gateway is NMI."""
+    from app.gateways.nmi import NmiGateway
+
+    if isinstance(gateway, NmiGateway):
+        return gateway.charge_token(token, amount_minor, currency, order_id=order_id,
+                                    order_description=order_description, dup_seconds=DUP_SECONDS,
+                                    ip_address=ip_address)
+    return gateway.charge_token(token, amount_minor, currency, order_id=order_id,
+                                order_description=order_description)
 
 
 def _description(case: RecoveryCase) -> str | None:

@@ -1,9 +1,10 @@
 """The gateway interface: what Recoup needs from a payment gateway, in domain values.
 
 A gateway client fetches failed transactions, and successful sales with their refunds (both paged, so the
-caller commits a page before moving its cursor), charges a stored customer, swaps a stored card for a
-single-use token, refunds, looks up an order (to resolve a charge whose outcome was lost in a timeout),
-verifies and parses webhooks, and classifies declines. Clients speak HTTP and nothing else: no Flask, no database.
+caller commits a page before moving its cursor), charges a stored customer or a new card's single-use token,
+stores an approved card in the vault, refunds, looks up an order (to resolve a charge whose outcome was lost in
+a timeout), verifies and parses webhooks, and classifies declines. Clients speak HTTP and nothing else: no Flask,
+no database.
 """
 
 from __future__ import annotations
@@ -288,6 +289,24 @@ class Gateway(abc.ABC):
     ) -> ChargeResult:
         """Charge a stored customer. Raises :class:`ChargeOutcomeUnknown` when the outcome could not be
         determined (then resolve with :meth:`query_order` before charging again)."""
+
+    @abc.abstractmethod
+    def charge_token(
+        self,
+        payment_token: str,
+        amount_minor: int,
+        currency: str,
+        *,
+        order_id: str,
+        order_description: str | None = None,
+    ) -> ChargeResult:
+        """Charge the new card (or bank account) behind a single-use token, as a customer-initiated sale whose
+        credential is to be stored. The vault is not touched: a declined card must not replace the card on file
+        (store an approved one with :meth:`store_vault_card_from`). Same outcome rules as :meth:`charge_vault`."""
+
+    @abc.abstractmethod
+    def store_vault_card_from(self, vault_id: str, transaction_id: str) -> ChargeResult:
+        """Replace a stored customer's card with the one an (approved) earlier transaction was paid with."""
 
     @abc.abstractmethod
     def update_vault_card(self, vault_id: str, payment_token: str) -> ChargeResult:

@@ -572,6 +572,62 @@ class NmiGateway(Gateway):
                 continue
             return result
 
+    def charge_token(
+        self,
+        payment_token: str,
+        amount_minor: int,
+        currency: str,
+        *,
+        order_id: str,
+        order_description: str | None = None,
+        dup_seconds: int | None = None,
+        ip_address: str | None = None,
+    ) -> ChargeResult:
+        """Charge the card or bank account behind a single-use Collect.js ``payment_token``: a customer-initiated
+        sale whose credential is to be stored (``initiated_by=customer``, ``stored_credential_indicator=stored``).
+
+        The Customer Vault is left alone: only an approved card should replace the card on file, so the caller
+        stores it afterwards with :meth:`store_vault_card_from`. A lost outcome is looked up like a vault charge's.
+        """
+        if amount_minor <= 0:
+            raise ValueError("amount_minor must be positive")
+        if not order_id:
+            raise ValueError("order_id is required (it is how a lost outcome is found again)")
+        if not payment_token.strip():
+            raise ValueError("a payment token is required")
+        currency = currency.upper()
+        data = {
+            "type": "sale",
+            "payment_token": payment_token.strip(),
+            "amount": from_minor(amount_minor, currency),
+            "currency": currency,
+            "orderid": order_id,
+            "initiated_by": "customer",
+            "stored_credential_indicator": "stored",
+        }
+        if order_description:
+            data["order_description"] = order_description
+        if ip_address:
+            data["ipaddress"] = ip_address
+        dup = self.dup_seconds if dup_seconds is None else dup_seconds
+        if dup is not None:
+            data["dup_seconds"] = str(dup)
+        return self._charge(data, order_id=order_id, amount_minor=amount_minor, currency=currency)
+
+    def store_vault_card_from(self, vault_id: str, transaction_id: str) -> ChargeResult:
+        """Replace the card on ``vault_id`` with the one transaction ``transaction_id`` was paid with
+        (``customer_vault=update_customer`` with ``source_transaction_id``). Safe to retry: the same update again."""
+        if not vault_id or not transaction_id:
+            raise ValueError("a vault id and a transaction id are required")
+        fields = self._transact_with_retries(
+            {
+                "customer_vault": "update_customer",
+                "customer_vault_id": vault_id,
+                "source_transaction_id": transaction_id,
+            }
+        )
+        return self._charge_result(fields)
+
     def update_vault_card(self, vault_id: str, payment_token: str) -> ChargeResult:
         """Replace the card on ``vault_id`` with the one behind a single-use Collect.js ``payment_token``.
 

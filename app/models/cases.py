@@ -44,7 +44,7 @@ class RecoveryCase(db.Model):
     )
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    transaction: Mapped[Transaction] = relationship()
+    transaction: Mapped[Transaction] = relationship(foreign_keys=[transaction_id])  # not joined_case_id
     customer: Mapped[Customer | None] = relationship()
     transitions: Mapped[list[CaseTransition]] = relationship(
         back_populates="case", order_by="CaseTransition.id", cascade="all, delete-orphan"

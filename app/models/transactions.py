@@ -20,8 +20,9 @@ class Transaction(db.Model):
         sa.UniqueConstraint("gateway", "gateway_account_id", "gateway_transaction_id"),
         sa.Index("ix_transactions_customer", "customer_id", "failed_at"),
         sa.Index("ix_transactions_failed_at", "failed_at"),
-        # "does this order already have an open case?" for every ingested chunk (app.ingest._first_failures)
+        # "does this order already have a case?" for every ingested chunk (app.order_cases.decide)
         sa.Index("ix_transactions_order", "order_id", "gateway_account_id"),
+        sa.Index("ix_transactions_joined_case", "joined_case_id"),
         MYSQL_TABLE_ARGS,
     )
 
@@ -43,6 +44,12 @@ class Transaction(db.Model):
     order_id: Mapped[str | None] = mapped_column(sa.String(128))
     order_description: Mapped[str | None] = mapped_column(sa.String(255))
     card_masked: Mapped[str | None] = mapped_column(sa.String(24))
+    # A later failure of an order that already had a case: the case it joined, or (closed) was attached to.
+    # A case's own failure is ``RecoveryCase.transaction_id``; this is for the ones that came after it.
+    joined_case_id: Mapped[int | None] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("recovery_cases.id", use_alter=True, name="fk_transactions_joined_case", ondelete="SET NULL"),
+    )
     is_first_payment: Mapped[bool | None] = mapped_column()
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     modified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -53,3 +60,9 @@ class Transaction(db.Model):
 
     def __repr__(self) -> str:
         return f"<Transaction {self.gateway}:{self.gateway_transaction_id} {self.amount_minor} {self.currency}>"
+
+    def __str__(self) -> str:  # "nmi 9000001: 249.00 USD"
+        from app.money import minor_to_decimal
+
+        amount = minor_to_decimal(self.amount_minor, self.currency)
+        return f"{self.gateway} {self.gateway_transaction_id}: {amount} {self.currency}"

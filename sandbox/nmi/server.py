@@ -2,9 +2,11 @@
 
 It follows ``shared/reference/nmi.md``: the Query API filters on the transaction's *last-modified* time, pages
 with ``result_limit`` / ``page_number`` (0-based), answers errors as ``<error_response>`` with HTTP 200, and
-streams its XML; the Payment API charges Customer Vault records, swaps their card for a single-use
-``payment_token``, refunds, detects duplicates with ``dup_seconds`` and, in test mode, declines amounts under
-1.00. Webhooks are signed ``Webhook-Signature: t=<nonce>,s=<hmac-sha256(nonce + "." + body)>``.
+streams its XML; the Payment API charges Customer Vault records or a single-use ``payment_token`` (a sale by
+token or card number names only the payer the request names), swaps a vault record's card for a token's or for
+the card an earlier transaction was paid with (``source_transaction_id``), refunds, detects duplicates with
+``dup_seconds`` and, in test mode, declines amounts under 1.00. Webhooks are signed
+``Webhook-Signature: t=<nonce>,s=<hmac-sha256(nonce + "." + body)>``.
 
 Faults beyond the harness's generic ones (``POST /_control/faults {"kind": ...}``):
 ``truncated_xml``, ``malformed_xml``, ``error_response``, ``entity_bomb``, ``huge_text`` (query.php),
@@ -622,15 +624,11 @@ class NmiSimulator(SimulatorServer):
                 card = self._use_token(form["payment_token"])
                 if card is None:
                     return self._reply(form, "3", f"Invalid payment token REFID:{self._refid()}", "300")
-                customer = self._customer_from(_billing(form), None)
-                customer.customer_vault_id = None
-                customer.card = card
+                customer = _payer(form, card)
                 if self._token_decline is not None:
                     customer.forced_decline = (self._token_decline, None)
             elif form.get("ccnumber"):
-                customer = self._customer_from(_billing(form), None)
-                customer.customer_vault_id = None
-                customer.card = _card_from_number(form["ccnumber"], form.get("ccexp", "1230"))
+                customer = _payer(form, _card_from_number(form["ccnumber"], form.get("ccexp", "1230")))
             else:
                 return self._reply(
                     form, "3", f"No payment information was provided REFID:{self._refid()}", "300"
@@ -727,18 +725,24 @@ class NmiSimulator(SimulatorServer):
                 customer = self._vault.get(vault_id)
                 if customer is None:
                     return self._reply(form, "3", f"Invalid Customer Vault Id REFID:{self._refid()}", "300")
+                sticky: tuple[str, str | None] | None = None
                 if form.get("payment_token"):
                     card = self._use_token(form["payment_token"])
                     if card is None:
                         return self._reply(form, "3", f"Invalid payment token REFID:{self._refid()}", "300")
                     customer.card = card
+                    sticky = (self._token_decline, None) if self._token_decline is not None else None
+                elif form.get("source_transaction_id"):
+                    source = self._by_id.get(form["source_transaction_id"])
+                    if source is None:
+                        return self._reply(form, "3", f"Transaction not found REFID:{self._refid()}", "300")
+                    customer.card = source.customer.card  # the card that transaction was paid with
+                    sticky = source.customer.forced_decline  # a declining card keeps declining
                 elif form.get("ccnumber"):
                     customer.card = _card_from_number(form["ccnumber"], form.get("ccexp", "1230"))
                 for name, value in _billing(form).items():
                     setattr(customer, name, value)
-                customer.forced_decline = None  # a new card: the old card's decline no longer applies
-                if self._token_decline is not None:
-                    customer.forced_decline = (self._token_decline, None)
+                customer.forced_decline = sticky  # a new card: the old card's decline no longer applies
                 text = "Customer Update Successful"
             elif op == "add_customer":
                 vault_id = vault_id or str(self._rng.randrange(10**9, 10**10))
@@ -1111,6 +1115,16 @@ def _billing(form: dict[str, str]) -> dict[str, str]:
                 out[name] = form[key]
                 break
     return out
+
+
+def _payer(form: dict[str, str], card: Card) -> Customer:
+    """Who paid a sale by card number or token: what the request named, nothing made up, no vault record."""
+    billing = _billing(form)
+    return Customer(
+        None, billing.get("first_name", ""), billing.get("last_name", ""), billing.get("email", ""),
+        billing.get("phone", ""), billing.get("address_1", ""), billing.get("city", ""), billing.get("state", ""),
+        billing.get("postal_code", ""), billing.get("country", ""), card, company=billing.get("company", ""),
+    )
 
 
 def _card_from_number(number: str, exp: str) -> Card:

@@ -27,7 +27,9 @@ from app.payments import (
     PayRequest,
     card_budget,
     good_charge_time,
+    latest_decline,
     pay_case,
+    payment_options,
     run_due_payment_retries,
 )
 from app.web.pay import wrong_submissions
@@ -284,8 +286,13 @@ def test_a_new_card_goes_through_a_single_use_token(app, client, paying, nmi):
     assert answer.status_code == 303
     assert fresh(RecoveryCase, case.id).state == "recovered"
     forms = [r.form() for r in nmi.received("/api/transact.php")]
-    assert forms[0]["customer_vault"] == "update_customer" and forms[0]["payment_token"] == minted["token"]
-    assert forms[1]["type"] == "sale" and forms[1]["customer_vault_id"] == "CV-100"
+    # the new card is charged by its token first; only once approved does it replace the card on file
+    assert forms[0]["type"] == "sale" and forms[0]["payment_token"] == minted["token"]
+    assert forms[0]["initiated_by"] == "customer" and forms[0]["stored_credential_indicator"] == "stored"
+    assert "customer_vault_id" not in forms[0] and "customer_vault" not in forms[0]
+    [sale] = sales(nmi)
+    assert forms[1]["customer_vault"] == "update_customer" and forms[1]["customer_vault_id"] == "CV-100"
+    assert forms[1]["source_transaction_id"] == sale.transaction_id and "type" not in forms[1]
     assert not any("ccnumber" in f or "cvv" in f for f in forms)
     assert nmi.vault("CV-100").card.cc_number.endswith("1111")
     # the token is single use: the same token again is refused, not charged
@@ -302,6 +309,70 @@ def test_a_declining_new_card_leaves_the_case_open(app, client, paying, nmi):
     answer = submit(client, link_for(app, case), method="new_card", payment_token=minted["token"])
     assert "did not go through" in client.get(answer.headers["Location"]).get_data(as_text=True)
     assert fresh(RecoveryCase, case.id).state == "open"
+
+
+def vault_card(nmi, vault="CV-100"):
+    record = nmi.vault(vault)
+    return record.card.cc_number, record.forced_decline
+
+
+def test_a_declined_new_card_leaves_the_card_on_file_and_one_tap_pay_charges_it(app, client, paying, nmi):
+    case = make_paying_case(paying, nmi)  # insufficient funds on the card on file (Visa ending 1111)
+    before = vault_card(nmi)
+    token = link_for(app, case)
+    declining = mint(nmi, ccnumber="4000000000000002", ccexp="1230", cvv="123")
+    answer = submit(client, token, method="new_card", payment_token=declining["token"], card_last4="0002",
+                    card_brand="visa")
+    assert "did not go through" in client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert vault_card(nmi) == before  # the vault record keeps its card (and that card's outcome)
+    customer = fresh(RecoveryCase, case.id).customer
+    assert (customer.vault_id, customer.card_masked) == ("CV-100", "4xxxxxxxxxxx1111")
+    assert not any("customer_vault" in r.form() for r in nmi.received("/api/transact.php"))
+
+    html = client.get(f"/pay/{token}").get_data(as_text=True)  # one tap still offers the good card
+    assert 'value="vault"' in html and "Visa ending 1111" in html and "ending 0002" not in html
+    paid = submit(client, token, method="vault", attempt="attempt-the-good-card-0001")
+    assert "Payment received" in client.get(paid.headers["Location"]).get_data(as_text=True)
+    last = nmi.received("/api/transact.php")[-1].form()
+    assert last["customer_vault_id"] == "CV-100" and last["type"] == "sale"
+    assert fresh(RecoveryCase, case.id).state == "recovered"
+    states = dict(db.session.execute(sa.select(Payment.method, Payment.state)).tuples().all())
+    assert states == {"new_card": "declined", "vault": "approved"}
+
+
+def test_the_card_on_file_changes_only_after_an_approved_charge(app, paying, nmi):
+    case = make_paying_case(paying, nmi)
+    before = vault_card(nmi)
+    declining = mint(nmi, ccnumber="4000000000009995", ccexp="1230", cvv="123")
+    declined = pay_case(PayRequest(case.id, PayMethod.new_card, "attempt-declined-card-001",
+                                   payment_token=declining["token"], card_last4="9995", card_brand="visa"))
+    assert declined.status == "declined" and vault_card(nmi) == before
+    case = fresh(RecoveryCase, case.id)
+    assert case.customer.card_masked == "4xxxxxxxxxxx1111" and payment_options(case).card_on_file_usable
+    # the declined card is another card: it says nothing about the card on file, nor spends its retry budget
+    assert latest_decline(case).code == "202" and len(card_budget(case).attempts) == 1
+
+    good = mint(nmi, ccnumber="4242424242424242", ccexp="1230", cvv="123")
+    approved = pay_case(PayRequest(case.id, PayMethod.new_card, "attempt-approved-card-001",
+                                   payment_token=good["token"], card_last4="4242", card_brand="visa"))
+    assert approved.status == "approved"
+    assert nmi.vault("CV-100").card.cc_number == "4xxxxxxxxxxx4242"
+    case = fresh(RecoveryCase, case.id)
+    assert case.state == "recovered" and case.customer.card_masked == "4xxxxxxxxxxx4242"
+    payment = db.session.get(Payment, approved.payment_id)
+    assert payment.card_masked == "4xxxxxxxxxxx4242" and payment.gateway_transaction_id
+
+
+def test_an_approved_new_card_whose_answer_was_lost_becomes_the_card_on_file_when_found(app, paying, nmi):
+    case = make_paying_case(paying, nmi)
+    good = mint(nmi, ccnumber="4242424242424242", ccexp="1230", cvv="123")
+    nmi.inject("slow_response", path="/api/transact.php", seconds=2.5)  # charged, the answer lost
+    nmi.inject("http_500", path="/api/query.php", count=2)
+    outcome = pay_case(PayRequest(case.id, PayMethod.new_card, "attempt-lost-answer-0001",
+                                  payment_token=good["token"], card_last4="4242", card_brand="visa"))
+    assert outcome.status == "approved" and len(sales(nmi)) == 1
+    assert nmi.vault("CV-100").card.cc_number == "4xxxxxxxxxxx4242"
+    assert fresh(RecoveryCase, case.id).customer.card_masked == "4xxxxxxxxxxx4242"
 
 
 def test_a_bank_account(app, client, paying, nmi):

@@ -279,3 +279,27 @@ def test_a_webhook_to_nowhere_is_recorded_not_raised(sim):
     delivery = sim.send_webhook("transaction.sale.failure", txn, url="http://127.0.0.1:9/h", timeout=0.5)
     assert delivery.status is None and delivery.error
     assert sim.webhooks_sent[-1] is delivery
+
+
+def test_a_token_sale_names_only_the_payer_it_was_given_and_is_listed_with_its_order_id(sim):
+    token, _ = sim.collect.mint({"ccnumber": "4000000000000002", "ccexp": "1230", "cvv": "123"})
+    sale, _ = transact(sim, type="sale", payment_token=token, amount="49.00", orderid="rc7-attempt")
+    assert sale["response"] == "2" and sale["response_code"] == "201"
+    txn = sim.transaction(sale["transactionid"])
+    assert (txn.customer.customer_vault_id, txn.customer.first_name, txn.customer.email) == (None, "", "")
+    _, root = query(sim, condition="failed", order_id="rc7-attempt")
+    [record] = root.findall("transaction")
+    assert record.findtext("transaction_id") == sale["transactionid"]
+    assert record.findtext("cc_number") == "4xxxxxxxxxxx0002" and record.findtext("customerid") == ""
+
+
+def test_a_vault_record_takes_the_card_an_earlier_transaction_was_paid_with(sim):
+    sim.set_vault_outcome("CV-9", "202")
+    token, _ = sim.collect.mint({"ccnumber": "4242424242424242", "ccexp": "1230", "cvv": "123"})
+    sale, _ = transact(sim, type="sale", payment_token=token, amount="5.00", orderid="o-1")
+    updated, _ = transact(sim, customer_vault="update_customer", customer_vault_id="CV-9",
+                          source_transaction_id=sale["transactionid"])
+    assert updated["response"] == "1" and updated["customer_vault_id"] == "CV-9"
+    assert sim.vault("CV-9").card.cc_number == "4xxxxxxxxxxx4242" and sim.vault("CV-9").forced_decline is None
+    missing, _ = transact(sim, customer_vault="update_customer", customer_vault_id="CV-9", source_transaction_id="1")
+    assert missing["response"] == "3"

@@ -181,3 +181,35 @@ def test_argument_checks(gateway):
         gateway.charge_vault("CV", 100, "USD", order_id="")
     with pytest.raises(ValueError):
         gateway.charge_vault("CV", 100, "USD", order_id="x", initiator="robot")
+
+
+def card_token(sim, number):
+    token, _ = sim.collect.mint({"ccnumber": number, "ccexp": "1230", "cvv": "123"})
+    return token
+
+
+def test_a_new_card_is_charged_by_its_token_without_touching_the_vault(sim, gateway, vault):
+    before = sim.vault(vault).card.cc_number
+    declined = gateway.charge_token(card_token(sim, "4000000000000002"), 4900, "usd", order_id="rc1-new-card",
+                                    order_description="Gold")
+    assert declined.status is ChargeStatus.declined and declined.response_code == "201"
+    assert declined.transaction_id and declined.order_id == "rc1-new-card"
+    sent = sim.received("/api/transact.php")[-1].form()
+    assert sent["type"] == "sale" and sent["payment_token"] and sent["amount"] == "49.00"
+    assert sent["initiated_by"] == "customer" and sent["stored_credential_indicator"] == "stored"
+    assert "customer_vault_id" not in sent and "customer_vault" not in sent
+    assert sim.vault(vault).card.cc_number == before and sim.vault(vault).forced_decline is None
+    found = gateway.query_order("rc1-new-card")  # the gateway keeps it as a failed sale with our order id
+    assert found.status is ChargeStatus.declined and found.transaction_id == declined.transaction_id
+
+
+def test_an_approved_new_card_is_stored_from_its_transaction(sim, gateway, vault):
+    approved = gateway.charge_token(card_token(sim, "4242424242424242"), 4900, "USD", order_id="rc1-good-card")
+    assert approved.approved
+    stored = gateway.store_vault_card_from(vault, approved.transaction_id)
+    assert stored.approved and stored.customer_vault_id == vault
+    sent = sim.received("/api/transact.php")[-1].form()
+    assert sent["customer_vault"] == "update_customer" and sent["source_transaction_id"] == approved.transaction_id
+    assert sim.vault(vault).card.cc_number == "4xxxxxxxxxxx4242"
+    assert gateway.charge_vault(vault, 1000, "USD", order_id="rc1-next").approved
+    assert gateway.store_vault_card_from(vault, "999").status is ChargeStatus.error  # no such transaction
