@@ -45,6 +45,9 @@ def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
         if case is None or case.state not in OPEN:
             _finish(row, "cancelled", {"why": f"case is {case.state if case else 'gone'}"})
             continue
+        if case.paused_at is not None:  # held with the case's other messages until it is resumed
+            _finish(row, "paused", {"why": f"case paused by {case.paused_by or '?'}"})
+            continue
         team = row.address or "operations"
         exists = db.session.scalar(
             sa.select(EscalationTask.id).where(EscalationTask.case_id == case.id, EscalationTask.team == team)
@@ -103,7 +106,8 @@ def expire_due_cases(now: datetime | None = None, limit: int = 500) -> int:
     now = now or utcnow()
     cases = db.session.scalars(
         sa.select(RecoveryCase)
-        .where(RecoveryCase.state.in_(OPEN), RecoveryCase.give_up_at.is_not(None), RecoveryCase.give_up_at <= now)
+        .where(RecoveryCase.state.in_(OPEN), RecoveryCase.give_up_at.is_not(None), RecoveryCase.give_up_at <= now,
+               RecoveryCase.paused_at.is_(None))  # a paused case's clock stops (resuming moves its give-up time)
         .limit(limit)
     ).all()
     for case in cases:
@@ -115,8 +119,10 @@ def expire_due_cases(now: datetime | None = None, limit: int = 500) -> int:
 
 
 def cancel_pending(case_id: int, why: str) -> int:
+    """Everything of the case that has not gone yet (scheduled, held, or held by a pause) is cancelled."""
     rows = db.session.scalars(
-        sa.select(OutboxMessage).where(OutboxMessage.case_id == case_id, OutboxMessage.state.in_(("scheduled", "held")))
+        sa.select(OutboxMessage).where(OutboxMessage.case_id == case_id,
+                                       OutboxMessage.state.in_(("scheduled", "held", "paused")))
     ).all()
     for row in rows:
         row.state = "cancelled"

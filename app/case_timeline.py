@@ -1,5 +1,6 @@
 """The whole story of one recovery case, oldest first: state changes, the plan and the policy line behind each
-step, every message and its events, payment links opened, payments, escalations. Read-only; no Flask needed."""
+step, every message and its events (a deferral with its reasons and the rule behind each), payment links opened,
+payments, escalations, and what operators did to the case. Read-only; no Flask needed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import (
+    AuditEntry,
     CaseTransition,
     EscalationTask,
     OutboxMessage,
@@ -24,7 +26,7 @@ from app.models import (
 @dataclass(frozen=True)
 class TimelineEntry:
     at: datetime
-    kind: str  # state|plan|message|event|link|payment|escalation
+    kind: str  # state|plan|message|event|link|payment|escalation|action
     title: str
     detail: dict[str, Any] = field(default_factory=dict)
     order: int = 0  # keeps entries of the same instant in a stable, sensible order
@@ -45,6 +47,7 @@ def case_timeline(case: RecoveryCase) -> list[TimelineEntry]:
             "decline_reason": case.plan.get("decline_reason"), "timezone": case.plan.get("timezone"),
             "offers": case.plan.get("offers") or [], "steps": case.plan.get("steps") or [],
             "give_up_after": case.plan.get("give_up_after"), "holdout": bool(case.plan.get("holdout")),
+            "override": case.plan.get("override"),
         }, 1))
     messages = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.case_id == case.id)
                                   .order_by(OutboxMessage.scheduled_for)).all()
@@ -53,10 +56,10 @@ def case_timeline(case: RecoveryCase) -> list[TimelineEntry]:
             "id": m.id, "step": m.step_n, "state": m.state, "template": m.template, "variant": m.variant,
             "scheduled_for": m.scheduled_for, "sent_at": m.sent_at, "deferred_by": m.deferred_by or [],
             "rule_line": m.rule_line, "policy_version_id": m.policy_version_id,
-            "error": m.error_text, "fallbacks": m.fallbacks or [],
+            "error": m.error_text, "fallbacks": m.fallbacks or [], "override": m.contact_override,
         }, 2))
         for e in m.events:
-            entries.append(TimelineEntry(e.occurred_at, "event", e.kind, {"message_id": m.id, "channel": m.channel}, 3))
+            entries.append(TimelineEntry(e.occurred_at, "event", e.kind, _event_detail(m, e.provider_payload), 3))
     for link in db.session.scalars(sa.select(PaymentLink).where(PaymentLink.case_id == case.id)):
         entries.append(TimelineEntry(link.created_at, "link", "created", {"expires_at": link.expires_at}, 4))
         if link.first_opened_at:
@@ -69,4 +72,23 @@ def case_timeline(case: RecoveryCase) -> list[TimelineEntry]:
     for task in db.session.scalars(sa.select(EscalationTask).where(EscalationTask.case_id == case.id)):
         entries.append(TimelineEntry(task.created_at, "escalation", task.state,
                                      {"team": task.team, "id": task.id, "note": task.note}, 6))
+    for action in db.session.scalars(sa.select(AuditEntry).where(AuditEntry.target_type == CASE_TARGET,
+                                                                 AuditEntry.target_id == str(case.id))):
+        if action.action.startswith("case."):
+            entries.append(TimelineEntry(action.at, "action", action.action.removeprefix("case."),
+                                         {"actor": action.actor, **(action.details or {})}, 7))
     return sorted(entries, key=lambda e: (e.at, e.order))
+
+
+#: the audit log's target type for a case: operators' actions on it are read back from there
+CASE_TARGET = "recovery_case"
+#: what an event's payload may add to the timeline (a deferral's reasons and their rules, the override, why...)
+_SHOWN = ("until", "reasons", "held_by", "override", "why", "by", "to", "at")
+
+
+def _event_detail(message: OutboxMessage, payload: dict[str, Any] | None) -> dict[str, Any]:
+    detail: dict[str, Any] = {"message_id": message.id, "channel": message.channel}
+    detail.update({k: v for k, v in (payload or {}).items() if k in _SHOWN})
+    if "channel" in (payload or {}):
+        detail["channel"] = payload["channel"]  # type: ignore[index]
+    return detail

@@ -101,6 +101,7 @@ def fall_back_later(message: OutboxMessage, *, why: str, at: datetime | None = N
             state="scheduled",
             scheduled_for=at or datetime.now(UTC),
             deferred_by=[],
+            contact_override=message.contact_override,  # the step's override holds on its next channel too
             policy_version_id=message.policy_version_id,
             rule_line=message.rule_line,
             idempotency_key=key,

@@ -25,6 +25,11 @@ States of an outbox row (``rules/`` has no notion of them; this docstring is the
   a row is conditional on still holding it (row lock + token check), so a worker that lost its lease stops.
 * **attempt**: right before the provider is called the row moves to ``sending`` and an ``attempt`` event is
   stored with what reconciliation needs (channel, to, from, the SMS body, the time).
+* **check at send time**: a claimed row is sent only if its case is open and not paused (else ``cancelled``, or
+  ``paused`` until an operator resumes it: ``app.case_actions``) and the contact rules allow it now; else it is
+  ``scheduled`` again for the first allowed moment, with a ``deferred`` event naming each reason and the rule behind
+  it. The rules are the planner's (``rules.contact_rules.contact_rules_for``) with the override the row carries
+  (``contact_override``: a policy's urgent override, an operator's "send now"), so a late worker never undoes them.
 
 Why a row left by a dead worker is safe to resolve, per channel (:func:`reclaim_stale`, :func:`reconcile_unknown`):
 
@@ -783,6 +788,10 @@ def _prepare_one(
         message.state = "cancelled"
         _event(message, "cancelled", {"why": f"case is {case.state}"})
         return "cancelled"
+    if case is not None and case.paused_at is not None:  # claimed just before the pause: held with the others
+        message.state, message.claimed_by = "paused", None
+        _event(message, "paused", {"why": f"case paused by {case.paused_by or '?'}"})
+        return "paused"
     channel = _next_usable_channel(message, customer, senders, blocked)
     if channel is None:
         message.state = "skipped"
@@ -792,8 +801,9 @@ def _prepare_one(
     if deferred is not None:
         message.state = "scheduled"
         message.claimed_by = None
-        message.scheduled_for = deferred
-        _event(message, "deferred", {"until": deferred.isoformat(), "channel": channel})
+        message.scheduled_for = deferred.until
+        message.deferred_by = list(deferred.reasons)
+        _event(message, "deferred", deferred.event(channel, message.contact_override))
         return "deferred"
     merged: list[MergedCase] = []
     if message.customer_id in with_siblings or message.attempts:  # a retry lists what its first attempt carried
@@ -802,6 +812,8 @@ def _prepare_one(
     # state, attempts and lease are set for the whole batch in one statement (prepare_batch)
     attempt: dict[str, Any] = {"channel": channel, "to": outbound.to, "n": message.attempts + 1,
                                "started_at": facts.started.isoformat(), "by": message.claimed_by}
+    if message.contact_override:  # what the contact rules lifted for this send, and who said so
+        attempt["override"] = message.contact_override
     if channel == "sms":
         attempt["body"] = outbound.text
         attempt["from"] = getattr(senders[channel], "from_number", None)
@@ -980,13 +992,31 @@ def _contact_histories(customer_ids: set[int], now: datetime) -> dict[int, Any]:
     return {cid: ContactHistory(sent=tuple(records)) for cid, records in sent.items()}
 
 
+@dataclass(frozen=True)
+class Deferral:
+    """A message that may not go yet: when it may, what held it back and where each rule came from."""
+
+    until: datetime
+    reasons: tuple[str, ...]
+    held_by: tuple[dict[str, Any], ...]
+
+    def event(self, channel: str, override: dict[str, Any] | None) -> dict[str, Any]:
+        payload = {"until": self.until.isoformat(), "channel": channel, "reasons": list(self.reasons),
+                   "held_by": list(self.held_by)}
+        if override:
+            payload["override"] = override
+        return payload
+
+
 def _deferred_until(
     message: OutboxMessage, customer: Customer | None, channel: str, facts: _BatchFacts
-) -> datetime | None:
-    """Check the contact windows and cadence caps again at send time: a late worker must not send into quiet
-    hours, nor past a cap that messages on other channels used up meanwhile."""
-    from rules.contact_settings import effective_contact_rules
-    from rules.planner import contact_rules
+) -> Deferral | None:
+    """Check the contact rules and cadence caps again at send time: a late worker must not send into quiet hours,
+    nor past a cap that messages on other channels used up meanwhile. The rules are the planner's own
+    (``rules.contact_rules.contact_rules_for``) with the override the row carries, so what the plan allowed (a
+    policy's urgent override, an operator's "send now") is not undone here."""
+    from app.planning import customer_zones
+    from rules.contact_rules import Override, contact_rules_for, held_by
     from rules.timing import next_send_time
 
     if customer is None or message.policy_version_id is None:
@@ -994,24 +1024,18 @@ def _deferred_until(
     policy = facts.policy(message.policy_version_id)
     if policy is None:
         return None
-    zones = tuple(customer.timezone_candidates or ([customer.timezone] if customer.timezone else []))
+    zones = customer_zones(customer)
     if not zones:
         return None
     now, windows, timing = facts.now, facts.windows(), policy.timing
-    rules = (
-        effective_contact_rules(windows, timing, frozenset(), country=customer.country, region=customer.region)
-        if windows
-        else contact_rules(timing)
-    )
-    scheduled = next_send_time(
-        now, zones, channel, rules, country=customer.country, region=customer.region,
-        history=facts.history(customer.id),
-    )
-    if scheduled.send_at is None:
-        return now + timedelta(days=1)
-    if scheduled.send_at > now + timedelta(seconds=60):
-        return scheduled.send_at
-    return None
+    place = {"country": customer.country, "region": customer.region}
+    rules = contact_rules_for(timing, windows, Override.from_dict(message.contact_override), **place)
+    scheduled = next_send_time(now, zones, channel, rules, **place, history=facts.history(customer.id))
+    if scheduled.send_at is not None and scheduled.send_at <= now + timedelta(seconds=60):
+        return None
+    until = scheduled.send_at or now + timedelta(days=1)
+    sources = held_by(scheduled.reasons, timing, windows, **place, channel=channel)
+    return Deferral(until, tuple(scheduled.reasons), tuple(h.as_dict() for h in sources))
 
 
 # -- consolidation ------------------------------------------------------------------------------------------------
@@ -1084,7 +1108,7 @@ def _merge_siblings(
         if other.customer_id != message.customer_id or other.case_id in (None, case.id) or other is message:
             continue
         other_case = db.session.get(RecoveryCase, other.case_id)
-        if other_case is None or other_case.state not in OPEN_CASE_STATES:
+        if other_case is None or other_case.state not in OPEN_CASE_STATES or other_case.paused_at is not None:
             continue
         other.state, other.claimed_by = "merged", None
         _event(other, "merged", {"into": message.id, "channel": channel})

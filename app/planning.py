@@ -20,7 +20,9 @@ from app.extensions import db
 from app.models import Customer, OptOut, OutboxMessage, PolicyVersion, RecoveryCase
 from app.money import minor_to_decimal
 from app.policies import active_version, compiled
+from rules.contact_rules import NO_POLICY_TIMING, Override, contact_rules_for
 from rules.planner import plan as make_plan
+from rules.timing import ContactHistory, Scheduled, SentRecord, next_send_time
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def _contact_history(customer_id: int, now: datetime) -> list[dict[str, str]]:
         sa.select(OutboxMessage.channel, sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for)).where(
             OutboxMessage.customer_id == customer_id,
             OutboxMessage.channel.in_(tuple(ADDRESS_FIELD)),
-            OutboxMessage.state.notin_(("cancelled", "skipped", "failed")),
+            OutboxMessage.state.notin_(("cancelled", "skipped", "failed", "paused")),
             sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for) >= now - timedelta(days=8),
         )
     ).all()
@@ -133,6 +135,34 @@ def contact_windows() -> dict[str, Any]:
     return dict(get_setting("contact_windows") or {})
 
 
+def customer_zones(customer: Customer) -> tuple[str, ...]:
+    """The zones a message must fit in: the operator's explicit zone when set (it always wins), else every
+    candidate zone the ingest found."""
+    if customer.timezone_explicit:
+        return (customer.timezone_explicit,)
+    return tuple(customer.timezone_candidates or ([customer.timezone] if customer.timezone else []))
+
+
+def message_send_time(
+    message: OutboxMessage, customer: Customer, earliest: datetime, sent: tuple[SentRecord, ...] = ()
+) -> Scheduled:
+    """When ``message`` may go, at ``earliest`` or later, by the planner's own contact rules
+    (``rules.contact_rules.contact_rules_for``: its policy version's timing, the merchant's windows, the override it
+    carries, the customer's place), given what the customer was sent (``sent``). Rows written without a policy get
+    Recoup's shipped rules. ``send_at`` None: no allowed time (``note`` says why)."""
+    version = db.session.get(PolicyVersion, message.policy_version_id) if message.policy_version_id else None
+    timing = compiled(version).timing if version is not None else NO_POLICY_TIMING
+    place = {"country": customer.country, "region": customer.region}
+    rules = contact_rules_for(timing, contact_windows(), Override.from_dict(message.contact_override), **place)
+    return next_send_time(earliest, customer_zones(customer), message.channel, rules, **place,
+                          history=ContactHistory(sent=sent))
+
+
+def contact_history(customer_id: int, now: datetime) -> tuple[SentRecord, ...]:
+    """Messages sent or already scheduled to this customer around ``now`` (as the planner counts them)."""
+    return tuple(SentRecord(_instant(r["at"]), r["channel"]) for r in _contact_history(customer_id, now))
+
+
 def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> dict[str, Any]:
     facts = case_facts(case, now)
     plan = make_plan(compiled(version), facts, version=version.number, contact_windows=contact_windows())
@@ -145,6 +175,7 @@ def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> d
     case.give_up_at = case.transaction.failed_at + give_up if give_up else None
     customer = case.customer
     priority = case.priority if case.priority in PRIORITIES else "default"
+    override = plan.get("override")  # what the contact rules may lift, and the policy line that says so
     rows = []
     for step in plan.get("steps", []):
         send_at = step.get("send_at")
@@ -171,6 +202,7 @@ def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> d
                 state="scheduled" if send_at else "held",
                 scheduled_for=_instant(send_at) if send_at else now,
                 deferred_by=list(step.get("deferred_by") or []),
+                contact_override=override if channel in ADDRESS_FIELD else None,
                 policy_version_id=version.id,
                 rule_line=step.get("rule"),
                 idempotency_key=f"case:{case.id}:step:{step['n']}",

@@ -63,6 +63,7 @@ class CadenceRule:
     per_day: int | None = None
     per_week: int | None = None
     min_gap_seconds: int | None = None
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class PolicyTiming:
     skip_weekends: bool
     cadence: CadenceRule | None
     overrides: tuple[OverrideRule, ...]
+    #: where ``skip holidays`` / ``skip weekends`` were written: (("holidays", line), ...), to name them
+    skip_lines: tuple[tuple[str, int], ...] = ()
 
     def business_hours_for(self, country: str | None, region: str | None) -> BusinessHoursRule | None:
         return _most_specific(self.business_hours, country, region)
@@ -637,6 +640,7 @@ def _build_timing(policy: n.Policy) -> PolicyTiming:
     skip_holidays = skip_weekends = False
     cadence: CadenceRule | None = None
     overrides: list[OverrideRule] = []
+    skip_lines: list[tuple[str, int]] = []
     for s in policy.statements:
         if isinstance(s, n.BusinessHours):
             windows = tuple(HoursWindow(e.days(), _time_of(e.start), _time_of(e.end)) for e in s.entries)
@@ -649,14 +653,15 @@ def _build_timing(policy: n.Policy) -> PolicyTiming:
             names = {i.text for i in s.items}
             skip_holidays |= "holidays" in names
             skip_weekends |= "weekends" in names
+            skip_lines += [(name, s.line) for name in sorted(names)]
         elif isinstance(s, n.Cadence):
             caps = {i.period: int(i.count) for i in s.items if isinstance(i, n.CadenceMax)}
             gap = next((i.gap.seconds for i in s.items if isinstance(i, n.CadenceGap)), None)
-            cadence = CadenceRule(caps.get("hour"), caps.get("day"), caps.get("week"), gap)
+            cadence = CadenceRule(caps.get("hour"), caps.get("day"), caps.get("week"), gap, s.line)
         elif isinstance(s, n.Override):
             overrides.append(OverrideRule(frozenset(i.text for i in s.ignores), s.line))
     return PolicyTiming(
-        tuple(business), tuple(quiet), skip_holidays, skip_weekends, cadence, tuple(overrides)
+        tuple(business), tuple(quiet), skip_holidays, skip_weekends, cadence, tuple(overrides), tuple(skip_lines)
     )
 
 

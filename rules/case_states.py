@@ -1,4 +1,5 @@
-"""The life of a recovery case: open → contacting → recovered | expired | cancelled, with escalation on the way."""
+"""The life of a recovery case: open → contacting → recovered | expired | cancelled, with escalation on the way;
+and what an operator may do to a case in each state (pause and resume are not states: see ACTIONS)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,42 @@ def check_transition(current: str, wanted: str) -> CaseState:
     if there not in ALLOWED[here]:
         raise InvalidTransition(current, wanted)
     return there
+
+
+class CaseAction(StrEnum):
+    """What an operator may do to a case (admin Cases)."""
+
+    SEND_NOW = "send_now"
+    PAUSE = "pause"
+    RESUME = "resume"
+    PAYMENT_LINK = "payment_link"
+    PAID_ELSEWHERE = "paid_elsewhere"
+    CANCEL = "cancel"
+
+
+#: each action: the states it applies to, and whether the case must be paused (True), must not be (False), or
+#: either (None). Pausing is not a state: a paused case keeps its state, can still be paid and still covers its
+#: order; only contact stops (``RecoveryCase.paused_at``).
+ACTIONS: dict[CaseAction, tuple[frozenset[CaseState], bool | None]] = {
+    CaseAction.SEND_NOW: (ACTIVE, False),
+    CaseAction.PAUSE: (ACTIVE, False),
+    CaseAction.RESUME: (ACTIVE, True),
+    CaseAction.PAYMENT_LINK: (ACTIVE, None),
+    CaseAction.PAID_ELSEWHERE: (ACTIVE, None),
+    CaseAction.CANCEL: (ACTIVE, None),
+}
+
+
+def refusal(action: str, state: str, paused: bool) -> str | None:
+    """Why ``action`` cannot be done to a case in ``state`` (paused or not): ``closed``, ``paused``,
+    ``not_paused``; None when it can."""
+    states, must_be_paused = ACTIONS[CaseAction(action)]
+    if CaseState(state) not in states:
+        return "closed"
+    if must_be_paused is not None and paused != must_be_paused:
+        return "paused" if paused else "not_paused"
+    return None
+
+
+def allowed_actions(state: str, paused: bool) -> frozenset[CaseAction]:
+    return frozenset(a for a in CaseAction if refusal(a, state, paused) is None)

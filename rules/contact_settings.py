@@ -16,8 +16,9 @@ How the two combine (for business hours and for quiet hours separately):
 
 Blackout dates are the settings' only (the policy language has none): those of ``*``, of the customer's country
 and of their region all apply. Holidays, weekends, cadence caps and the urgent override come from the policy as
-``rules.planner.contact_rules`` reads them; the legal windows are applied by the timing core on top of all this
-and nothing here can widen them.
+:func:`contact_rules` reads them; the legal windows are applied by the timing core on top of all this and nothing
+here can widen them. ``rules.contact_rules.contact_rules_for`` is the one entry point the planner and the
+dispatcher use.
 
 Pure: no Flask, no database. Results are cached (the planner calls this once per case).
 """
@@ -28,15 +29,21 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import date, time
+from datetime import date, time, timedelta
 from functools import lru_cache
 from typing import Any
 
 from dsl.compiler import PolicyTiming
-from rules.planner import contact_rules
-from rules.timing import ContactRules, TimeRange, WeeklyHours
+from rules.timing import CadenceCaps, ContactRules, TimeRange, WeeklyHours
 
-__all__ = ["ContactWindows", "ContactWindowsError", "effective_contact_rules", "parse_contact_windows"]
+__all__ = [
+    "ContactWindows",
+    "ContactWindowsError",
+    "contact_rules",
+    "effective_contact_rules",
+    "parse_contact_windows",
+    "place",
+]
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS_ENTRY = re.compile(
@@ -56,6 +63,54 @@ class ContactWindows:
     business_hours: tuple[tuple[str, WeeklyHours], ...] = ()
     quiet_hours: tuple[tuple[str, TimeRange], ...] = ()
     blackout_dates: tuple[tuple[str, frozenset[date]], ...] = ()
+
+
+# --- the policy's own statements -> ContactRules ----------------------------------------------------------------
+
+
+def _policy_weekly(windows: Any) -> WeeklyHours:
+    days: list[list[TimeRange]] = [[] for _ in range(7)]
+    for window in windows:
+        for day in window.days:
+            days[day].append(TimeRange(window.start, window.end))
+    return WeeklyHours(tuple(tuple(d) for d in days))
+
+
+@lru_cache(maxsize=256)
+def contact_rules(timing: PolicyTiming, ignores: frozenset[str] = frozenset()) -> ContactRules:
+    """The timing core's settings for a policy; what the policy leaves unsaid keeps the shipped defaults."""
+    default = ContactRules.default()
+    general_business = next((r for r in timing.business_hours if not r.regions), None)
+    business_by_region = {
+        region: _policy_weekly(rule.windows) for rule in timing.business_hours for region in rule.regions
+    }
+    general_quiet = next((r for r in timing.quiet_hours if not r.regions), None)
+    quiet_by_region = {
+        region: (TimeRange(rule.start, rule.end),) for rule in timing.quiet_hours for region in rule.regions
+    }
+    cadence = default.cadence
+    if timing.cadence is not None:
+        c = timing.cadence
+        cadence = CadenceCaps(
+            max_per_day=c.per_day,
+            max_per_week=c.per_week,
+            min_gap=timedelta(seconds=c.min_gap_seconds) if c.min_gap_seconds else None,
+            max_per_channel_per_day=default.cadence.max_per_channel_per_day,
+        )
+    return ContactRules(
+        business_hours=_policy_weekly(general_business.windows) if general_business else None,
+        business_hours_by_region=business_by_region,
+        quiet_hours=(TimeRange(general_quiet.start, general_quiet.end),) if general_quiet else default.quiet_hours,
+        quiet_hours_by_region=quiet_by_region,
+        skip_holidays=timing.skip_holidays or default.skip_holidays,
+        skip_weekends=timing.skip_weekends or default.skip_weekends,
+        cadence=cadence,
+        override_business_hours="business_hours" in ignores,
+        override_weekends="weekends" in ignores,
+    )
+
+
+# --- the setting ------------------------------------------------------------------------------------------------
 
 
 def _time(text: str, where: str) -> time:
@@ -129,7 +184,7 @@ def _parse(text: str) -> ContactWindows:
     return ContactWindows(tuple(business), tuple(quiet), tuple(blackout))
 
 
-def _place(country: str | None, region: str | None) -> tuple[str | None, str | None]:
+def place(country: str | None, region: str | None) -> tuple[str | None, str | None]:
     """("US", "FL") / ("us", "US-FL") -> ("US", "US-FL")."""
     cc = country.strip().upper() if country and country.strip() else None
     if cc is None:
@@ -184,7 +239,7 @@ def _effective(
     )
     if quiet_general is None:  # neither the policy nor the settings say: the shipped quiet hours
         quiet_general = ContactRules.default().quiet_hours
-    cc, sub = _place(country, region)
+    cc, sub = place(country, region)
     places = {"*", cc, sub} - {None}
     blackout = frozenset().union(*(dates for key, dates in windows.blackout_dates if key in places))
     return replace(
@@ -209,7 +264,7 @@ def effective_contact_rules(
     the policy's own statements overriding it (see the module's docstring). ``ignores`` is the urgent override
     of the case (``decision.ignores``). Without ``country`` only the ``*`` blackout dates apply.
 
-    With ``contact_windows=None`` the result is the policy's own rules (``rules.planner.contact_rules``).
+    With ``contact_windows=None`` the result is the policy's own rules (:func:`contact_rules`).
     Raises ContactWindowsError when the setting cannot be read.
     """
     if contact_windows is None:

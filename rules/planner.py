@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from dsl.compiler import CompiledPolicy, CompiledStep, PolicyTiming
+from dsl.compiler import CompiledPolicy, CompiledStep
+from rules.contact_rules import contact_rules_for, held_by, policy_override
+from rules.contact_settings import contact_rules  # noqa: F401 (its home was here; importers still find it)
 from rules.timing import (
-    CadenceCaps,
     ContactHistory,
     ContactRules,
     SentRecord,
-    TimeRange,
-    WeeklyHours,
     detect_timezone,
     next_send_time,
 )
@@ -83,57 +82,6 @@ def choose_variant(policy: CompiledPolicy, step: CompiledStep, transaction_id: s
         if point < total:
             return name
     return step.variants[-1][0]
-
-
-# --- timing: policy settings -> the timing core's ContactRules ----------------------------------------------
-
-
-def _range(start: time, end: time) -> TimeRange:
-    return TimeRange(start, end)
-
-
-def _weekly(windows: Any) -> WeeklyHours:
-    days: list[list[TimeRange]] = [[] for _ in range(7)]
-    for window in windows:
-        for day in window.days:
-            days[day].append(_range(window.start, window.end))
-    return WeeklyHours(tuple(tuple(d) for d in days))
-
-
-@lru_cache(maxsize=256)
-def contact_rules(timing: PolicyTiming, ignores: frozenset[str] = frozenset()) -> ContactRules:
-    """The timing core's settings for a policy; what the policy leaves unsaid keeps the shipped defaults."""
-    default = ContactRules.default()
-    general_business = next((r for r in timing.business_hours if not r.regions), None)
-    business_by_region = {
-        region: _weekly(rule.windows) for rule in timing.business_hours for region in rule.regions
-    }
-    general_quiet = next((r for r in timing.quiet_hours if not r.regions), None)
-    quiet_by_region = {
-        region: (_range(rule.start, rule.end),) for rule in timing.quiet_hours for region in rule.regions
-    }
-    cadence = default.cadence
-    if timing.cadence is not None:
-        c = timing.cadence
-        cadence = CadenceCaps(
-            max_per_day=c.per_day,
-            max_per_week=c.per_week,
-            min_gap=timedelta(seconds=c.min_gap_seconds) if c.min_gap_seconds else None,
-            max_per_channel_per_day=default.cadence.max_per_channel_per_day,
-        )
-    return ContactRules(
-        business_hours=_weekly(general_business.windows) if general_business else None,
-        business_hours_by_region=business_by_region,
-        quiet_hours=(_range(general_quiet.start, general_quiet.end),)
-        if general_quiet
-        else default.quiet_hours,
-        quiet_hours_by_region=quiet_by_region,
-        skip_holidays=timing.skip_holidays or default.skip_holidays,
-        skip_weekends=timing.skip_weekends or default.skip_weekends,
-        cadence=cadence,
-        override_business_hours="business_hours" in ignores,
-        override_weekends="weekends" in ignores,
-    )
 
 
 def _send_time(
@@ -230,14 +178,9 @@ def plan(
     zones = tuple(guess.zones) if guess.usable else ()
     country, region = _text(customer.get("country")), _text(customer.get("region"))
     opted_out = {c for c in customer.get("opted_out") or () if isinstance(c, str)}
-    if contact_windows is None:
-        rules = contact_rules(policy.timing, decision.ignores)
-    else:
-        from rules.contact_settings import effective_contact_rules  # it builds on contact_rules above
-
-        rules = effective_contact_rules(
-            contact_windows, policy.timing, decision.ignores, country=country, region=region
-        )
+    override = policy_override(policy, enriched, decision.ignores)
+    # the same function the dispatcher checks with at send time (the override travels with each message)
+    rules = contact_rules_for(policy.timing, contact_windows, override, country=country, region=region)
 
     holdout = in_holdout(policy, transaction_id)
     steps: list[dict[str, Any]] = []
@@ -280,6 +223,12 @@ def plan(
             "deferred_by": list(reasons),
             "rule": step.line,
         }
+        if reasons:
+            entry["held_by"] = [
+                h.as_dict()
+                for h in held_by(reasons, policy.timing, contact_windows, country=country, region=region,
+                                 channel=channels[0])
+            ]
         if note:
             entry["note"] = note
         steps.append(entry)
@@ -309,6 +258,8 @@ def plan(
         result["offer_terms"] = terms
     if holdout:
         result["holdout"] = True
+    if override:
+        result["override"] = override.as_dict()
     if skipped:
         result["skipped_steps"] = skipped
     if explain:

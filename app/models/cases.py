@@ -39,6 +39,13 @@ class RecoveryCase(db.Model):
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     recovered_amount_minor: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # How the money came back: None = through Recoup (its payment page or a retry; recovered_message_id says which
+    # message), "elsewhere" = an operator marked it paid outside Recoup (organic, credited to no message).
+    recovered_via: Mapped[str | None] = mapped_column(sa.String(16))
+    # An operator paused contact: nothing scheduled is sent and the give-up clock stops until it is resumed. The
+    # case keeps its state (it can still be paid, and it still covers its order).
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_by: Mapped[str | None] = mapped_column(sa.String(254))
     recovered_message_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("outbox_messages.id", use_alter=True, name="fk_recovery_cases_recovered_message")
     )

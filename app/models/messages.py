@@ -13,7 +13,8 @@ from app.models.types import MYSQL_TABLE_ARGS, JSONType, UTCDateTime, utcnow
 
 
 class OutboxMessage(db.Model):
-    """One message we mean to send (or sent). States: see the docstring of app.dispatch."""
+    """One message we mean to send (or sent). States: see the docstring of app.dispatch (and ``paused``: held while
+    its case is paused, app.case_actions)."""
 
     __tablename__ = "outbox_messages"
     __table_args__ = (
@@ -42,6 +43,9 @@ class OutboxMessage(db.Model):
     state: Mapped[str] = mapped_column(sa.String(16), default="scheduled")
     scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
     deferred_by: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # What this message's contact rules may lift and who said so (rules.contact_rules.Override.as_dict): the
+    # planner's decision, reproduced by the dispatcher at send time. None: the rules as written.
+    contact_override: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_by: Mapped[str | None] = mapped_column(sa.String(64))
     attempts: Mapped[int] = mapped_column(default=0)

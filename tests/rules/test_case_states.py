@@ -28,3 +28,17 @@ def test_nonsense_states_are_refused():
 
 def test_every_state_has_rules():
     assert set(ALLOWED) == set(CaseState)
+
+
+def test_operators_act_on_open_cases_only():
+    from rules.case_states import CaseAction, allowed_actions, refusal
+
+    assert allowed_actions("contacting", paused=False) == set(CaseAction) - {CaseAction.RESUME}
+    assert allowed_actions("escalated", paused=True) == {CaseAction.RESUME, CaseAction.PAYMENT_LINK,
+                                                        CaseAction.PAID_ELSEWHERE, CaseAction.CANCEL}
+    for closed in TERMINAL:
+        assert allowed_actions(closed, paused=False) == frozenset()
+        assert refusal("paid_elsewhere", closed, paused=False) == "closed"
+    assert refusal("pause", "open", paused=True) == "paused"
+    assert refusal("resume", "open", paused=False) == "not_paused"
+    assert refusal("send_now", "open", paused=True) == "paused"
