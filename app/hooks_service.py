@@ -55,9 +55,10 @@ def handle_nmi_webhook(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     if already is not None:
         return {"ok": True, "duplicate": True}
     opened: list[int] = []
+    joined = own = 0
     if is_failure_event(event.event_type) and event.transaction is not None:
         result = ingest_records([event.transaction], ingest_context(account))
-        opened = result.case_ids
+        opened, joined, own = result.case_ids, result.joined, result.own_charges
     try:
         db.session.add(
             InboundEvent(
@@ -74,4 +75,4 @@ def handle_nmi_webhook(headers: dict[str, str], body: bytes) -> dict[str, Any]:
         return {"ok": True, "duplicate": True}
     if opened:
         hand_to_planning(opened)
-    return {"ok": True, "cases_opened": len(opened)}
+    return {"ok": True, "cases_opened": len(opened), "joined_a_case": joined, "own_charges": own}

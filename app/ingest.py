@@ -11,6 +11,12 @@ cases) and ``sales`` (approved sales, stored as status ``approved``, and refunds
 they never open a case). One run fetches the failed sales first, then the sales, then hands new cases to planning,
 so a plan sees the history fetched in the same run. A customer's history is recomputed from their stored rows
 (never incremented), so a sale seen twice, by a fetch and by Recoup's own payment, counts once.
+
+Recoup's own charges come back too (the payment page's attempts, retries, part and later payments): they are
+known by their order id or gateway transaction id (:mod:`app.own_charges`). A declined one is already its case's
+payment history, so it is not stored as a failed payment and opens nothing; an approved one is booked as its
+case's customer's sale. A failure whose order already has a case joins that case, or opens a new one that names
+it (:mod:`app.order_cases`): never silently.
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from app import order_cases
+from app.customer_locale import follow_country
 from app.extensions import db
 from app.gateway_accounts import AccountError, ensure_env_account, gateway_for
 from app.gateways.base import FailedTransaction, GatewayError, SaleTransaction
 from app.models import CaseTransition, Customer, FetchCursor, GatewayAccount, RecoveryCase, Transaction
 from app.models.types import utcnow
+from app.own_charges import note_own_charges, own_charges
 from app.settings import get_setting
 from rules.case_states import CaseState
 from rules.declines import classify_decline
@@ -55,6 +64,8 @@ class IngestResult:
     new_transactions: int = 0
     new_customers: int = 0
     new_cases: int = 0
+    joined: int = 0  # failures of an order that has a case: attached to it (app.order_cases), no new case
+    own_charges: int = 0  # Recoup's own charges reported back: payment history, not failures (app.own_charges)
     case_ids: list[int] = field(default_factory=list)
 
     def add(self, other: IngestResult) -> None:
@@ -62,7 +73,17 @@ class IngestResult:
         self.new_transactions += other.new_transactions
         self.new_customers += other.new_customers
         self.new_cases += other.new_cases
+        self.joined += other.joined
+        self.own_charges += other.own_charges
         self.case_ids.extend(other.case_ids)
+
+    def extras(self) -> str:
+        parts = []
+        if self.joined:
+            parts.append(f", {self.joined} joined an order's case")
+        if self.own_charges:
+            parts.append(f", {self.own_charges} of Recoup's own charge(s) recognised")
+        return "".join(parts)
 
 
 @dataclass
@@ -73,8 +94,10 @@ class SalesResult:
     new_customers: int = 0
     without_customer: int = 0  # stored, but nothing ties them to a customer (no id, email, phone or sale)
     customers_updated: int = 0
+    own_charges: int = 0  # Recoup's own sales (and refunds of them): booked to their case's customer
 
     def add(self, other: SalesResult) -> None:
+        self.own_charges += other.own_charges
         self.seen += other.seen
         self.new_sales += other.new_sales
         self.new_refunds += other.new_refunds
@@ -134,6 +157,7 @@ class FetchReport:
         head = (
             f"{self.account}:{_window_text(self.window)} {self.pages} page(s), {r.seen} failed sale(s) seen, "
             f"{r.new_transactions} new, {r.new_customers} new customer(s), {r.new_cases} case(s) opened"
+            f"{r.extras()}"
         )
         if not self.ok:
             return f"{head}; FAILED: {self.error} (cursor kept at {self.cursor_before})"
@@ -209,6 +233,11 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
     records = _dedupe(chunk)
     existing = _existing_ids(records, ctx)
     fresh = [r for r in records if (r.gateway, r.gateway_transaction_id) not in existing]
+    own = own_charges(fresh, ctx.account_id)
+    if own:  # Recoup's own attempts: the case's payment history already, never a new failure
+        note_own_charges(fresh, own)
+        result.own_charges = len(own)
+        fresh = [r for r in fresh if r.gateway_transaction_id not in own]
     if not fresh:
         return result
     customers, created = _customers_for(fresh, ctx)
@@ -229,28 +258,38 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
     ids = _ids_by_gateway_id(ctx, transactions)
     for row in transactions:
         row["id"] = ids[(row["gateway"], row["gateway_transaction_id"])]
-    opening = _first_failures(transactions, ctx)
-    if opening:
-        now = utcnow()
-        db.session.execute(RecoveryCase.__table__.insert(), [
-            {"transaction_id": tx["id"], "customer_id": tx["customer_id"], "state": CaseState.OPEN.value,
-             "amount_due_minor": tx["amount_minor"], "currency": tx["currency"], "holdout": False,
-             "opened_at": now, "updated_at": now}
-            for tx in opening
-        ])
-        case_ids = dict(db.session.execute(
-            sa.select(RecoveryCase.transaction_id, RecoveryCase.id).where(
-                RecoveryCase.transaction_id.in_([tx["id"] for tx in opening]))
-        ).all())
-        db.session.execute(CaseTransition.__table__.insert(), [
-            {"case_id": case_ids[tx["id"]], "from_state": None, "to_state": CaseState.OPEN.value,
-             "reason": "payment failed", "actor": "ingest", "at": now}
-            for tx in opening
-        ])
-        result.case_ids = [case_ids[tx["id"]] for tx in opening]
+    decisions = order_cases.decide(transactions, ctx.account_id)
+    now = utcnow()
+    case_ids = _open_cases(decisions, now)
+    result.case_ids = [case_ids[tx["id"]] for tx in decisions.opening]
+    order_cases.record_joins(decisions, case_ids, now)
     result.new_transactions = len(transactions)
-    result.new_cases = len(opening)
+    result.new_cases = len(decisions.opening)
+    result.joined = len(decisions.joins)
     return result
+
+
+def _open_cases(decisions: order_cases.Decisions, now: datetime) -> dict[int, int]:
+    """One case per opening failure, with its first transition; returns case ids by transaction id."""
+    opening = decisions.opening
+    if not opening:
+        return {}
+    db.session.execute(RecoveryCase.__table__.insert(), [
+        {"transaction_id": tx["id"], "customer_id": tx["customer_id"], "state": CaseState.OPEN.value,
+         "amount_due_minor": tx["amount_minor"], "currency": tx["currency"], "holdout": False,
+         "opened_at": now, "updated_at": now}
+        for tx in opening
+    ])
+    case_ids = dict(db.session.execute(
+        sa.select(RecoveryCase.transaction_id, RecoveryCase.id).where(
+            RecoveryCase.transaction_id.in_([tx["id"] for tx in opening]))
+    ).all())
+    db.session.execute(CaseTransition.__table__.insert(), [
+        {"case_id": case_ids[tx["id"]], "from_state": None, "to_state": CaseState.OPEN.value,
+         "reason": decisions.reasons[tx["id"]], "actor": "ingest", "at": now}
+        for tx in opening
+    ])
+    return case_ids
 
 
 def _ids_by_gateway_id(ctx: IngestContext, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
@@ -272,40 +311,6 @@ def _ids_by_gateway_id(ctx: IngestContext, rows: list[dict[str, Any]]) -> dict[t
             )
         )
     return found
-
-
-OPEN_CASE_STATES = ("open", "contacting", "escalated")
-
-
-def _first_failures(transactions: list[dict[str, Any]], ctx: IngestContext) -> list[dict[str, Any]]:
-    """The transactions that open a case: one case per failed payment, not per retry of the same order.
-
-    A failure whose order already has an open case (a gateway or customer retry of the same order) is stored as a
-    transaction of its own but opens nothing. An approval (code 100) that came in as "failed" opens nothing.
-    """
-    candidates = [tx for tx in transactions if tx["decline_kind"] is not None]
-    orders = {tx["order_id"] for tx in candidates if tx["order_id"]}
-    covered: set[str] = set()
-    if orders:
-        covered = set(
-            db.session.scalars(
-                sa.select(Transaction.order_id)
-                .join(RecoveryCase, RecoveryCase.transaction_id == Transaction.id)
-                .where(
-                    Transaction.gateway_account_id == ctx.account_id,
-                    Transaction.order_id.in_(orders),
-                    RecoveryCase.state.in_(OPEN_CASE_STATES),
-                )
-            )
-        )
-    chosen = []
-    for tx in sorted(candidates, key=lambda t: t["failed_at"]):
-        if tx["order_id"]:
-            if tx["order_id"] in covered:
-                continue
-            covered.add(tx["order_id"])
-        chosen.append(tx)
-    return chosen
 
 
 def _customer_key(record: FailedTransaction | SaleTransaction) -> tuple[str, str]:
@@ -390,7 +395,7 @@ def _update_customer(customer: Customer, record: FailedTransaction | SaleTransac
         customer.region = c.region.upper()[:64]
     if c.card_expiry:
         customer.card_expiry = c.card_expiry[:7]
-    customer.locale = customer.locale or _default_locale(customer.country)
+    follow_country(customer)  # a guessed locale follows the country; one set by hand stays (app.customer_locale)
     guess = _zone_guess(
         customer.timezone_explicit, customer.country, customer.region, customer.postal_code, customer.phone_e164
     )
@@ -516,14 +521,23 @@ def _sales_chunk(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesR
     fresh = [r for r in records if (r.gateway, r.gateway_transaction_id) not in existing]
     if not fresh:
         return result
-    known = [r for r in fresh if _customer_key(r)[0] != "tx"]
+    # Recoup's own sales (and their refunds) are its case's customer's, whatever the gateway names as payer:
+    # a new card's sale names nobody, and what it does name must not overwrite the customer's contact data.
+    own = own_charges(fresh, ctx.account_id)
+    result.own_charges = len(own)
+    payers = _case_customers({charge.case_id for charge in own.values()})
+    known = [r for r in fresh if _customer_key(r)[0] != "tx" and r.gateway_transaction_id not in own]
     customers, created = _customers_for(known, ctx) if known else ({}, 0)
     result.new_customers = created
     originals = _refunded_sale_customers([r for r in fresh if r.is_refund and _customer_key(r)[0] == "tx"], ctx)
     rows = []
     for record in fresh:
         key = _customer_key(record)
-        customer = customers.get(key) if key[0] != "tx" else originals.get(record.gateway_transaction_id)
+        charge = own.get(record.gateway_transaction_id)
+        if charge is not None:
+            customer = payers.get(charge.case_id)
+        else:
+            customer = customers.get(key) if key[0] != "tx" else originals.get(record.gateway_transaction_id)
         if customer is None:
             result.without_customer += 1
             log.info(
@@ -532,7 +546,10 @@ def _sales_chunk(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesR
                 record.kind,
                 record.gateway_transaction_id,
             )
-        rows.append(_sale_row(record, customer, ctx))
+        row = _sale_row(record, customer, ctx)
+        if charge is not None:
+            row.raw = {**row.raw, "recoup_payment_id": charge.payment_id}
+        rows.append(row)
         if record.is_refund:
             result.new_refunds += 1
         else:
@@ -544,6 +561,18 @@ def _sales_chunk(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesR
     refresh_history(touched, ctx.fx)
     result.customers_updated = len(touched)
     return result
+
+
+def _case_customers(case_ids: set[int]) -> dict[int, Customer]:
+    if not case_ids:
+        return {}
+    return {
+        case_id: customer
+        for case_id, customer in db.session.execute(
+            sa.select(RecoveryCase.id, Customer).join(Customer, Customer.id == RecoveryCase.customer_id)
+            .where(RecoveryCase.id.in_(case_ids))
+        ).tuples()
+    }
 
 
 def _existing_ids(records: Sequence[Any], ctx: IngestContext) -> set[tuple[str, str]]:

@@ -460,11 +460,24 @@ def _apply_result(payment: Payment, result: ChargeResult, case: RecoveryCase, no
         db.session.commit()
         if payment.method in NEW_METHODS:
             _adopt_new_method(payment, case)
+        _book_sale(payment.id)
         if finished:
             send_receipt(payment.id)
         return
     payment.state = "declined" if result.status.value == "declined" else "error"
     db.session.commit()
+
+
+def _book_sale(payment_id: int) -> None:
+    """The approved charge is the customer's sale at once (the sales fetch then finds it booked). The money has
+    moved and is recorded: a failure here is logged, never turned into an error for the customer."""
+    from app.ingest import record_recovered_payment
+
+    try:
+        record_recovered_payment(payment_id)
+    except Exception:
+        db.session.rollback()
+        log.exception("payment %s: could not book it as the customer's sale; the next sales fetch will", payment_id)
 
 
 #: what of the gateway's answer is kept on the payment (never card data; NMI sends none, but be explicit)
