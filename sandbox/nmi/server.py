@@ -26,7 +26,8 @@ Control routes (JSON):
     POST /_control/vault                 {"customer_vault_id": "CV-1", "decline_code": "202",
                                           "merchant_advice_code": "24", ...customer fields}
     GET  /_control/vault/<id>
-    GET|POST /_control/config            {"webhook_url": ..., "test_mode": ...}
+    GET|POST /_control/config            {"webhook_url": ..., "test_mode": ..., "transact_webhooks": true}
+                                         (the last: push a webhook for every transact.php sale, as NMI does)
     POST /_control/clear                 forget every transaction and vault record
 
 Browser tokenization (Collect.js look-alike, see ``sandbox/nmi/collect.py``):
@@ -112,6 +113,7 @@ class NmiSimulator(SimulatorServer):
         security_key: str = DEFAULT_SECURITY_KEY,
         webhook_url: str | None = None,
         webhook_signing_key: str = DEFAULT_WEBHOOK_SIGNING_KEY,
+        transact_webhooks: bool = False,
         seed: int = 0,
         test_mode: bool = True,
         merchant_name: str = "Recoup Sandbox Merchant",
@@ -124,6 +126,9 @@ class NmiSimulator(SimulatorServer):
         self.security_key = security_key
         self.webhook_url = webhook_url
         self.webhook_signing_key = webhook_signing_key
+        #: push ``transaction.sale.success|failure`` for every transact.php sale, as NMI does for a subscribed
+        #: merchant (off by default: tests that count deliveries send their own)
+        self.transact_webhooks = transact_webhooks
         self.seed = seed
         self.test_mode = test_mode
         self.merchant_name = merchant_name
@@ -675,6 +680,9 @@ class NmiSimulator(SimulatorServer):
             action.ip_address = form.get("ipaddress", "")
             txn.add_action(action)
             self._store(txn)
+        if self.transact_webhooks and self.webhook_url:
+            kind = "transaction.sale.success" if approved else "transaction.sale.failure"
+            threading.Thread(target=self.send_webhook, args=(kind, txn), daemon=True).start()  # after, not inline
         extra = {}
         if vault_id:
             extra["customer_vault_id"] = vault_id
@@ -981,7 +989,8 @@ class NmiSimulator(SimulatorServer):
             if action == "config":
                 if request.method == "POST":
                     spec = _json(request)
-                    for name in ("webhook_url", "test_mode", "security_key", "webhook_signing_key"):
+                    for name in ("webhook_url", "test_mode", "security_key", "webhook_signing_key",
+                                 "transact_webhooks"):
                         if name in spec:
                             setattr(self, name, spec[name])
                 return json_response(

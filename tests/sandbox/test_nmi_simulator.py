@@ -303,3 +303,21 @@ def test_a_vault_record_takes_the_card_an_earlier_transaction_was_paid_with(sim)
     assert sim.vault("CV-9").card.cc_number == "4xxxxxxxxxxx4242" and sim.vault("CV-9").forced_decline is None
     missing, _ = transact(sim, customer_vault="update_customer", customer_vault_id="CV-9", source_transaction_id="1")
     assert missing["response"] == "3"
+
+
+def test_transact_sales_push_their_webhook_when_asked(sim):
+    import time
+
+    sim.set_vault_outcome("CV-W", "202")
+    sim.webhook_url, sim.transact_webhooks = "http://127.0.0.1:9/h", True
+    try:
+        sale, _ = transact(sim, type="sale", customer_vault_id="CV-W", amount="12.00", orderid="rc3-push")
+        deadline = time.monotonic() + 5
+        while not sim.webhooks_sent and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        sim.webhook_url, sim.transact_webhooks = None, False
+    [delivery] = sim.webhooks_sent
+    body = delivery.to_dict()["body"]
+    assert delivery.event_type == "transaction.sale.failure" and sale["transactionid"] in body
+    assert '"order_id": "rc3-push"' in body and '"customerid": "CV-W"' in body
