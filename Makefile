@@ -27,4 +27,4 @@ bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) instance/recoup.db .pytest_cache
+	rm -rf $(VENV) instance/recoup.db instance/recoup-inboxes .pytest_cache

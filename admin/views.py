@@ -158,6 +158,8 @@ def register_views(admin: Any) -> None:
     from app.models import ChannelAccount, Customer, GatewayAccount, User
 
     session = db
+    from admin.demo import register as register_demo_control  # only in the demo: elsewhere its URLs do not exist
+    register_demo_control(admin)
     admin.add_view(PolicyView(name=_l("Policies"), endpoint="policies", url="/admin/policies"))
     admin.add_view(TemplateView(name=_l("Message templates"), endpoint="msgtemplates", url="/admin/templates"))
     admin.add_view(CaseView(RecoveryCase, session, name=_l("Cases"), category=_l("Operations"), endpoint="cases"))

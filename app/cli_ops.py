@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -58,6 +59,15 @@ def worker_command(burst: bool, simple: bool) -> None:
     worker.work(with_scheduler=True, burst=burst)
 
 
+def quiet_access_log() -> bool:
+    """Silence werkzeug's line per request (the app's and the simulators'), unless ``RECOUP_ACCESS_LOG=1``: a
+    running demo makes thousands, and they bury its banner. Errors still show. True when silenced."""
+    if os.environ.get("RECOUP_ACCESS_LOG", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return False
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    return True
+
+
 def start_simulators(names: list[str] | None = None, *, fixed_ports: bool = True, **options: dict) -> dict:
     from sandbox import registry
 
@@ -74,6 +84,7 @@ def start_simulators(names: list[str] | None = None, *, fixed_ports: bool = True
 @click.option("--only", multiple=True, help="Run only these simulators.")
 def sandbox_command(only: tuple[str, ...]) -> None:
     """Run the provider simulators (NMI, Twilio, WhatsApp, SMTP) until interrupted."""
+    quiet_access_log()
     sims = start_simulators(list(only) or None)
     for name, sim in sims.items():
         inbox = getattr(sim, "control_url", None)
@@ -112,4 +123,4 @@ def _wait_forever() -> None:
         pass
 
 
-__all__ = ["demo_command", "fetch_command", "sandbox_command", "worker_command", "start_simulators"]
+__all__ = ["demo_command", "fetch_command", "sandbox_command", "worker_command", "start_simulators", "quiet_access_log"]

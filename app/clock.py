@@ -11,6 +11,7 @@ time), payment-link lifetimes (a customer's browser lives in real time), and eve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -77,8 +78,7 @@ def advance(by: timedelta, *, actor: str) -> datetime:
     after = before + by
     if after > MAX_OFFSET:
         raise ClockError(f"the demo clock may run at most {MAX_OFFSET.days} days ahead of real time")
-    _store(after, actor=actor, by=by)
-    return utcnow() + after
+    return utcnow() + _store(after, actor=actor, by=by)
 
 
 def advance_to(moment: datetime, *, actor: str) -> datetime:
@@ -91,17 +91,18 @@ def advance_to(moment: datetime, *, actor: str) -> datetime:
     return advance(moment - now, actor=actor)
 
 
-def _store(after: timedelta, *, actor: str, by: timedelta) -> None:
+def _store(after: timedelta, *, actor: str, by: timedelta) -> timedelta:
     from app.audit import record
     from app.extensions import db
     from app.models import Setting
 
-    seconds = int(after.total_seconds())
+    seconds = math.ceil(after.total_seconds())  # whole seconds, never short of the moment asked for
     db.session.merge(Setting(key=OFFSET_KEY, value=seconds, updated_by=actor))
     record(actor, "demo.clock_advanced", "setting", OFFSET_KEY,
            {"by_seconds": int(by.total_seconds()), "offset_seconds": seconds,
             "business_now": (utcnow() + after).isoformat(timespec="seconds")})
     db.session.commit()
+    return timedelta(seconds=seconds)
 
 
 def zone(name: str | None) -> ZoneInfo:

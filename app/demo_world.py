@@ -18,7 +18,11 @@ NMI_SIGNING_KEY = "demo-nmi-webhook-signing-key"
 STANDARD_POLICY = Path(__file__).resolve().parent.parent / "examples" / "policies" / "standard.policy"
 
 
-def start_world(app: Flask, *, public_url: str, fixed_ports: bool = True) -> dict[str, Any]:
+def start_world(
+    app: Flask, *, public_url: str, fixed_ports: bool = True, inboxes: Path | None = None
+) -> dict[str, Any]:
+    """Start the simulators (their inboxes kept in ``inboxes`` when given), point the app at them, seed the store,
+    fetch and dispatch once, and start the periodic jobs."""
     from app.cli_ops import start_simulators
     from app.default_templates import whatsapp_approved_templates
     from app.queue import InProcessScheduler, PeriodicJob
@@ -26,17 +30,19 @@ def start_world(app: Flask, *, public_url: str, fixed_ports: bool = True) -> dic
     from sandbox.twilio.server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_FROM
     from sandbox.whatsapp.server import DEFAULT_APP_SECRET, DEFAULT_PHONE_NUMBER_ID, DEFAULT_TOKEN
 
-    sims = start_simulators(
-        fixed_ports=fixed_ports,
-        **{
-            "nmi": {"webhook_url": f"{public_url}/hooks/nmi", "webhook_signing_key": NMI_SIGNING_KEY, "seed": 2026},
-            "twilio": {
-                "status_callback_url": f"{public_url}/hooks/twilio/status",
-                "inbound_url": f"{public_url}/hooks/twilio/inbound",
-            },
-            "whatsapp": {"webhook_url": f"{public_url}/hooks/whatsapp", "templates": whatsapp_approved_templates()},
+    options: dict[str, dict[str, Any]] = {
+        "nmi": {"webhook_url": f"{public_url}/hooks/nmi", "webhook_signing_key": NMI_SIGNING_KEY, "seed": 2026},
+        "twilio": {
+            "status_callback_url": f"{public_url}/hooks/twilio/status",
+            "inbound_url": f"{public_url}/hooks/twilio/inbound",
         },
-    )
+        "whatsapp": {"webhook_url": f"{public_url}/hooks/whatsapp", "templates": whatsapp_approved_templates()},
+    }
+    for name, extra in _inbox_files(inboxes).items():
+        options[name] = {**options.get(name, {}), **extra}
+    sims = start_simulators(fixed_ports=fixed_ports, **options)
+    inbox_urls = {"email": f"{sims['smtp'].control_url}/inbox", "sms": f"{sims['twilio'].url}/inbox",
+                  "whatsapp": f"{sims['whatsapp'].url}/inbox"}
     app.config.update(
         PUBLIC_BASE_URL=public_url,
         NMI_API_URL=f"{sims['nmi'].url}/api",
@@ -53,6 +59,7 @@ def start_world(app: Flask, *, public_url: str, fixed_ports: bool = True) -> dic
         NMI_COLLECT_JS_URL=f"{sims['nmi'].url}/token/Collect.js",
         NMI_TOKENIZATION_KEY="sandbox-tokenization-key",
         MERCHANT_SUPPORT_EMAIL="help@store.example",
+        DEMO_INBOXES=inbox_urls,
     )
     reset_senders(app)
     sims["nmi"].seed_population(failed=80, succeeded=160, days=4, seed=2026)
@@ -72,7 +79,15 @@ def start_world(app: Flask, *, public_url: str, fixed_ports: bool = True) -> dic
         ],
     )
     scheduler.start()
-    return {"simulators": sims, "scheduler": scheduler, "fetched": summaries, "dispatched": sent}
+    return {"simulators": sims, "scheduler": scheduler, "fetched": summaries, "dispatched": sent,
+            "inboxes": inbox_urls}
+
+
+def _inbox_files(folder: Path | None) -> dict[str, dict[str, Any]]:
+    """Options that make the messaging simulators keep their inboxes in ``folder`` (one file each)."""
+    if folder is None:
+        return {}
+    return {name: {"inbox_file": str(folder / f"{name}.jsonl")} for name in ("smtp", "twilio", "whatsapp")}
 
 
 def seed_store(app: Flask, nmi: Any) -> None:

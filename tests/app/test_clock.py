@@ -55,6 +55,13 @@ def test_the_clock_only_moves_forward_and_not_too_far(demo_clock):
     assert clock.offset() == timedelta(0)
 
 
+def test_advancing_to_a_moment_reaches_it(demo_clock):
+    target = datetime.now(UTC) + timedelta(hours=5, microseconds=654321)
+    clock.advance_to(target, actor="a")
+    assert target <= clock.business_now() < target + timedelta(seconds=2)
+    assert target <= clock.business_clock()()
+
+
 def test_a_stored_offset_is_ignored_outside_the_demo(app, db):
     db.session.add(Setting(key=clock.OFFSET_KEY, value=10 * 86400, updated_by="someone"))
     db.session.commit()
