@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from flask import flash, redirect, request, url_for
+from flask import flash, redirect, request, session, url_for
 from flask_admin import BaseView, expose
 from flask_admin.contrib.sqla.filters import FilterEqual
 from flask_babel import gettext as _
@@ -16,9 +16,11 @@ from wtforms import StringField
 
 from admin.i18n import _l
 from admin.security import EVERYONE, RoleGuard
+from admin.ui import CHANNEL_LABELS, REASON_LABELS, when
 from admin.views import AuditedModelView, ReadOnlyView
-from app import dispatch, escalations
+from app import case_actions, dispatch, escalations
 from app.audit import record
+from app.case_search import case_search
 from app.case_timeline import case_timeline
 from app.extensions import db
 from app.models import (
@@ -31,7 +33,8 @@ from app.models import (
     Transaction,
     User,
 )
-from app.money import format_minor
+from app.money import format_minor, minor_to_decimal
+from rules.case_states import TERMINAL, allowed_actions
 
 OPERATORS = ("operator", "admin")
 
@@ -52,30 +55,158 @@ def _case_link(view: Any, context: Any, model: RecoveryCase, name: str) -> Marku
     return Markup('<a href="{}">#{}</a>').format(url_for("cases.timeline", case_id=model.id), model.id)
 
 
+def _case_state(view: Any, context: Any, model: RecoveryCase, name: str) -> Markup:
+    from admin.ui import CASE_STATE_LABELS
+
+    label = str(CASE_STATE_LABELS.get(model.state, model.state))
+    if model.paused_at is not None and model.state not in TERMINAL:
+        return Markup('{} <span class="badge badge-warning">{}</span>').format(label, _("paused"))
+    if model.recovered_via == case_actions.RECOVERED_ELSEWHERE:
+        return Markup('{} <span class="badge badge-light">{}</span>').format(label, _("paid elsewhere"))
+    return Markup("{}").format(label)
+
+
 class CaseView(ReadOnlyView):
+    """Cases: one search box (name, email, phone, order id, gateway transaction id, case number; app.case_search),
+    filters, and on each case's page its timeline and the operators' actions (app.case_actions)."""
+
+    write_roles = OPERATORS  # the actions below; cases are never created, edited or deleted through a form
     column_list = ("id", "state", "segment", "priority", "customer", "gateway", "amount_due", "opened_at", "closed_at")
     column_labels = {"id": _l("Case"), "state": _l("State"), "segment": _l("Segment"), "priority": _l("Priority"),
                      "customer": _l("Customer"), "gateway": _l("Gateway"), "amount_due": _l("Amount due"),
-                     "opened_at": _l("Opened"), "closed_at": _l("Closed"), "holdout": _l("Control group")}
+                     "opened_at": _l("Opened"), "closed_at": _l("Closed"), "holdout": _l("Control group"),
+                     "paused_at": _l("Paused since"), "paused_by": _l("Paused by"),
+                     "recovered_via": _l("Recovered how")}
     column_filters = ("state", "segment", "priority", "holdout",
                       GatewayFilter(RecoveryCase.transaction_id, _l("Gateway")))
     column_formatters = {
         "id": _case_link,
+        "state": _case_state,
         "amount_due": lambda v, c, m, n: format_minor(m.amount_due_minor, m.currency),
         "gateway": lambda v, c, m, n: m.transaction.gateway if m.transaction else "",
     }
     column_default_sort = ("opened_at", True)
     column_details_exclude_list = ("plan",)
 
+    # -- search: one box, app.case_search ---------------------------------------------------------------------------
+    def init_search(self) -> bool:
+        return True
+
+    def search_placeholder(self) -> str:
+        return str(_l("Name, email, phone, order or transaction id"))
+
+    def _apply_search(self, query: Any, count_query: Any, joins: Any, count_joins: Any, search: str) -> Any:
+        condition = case_search(search)
+        return (query.filter(condition), count_query.filter(condition) if count_query is not None else None,
+                joins, count_joins)
+
+    # -- the case's page --------------------------------------------------------------------------------------------
     @expose("/timeline/<int:case_id>")
     def timeline(self, case_id: int) -> Any:
         case = db.session.get(RecoveryCase, case_id)
         if case is None:
             flash(_("No such case."), "error")
             return redirect(url_for(".index_view"))
+        customer = case.customer
+        actions = allowed_actions(case.state, case.paused_at is not None) if self.can_write else frozenset()
+        link = session.pop(_LINK_KEY, None)
         return self.render("admin/ops/case.html", case=case, entries=case_timeline(case), tx=case.transaction,
-                           customer=case.customer, format_minor=format_minor,
-                           opt_outs=list(case.customer.opt_outs) if case.customer else [])
+                           customer=customer, format_minor=format_minor, zone=_zone(case),
+                           actions={a.value for a in actions},
+                           link=link.get("url") if isinstance(link, dict) and link.get("case") == case.id else None,
+                           amount_due=minor_to_decimal(case.amount_due_minor, case.currency),
+                           action_label=_action_label,
+                           opt_outs=list(customer.opt_outs) if customer else [])
+
+    # -- operators' actions (POST; operators and admins: RoleGuard refuses everyone else with 403) -------------------
+    @expose("/<int:case_id>/send-now", methods=["POST"])
+    def send_now(self, case_id: int) -> Any:
+        def act() -> str:
+            result = case_actions.send_next_step_now(case_id, actor=current_user.email)
+            channel = CHANNEL_LABELS.get(result.channel, result.channel)
+            if result.at_once:
+                return _("The next step (%(channel)s) goes now.", channel=channel)
+            reasons = ", ".join(str(REASON_LABELS.get(r, r)) for r in result.reasons)
+            return _("Not now (%(reasons)s for the customer): the next step (%(channel)s) goes at %(at)s, the earliest "
+                     "moment allowed.", reasons=reasons, channel=channel, at=when(result.send_at, result.zone))
+
+        return self._act(case_id, act)
+
+    @expose("/<int:case_id>/pause", methods=["POST"])
+    def pause(self, case_id: int) -> Any:
+        def act() -> str:
+            held = case_actions.pause_case(case_id, actor=current_user.email, reason=request.form.get("reason", ""))
+            return _("Paused: %(n)d scheduled messages are held until the case is resumed.", n=held)
+
+        return self._act(case_id, act)
+
+    @expose("/<int:case_id>/resume", methods=["POST"])
+    def resume(self, case_id: int) -> Any:
+        def act() -> str:
+            moved = case_actions.resume_case(case_id, actor=current_user.email)
+            upcoming = [m for m in moved if m.send_at is not None and m.channel in case_actions.PERSON_CHANNELS]
+            if not upcoming:
+                return _("Resumed: nothing is left to send.")
+            first = min(upcoming, key=lambda m: m.send_at)  # type: ignore[arg-type,return-value]
+            return _("Resumed: the next message (%(channel)s) goes at %(at)s.",
+                     channel=CHANNEL_LABELS.get(first.channel, first.channel),
+                     at=when(first.send_at, _zone(db.session.get(RecoveryCase, case_id))))
+
+        return self._act(case_id, act)
+
+    @expose("/<int:case_id>/payment-link", methods=["POST"])
+    def payment_link(self, case_id: int) -> Any:
+        def act() -> str:
+            session[_LINK_KEY] = {"case": case_id,
+                                  "url": case_actions.payment_link(case_id, actor=current_user.email)}
+            return _("A payment link for this case is ready to copy below.")
+
+        return self._act(case_id, act)
+
+    @expose("/<int:case_id>/paid-elsewhere", methods=["POST"])
+    def paid_elsewhere(self, case_id: int) -> Any:
+        def act() -> str:
+            case = case_actions.mark_paid_elsewhere(case_id, request.form.get("amount", ""), actor=current_user.email,
+                                                    note=request.form.get("note", ""))
+            return _("Marked as paid elsewhere (%(amount)s); what was still scheduled is cancelled.",
+                     amount=format_minor(case.recovered_amount_minor, case.currency))
+
+        return self._act(case_id, act)
+
+    @expose("/<int:case_id>/cancel", methods=["POST"])
+    def cancel(self, case_id: int) -> Any:
+        def act() -> str:
+            n = case_actions.cancel_case(case_id, actor=current_user.email, reason=request.form.get("reason", ""))
+            return _("Case cancelled; %(n)d scheduled messages were cancelled.", n=n)
+
+        return self._act(case_id, act)
+
+    def _act(self, case_id: int, action: Any) -> Any:
+        try:
+            flash(action(), "success")
+        except case_actions.CaseActionError as exc:
+            flash(str(exc), "error")
+        return redirect(url_for(".timeline", case_id=case_id))
+
+
+def _zone(case: RecoveryCase | None) -> str | None:
+    """The customer's zone, to show a case's times as the customer lives them."""
+    customer = case.customer if case is not None else None
+    return (customer.timezone_explicit or customer.timezone) if customer is not None else None
+
+
+#: the timeline's words for what operators did (audit actions ``case.<name>``)
+ACTION_LABELS = {"send_now": _l("Asked to send the next step now"), "pause": _l("Paused"), "resume": _l("Resumed"),
+                 "payment_link": _l("Made a payment link to give by hand"),
+                 "paid_elsewhere": _l("Marked as paid elsewhere"), "cancel": _l("Cancelled the case")}
+
+
+def _action_label(name: str) -> str:
+    return str(ACTION_LABELS.get(name, name))
+
+
+#: where a freshly made payment link waits (the session) for the case page to show it once
+_LINK_KEY = "recoup_case_link"
 
 
 class TagsField(StringField):
