@@ -75,6 +75,10 @@ class Config:
     CREDENTIALS_KEY = env("RECOUP_CREDENTIALS_KEY")
     PUBLIC_BASE_URL = env("RECOUP_PUBLIC_URL", "http://127.0.0.1:5000")
     MERCHANT_NAME = env("RECOUP_MERCHANT_NAME", "Recoup Demo Store")
+    # What customers see of the merchant (the admin's settings win over these): app.merchant
+    MERCHANT_LOGO_URL = env("RECOUP_MERCHANT_LOGO_URL")
+    MERCHANT_BRAND_COLOUR = env("RECOUP_MERCHANT_BRAND_COLOUR", "#1d4ed8")
+    MERCHANT_WEBSITE_URL = env("RECOUP_MERCHANT_WEBSITE_URL")
     # The demo (`flask demo` turns it on): its control page at /admin/demo/ and a business clock that can be moved
     # forward (app.clock). DEMO_CLOCK alone enables the clock (tests). Never honoured by ProductionConfig.
     DEMO_MODE = False

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
-from flask import flash, jsonify, redirect, request, url_for
+from flask import current_app, flash, jsonify, redirect, request, url_for
 from flask_admin import BaseView, expose
 from flask_babel import gettext as _
 from flask_login import current_user
 
 from admin.security import EVERYONE, RoleGuard
+from app.default_templates import DEFAULTS, language_of
 from app.extensions import db
+from app.merchant import merchant_profile
 from app.models import MessageTemplate, User
 from app.templates_service import (
     TemplateRefused,
     WhatsAppTemplateError,
     refresh_whatsapp_status,
+    resolve_template,
     save_template,
     submit_whatsapp_template,
 )
@@ -29,9 +32,44 @@ WRITERS = ("author", "admin")
 CHANNELS = ("email", "sms", "whatsapp")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 LOCALE = re.compile(r"[A-Za-z]{2}([_-][A-Za-z]{2})?")
-STARTER_SUBJECT = "{{ brand }}: your payment did not go through"
-STARTER_BODY = ("Hi {{ customer.first_name }}, your payment of {{ amount }} did not go through. "
-                "Pay here: {{ payment_link }}")
+SAMPLE_SHORT_CODE = "Ab3dEf6hIj"  # as long as a real short link's code (app.links.SHORT_LENGTH)
+
+
+@dataclass(frozen=True)
+class CatalogueRow:
+    """One line of the templates list: a template the merchant saved, or a built-in nobody has customised."""
+
+    name: str
+    channel: str
+    locale: str
+    row: MessageTemplate | None = None  # None: the built-in is what customers get
+
+
+def catalogue(channel: str | None) -> list[CatalogueRow]:
+    """Every template customers can get: the saved ones, and each built-in not customised in its language."""
+    query = sa.select(MessageTemplate)
+    if channel:
+        query = query.where(MessageTemplate.channel == channel)
+    saved = list(db.session.scalars(query))
+    covered = {(t.name, t.channel, language_of(t.locale)) for t in saved if t.current_version is not None}
+    rows = [CatalogueRow(t.name, t.channel, t.locale, t) for t in saved]
+    rows += [CatalogueRow(name, ch, language) for name, ch, language in DEFAULTS
+             if (not channel or ch == channel) and (name, ch, language) not in covered]
+    return sorted(rows, key=lambda r: (r.name, CHANNELS.index(r.channel), r.locale))
+
+
+def starting_text(template: MessageTemplate | None, name: str, channel: str, locale: str) -> tuple[Any, ...]:
+    """What the editor shows before anything is typed: the saved version, else the live text customers in this
+    locale receive now. And where it is from: ``saved`` (this template), ``other`` (the merchant's text for another
+    locale of the language, or English), ``builtin`` (this name's built-in) or ``fallback`` (a name without a
+    built-in: what a policy naming it sends today)."""
+    current = template.current_version if template else None
+    if current is not None:
+        return current.subject, current.body, current.html, "saved"
+    live = resolve_template(name, channel, locale)
+    key = next((k for k, v in DEFAULTS.items() if v is live), None)
+    origin = "other" if key is None else ("builtin" if key[0] == name else "fallback")
+    return live.subject if channel == "email" else None, live.body, live.html, origin
 
 
 def preview(channel: str, subject: str | None, body: str, html: str | None, locale: str,
@@ -45,10 +83,14 @@ def preview(channel: str, subject: str | None, body: str, html: str | None, loca
     if any(p.severity == "error" for p in problems):
         return out
     context = sample_context(product_type if product_type in PRODUCT_TYPES else "subscription")
-    context = replace(context, customer={**context.customer, "locale": normalise_locale(locale)})
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    link = f"{base}/p/{SAMPLE_SHORT_CODE}" if channel != "email" else context.payment_link
+    context = replace(context, customer={**context.customer, "locale": normalise_locale(locale)},
+                      merchant=merchant_profile().template_fields(), payment_link=link)
     rendered = render(channel, Source(body=body, subject=subject if channel == "email" else None,
-                                      html=html or None if channel == "email" else None), context, locale)
-    out.update({"text": rendered.text, "subject": rendered.subject})
+                                      html=html or None if channel == "email" else None,
+                                      locale=language_of(locale)), context, locale)
+    out.update({"text": rendered.text, "subject": rendered.subject, "html": rendered.html})
     if rendered.sms is not None:
         encoding = rendered.sms.encoding
         out.update({"segments": rendered.sms.segments, "length": rendered.sms.length,
@@ -63,13 +105,9 @@ class TemplateView(RoleGuard, BaseView):
 
     @expose("/")
     def index(self) -> Any:
-        query = sa.select(MessageTemplate).order_by(MessageTemplate.name, MessageTemplate.channel,
-                                                    MessageTemplate.locale)
         channel = request.args.get("channel") or ""
-        if channel in CHANNELS:
-            query = query.where(MessageTemplate.channel == channel)
-        templates = list(db.session.scalars(query))
-        return self.render("admin/msgtemplates/index.html", templates=templates, channel=channel,
+        rows = catalogue(channel if channel in CHANNELS else None)
+        return self.render("admin/msgtemplates/index.html", rows=rows, channel=channel,
                            channels=CHANNELS, can_write=self.can_write)
 
     @expose("/edit", methods=["GET", "POST"])
@@ -83,10 +121,7 @@ class TemplateView(RoleGuard, BaseView):
             return redirect(url_for(".index"))
         template = db.session.scalar(sa.select(MessageTemplate).where(
             MessageTemplate.name == name, MessageTemplate.channel == channel, MessageTemplate.locale == locale))
-        current = template.current_version if template else None
-        subject = current.subject if current else (STARTER_SUBJECT if channel == "email" else None)
-        body = current.body if current else STARTER_BODY
-        html = current.html if current else None
+        subject, body, html, origin = starting_text(template, name, channel, locale)
         problems: list[Any] = []
         if request.method == "POST":
             subject = request.form.get("subject") if channel == "email" else None
@@ -105,7 +140,7 @@ class TemplateView(RoleGuard, BaseView):
         authors = {u.id: u for u in db.session.scalars(sa.select(User).where(
             User.id.in_({v.created_by_id for v in versions if v.created_by_id})))} if versions else {}
         return self.render("admin/msgtemplates/edit.html", name=name, channel=channel, locale=locale,
-                           row=template, subject=subject, body=body, html=html, problems=problems,
+                           row=template, subject=subject, body=body, html=html, problems=problems, origin=origin,
                            versions=versions, authors=authors, can_write=self.can_write,
                            product_types=PRODUCT_TYPES)
 

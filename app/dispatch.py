@@ -82,13 +82,12 @@ from sqlalchemy.orm import joinedload
 from app.cases import move_cases
 from app.channels.base import Channel, OutboundMessage, SendResult
 from app.consent import opted_out_channels_of
-from app.default_templates import default_template
 from app.extensions import db
-from app.links import new_payment_link, tracking_token
+from app.links import new_payment_link, short_url, tracking_token
+from app.merchant import merchant_profile
 from app.models import (
     Customer,
     MessageEvent,
-    MessageTemplate,
     OutboxMessage,
     PaymentLink,
     RecoveryCase,
@@ -96,6 +95,7 @@ from app.models import (
 )
 from app.models.types import utcnow
 from app.senders import data_checkpoint, reference_for, senders_for
+from app.templates_service import resolve_template, whatsapp_call
 from app.templating import MessageTemplate as TemplateSource
 from app.templating import TemplateContext, render
 
@@ -1170,19 +1170,7 @@ def _template_source(name: str | None, channel: str, locale: str | None) -> Temp
 
 
 def _load_template_source(name: str | None, channel: str, locale: str | None) -> TemplateSource:
-    query = sa.select(MessageTemplate).where(
-        MessageTemplate.name == (name or "payment_failed"), MessageTemplate.channel == channel
-    )
-    rows = db.session.scalars(query).all()
-    language = (locale or "en").split("_")[0]
-    for row in sorted(rows, key=lambda r: (r.locale != locale, r.locale.split("_")[0] != language)):
-        if row.current_version is not None:
-            v = row.current_version
-            return TemplateSource(body=v.body, subject=v.subject, html=v.html)
-    fallback = default_template(name, channel)
-    if fallback is None:
-        raise LookupError(f"no template {name!r} for {channel}")
-    return fallback
+    return resolve_template(name, channel, locale)  # the merchant's own, else the built-in, in the customer's language
 
 
 def _compose(
@@ -1200,6 +1188,8 @@ def _compose(
     if case is not None:
         token = _payment_link(case, config["SECRET_KEY"], message.id)
         pay_url = f"{base}/pay/{token}"
+        if channel in ("sms", "whatsapp"):
+            pay_url = short_url(base, token, config["SECRET_KEY"])  # one SMS segment, not two
         tx = case.transaction
         transaction = {
             "id": tx.gateway_transaction_id,
@@ -1227,7 +1217,7 @@ def _compose(
         customer=who,
         transaction=transaction,
         payment_link=pay_url,
-        merchant={"name": config["MERCHANT_NAME"]},
+        merchant=merchant_profile().template_fields(),
         offers=offers,
         unsubscribe_link=unsubscribe,
         timezone=customer.timezone if customer else None,
@@ -1237,27 +1227,14 @@ def _compose(
     text, html = _with_merged(rendered.text, rendered.html, merged or [])
     reference = reference_for(message.id)
     if channel == "whatsapp":
-        from app.channels.base import TemplateParam
-        from app.channels.whatsapp import currency_param
-        from app.money import minor_to_decimal
-
-        amount = currency_param(
-            minor_to_decimal(case.amount_due_minor, case.currency) if case else 0,
-            case.currency if case else "USD",
-            message.locale or "en_US",
-        )
-        params = (
-            TemplateParam(text=(customer.first_name if customer else None) or "there"),
-            amount,
-            TemplateParam(text=pay_url),
-        )
+        language, params = whatsapp_call(source, context, message.locale)  # the approved body's parameters
         return OutboundMessage(
             channel=Channel.WHATSAPP,
             to=message.address or "",
             reference=reference,
             text=rendered.text,
             template_name=message.template or "payment_failed",
-            template_language=_wa_language(message.locale),
+            template_language=language,
             template_params=params,
         )
     if channel == "sms":
@@ -1280,10 +1257,6 @@ def _compose(
         html=html,
         unsubscribe_url=unsubscribe,
     )
-
-
-def _wa_language(locale: str | None) -> str:
-    return (locale or "en_US").split("_")[0] if locale and not locale.startswith("en") else "en_US"
 
 
 # -- recording ----------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import dsl
 from app.audit import record
 from app.extensions import db
-from app.models import MessageTemplate, Policy, PolicyVersion, User
+from app.models import Policy, PolicyVersion, User
 from app.models.types import utcnow
 from rules.money import FxRates
 
@@ -29,9 +29,10 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def known_templates() -> set[str] | None:
-    names = set(db.session.scalars(sa.select(MessageTemplate.name).distinct()))
-    return names or None  # no templates yet: do not flag every template name
+def known_templates() -> set[str]:
+    from app.templates_service import known_template_names
+
+    return known_template_names()  # the built-ins stay known once the merchant saves templates of their own
 
 
 def fx_rates() -> FxRates | None:

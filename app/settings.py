@@ -77,6 +77,12 @@ DEFAULTS.setdefault(
 #: the settings the admin edits, in the order it shows them
 EDITABLE = ("contact_windows", "value_bands", "product_rules", "default_product_type", "fx_rates", "policy_four_eyes")
 
+#: what customers see of the merchant (app.merchant); None = the config's value (MERCHANT_NAME, ...)
+MERCHANT_KEYS = ("merchant_name", "merchant_logo_url", "merchant_brand_colour", "merchant_website_url",
+                 "merchant_support_email")
+DEFAULTS.update(dict.fromkeys(MERCHANT_KEYS))
+EDITABLE = EDITABLE + MERCHANT_KEYS
+
 
 class SettingRefused(ValueError):
     pass
@@ -96,6 +102,13 @@ def validate_setting(key: str, value: Any) -> Any:
 
     if key not in EDITABLE:
         raise SettingRefused(f"{key!r} cannot be edited here")
+    if key in MERCHANT_KEYS:
+        from app.merchant import MerchantSettingRefused, validate_merchant_setting
+
+        try:
+            return validate_merchant_setting(key, value)
+        except MerchantSettingRefused as exc:
+            raise SettingRefused(str(exc)) from None
     try:
         if key == "fx_rates":
             if not isinstance(value, dict):

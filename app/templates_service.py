@@ -1,4 +1,7 @@
-"""Message templates stored in the database: versions, validation at save, WhatsApp approval status."""
+"""Message templates stored in the database: versions, validation at save, WhatsApp approval status; and which
+template a customer gets (:func:`resolve_template`: the merchant's own over the built-in of the same name, channel
+and language, the built-ins staying known to policies and serving every other language and channel).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,70 @@ import requests
 import sqlalchemy as sa
 
 from app.audit import record
+from app.default_templates import DEFAULT_LANGUAGE, FALLBACK_NAME, builtin, language_of
+from app.default_templates import names as builtin_names
 from app.extensions import db
 from app.models import MessageTemplate, MessageTemplateVersion, User
+from app.templating import MessageTemplate as Source
 from app.templating import template_errors, validate_template
+
+
+# -- which template a customer gets --------------------------------------------------------------------------------
+def known_template_names() -> set[str]:
+    """Every template name a policy may use: the built-ins and every name saved in the admin."""
+    return builtin_names() | set(db.session.scalars(sa.select(MessageTemplate.name).distinct()))
+
+
+def resolve_template(name: str | None, channel: str, locale: str | None) -> Source:
+    """The template a customer in ``locale`` receives for ``name`` on ``channel``.
+
+    In order: the merchant's template in this exact locale, then in the same language; the built-in in that
+    language; the merchant's template in English, then the built-in in English. A name nobody knows gets
+    ``payment_failed`` the same way. The result's ``locale`` is the language it is written in."""
+    for candidate in dict.fromkeys((name or FALLBACK_NAME, FALLBACK_NAME)):
+        found = _resolve_exactly(candidate, channel, locale)
+        if found is not None:
+            return found
+    raise LookupError(f"no template {name!r} for {channel}")
+
+
+def _resolve_exactly(name: str, channel: str, locale: str | None) -> Source | None:
+    saved = _saved_sources(name, channel)
+    wanted = (locale or "").replace("-", "_").lower()
+    for row_locale, source in saved:
+        if row_locale.replace("-", "_").lower() == wanted:
+            return source
+    for language in dict.fromkeys((language_of(locale), DEFAULT_LANGUAGE)):
+        for row_locale, source in saved:
+            if language_of(row_locale) == language:
+                return source
+        found = builtin(name, channel, language)
+        if found is not None:
+            return found
+    return None
+
+
+def _saved_sources(name: str, channel: str) -> list[tuple[str, Source]]:
+    rows = db.session.scalars(sa.select(MessageTemplate).where(
+        MessageTemplate.name == name, MessageTemplate.channel == channel).order_by(MessageTemplate.id)).all()
+    out = []
+    for row in rows:
+        version = row.current_version
+        if version is not None:
+            out.append((row.locale, Source(body=version.body, subject=version.subject, html=version.html,
+                                           locale=row.locale)))
+    return out
+
+
+def whatsapp_call(source: Source, context, locale: str | None):  # type: ignore[no-untyped-def]
+    """The language and parameters a WhatsApp template message is sent with: each ``{{ ... }}`` of the body,
+    rendered for this customer, in the order Meta numbers them (as :func:`whatsapp_body` submitted it)."""
+    from app.channels.base import TemplateParam
+    from app.templating import render_expressions
+
+    values = render_expressions(whatsapp_parameters(source.body), context, locale)
+    params = tuple(TemplateParam(text=value.strip() or "-") for value in values)
+    return whatsapp_language(source.locale or locale), params
 
 
 class TemplateRefused(ValueError):

@@ -32,6 +32,9 @@ from rules.sms_length import SmsLength, non_gsm7_characters, sms_segments
 
 DEFAULT_LOCALE = "en_US"
 STOP_NOTICE = "Reply STOP to opt out."
+#: the opt-out line added to an SMS that has none, in the language the SMS is written in (GSM-7 only)
+STOP_NOTICES = {"en": STOP_NOTICE, "es": "Baja: responda STOP"}
+_STOP_SAID = re.compile(r"\b(reply|responda|responde|env[ií]e|env[ií]a|text|send)\s+stop\b", re.I)
 SMS_SEGMENT_WARNING = 3  # more segments than this costs real money per message and reads badly
 
 CUSTOMER_FIELDS = frozenset({"id", "first_name", "last_name", "name", "email", "phone", "locale", "country"})
@@ -49,7 +52,7 @@ TRANSACTION_FIELDS = frozenset(
         "description",
     }
 )
-MERCHANT_FIELDS = frozenset({"name", "support_email", "support_phone", "website"})
+MERCHANT_FIELDS = frozenset({"name", "support_email", "support_phone", "website", "logo_url", "brand_colour"})
 OFFER_FIELDS = frozenset({"code", "title", "url"})
 
 #: the names a template may use; a set of fields for objects, ``None`` for plain values
@@ -81,11 +84,13 @@ PRODUCT_TYPES = ("subscription", "one_time", "digital", "physical", "service")
 @dataclass(frozen=True)
 class MessageTemplate:
     """The source of one template: ``subject`` (email), ``body`` (the text; SMS and WhatsApp free text) and,
-    for email, an optional ``html`` body (else one is made from the text)."""
+    for email, an optional ``html`` body (else the branded layout is made from the text). ``locale``: the language
+    it is written in, when known (the opt-out line and the layout's words follow it)."""
 
     body: str
     subject: str | None = None
     html: str | None = None
+    locale: str | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,8 @@ def sample_context(product_type: str = "subscription", *, with_offers: bool = Tr
             "support_email": "help@acme.example",
             "support_phone": "+18005550100",
             "website": "https://acme.example",
+            "logo_url": "https://acme.example/logo.png",
+            "brand_colour": "#1d4ed8",
         },
         offers=("retry_later", "partial_payment") if with_offers else (),
         unsubscribe_link="https://pay.example.com/u/tok_sample",
@@ -294,14 +301,19 @@ def _compiled(source: str, autoescape: bool) -> Template:
 
 
 # -- rendering -----------------------------------------------------------------------------------------------
-def ensure_sms_compliance(text: str, brand: str) -> str:
-    """Every SMS names the brand and ends with the opt-out notice; add what the template left out."""
+def ensure_sms_compliance(text: str, brand: str, language: str = "en") -> str:
+    """Every SMS names the brand and ends with the opt-out notice; add what the template left out (the notice in
+    the SMS's ``language``)."""
     text = text.strip()
     if brand and brand.lower() not in text.lower():
         text = f"{brand}: {text}"
-    if not re.search(r"reply\s+stop\b", text, re.I):
-        text = f"{text}\n{STOP_NOTICE}"
+    if not _STOP_SAID.search(text):
+        text = f"{text}\n{STOP_NOTICES.get(language, STOP_NOTICE)}"
     return text
+
+
+def _language(template: MessageTemplate, locale: str) -> str:
+    return (template.locale or locale).replace("-", "_").split("_")[0].lower()
 
 
 _URL = re.compile(r"https?://[^\s<>\"']+[^\s<>\"'.,;:!?)]")
@@ -341,16 +353,19 @@ def render(
         ).strip()
     html = None
     sms = None
+    language = _language(template, variables["customer"]["locale"])
     if channel is Channel.SMS:
         # Babel separates amounts with (narrow) no-break spaces, which are not GSM-7 and would double the cost
         text = text.replace("\u00a0", " ").replace("\u202f", " ")
-        text = ensure_sms_compliance(text, variables["brand"])
+        text = ensure_sms_compliance(text, variables["brand"], language)
         sms = sms_segments(text)
     elif channel is Channel.EMAIL:
         if template.html:
             html = _compiled(template.html, True).render(variables)
         else:
-            html = text_to_html(text)
+            from app.email_layout import branded_html
+
+            html = branded_html(text, variables, language)
     return RenderedMessage(
         channel=channel,
         text=text,
@@ -359,6 +374,13 @@ def render(
         locale=variables["customer"]["locale"],
         sms=sms,
     )
+
+
+def render_expressions(expressions: Sequence[str], context: TemplateContext | Mapping[str, Any],
+                       locale: str | None = None) -> list[str]:
+    """Each Jinja expression (``"customer.first_name or 'there'"``) rendered for one customer, as text."""
+    variables = build_context(context, locale)
+    return [_compiled("{{ " + expression + " }}", False).render(variables) for expression in expressions]
 
 
 # -- validation ----------------------------------------------------------------------------------------------

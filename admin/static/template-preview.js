@@ -20,6 +20,8 @@
         return p.field + (p.line ? ":" + p.line : "") + " — " + p.message;
       }).join("\n");
       if (data.text !== undefined) document.getElementById("preview").textContent = data.text;
+      var frame = document.getElementById("preview-html");
+      if (frame && data.html) frame.srcdoc = data.html;
       var subject = document.getElementById("preview-subject");
       if (subject) subject.textContent = data.subject || "";
       var sms = document.getElementById("sms-info");

@@ -11,10 +11,12 @@ def register_blueprints(app: Flask) -> None:
     from app.web.auth import bp as auth_bp
     from app.web.hooks import bp as hooks_bp
     from app.web.pay import bp as pay_bp
+    from app.web.short import bp as short_bp
     from app.web.track import bp as track_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(pay_bp)
+    app.register_blueprint(short_bp)
     app.register_blueprint(track_bp)
     app.register_blueprint(hooks_bp)
     app.register_blueprint(api_bp)

@@ -27,6 +27,7 @@ from flask_wtf.csrf import CSRFError
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app.links import LinkError, OpenedLink, genuine_payment_link, open_payment_link
+from app.merchant import Merchant, merchant_profile
 from app.models import RecoveryCase
 from app.money import format_minor
 from app.payments import (
@@ -44,6 +45,7 @@ from app.payments import (
     plain_reason,
     schedule_payment,
 )
+from app.receipts import receipt_reference
 from rules.declines import DeclineInfo, DeclineKind, DeclineReason
 
 bp = Blueprint("pay", __name__, url_prefix="/pay")
@@ -109,6 +111,22 @@ def _fresh_locale() -> None:
     refresh()
 
 
+def brand_context() -> dict[str, Any]:
+    """What every payment page's layout shows of the merchant (their logo and colour)."""
+    return {"pay_brand": _merchant()}
+
+
+bp.context_processor(brand_context)
+
+
+@bp.get("/brand.css")
+def brand_css():  # type: ignore[no-untyped-def]
+    """The merchant's colours for pay.css (a stylesheet of our own: the page's CSP allows no inline style)."""
+    brand = _merchant()
+    css = (f":root{{--brand:{brand.brand_colour};--on-brand:{brand.text_on_brand};--brand-ink:{brand.brand_ink}}}\n")
+    return Response(css, mimetype="text/css", headers={"Cache-Control": "public, max-age=300"})
+
+
 @bp.get("/<token>")
 def page(token: str):  # type: ignore[no-untyped-def]
     limited = _limited()
@@ -168,7 +186,7 @@ def submit(token: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/<token>/done/<ref>")
 def result(token: str, ref: str):  # type: ignore[no-untyped-def]
-    merchant = current_app.config["MERCHANT_NAME"]
+    merchant = _merchant().name
     try:
         data = _result_serializer().loads(ref, max_age=RESULT_MAX_AGE)
     except BadSignature:
@@ -204,7 +222,7 @@ def csrf_error(exc: CSRFError):  # type: ignore[no-untyped-def]
         return _render_page(token, opened, status=400,
                             error=N_("This page was open for a long time, so we could not accept it. "
                                      "Please try again."))
-    return _secured(render_template("pay/invalid.html", merchant=current_app.config["MERCHANT_NAME"], lang=_lang()),
+    return _secured(render_template("pay/invalid.html", merchant=_merchant().name, lang=_lang()),
                     400)
 
 
@@ -301,6 +319,7 @@ def _result_context(token: str, case: RecoveryCase, outcome: PayOutcome) -> dict
         email=_masked_email(case.customer.email if case.customer else None),
         paid_with=_card_label(case.customer.card_masked if case.customer else None),
         paid_on=_date(datetime.now(zone).date(), locale),
+        reference=receipt_reference(outcome.payment_id) if outcome.payment_id else None,
     )
     return context
 
@@ -324,8 +343,9 @@ def _common(case: RecoveryCase) -> dict[str, Any]:
     zone = customer_zone(customer, case)
     text_locale = _use_customer_locale(case)
     return {
-        "merchant": current_app.config["MERCHANT_NAME"],
-        "support_email": current_app.config.get("MERCHANT_SUPPORT_EMAIL"),
+        "merchant": _merchant().name,
+        "support_email": _merchant().support_email,
+        "website": _merchant().website_url,
         "locale": locale,
         "text_locale": text_locale,
         "lang": _lang(),  # the words follow the customer's locale where a translation is shipped (en, es)
@@ -437,7 +457,7 @@ def _limited() -> Response | None:
     wait = wrong_submissions.blocked(_client_key())
     if wait is None:
         return None
-    body = render_template("pay/limited.html", merchant=current_app.config["MERCHANT_NAME"], lang=_lang(),
+    body = render_template("pay/limited.html", merchant=_merchant().name, lang=_lang(),
                            minutes=max(1, round(wait / 60)))
     response = _secured(body, 429)
     response.headers["Retry-After"] = str(max(1, int(wait)))
@@ -445,12 +465,54 @@ def _limited() -> Response | None:
 
 
 def _refused(exc: LinkError) -> Response:
-    # One page for every reason: a stranger learns nothing about the case or whether it exists.
+    # A token we did not issue gets one page whatever the reason: a stranger learns nothing about a case.
     log.info("payment link refused: %s", exc.reason)
     if exc.reason in ("bad signature", "unknown token"):
         wrong_submissions.hit(_client_key())
-    body = render_template("pay/invalid.html", merchant=current_app.config["MERCHANT_NAME"], lang=_lang())
+    if exc.link is not None:
+        closed = _closed_link_page(exc.link.case_id)
+        if closed is not None:
+            return closed
+    body = render_template("pay/invalid.html", merchant=_merchant().name, lang=_lang())
     return _secured(body, 404)
+
+
+def _closed_link_page(case_id: int) -> Response | None:
+    """The page for a genuine link that no longer takes payments, in its customer's language: "already paid"
+    (with the receipt's reference) when the case was recovered, else "expired". Neither shows the amount or the
+    customer's name: the link may have been forwarded."""
+    from app.extensions import db
+
+    case = db.session.get(RecoveryCase, case_id)
+    if case is None:
+        return None
+    text_locale = _use_customer_locale(case)
+    brand = _merchant()
+    context: dict[str, Any] = {"merchant": brand.name, "support_email": brand.support_email,
+                               "website": brand.website_url, "lang": _lang()}
+    template = "pay/expired.html"
+    if case.state == "recovered":
+        template = "pay/paid.html"
+        payment = _last_approved_payment(case.id)
+        if payment is not None:  # none when it was marked paid elsewhere
+            paid_at = (payment.completed_at or payment.created_at).astimezone(customer_zone(case.customer, case))
+            context["reference"] = receipt_reference(payment.id)
+            context["paid_on"] = _date(paid_at.date(), (case.customer.locale if case.customer else None) or "en_US")
+    with force_locale(text_locale):
+        body = render_template(template, **context)
+    return _secured(body, 404)
+
+
+def _last_approved_payment(case_id: int) -> Any:
+    from app.extensions import db
+    from app.models import Payment
+
+    return db.session.scalar(sa.select(Payment).where(Payment.case_id == case_id, Payment.state == "approved")
+                             .order_by(Payment.id.desc()).limit(1))
+
+
+def _merchant() -> Merchant:
+    return merchant_profile()
 
 
 def _secured(body: str, status: int = 200, collect_url: str | None = None) -> Response:
@@ -464,9 +526,12 @@ def _secured(body: str, status: int = 200, collect_url: str | None = None) -> Re
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Robots-Tag"] = "noindex"
+    logo = _merchant().logo_url
+    logo_origin = f" {urlsplit(logo).scheme}://{urlsplit(logo).netloc}" if logo else ""
     response.headers["Content-Security-Policy"] = (
         f"default-src 'self'; script-src 'self'{collect_origin}; connect-src 'self'{collect_origin}; "
-        f"frame-src{collect_origin or ' ' + chr(39) + 'none' + chr(39)}; style-src 'self'; img-src 'self' data:; "
+        f"frame-src{collect_origin or ' ' + chr(39) + 'none' + chr(39)}; style-src 'self'; "
+        f"img-src 'self' data:{logo_origin}; "
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'; object-src 'none'"
     )
     return response

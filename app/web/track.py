@@ -44,6 +44,7 @@ def unsubscribe(token: str):  # type: ignore[no-untyped-def]
     from flask import render_template_string, request
 
     from app.delivery import unsubscribe_email
+    from app.merchant import merchant_profile
 
     try:
         message_id, _ = read_tracking_token(current_app.config["SECRET_KEY"], token)
@@ -51,8 +52,8 @@ def unsubscribe(token: str):  # type: ignore[no-untyped-def]
         abort(404)
     if request.method == "POST":
         unsubscribe_email(message_id)
-        return render_template_string(_UNSUBSCRIBED, merchant=current_app.config["MERCHANT_NAME"])
-    return render_template_string(_CONFIRM, merchant=current_app.config["MERCHANT_NAME"])
+        return render_template_string(_UNSUBSCRIBED, merchant=merchant_profile().name)
+    return render_template_string(_CONFIRM, merchant=merchant_profile().name)
 
 
 _CONFIRM = """<!doctype html><html lang="en"><meta charset="utf-8">

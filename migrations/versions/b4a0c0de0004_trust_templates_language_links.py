@@ -16,8 +16,22 @@ depends_on = None
 
 
 def upgrade():
-    pass
+    with op.batch_alter_table('customers', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('locale_source', sa.String(length=16), nullable=True))
+    with op.batch_alter_table('payment_links', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('short_code_hash', sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column('message_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'),
+                                      nullable=True))
+        batch_op.create_unique_constraint(batch_op.f('uq_payment_links_short_code_hash'), ['short_code_hash'])
+        batch_op.create_foreign_key(batch_op.f('fk_payment_links_message_id_outbox_messages'), 'outbox_messages',
+                                    ['message_id'], ['id'], ondelete='SET NULL')
 
 
 def downgrade():
-    pass
+    with op.batch_alter_table('payment_links', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('fk_payment_links_message_id_outbox_messages'), type_='foreignkey')
+        batch_op.drop_constraint(batch_op.f('uq_payment_links_short_code_hash'), type_='unique')
+        batch_op.drop_column('message_id')
+        batch_op.drop_column('short_code_hash')
+    with op.batch_alter_table('customers', schema=None) as batch_op:
+        batch_op.drop_column('locale_source')

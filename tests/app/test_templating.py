@@ -1,8 +1,12 @@
+import re
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
 from app.channels.base import Channel
+from app.colours import contrast
+from app.default_templates import default_template
 from app.templating import (
     MessageTemplate,
     TemplateContext,
@@ -13,6 +17,7 @@ from app.templating import (
     template_errors,
     validate_template,
 )
+from rules.sms_length import non_gsm7_characters
 
 
 @pytest.mark.parametrize(
@@ -144,3 +149,69 @@ def test_sms_validation_reports_segments_and_ucs2_characters():
     assert any("force UCS-2" in n and "'á'" in n for n in notes)
     long_one = validate_template("sms", None, "{{ amount }} " * 60)
     assert any(p.severity == "warning" and p.kind == "length" for p in long_one)
+
+
+# -- built-in texts: English and Spanish, one SMS segment, a branded HTML email -------------------------------------
+REALISTIC = {"name": "Northwind Outfitters", "logo_url": "https://cdn.northwind.example/logo.png",
+             "brand_colour": "#0f766e", "website": "https://northwind.example",
+             "support_email": "help@northwind.example"}
+SHORT_LINK = "https://pay.northwind-outfitters.com/p/Ab3dEf6hIj"  # 42 characters: a real domain and a 10-char code
+
+
+def _customer_context(locale, amount="1249.00", currency="USD", first_name="Lucía"):
+    context = sample_context()
+    return replace(context, customer={**context.customer, "locale": locale, "first_name": first_name},
+                   transaction={**context.transaction, "amount": amount, "currency": currency},
+                   merchant=REALISTIC, payment_link=SHORT_LINK)
+
+
+@pytest.mark.parametrize("locale", ["en_US", "en_GB", "es_ES", "es_MX", "es_AR"])
+@pytest.mark.parametrize("name", ["payment_failed", "vip_personal", "vip_followup", "reminder_short", "final_notice"])
+def test_every_built_in_sms_fits_one_gsm7_segment(name, locale):
+    for amount, currency in (("1249.00", "USD"), ("24999.99", "EUR"), ("1249.00", "MXN")):
+        rendered = render("sms", default_template(name, "sms", locale), _customer_context(locale, amount, currency))
+        assert non_gsm7_characters(rendered.text) == [], rendered.text
+        assert tuple(rendered.sms)[:2] == ("GSM-7", 1) and rendered.sms.length <= 160, (rendered.sms, rendered.text)
+        assert "Northwind Outfitters" in rendered.text and SHORT_LINK in rendered.text and "STOP" in rendered.text
+
+
+@pytest.mark.parametrize("channel", ["email", "sms", "whatsapp"])
+def test_a_spanish_customer_gets_spanish_and_an_english_one_english(channel):
+    spanish = render(channel, default_template("payment_failed", channel, "es_ES"), _customer_context("es_ES"))
+    english = render(channel, default_template("payment_failed", channel, "en_US"), _customer_context("en_US"))
+    assert "su pago de 1.249,00" in (spanish.subject or spanish.text).replace("\u00a0", " ").lower()
+    assert "payment of $1,249.00" in (english.subject or english.text).lower()
+    assert "didn't" not in (spanish.subject or "") + spanish.text and "pago" not in english.text
+
+
+def test_a_spanish_sms_without_an_opt_out_line_gets_one_in_spanish():
+    template = MessageTemplate("{{ brand }}: pague {{ amount }} en {{ payment_link }}", locale="es")
+    assert render("sms", template, _customer_context("es_ES")).text.endswith("\nBaja: responda STOP")
+    assert render("sms", MessageTemplate("{{ payment_link }}"), _customer_context("es_MX")).text.endswith(
+        "\nBaja: responda STOP")
+    english = MessageTemplate("{{ brand }}: pay {{ payment_link }}", locale="en")
+    assert render("sms", english, _customer_context("es_ES")).text.endswith("\nReply STOP to opt out.")
+
+
+def test_the_built_in_email_is_branded_html_with_a_pay_button_and_a_plain_text_part():
+    rendered = render("email", default_template("payment_failed", "email", "es_ES"), _customer_context("es_ES"))
+    html = rendered.html
+    assert '<img src="https://cdn.northwind.example/logo.png" alt="Northwind Outfitters"' in html
+    assert html.count(f'href="{SHORT_LINK}"') == 2  # the button, and the link to copy under it
+    assert re.search(r'background:#0f766e;border-radius:8px"><a href="[^"]+" style="[^"]*color:#ffffff[^"]*">'
+                     r"Pagar 1\.249,00\xa0US\$</a>", html), html
+    assert 'href="https://northwind.example"' in html and "mailto:help@northwind.example" in html
+    assert '<html lang="es">' in html and "Hola, Lucía:" in html
+    assert rendered.text.startswith("Hola, Lucía:\n\nIntentamos cobrar 1.249,00\xa0US$")
+    assert SHORT_LINK in rendered.text and "<" not in rendered.text  # the plain-text alternative
+
+
+def test_the_layout_keeps_text_on_a_light_brand_colour_readable():
+    context = _customer_context("en_US")
+    light = replace(context, merchant={**REALISTIC, "brand_colour": "#fde047", "logo_url": ""})
+    html = render("email", default_template("payment_failed", "email", "en_US"), light).html
+    assert "color:#111827" in html and ">Pay $1,249.00</a>" in html
+    link_colour = re.search(r'href="https://northwind.example" style="color:(#[0-9a-f]{6})"', html).group(1)
+    assert contrast(link_colour, "#ffffff") >= 4.5
+    hostile = replace(context, merchant={**REALISTIC, "brand_colour": "red;background:url(x)"})
+    assert "url(x)" not in render("email", default_template("payment_failed", "email", "en_US"), hostile).html
