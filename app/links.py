@@ -3,12 +3,19 @@
 A payment link token is signed (itsdangerous) and bound to one case; only its SHA-256 is stored, so a database
 reader cannot forge or replay links, and revoking is deleting trust in that hash. Tracking tokens are signed too,
 so nobody can record opens or clicks for messages they did not receive, or use us as an open redirect.
+
+Every payment link also has a short form for SMS and WhatsApp, ``/p/<code>``: ten random base62 characters
+(about 59 bits). The code is the token's nonce, and the link's row keeps only the code's SHA-256 and the message
+the token names, so the server rebuilds the signed token from a code it is shown, and nothing stored lets a
+database reader do the same. A short link is the same link: it expires and is revoked with it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,14 +29,21 @@ from app.models.types import utcnow
 
 OPEN_STATES = ("open", "contacting", "escalated")
 PERSON_CHANNELS = ("email", "sms", "whatsapp")
+SHORT_ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
+SHORT_LENGTH = 10
+SHORT_CODE = re.compile(rf"[0-9A-Za-z]{{{SHORT_LENGTH}}}")
 
 
 class LinkError(Exception):
-    """The token is unusable. ``reason`` is for logs only; people get one friendly page whatever it is."""
+    """The token is unusable. ``reason`` is for logs only; people get one friendly page whatever it is.
 
-    def __init__(self, reason: str) -> None:
+    ``link`` is the genuine link behind the token when there is one (expired, revoked, its case closed): the page
+    can then speak the customer's language and say whether the payment is already made."""
+
+    def __init__(self, reason: str, link: PaymentLink | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.link = link
 
 
 def _serializer(secret_key: str, salt: str) -> URLSafeSerializer:
@@ -54,13 +68,55 @@ def new_payment_link(case_id: int, secret_key: str, *, valid_for: timedelta = ti
                      message_id: int | None = None) -> tuple[str, dict[str, Any]]:
     """A new link's token and the values of its ``payment_links`` row, for a caller that writes many rows in
     one statement (the dispatcher's batches)."""
-    payload: dict[str, object] = {"c": case_id, "n": secrets.token_urlsafe(8)}
+    code = new_short_code()
+    token = _pay_token(secret_key, case_id, code, message_id)
+    now = utcnow()
+    return token, {"case_id": case_id, "token_hash": token_hash(token), "short_code_hash": token_hash(code),
+                   "message_id": message_id, "created_at": now, "expires_at": now + valid_for}
+
+
+def new_short_code() -> str:
+    return "".join(secrets.choice(SHORT_ALPHABET) for _ in range(SHORT_LENGTH))
+
+
+def _pay_token(secret_key: str, case_id: int, nonce: str, message_id: int | None) -> str:
+    payload: dict[str, object] = {"c": case_id, "n": nonce}
     if message_id is not None:
         payload["m"] = message_id
-    token = str(_serializer(secret_key, "pay").dumps(payload))
-    now = utcnow()
-    return token, {"case_id": case_id, "token_hash": token_hash(token), "created_at": now,
-                   "expires_at": now + valid_for}
+    return str(_serializer(secret_key, "pay").dumps(payload))
+
+
+def short_url(base_url: str, token: str, secret_key: str) -> str:
+    """The short form of a payment link we issued (``{base}/p/<code>``); the long one for a link without it."""
+    base = base_url.rstrip("/")
+    try:
+        payload = _serializer(secret_key, "pay").loads(token)
+    except BadSignature:
+        raise LinkError("bad signature") from None
+    code = payload.get("n") if isinstance(payload, dict) else None
+    if isinstance(code, str) and SHORT_CODE.fullmatch(code):
+        return f"{base}/p/{code}"
+    return f"{base}/pay/{token}"
+
+
+@dataclass(frozen=True)
+class ShortLink:
+    token: str  # the signed token it stands for
+    link_id: int
+    message_id: int | None
+
+
+def resolve_short_code(code: str, secret_key: str) -> ShortLink | None:
+    """The payment link a short code stands for, whatever its state (``/pay/<token>`` judges that), or None."""
+    if not SHORT_CODE.fullmatch(code or ""):
+        return None
+    link = db.session.scalar(sa.select(PaymentLink).where(PaymentLink.short_code_hash == token_hash(code)))
+    if link is None:
+        return None
+    token = _pay_token(secret_key, link.case_id, code, link.message_id)
+    if token_hash(token) != link.token_hash:  # signed with another key, or a row that was tampered with
+        return None
+    return ShortLink(token, link.id, link.message_id)
 
 
 @dataclass(frozen=True)
@@ -81,12 +137,12 @@ def open_payment_link(token: str, secret_key: str, *, now: datetime | None = Non
     if link is None or not isinstance(payload, dict) or link.case_id != payload.get("c"):
         raise LinkError("unknown token")
     if link.revoked_at is not None:
-        raise LinkError("revoked")
+        raise LinkError("revoked", link)
     if link.expires_at <= now:
-        raise LinkError("expired")
+        raise LinkError("expired", link)
     case = db.session.get(RecoveryCase, link.case_id)
     if case is None or case.state not in OPEN_STATES:
-        raise LinkError("case closed")
+        raise LinkError("case closed", link)
     message_id = payload.get("m") if isinstance(payload.get("m"), int) else None
     if message_id is None:
         message_id = message_for_link(link)
