@@ -1,12 +1,19 @@
-"""`make demo`'s command starts the app on embedded defaults, with no MariaDB or Redis needed."""
+"""`make demo`'s command starts the app on embedded defaults, with no MariaDB or Redis needed: it seeds an admin, an
+author and an approver, says what to do first, keeps quiet about each request, and its sandbox inboxes show after
+a restart what its database says was sent."""
 
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 
+import pytest
 import requests
+import sqlalchemy as sa
 
 
 def free_port():
@@ -15,10 +22,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_demo_serves_the_admin_behind_sign_in(tmp_path):
+def test_demo_serves_the_admin_behind_sign_in_and_says_what_to_do_first(tmp_path):
     port = free_port()
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}", "RECOUP_DEMO_FREE_PORTS": "1"}
     env.pop("REDIS_URL", None)
+    env.pop("RECOUP_ACCESS_LOG", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "wsgi", "demo", "--port", str(port)],
         env=env,
@@ -41,8 +49,133 @@ def test_demo_serves_the_admin_behind_sign_in(tmp_path):
         assert response.status_code == 302 and "/login" in response.headers["Location"]
         page = requests.get(f"{base}/login", timeout=5)
         assert page.status_code == 200 and "Sign in to Recoup" in page.text
+        browser = requests.Session()
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', browser.get(f"{base}/login").text)
+        signed_in = browser.post(f"{base}/login", data={"email": "author@recoup.example", "csrf_token": token[1],
+                                                        "password": "recoup-author-2026"}, timeout=10)
+        assert signed_in.status_code == 200 and "/admin/" in signed_in.url
+        for _ in range(20):
+            requests.get(f"{base}/login", timeout=5)
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=20)
     assert f"http://127.0.0.1:{port}/admin/" in output
-    assert "demo@recoup.example" in output
+    for email, password in (("demo@recoup.example", "recoup-demo-2026"), ("author@recoup.example",
+                            "recoup-author-2026"), ("approver@recoup.example", "recoup-approver-2026")):
+        assert email in output and password in output
+    assert f"open Demo control (http://127.0.0.1:{port}/admin/demo/)" in output
+    assert "4111 1111 1111 1111 approves" in output and "4000 0000 0000 0002 declines" in output
+    assert "GET /login" not in output and "HTTP/1.1" not in output  # no access log
+
+
+@pytest.fixture
+def werkzeug_level():
+    logger = logging.getLogger("werkzeug")
+    level = logger.level
+    yield logger
+    logger.setLevel(level)
+
+
+def test_access_logs_are_quiet_unless_asked_for(werkzeug_level, monkeypatch):
+    from app.cli_ops import quiet_access_log
+
+    werkzeug_level.setLevel(logging.NOTSET)
+    monkeypatch.setenv("RECOUP_ACCESS_LOG", "1")
+    assert quiet_access_log() is False
+    assert werkzeug_level.level == logging.NOTSET
+    monkeypatch.delenv("RECOUP_ACCESS_LOG")
+    assert quiet_access_log() is True
+    assert not werkzeug_level.isEnabledFor(logging.INFO) and werkzeug_level.isEnabledFor(logging.ERROR)
+
+
+def test_the_cards_the_demo_names_are_the_simulators(app):
+    from app.demo import TEST_CARDS
+    from sandbox.nmi.collect import DECLINING_CARDS, luhn_ok
+
+    for number, outcome in TEST_CARDS:
+        digits = number.replace(" ", "")
+        assert luhn_ok(digits)
+        assert DECLINING_CARDS.get(digits, "approve") == outcome, number
+
+
+def run_demo_in_process(db_file):  # type: ignore[no-untyped-def]
+    from app import create_app
+    from app.demo import run_demo
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{db_file}", "REDIS_URL": None})
+    with app.app_context():
+        started = run_demo(app, host="127.0.0.1", port=free_port(), serve=False, fixed_ports=False)
+    started["scheduler"].stop()  # before its first run: the test dispatches itself, nothing races it
+    return app, started
+
+
+def stop(started) -> None:  # type: ignore[no-untyped-def]
+    started["scheduler"].stop()
+    for sim in started["simulators"].values():
+        sim.stop()
+
+
+def sent_to(app, channel: str) -> list[str]:  # type: ignore[no-untyped-def]
+    from app.extensions import db
+    from app.models import OutboxMessage
+
+    with app.app_context():
+        return sorted(db.session.scalars(sa.select(OutboxMessage.address).where(
+            OutboxMessage.channel == channel, OutboxMessage.state.in_(("sent", "delivered", "read")))))
+
+
+def customers_mailed(started) -> list[str]:  # type: ignore[no-untyped-def]
+    received = [r for m in started["simulators"]["smtp"].received() for r in m["rcpt_tos"]]
+    return sorted(r for r in received if not r.endswith("@store.example"))
+
+
+def teams_mailed(started) -> int:  # type: ignore[no-untyped-def]
+    """Escalations: the demo's teams are told by email at @store.example."""
+    return sum(r.endswith("@store.example") for m in started["simulators"]["smtp"].received() for r in m["rcpt_tos"])
+
+
+def test_after_a_restart_the_inboxes_show_what_the_admin_says_was_sent(tmp_path, werkzeug_level):
+    from app import demo_control
+    from app.extensions import db
+
+    app, started = run_demo_in_process(tmp_path / "demo.db")
+    try:
+        assert app.config["DEMO_MODE"] and "demo.index" in app.view_functions
+        with app.app_context():
+            wanted = demo_control.FailureRequest(
+                customer_id=None, name="Lucía García", email="lucia@example.com", phone="+34612345678",
+                country="ES", amount=Decimal("49.00"), currency="EUR", product_type="subscription",
+                decline_code="202")
+            demo_control.fail_payment(wanted, actor="test")
+            for _ in range(3):  # the next steps of the demo's case (and whatever else falls due meanwhile)
+                demo_control.advance_clock("next", actor="test")
+            db.session.remove()
+        emails, texts = sent_to(app, "email"), sent_to(app, "sms")
+        assert "lucia@example.com" in emails
+        assert customers_mailed(started) == emails and teams_mailed(started) == len(sent_to(app, "escalation"))
+    finally:
+        stop(started)
+    assert (tmp_path / "demo-inboxes" / "smtp.jsonl").exists()
+
+    again, restarted = run_demo_in_process(tmp_path / "demo.db")
+    try:
+        twilio = restarted["simulators"]["twilio"]
+        assert customers_mailed(restarted) == sent_to(again, "email")
+        assert teams_mailed(restarted) == len(sent_to(again, "escalation"))
+        assert sorted(m["to"] for m in twilio.messages.values()) == sent_to(again, "sms")
+        assert set(emails) <= set(sent_to(again, "email")) and set(texts) <= set(sent_to(again, "sms"))
+        inbox = requests.get(f"{restarted['inboxes']['email']}/lucia@example.com", timeout=5).text
+        assert "/pay/" in inbox
+    finally:
+        stop(restarted)
+
+
+def test_a_new_database_starts_with_empty_inboxes(tmp_path, werkzeug_level):
+    folder = tmp_path / "demo-inboxes"
+    folder.mkdir()
+    (folder / "smtp.jsonl").write_text('{"kind": "mail", "index": 1, "rcpt_tos": ["old@example.com"], "raw": ""}\n')
+    _, started = run_demo_in_process(tmp_path / "demo.db")
+    try:
+        assert all(m["rcpt_tos"] != ["old@example.com"] for m in started["simulators"]["smtp"].received())
+    finally:
+        stop(started)
