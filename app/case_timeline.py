@@ -83,7 +83,7 @@ def case_timeline(case: RecoveryCase) -> list[TimelineEntry]:
 #: the audit log's target type for a case: operators' actions on it are read back from there
 CASE_TARGET = "recovery_case"
 #: what an event's payload may add to the timeline (a deferral's reasons and their rules, the override, why...)
-_SHOWN = ("until", "reasons", "held_by", "override", "why", "by", "to", "at")
+_SHOWN = ("until", "reasons", "held_by", "override", "why", "by", "to", "at", "send_at")
 
 
 def _event_detail(message: OutboxMessage, payload: dict[str, Any] | None) -> dict[str, Any]:
