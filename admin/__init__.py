@@ -31,6 +31,11 @@ def init_admin(app: Flask) -> Admin:
     )
     register_views(admin)
     app.register_error_handler(403, _forbidden)
+    from flask_wtf.csrf import CSRFError
+
+    from admin.security import refused_as_expired
+
+    app.register_error_handler(CSRFError, refused_as_expired)
     return admin
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import flash
+from flask import current_app, flash
 from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
@@ -19,6 +21,7 @@ from app.channel_accounts import (
     ChannelAccountError,
     credentials_of,
     delete_channel_account,
+    enabled_account,
     save_channel_account,
 )
 from app.models import ChannelAccount
@@ -73,12 +76,56 @@ def _settings(view: Any, context: Any, model: ChannelAccount, name: str) -> Mark
     return Markup("<br>").join(Markup("{}: <code>{}</code>").format(k, v) for k, v in items)
 
 
+@dataclass(frozen=True)
+class EnvironmentChannel:
+    """A channel the server's environment configures (app.senders builds its sender when no account is enabled)."""
+
+    channel: str
+    provider: str
+    variables: str
+    detail: str
+    replaced_by: str | None  # the enabled account that wins over it
+
+
+#: channel -> (provider, the variables that configure it, the config keys all of which must be set)
+ENVIRONMENT = {
+    "email": ("SMTP", "SMTP_URL, MAIL_FROM", ("SMTP_URL",)),
+    "sms": ("Twilio", "TWILIO_*", ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM")),
+    "whatsapp": ("WhatsApp Cloud API", "WHATSAPP_*", ("WHATSAPP_TOKEN", "WHATSAPP_PHONE_NUMBER_ID")),
+}
+
+
+def environment_channels(config: Any) -> list[EnvironmentChannel]:
+    """The channels that work from the environment, what they send from (never a secret), and whether an enabled
+    account here replaces them."""
+    found = []
+    for channel, (provider, variables, needed) in ENVIRONMENT.items():
+        if not all(config.get(key) for key in needed):
+            continue
+        account = enabled_account(channel)
+        found.append(EnvironmentChannel(channel, provider, variables, _sends_from(channel, config),
+                                        account.name if account else None))
+    return found
+
+
+def _sends_from(channel: str, config: Any) -> str:
+    if channel == "email":
+        host = urlsplit(config["SMTP_URL"]).hostname or "?"
+        return _("from %(sender)s through %(host)s", sender=config.get("MAIL_FROM") or "—", host=host)
+    if channel == "sms":
+        return _("from %(number)s", number=config["TWILIO_FROM"])
+    return _("phone number id %(id)s", id=config["WHATSAPP_PHONE_NUMBER_ID"])
+
+
 class ChannelAccountView(AuditedModelView):
     read_roles = ("admin", "auditor")
     write_roles = ("admin",)
+    export_roles = ("admin", "auditor")
     delete_allowed = True
     form = ChannelAccountForm
-    can_export = False
+    list_template = "admin/channels/list.html"
+    column_export_list = ("name", "channel", "enabled", "settings", "created_at", "updated_at")
+    column_formatters_export = {"settings": lambda v, c, m, n: m.settings or {}}
     column_list = ("name", "channel", "enabled", "settings", "credentials", "updated_at")
     column_details_list = ("name", "channel", "enabled", "settings", "credentials", "created_at", "updated_at")
     column_labels = {"name": _l("Name"), "channel": _l("Channel"), "enabled": _l("Sending"),
@@ -88,6 +135,10 @@ class ChannelAccountView(AuditedModelView):
     column_formatters_detail = {"settings": _settings, "credentials": _masked}
     column_searchable_list = ("name",)
     column_filters = ("channel", "enabled")
+
+    def render(self, template: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("environment_channels", environment_channels(current_app.config))
+        return super().render(template, **kwargs)
 
     def on_form_prefill(self, form: ChannelAccountForm, id: Any) -> None:
         model = self.get_one(id)

@@ -53,8 +53,9 @@ def _masked(view: Any, context: Any, model: GatewayAccount, name: str) -> Markup
 class GatewayAccountView(AuditedModelView):
     read_roles = ("admin", "auditor")
     write_roles = ("admin",)
+    export_roles = ("admin", "auditor")
     form = GatewayAccountForm
-    can_export = False
+    column_export_list = ("name", "gateway", "api_url", "enabled", "created_at", "updated_at")  # never a secret
     column_list = ("name", "gateway", "api_url", "enabled", "credentials", "created_at")
     column_details_list = ("name", "gateway", "api_url", "enabled", "credentials", "created_at", "updated_at")
     column_labels = {"credentials": _l("Secrets (masked)"), "api_url": _l("API URL"), "enabled": _l("Fetching")}

@@ -1,85 +1,122 @@
-"""Business rules kept as settings: contact windows by region, value bands, product types, FX rates, four-eyes."""
+"""Business rules kept as settings, edited as forms: contact windows by region, value bands, product types, exchange
+rates, four-eyes approval, and the merchant as customers see it.
+
+Each section is one form and is saved whole or not at all (app.settings.save_settings); a refused field says why
+next to itself, the rest of the typed form is kept to fix, and every change is audited (setting.update).
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from flask import flash, redirect, request, url_for
+from flask import abort, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
 from flask_babel import gettext as _
 from flask_login import current_user
 
+from admin import settings_forms as sf
 from admin.i18n import _l
 from admin.security import EVERYONE, RoleGuard
 from app.extensions import db
 from app.models import Setting
-from app.settings import EDITABLE, SettingRefused, get_setting, save_setting
+from app.settings import EDITABLE, SettingRefused, get_setting, save_settings
 
-HELP = {
-    "contact_windows": (_l("Contact windows by region"),
-                        _l("Business hours, quiet hours and blackout dates, in the customer's own time zone. "
-                           "“*” applies everywhere; a country (US) or region (US-FL) overrides it.")),
-    "value_bands": (_l("Value bands"),
-                    _l("Amount bands per currency, lower bounds in cents. null = the built-in bands.")),
-    "product_rules": (_l("Product type rules"),
-                      _l("SKU patterns or words in the description that say what was sold; the first match wins.")),
-    "default_product_type": (_l("Product type when no rule matches"), _l("For example one_time.")),
-    "fx_rates": (_l("Exchange rates"),
-                 _l("What one unit of each currency is worth in the base currency; policies compare amounts "
-                    "through these.")),
-    "policy_four_eyes": (_l("Four-eyes approval"),
-                         _l("true: a policy version must be approved by someone other than its author.")),
-}
+
+@dataclass(frozen=True)
+class Section:
+    key: str  # its URL (/admin/settings/<key>) and the main setting it writes
+    title: Any
+    help: Any
+    keys: tuple[str, ...]  # every setting it writes, saved together
+    stored: Callable[[], dict[str, Any]]  # the stored values as the form's data
+    read: Callable[[Any], dict[str, Any]]  # a submitted form -> {setting: value}; field errors put on the form
+    form: type
+
+    @property
+    def prefix(self) -> str:  # several sections have rows: their fields' ids must differ on the one page
+        return f"{self.key}-"
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("contact_windows", _l("Contact windows by region"),
+            _l("When customers may be contacted, in their own time zone. The row * applies everywhere; a country "
+               "(US) or region (US-FL) row overrides it. Business hours look like “mon-fri 09:00-18:00, sat "
+               "10:00-14:00”, quiet hours like “21:00-08:00”, blackout dates like “2026-12-24, 2026-12-25”. "
+               "A policy's own statements win over these."),
+            ("contact_windows",), lambda: sf.windows_data(get_setting("contact_windows")),
+            lambda form: {"contact_windows": sf.windows_values(form)}, sf.ContactWindowsForm),
+    Section("value_bands", _l("Value bands"),
+            _l("How large a failed payment is, per currency: each band starts at its amount and runs to the next "
+               "one. The row * serves currencies without bands of their own."),
+            ("value_bands",), lambda: sf.bands_data(get_setting("value_bands")),
+            lambda form: {"value_bands": sf.bands_values(form)}, sf.ValueBandsForm),
+    Section("product_rules", _l("Product types"),
+            _l("What was sold, from the order's SKU or description: the first rule that matches wins."),
+            ("product_rules", "default_product_type"),
+            lambda: sf.product_data(get_setting("product_rules"), get_setting("default_product_type")),
+            sf.product_values, sf.ProductTypesForm),
+    Section("fx_rates", _l("Exchange rates"),
+            _l("What one unit of each currency is worth in the base currency; policies compare amounts through "
+               "these."),
+            ("fx_rates",), lambda: sf.fx_data(get_setting("fx_rates")),
+            lambda form: {"fx_rates": sf.fx_values(form)}, sf.FxRatesForm),
+    Section("policy_four_eyes", _l("Four-eyes approval"),
+            _l("When on, nobody approves a policy version they wrote themselves."),
+            ("policy_four_eyes",),
+            lambda: {"policy_four_eyes": bool(get_setting("policy_four_eyes"))},
+            lambda form: {"policy_four_eyes": bool(form.policy_four_eyes.data)}, sf.FourEyesForm),
+    Section("merchant", _l("Your shop, as customers see it"),
+            _l("Shown in messages, on the payment page and on the receipt. Empty fields use the server's "
+               "configuration."),
+            tuple(k for k in EDITABLE if k.startswith("merchant_")),
+            lambda: {k: get_setting(k) or "" for k in EDITABLE if k.startswith("merchant_")},
+            sf.merchant_values, sf.MerchantForm),
+)
+BY_KEY = {s.key: s for s in SECTIONS if s.keys and set(s.keys) <= set(EDITABLE)}
 
 
 class SettingsView(RoleGuard, BaseView):
     read_roles = EVERYONE
     write_roles = ("admin",)
 
+    def _page(self, submitted: tuple[str, Any] | None = None, status: int = 200) -> Any:
+        rows = []
+        for section in BY_KEY.values():
+            if submitted and submitted[0] == section.key:
+                form = submitted[1]
+            else:
+                form = section.form(data=section.stored(), prefix=section.prefix)
+            rows.append({"section": section, "form": sf.add_blank_rows(form) if self.can_write else form,
+                         "stored": _last_change(section.keys), "failed": bool(submitted) and submitted[1] is form})
+        return self.render("admin/settings/index.html", rows=rows, can_write=self.can_write), status
+
     @expose("/")
     def index(self) -> Any:
-        rows = []
-        drafts = _pending_input()
-        for key in EDITABLE:
-            stored = db.session.get(Setting, key)
-            text = drafts.get(key) or json.dumps(get_setting(key), indent=2, ensure_ascii=False)
-            rows.append({"key": key, "title": HELP[key][0], "help": HELP[key][1], "text": text,
-                         "updated_by": stored.updated_by if stored else None,
-                         "updated_at": stored.updated_at if stored else None})
-        return self.render("admin/settings/index.html", rows=rows, can_write=self.can_write,
-                           error_key=request.args.get("error"))
+        return self._page()
 
     @expose("/<key>", methods=["POST"])
     def save(self, key: str) -> Any:
-        if key not in EDITABLE:
-            flash(_("There is no such setting."), "error")
-            return redirect(url_for(".index"))
-        raw = request.form.get("value", "")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            flash(_("%(title)s was not saved: line %(line)d, column %(col)d: %(msg)s", title=HELP[key][0],
-                    line=exc.lineno, col=exc.colno, msg=exc.msg), "error")
-            return _back_with(key, raw)
-        try:
-            save_setting(key, value, actor=current_user.email)
-        except SettingRefused as exc:
-            db.session.rollback()
-            flash(_("%(title)s was not saved: %(msg)s", title=HELP[key][0], msg=str(exc)), "error")
-            return _back_with(key, raw)
-        flash(_("%(title)s saved.", title=HELP[key][0]), "success")
+        section = BY_KEY.get(key)
+        if section is None:
+            abort(404)
+        form = section.form(request.form, prefix=section.prefix)
+        form.validate()
+        values = section.read(form)
+        if not sf.has_errors(form):
+            try:
+                save_settings(values, actor=current_user.email)
+            except SettingRefused as exc:
+                db.session.rollback()
+                form.form_errors.append(str(exc))
+        if sf.has_errors(form):
+            flash(_("%(title)s: not saved, nothing was changed. See the marked fields.", title=section.title), "error")
+            return self._page((key, form), 400)
+        flash(_("%(title)s saved.", title=section.title), "success")
         return redirect(url_for(".index", _anchor=f"setting-{key}"))
 
 
-def _pending_input() -> dict[str, str]:
-    from flask import session
-
-    return session.pop("recoup_setting_draft", None) or {}
-
-
-def _back_with(key: str, raw: str) -> Any:
-    from flask import session
-
-    session["recoup_setting_draft"] = {key: raw[:20000]}
-    return redirect(url_for(".index", error=key, _anchor=f"setting-{key}"))
+def _last_change(keys: tuple[str, ...]) -> Setting | None:
+    stored = [row for row in (db.session.get(Setting, k) for k in keys) if row is not None and row.updated_at]
+    return max(stored, key=lambda row: row.updated_at) if stored else None

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask import Flask, redirect, request, url_for
-from flask_admin import BaseView, expose
-from flask_babel import format_date, format_datetime, get_locale
+from babel import Locale, dates
+from flask import Flask
+from flask_babel import format_date, get_locale
 from flask_login import current_user
 
 from admin.i18n import _l
-from admin.security import EVERYONE, RoleGuard
-from app.extensions import db
 
 ROLE_LABELS = {"admin": _l("admin"), "author": _l("author"), "approver": _l("approver"), "operator": _l("operator"),
                "auditor": _l("auditor")}
+#: what each role is for, as the user and role pickers explain it (app.models.ROLES says it for the CLI)
+ROLE_HELP = {"admin": _l("users, settings and secrets"), "author": _l("drafts of policies and templates; simulate"),
+             "approver": _l("approves and activates versions someone else wrote"),
+             "operator": _l("cases, customers and escalations"), "auditor": _l("reads everything, changes nothing")}
 STATUS_LABELS = {"pending_approval": _l("waiting for approval"), "approved": _l("approved, not active"),
                  "active": _l("running now"), "superseded": _l("replaced"), "rejected": _l("rejected")}
+CASE_STATE_LABELS = {"open": _l("Open"), "contacting": _l("Contacting"), "escalated": _l("Escalated"),
+                     "recovered": _l("Recovered"), "expired": _l("Expired"), "cancelled": _l("Cancelled")}
 CHANNEL_LABELS = {"email": _l("Email"), "sms": _l("SMS"), "whatsapp": _l("WhatsApp"),
                   "payment_retry": _l("Payment retry"), "escalation": _l("Escalation")}
 REASON_LABELS = {"legal_window": _l("Legal contact window"), "quiet_hours": _l("Quiet hours"),
@@ -33,13 +38,46 @@ def _label(table: dict[str, Any]):  # type: ignore[no-untyped-def]
     return label
 
 
-def when(value: datetime | str | None) -> str:
+def user_zone() -> ZoneInfo:
+    """The signed-in person's time zone (their profile), else UTC."""
+    name = getattr(current_user, "timezone", None) if getattr(current_user, "is_authenticated", False) else None
+    try:
+        return ZoneInfo(name) if name else ZoneInfo("UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def zone_label(moment: datetime) -> str:
+    """``UTC``, ``EST``, ``CET``; a zone without an abbreviation shows its offset (``UTC-03``)."""
+    label = moment.tzname() or "UTC"
+    return f"UTC{label}" if label[:1] in "+-" else label
+
+
+def when(value: datetime | str | None, zone: str | None = None) -> str:
+    """A moment as people read it: "Dec 6, 2026, 4:31 AM UTC" (no seconds), in ``zone`` or the reader's own."""
     if isinstance(value, str):  # ISO 8601 as plans store it
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return value
-    return format_datetime(value, "medium") if value else "—"
+    if not value:
+        return "—"
+    try:
+        tz = ZoneInfo(zone) if zone else user_zone()
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = user_zone()
+    local = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(tz)
+    locale = get_locale() or "en"
+    pattern = Locale.parse(str(locale)).datetime_formats["medium"]
+    text = str(pattern).format(dates.format_time(local, "short", locale=locale),
+                               dates.format_date(local, "medium", locale=locale))
+    return f"{text} {zone_label(local)}"
+
+
+def iso_utc(value: datetime) -> str:
+    """A moment for machines (exports): ISO 8601 in UTC, to the second: ``2026-12-06T04:31:22Z``."""
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def day(value: date | None) -> str:
@@ -52,28 +90,6 @@ def init_ui(app: Flask) -> None:
     app.jinja_env.filters["role_label"] = _label(ROLE_LABELS)
     app.jinja_env.globals.update(
         status_label=_label(STATUS_LABELS), channel_label=_label(CHANNEL_LABELS),
+        case_state_label=_label(CASE_STATE_LABELS),
         reason_label=_label(REASON_LABELS), role_label=_label(ROLE_LABELS), get_locale=get_locale,
     )
-
-
-class ProfileView(RoleGuard, BaseView):
-    """The signed-in person's own preferences (language). Not a business change: every role may do it."""
-
-    read_roles = EVERYONE
-    write_roles = EVERYONE
-
-    def is_visible(self) -> bool:
-        return False
-
-    @expose("/")
-    def index(self) -> Any:
-        return redirect(url_for("admin.index"))
-
-    @expose("/language", methods=["POST"])
-    def language(self) -> Any:
-        locale = request.form.get("locale", "")
-        if locale in ("en", "es"):
-            current_user.locale = locale
-            db.session.commit()
-        back = request.referrer or ""
-        return redirect(back if back.startswith(request.host_url) else url_for("admin.index"))

@@ -11,11 +11,16 @@ from flask import request
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla import filters as sqla_filters
+from flask_admin.helpers import is_form_submitted
+from flask_admin.model import typefmt
 from flask_login import current_user
 from markupsafe import Markup
 
+from admin import export
+from admin.forms import drop_generic_refusal, explain_refusal
 from admin.i18n import _l
 from admin.security import EVERYONE, CsrfForm, RoleGuard
+from admin.ui import day, when
 from app.audit import record, verify_chain
 from app.extensions import db
 from app.models import AuditEntry, OutboxMessage, RecoveryCase, Transaction
@@ -41,12 +46,25 @@ class HomeView(RoleGuard, AdminIndexView):
         return self.render("admin/home.html", counts=counts, recovered_minor=recovered or 0, scheduled=scheduled)
 
 
-class AuditedModelView(RoleGuard, ModelView):
-    """Every change through the admin is written to the audit log, in the same transaction."""
+def _when_cell(view: Any, value: datetime, name: str) -> str:
+    return when(value)
 
-    form_base_class = CsrfForm  # CSRF on every model form
+
+def _day_cell(view: Any, value: date, name: str) -> str:
+    return day(value)
+
+
+class AuditedModelView(RoleGuard, ModelView):
+    """Every change through the admin is written to the audit log, in the same transaction. Every list exports
+    as CSV (see admin.export); a refused form says why, field by field."""
+
+    form_base_class = CsrfForm  # one CSRF token per form: Flask-WTF's, which CSRFProtect checks
     page_size = 50
     can_view_details = True
+    can_export = True
+    export_types = ["csv"]
+    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: _when_cell, date: _day_cell}
+    column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: _when_cell, date: _day_cell}
 
     def on_model_change(self, form: Any, model: Any, is_created: bool) -> None:
         changed = {name: str(field.data)[:200] for name, field in form._fields.items()
@@ -60,18 +78,60 @@ class AuditedModelView(RoleGuard, ModelView):
 
     audit_hidden_fields: tuple[str, ...] = ()
 
+    def validate_form(self, form: Any) -> bool:
+        valid = bool(super().validate_form(form))
+        if not valid and is_form_submitted() and request.endpoint in (f"{self.endpoint}.create_view",
+                                                                      f"{self.endpoint}.edit_view"):
+            explain_refusal(form)
+        return valid
+
+    def render(self, template: str, **kwargs: Any) -> Any:
+        drop_generic_refusal()
+        return super().render(template, **kwargs)
+
+    # -- CSV export (admin.export): plain values, money as decimals, times ISO UTC, audited ------------------------
+    def get_export_columns(self) -> list[tuple[str, str]]:
+        return export.columns_with_currency(self, super().get_export_columns())
+
+    def get_export_value(self, model: Any, name: str) -> Any:
+        return export.cell(self, model, name)
+
+    def get_export_name(self, export_type: str = "csv") -> str:
+        return export.file_name(self.endpoint, export_type)
+
+    def _export_data(self) -> Any:
+        export.audit(current_user.email, self.model.__tablename__)
+        return super()._export_data()
+
 
 class ReadOnlyView(AuditedModelView):
     create_allowed = edit_allowed = delete_allowed = False
 
 
 class TransactionView(ReadOnlyView):
-    column_list = ("id", "gateway", "gateway_transaction_id", "customer", "amount", "value_band", "decline_code",
-                   "decline_reason", "product_type", "failed_at")
+    """Failed payments only: the sales history and refunds fetched beside them (``status`` approved / refunded)
+    are facts for the planner, not failures anyone has to look at."""
+
+    column_list = ("id", "gateway", "gateway_transaction_id", "order_id", "customer", "amount", "value_band",
+                   "decline_code", "decline_reason", "product_type", "failed_at")
+    column_labels = {"gateway_transaction_id": _l("Gateway id"), "order_id": _l("Order"), "customer": _l("Customer"),
+                     "amount": _l("Amount"), "value_band": _l("Value band"), "decline_code": _l("Decline code"),
+                     "decline_reason": _l("Decline reason"), "product_type": _l("Product"),
+                     "failed_at": _l("Failed at")}
     column_filters = ("gateway", "decline_reason", "decline_kind", "value_band", "product_type")
     column_searchable_list = ("gateway_transaction_id", "order_id")
     column_formatters = {"amount": lambda v, c, m, n: format_minor(m.amount_minor, m.currency)}
     column_details_exclude_list = ("raw",)
+
+    def get_query(self) -> Any:
+        return super().get_query().filter(Transaction.status == FAILED)
+
+    def get_count_query(self) -> Any:
+        return super().get_count_query().filter(Transaction.status == FAILED)
+
+    def get_one(self, id: Any) -> Any:
+        row = super().get_one(id)
+        return row if row is not None and row.status == FAILED else None
 
 
 class OutboxView(ReadOnlyView):
@@ -80,6 +140,9 @@ class OutboxView(ReadOnlyView):
     column_labels = {"case_id": _l("Case"), "rule_line": _l("Policy line"), "policy_version_id": _l("Policy version")}
     column_filters = ("channel", "state", "priority", "variant")
     column_default_sort = ("scheduled_for", True)
+
+
+FAILED = "failed"  # Transaction.status of a failed payment (the others: approved, refunded)
 
 
 def _utc_midnight(day: date) -> datetime:
@@ -124,8 +187,6 @@ class AuditLogView(ReadOnlyView):
 
     read_roles = ("admin", "auditor")
     list_template = "admin/audit/list.html"
-    can_export = True
-    export_types = ["csv"]
     column_list = ("id", "at", "actor", "action", "target_type", "target_id", "details", "hash")
     column_export_list = ("id", "at", "actor", "action", "target_type", "target_id", "details", "prev_hash", "hash")
     column_labels = {"at": _l("When"), "actor": _l("Who"), "action": _l("What"), "target_type": _l("On"),
@@ -152,8 +213,8 @@ def register_views(admin: Any) -> None:
     from admin.msgtemplates import TemplateView
     from admin.operations import CaseView, CustomerView, EscalationView, ReviewView
     from admin.policies import PolicyView
+    from admin.profile import ProfileView
     from admin.settings import SettingsView
-    from admin.ui import ProfileView
     from admin.users import UserView
     from app.models import ChannelAccount, Customer, GatewayAccount, User
 
@@ -180,4 +241,4 @@ def register_views(admin: Any) -> None:
                                       endpoint="channel_accounts"))
     admin.add_view(UserView(User, session, name=_l("Users and roles"), category=_l("Settings"), endpoint="users"))
     admin.add_view(AuditLogView(AuditEntry, session, name=_l("Audit log"), endpoint="audit_log"))
-    admin.add_view(ProfileView(name="Profile", endpoint="profile", url="/admin/profile"))
+    admin.add_view(ProfileView(name=_l("Your profile"), endpoint="profile", url="/admin/profile"))

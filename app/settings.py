@@ -85,7 +85,11 @@ EDITABLE = EDITABLE + MERCHANT_KEYS
 
 
 class SettingRefused(ValueError):
-    pass
+    """The value cannot be used; the message says why in plain words, ``key`` which setting it was."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 _TIME_RANGE = r"([01]?\d|2[0-3]):[0-5]\d-([01]?\d|2[0-4]):[0-5]\d"
@@ -181,3 +185,19 @@ def save_setting(key: str, value: Any, *, actor: str) -> Any:
     set_setting(key, value, actor=actor)
     db.session.commit()
     return value
+
+
+def save_settings(values: dict[str, Any], *, actor: str) -> dict[str, Any]:
+    """Validate every one of ``values`` first, then store and audit those that changed, in one commit: a form that
+    writes several settings is saved whole or not at all. SettingRefused names the setting that was refused."""
+    checked = {}
+    for key, value in values.items():
+        try:
+            checked[key] = validate_setting(key, value)
+        except SettingRefused as exc:
+            raise SettingRefused(str(exc), key) from None
+    for key, value in checked.items():
+        if value != get_setting(key):
+            set_setting(key, value, actor=actor)
+    db.session.commit()
+    return checked

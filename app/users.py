@@ -81,3 +81,26 @@ def authenticate(email: str, password: str, *, max_failures: int, lock_seconds: 
     record(user.email, "user.sign_in", "user", user.id, {})
     db.session.commit()
     return SignInResult(user, None)
+
+
+def update_profile(user: User, *, name: str | None, locale: str | None, timezone: str | None) -> None:
+    """A person's own preferences (name, language, time zone), audited and committed. The caller validated them."""
+    before = {"name": user.name, "locale": user.locale, "timezone": user.timezone}
+    user.name, user.locale, user.timezone = name or None, locale or None, timezone or None
+    after = {"name": user.name, "locale": user.locale, "timezone": user.timezone}
+    changed = sorted(k for k in after if after[k] != before[k])
+    if changed:
+        record(user.email, "user.profile_update", "user", user.id, {"changed": changed})
+    db.session.commit()
+
+
+def change_password(user: User, current: str, new: str) -> None:
+    """A person changes their own password: the current one must be right. UserError says what is wrong."""
+    if not user.check_password(current):
+        raise UserError("the current password is not right")
+    try:
+        user.set_password(new)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    record(user.email, "user.password_change", "user", user.id, {})
+    db.session.commit()

@@ -57,6 +57,9 @@ class RecoveryCase(db.Model):
         back_populates="case", order_by="CaseTransition.id", cascade="all, delete-orphan"
     )
 
+    def __str__(self) -> str:
+        return f"Case #{self.id}"
+
 
 class CaseTransition(db.Model):
     """Append-only: every move of a case from one state to another, who or what moved it, and why."""
@@ -74,6 +77,9 @@ class CaseTransition(db.Model):
 
     case: Mapped[RecoveryCase] = relationship(back_populates="transitions")
 
+    def __str__(self) -> str:
+        return f"{self.from_state or '—'} → {self.to_state}"
+
 
 class Team(db.Model):
     """A team that escalated cases go to (named in policies: ``escalate after 2d to "collections"``)."""
@@ -84,6 +90,9 @@ class Team(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(64), unique=True)
     email: Mapped[str | None] = mapped_column(sa.String(254))
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class EscalationTask(db.Model):

@@ -31,3 +31,6 @@ class ChannelAccount(db.Model):
 
     def __repr__(self) -> str:
         return f"<ChannelAccount {self.name} ({self.channel})>"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.channel})"

@@ -66,6 +66,12 @@ class Customer(db.Model):
     def __repr__(self) -> str:
         return f"<Customer {self.id} {self.email!r}>"
 
+    def __str__(self) -> str:  # lists and pickers: "Ana Pérez <ana@example.com>"
+        named = " ".join(p for p in (self.first_name, self.last_name) if p)
+        if named and self.email:
+            return f"{named} <{self.email}>"
+        return named or self.email or self.phone_e164 or f"customer {self.id}"
+
 
 class OptOut(db.Model):
     """The customer does not want this channel. Present = opted out; removed when they opt back in."""
@@ -81,6 +87,9 @@ class OptOut(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     customer: Mapped[Customer] = relationship(back_populates="opt_outs")
+
+    def __str__(self) -> str:
+        return self.channel
 
 
 class ConsentEvent(db.Model):

@@ -30,6 +30,9 @@ class GatewayAccount(db.Model):
     def __repr__(self) -> str:
         return f"<GatewayAccount {self.name} ({self.gateway})>"
 
+    def __str__(self) -> str:
+        return f"{self.name} ({self.gateway})"
+
 
 class FetchCursor(db.Model):
     """How far the scheduled fetch of one account has safely got. Moves only after a page is committed."""

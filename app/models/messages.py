@@ -69,6 +69,9 @@ class OutboxMessage(db.Model):
         """The dispatcher claims each priority by name (an index range each): anything else would never go."""
         return value if value in self.PRIORITIES else "default"
 
+    def __str__(self) -> str:
+        return f"Message #{self.id} ({self.channel})"
+
 
 class MessageEvent(db.Model):
     """Append-only: queued, sent, delivered, read, failed, opened, clicked, replied... with the provider's payload."""

@@ -32,6 +32,9 @@ class Policy(db.Model):
     )
     active_version: Mapped[PolicyVersion | None] = relationship(foreign_keys=[active_version_id], post_update=True)
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class PolicyVersion(db.Model):
     """Immutable once written: the source never changes; only its review and activation stamps are filled in."""
@@ -60,6 +63,9 @@ class PolicyVersion(db.Model):
     rejection_reason: Mapped[str | None] = mapped_column(sa.String(500))
 
     policy: Mapped[Policy] = relationship(back_populates="versions", foreign_keys=[policy_id])
+
+    def __str__(self) -> str:
+        return f"{self.policy.name} v{self.number}" if self.policy else f"v{self.number}"
 
 
 IMMUTABLE_VERSION_FIELDS = ("source", "source_sha256", "number", "policy_id", "author_id", "submitted_at")
@@ -103,6 +109,9 @@ class MessageTemplate(db.Model):
     current_version: Mapped[MessageTemplateVersion | None] = relationship(
         foreign_keys=[current_version_id], post_update=True
     )
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.channel}, {self.locale})"
 
 
 class MessageTemplateVersion(db.Model):

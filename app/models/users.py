@@ -41,6 +41,9 @@ class Role(db.Model):
     def __repr__(self) -> str:
         return f"<Role {self.name}>"
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class User(UserMixin, db.Model):
     __tablename__ = "users"
@@ -78,3 +81,6 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.email}>"
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
