@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -41,8 +42,6 @@ def own_charges(
 ) -> dict[str, OwnCharge]:
     """Which of ``records`` are Recoup's own charges, keyed by their gateway transaction id."""
     records = list(records)
-    orders = {r.order_id for r in records if r.order_id}
-    txn_ids = {r.gateway_transaction_id for r in records}
     if not records:
         return {}
     base = (
@@ -51,8 +50,11 @@ def own_charges(
         .join(Transaction, Transaction.id == RecoveryCase.transaction_id)
         .where(Transaction.gateway_account_id == account_id)
     )
-    by_order = {row.order_id: row for row in db.session.execute(base.where(Payment.order_id.in_(orders)))} \
-        if orders else {}
+    orders = {r.order_id for r in records if r.order_id}
+    by_order: dict[str, sa.Row[Any]] = {}
+    if orders:
+        by_order = {row.order_id: row for row in db.session.execute(base.where(Payment.order_id.in_(orders)))}
+    txn_ids = {r.gateway_transaction_id for r in records}
     by_txn = {
         row.gateway_transaction_id: row
         for row in db.session.execute(base.where(Payment.gateway_transaction_id.in_(txn_ids)))
