@@ -41,6 +41,9 @@ CARD_OUTCOMES = {"approve": _l("approves"), "201": _l("declines: do not honor (2
                  "202": _l("declines: insufficient funds (202)")}
 ROLE_HINTS = {"admin": _l("everything, including this page"), "author": _l("writes policies and submits them"),
               "approver": _l("approves and activates what an author submitted")}
+#: the form as it first shows: one click fails a payment for a Spanish customer
+FIRST_FORM = {"customer": "new", "name": "Lucía García", "email": "lucia@example.com", "phone": "+34 612 345 678",
+              "country": "ES", "amount": "49.00", "product_type": "subscription", "decline_code": "202"}
 COMMON_ZONES = ("Europe/Madrid", "America/New_York", "Europe/London", "America/Los_Angeles", "UTC")
 
 
@@ -126,7 +129,7 @@ class DemoControlView(RoleGuard, BaseView):
         from app.demo import DEMO_ACCOUNTS, TEST_CARDS
 
         return self.render(
-            "admin/demo/index.html", form=form or {}, errors=errors or {}, now=clock.business_now(),
+            "admin/demo/index.html", form=form or FIRST_FORM, errors=errors or {}, now=clock.business_now(),
             offset=clock.offset(), zone=zone, zones=_zones(zone), next_due=demo_control.next_scheduled(),
             customers=_customers(), cases=[(c, demo_control.case_messages(c.id)) for c in cases],
             inboxes=inboxes, inbox_url=lambda channel, address: demo_control.inbox_url(inboxes, channel, address),

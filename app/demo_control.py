@@ -24,8 +24,9 @@ from app.audit import record
 from app.extensions import db
 from app.models import Customer, GatewayAccount, OutboxMessage, RecoveryCase, Transaction
 
-#: every order the control page makes starts with this (how the page finds "its" cases)
+#: every order the control page makes starts with this (how the page finds "its" cases), and each vault record
 ORDER_PREFIX = "DEMO-"
+DEMO_VAULT_PREFIX = "CV-DEMO-"
 #: NMI response codes a person can pick (code, what the bank said); the simulator answers with the same texts
 DECLINES: tuple[tuple[str, str], ...] = (
     ("202", "Insufficient funds"),
@@ -156,7 +157,8 @@ def _simulator_customer(base_url: str, request: FailureRequest) -> dict[str, Any
         first, _, last = request.name.partition(" ")
         email, phone = request.email, request.phone
         place = {"country": request.country, "state": "", "postal_code": "", "city": ""}
-    vault_id = (existing.vault_id if existing is not None else None) or f"CV-DEMO-{secrets.token_hex(4).upper()}"
+    vault_id = existing.vault_id if existing is not None else None
+    vault_id = vault_id or f"{DEMO_VAULT_PREFIX}{secrets.token_hex(4).upper()}"
     customer = {"first_name": first or "", "last_name": last or "", "email": email or "", "phone": phone or "",
                 "address_1": "", "company": "", **{k: v or "" for k, v in place.items()}}
     return {"customer_vault_id": vault_id, "customer": customer}

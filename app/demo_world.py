@@ -65,6 +65,7 @@ def start_world(
     sims["nmi"].seed_population(failed=80, succeeded=160, days=4, seed=2026)
     with app.app_context():
         seed_store(app, sims["nmi"])
+        restore_demo_vault(sims["nmi"].url)
         from app.ingest import fetch_accounts
 
         summaries = [report.summary() for report in fetch_accounts()]
@@ -117,3 +118,22 @@ def seed_store(app: Flask, nmi: Any) -> None:
         activate_text(
             "standard", STANDARD_POLICY.read_text(encoding="utf-8"), actor=None, note="the demo's starting policy"
         )
+
+
+def restore_demo_vault(nmi_url: str) -> int:
+    """The customers the demo control page made keep a card on file across a restart: the simulator forgets its
+    vault when it stops, the database does not (a one-tap payment charges the vault record)."""
+    import requests
+
+    from app.demo_control import DEMO_VAULT_PREFIX
+    from app.models import Customer
+
+    customers = db.session.scalars(sa.select(Customer).where(Customer.vault_id.like(f"{DEMO_VAULT_PREFIX}%")))
+    restored = 0
+    for c in customers:
+        record = {"customer_vault_id": c.vault_id, "first_name": c.first_name or "", "last_name": c.last_name or "",
+                  "email": c.email or "", "phone": c.phone_e164 or "", "country": c.country or "",
+                  "state": c.region or "", "postal_code": c.postal_code or "", "city": c.city or "", "address_1": ""}
+        response = requests.post(f"{nmi_url}/_control/vault", json=record, timeout=10)
+        restored += response.status_code == 201
+    return restored

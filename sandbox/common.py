@@ -118,7 +118,7 @@ min-height:420px}
 6px;border-radius:8px;background:#d1fae5;color:#065f46} .badge.bad{background:#fee2e2;color:#991b1b}
 .mail{background:#fff;border:1px solid #e5e7eb;border-radius:8px;margin:0 0 16px;overflow:hidden} .mail
 .hdr{padding:10px 14px;border-bottom:1px solid #e5e7eb;font-size:13px;color:#374151} .mail
-iframe{width:100%;height:420px;border:0} .links{padding:8px 14px;border-top:1px solid #e5e7eb;font-size:13px}
+iframe{width:100%;height:600px;border:0} .links{padding:8px 14px;border-top:1px solid #e5e7eb;font-size:13px}
 .links ul{margin:4px 0 0;padding-left:18px} .links a,.bubble a{word-break:break-all}
 .bubble.in a{color:#fff}
 """
@@ -185,10 +185,14 @@ def linkify(text: str) -> str:
     return "".join(out)
 
 
-def links_in(text: str) -> list[str]:
-    """The distinct web addresses in a text or an HTML body, in order (from href attributes and plain text)."""
-    found = re.findall(r"""href=["']([^"']+)["']""", text) + [u.rstrip(".,;:!?") for u in _URL.findall(text)]
-    return [html.unescape(u) for u in dict.fromkeys(found) if u.startswith(("http://", "https://"))]
+def links_in(body: str, *, is_html: bool = False) -> list[str]:
+    """The distinct web addresses a reader can follow, in order: an HTML body's link targets (not its images), or
+    the addresses written in a plain text."""
+    if is_html:
+        found = [html.unescape(u) for u in re.findall(r"""<a\s[^>]*href=["']([^"']+)["']""", body, re.I)]
+    else:
+        found = [u.rstrip(".,;:!?") for u in _URL.findall(body)]
+    return [u for u in dict.fromkeys(found) if u.startswith(("http://", "https://"))]
 
 
 def email_frame(body_html: str) -> str:

@@ -478,7 +478,7 @@ class SmtpSimulator:
                 content = email_frame(m["html"])
             else:
                 content = f"<pre style='padding:14px;white-space:pre-wrap'>{linkify(m['text'] or '')}</pre>"
-            content += link_list(links_in(m["html"] or m["text"] or ""))
+            content += link_list(links_in(m["html"], is_html=True) if m["html"] else links_in(m["text"] or ""))
             cards.append(
                 f"<div class='mail'><div class='hdr'><b>{html.escape(m['subject'])}</b><br>"
                 f"From {html.escape(m['from'])} &middot; {when}{unsubscribe}</div>{content}</div>"

@@ -166,6 +166,11 @@ def test_after_a_restart_the_inboxes_show_what_the_admin_says_was_sent(tmp_path,
         assert set(emails) <= set(sent_to(again, "email")) and set(texts) <= set(sent_to(again, "sms"))
         inbox = requests.get(f"{restarted['inboxes']['email']}/lucia@example.com", timeout=5).text
         assert "/pay/" in inbox
+        with again.app_context():  # and her card on file can still be charged
+            from app.models import Customer
+
+            vault_id = db.session.scalar(sa.select(Customer.vault_id).where(Customer.email == "lucia@example.com"))
+        assert vault_id.startswith("CV-DEMO-") and restarted["simulators"]["nmi"].vault(vault_id) is not None
     finally:
         stop(restarted)
 

@@ -14,6 +14,7 @@ from sandbox.twilio.server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, Twili
 from sandbox.whatsapp.server import DEFAULT_PHONE_NUMBER_ID, DEFAULT_TOKEN, WhatsAppSimulator
 
 PAY = "http://127.0.0.1:5000/pay/abc.DEF-123"
+PIXEL = "http://127.0.0.1:5000/t/o/abc.gif"
 
 
 def send_mail(sim, to="lucia@example.com"):
@@ -24,7 +25,7 @@ def send_mail(sim, to="lucia@example.com"):
     mail["X-Recoup-Reference"] = "m1"
     mail.set_content(f"Hola Lucía, paga aquí: {PAY}")
     mail.add_alternative(f'<!DOCTYPE html><html><head><title>x</title></head><body><p>Hola Lucía</p>'
-                         f'<a href="{PAY}">Pagar ahora</a></body></html>', subtype="html")
+                         f'<a href="{PAY}">Pagar ahora</a><img src="{PIXEL}" alt=""></body></html>', subtype="html")
     with smtplib.SMTP(sim.host, sim.port, timeout=5) as client:
         client.send_message(mail)
 
@@ -44,6 +45,7 @@ def test_an_emails_links_open_in_a_new_unsandboxed_tab(tmp_path):
     assert document.startswith('<!DOCTYPE html><html><head><base target="_blank">')  # links leave the frame
     assert "allow-scripts" not in frame and "allow-same-origin" not in frame
     assert f'<a href="{PAY}" target="_blank" rel="noopener">{PAY}</a>' in page  # and are listed under it
+    assert f'<a href="{PIXEL}"' not in page  # an image is not a link
 
 
 def test_the_mail_inbox_survives_a_restart_and_a_reset_empties_it(tmp_path):
