@@ -69,7 +69,9 @@ def test_a_cap_used_up_on_another_channel_defers_the_next_message_and_sends_it_w
     next_allowed = texted_at + timedelta(days=1)
     assert row.state == "scheduled" and row.claimed_by is None and row.scheduled_for == next_allowed
     assert events(held_id) == ["deferred"]
-    assert payload(held_id, "deferred") == {"until": next_allowed.isoformat(), "channel": "email"}
+    assert payload(held_id, "deferred") == {  # when, and why: the policy's cadence statement (its line 3)
+        "until": next_allowed.isoformat(), "channel": "email", "reasons": ["cadence"],
+        "held_by": [{"reason": "cadence", "source": "policy", "line": 3}]}
     assert channels.smtp.received("capped@example.com") == [] and channels.smtp.count(f"m{held_id}") == 0
     assert channels.twilio.count(f"m{held_id}") == 0 and channels.whatsapp.count(f"m{held_id}") == 0
     assert channels.smtp.count(f"m{free_id}") == 1
