@@ -115,7 +115,7 @@ class CaseView(ReadOnlyView):
                            actions={a.value for a in actions},
                            link=link.get("url") if isinstance(link, dict) and link.get("case") == case.id else None,
                            amount_due=minor_to_decimal(case.amount_due_minor, case.currency),
-                           action_label=_action_label,
+                           action_label=_action_label, lift_label=_lift_label,
                            opt_outs=list(customer.opt_outs) if customer else [])
 
     # -- operators' actions (POST; operators and admins: RoleGuard refuses everyone else with 403) -------------------
@@ -205,6 +205,15 @@ def _action_label(name: str) -> str:
     return str(ACTION_LABELS.get(name, name))
 
 
+#: what an override lifts (rules.contact_rules), in words
+LIFT_LABELS = {"business_hours": _l("business hours"), "weekends": _l("weekends"), "holidays": _l("public holidays"),
+               "blackout": _l("blackout dates"), "cadence": _l("cadence caps")}
+
+
+def _lift_label(name: str) -> str:
+    return str(LIFT_LABELS.get(name, name))
+
+
 #: where a freshly made payment link waits (the session) for the case page to show it once
 _LINK_KEY = "recoup_case_link"
 
@@ -248,8 +257,8 @@ class CustomerView(AuditedModelView):
                                                          "the detected one.")}}
     column_details_list = ("id", "name", "email", "phone_e164", "country", "region", "city", "postal_code", "timezone",
                            "timezone_candidates", "timezone_source", "timezone_confidence", "timezone_explicit",
-                           "locale", "vip", "tags", "opt_outs", "successful_payments", "failed_payments",
-                           "card_masked", "first_seen_at", "last_seen_at")
+                           "locale", "locale_source", "vip", "tags", "opt_outs", "successful_payments",
+                           "failed_payments", "card_masked", "first_seen_at", "last_seen_at")
 
     def on_model_change(self, form: Any, model: Any, is_created: bool) -> None:
         zone = (model.timezone_explicit or "").strip() or None
@@ -261,6 +270,14 @@ class CustomerView(AuditedModelView):
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(_("“%(zone)s” is not a time zone (try America/New_York).", zone=zone)) from None
         model.timezone_explicit = zone
+        from app.customer_locale import LocaleRefused, edited_by_hand
+
+        typed = model.locale
+        try:
+            edited_by_hand(model)  # a locale chosen here is kept whatever country the gateway reports later
+        except LocaleRefused:
+            raise ValueError(_("“%(locale)s” is not a language we know: write one such as en_US, es_ES or es_MX.",
+                               locale=typed)) from None
         super().on_model_change(form, model, is_created)
 
 
