@@ -37,7 +37,7 @@ def case_search(text: str) -> sa.ColumnElement[bool]:
     if not q:
         return sa.false()
     ids = sa.or_(Transaction.order_id == q, Transaction.gateway_transaction_id == q)
-    found = [
+    found: list[sa.ColumnElement[bool]] = [
         RecoveryCase.customer_id.in_(sa.select(Customer.id).where(_customer(q))),
         RecoveryCase.transaction_id.in_(sa.select(Transaction.id).where(ids)),
         # a later failure of the same order joins its case (app.order_cases)
@@ -53,7 +53,7 @@ def case_search(text: str) -> sa.ColumnElement[bool]:
 def _customer(q: str) -> sa.ColumnElement[bool]:
     """Email (from its start), phone (digits, from the end: with or without the country code), or a name: every
     word found in the first or the last name."""
-    matches = [Customer.email.like(_like_prefix(q.lower()), escape="\\")]
+    matches: list[sa.ColumnElement[bool]] = [Customer.email.like(_like_prefix(q.lower()), escape="\\")]
     digits = _DIGITS.sub("", q).lstrip("0")  # a national number's trunk 0 is not in the E.164 form (020... +4420...)
     if len(digits) >= PHONE_DIGITS and not re.search(r"[A-Za-z@]", q):
         matches.append(Customer.phone_e164.like("%" + digits))

@@ -1001,8 +1001,8 @@ class Deferral:
     held_by: tuple[dict[str, Any], ...]
 
     def event(self, channel: str, override: dict[str, Any] | None) -> dict[str, Any]:
-        payload = {"until": self.until.isoformat(), "channel": channel, "reasons": list(self.reasons),
-                   "held_by": list(self.held_by)}
+        payload: dict[str, Any] = {"until": self.until.isoformat(), "channel": channel,
+                                   "reasons": list(self.reasons), "held_by": list(self.held_by)}
         if override:
             payload["override"] = override
         return payload
@@ -1028,13 +1028,15 @@ def _deferred_until(
     if not zones:
         return None
     now, windows, timing = facts.now, facts.windows(), policy.timing
-    place = {"country": customer.country, "region": customer.region}
-    rules = contact_rules_for(timing, windows, Override.from_dict(message.contact_override), **place)
-    scheduled = next_send_time(now, zones, channel, rules, **place, history=facts.history(customer.id))
+    country, region = customer.country, customer.region
+    rules = contact_rules_for(timing, windows, Override.from_dict(message.contact_override), country=country,
+                              region=region)
+    scheduled = next_send_time(now, zones, channel, rules, country=country, region=region,
+                               history=facts.history(customer.id))
     if scheduled.send_at is not None and scheduled.send_at <= now + timedelta(seconds=60):
         return None
     until = scheduled.send_at or now + timedelta(days=1)
-    sources = held_by(scheduled.reasons, timing, windows, **place, channel=channel)
+    sources = held_by(scheduled.reasons, timing, windows, country=country, region=region, channel=channel)
     return Deferral(until, tuple(scheduled.reasons), tuple(h.as_dict() for h in sources))
 
 

@@ -152,9 +152,10 @@ def message_send_time(
     Recoup's shipped rules. ``send_at`` None: no allowed time (``note`` says why)."""
     version = db.session.get(PolicyVersion, message.policy_version_id) if message.policy_version_id else None
     timing = compiled(version).timing if version is not None else NO_POLICY_TIMING
-    place = {"country": customer.country, "region": customer.region}
-    rules = contact_rules_for(timing, contact_windows(), Override.from_dict(message.contact_override), **place)
-    return next_send_time(earliest, customer_zones(customer), message.channel, rules, **place,
+    country, region = customer.country, customer.region
+    rules = contact_rules_for(timing, contact_windows(), Override.from_dict(message.contact_override),
+                              country=country, region=region)
+    return next_send_time(earliest, customer_zones(customer), message.channel, rules, country=country, region=region,
                           history=ContactHistory(sent=sent))
 
 
