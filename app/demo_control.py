@@ -103,8 +103,6 @@ def simulator_url(account: GatewayAccount) -> str:
 def fail_payment(request: FailureRequest, *, actor: str) -> FailureResult:
     """The simulator records a declined sale; a fetch brings it in (ingest, case, plan); a dispatch sends what is
     due. Audited as ``demo.payment_failed``."""
-    from app.dispatch import dispatch_due
-
     account = demo_account()
     sale = _record_declined_sale(simulator_url(account), request)
     fetched = _fetch(account.name)
@@ -120,7 +118,7 @@ def fail_payment(request: FailureRequest, *, actor: str) -> FailureResult:
             "decline_code": request.decline_code, "product_type": request.product_type})
     db.session.commit()
     result = FailureResult(case.id, sale["transaction_id"], fetched)
-    result.dispatched = dispatch_due()
+    result.dispatched = dispatch()
     return result
 
 
@@ -189,8 +187,6 @@ def _fetch(account_name: str, attempts: int = 20) -> str:
 def advance_clock(step: str, *, actor: str, zone: str | None = None) -> ClockResult:
     """``hour``, ``day``, ``morning`` (the next 09:00 Monday to Friday in ``zone``) or ``next`` (the next
     scheduled step of the demo's cases, else of any case); then a dispatch of what became due."""
-    from app.dispatch import dispatch_due
-
     before = clock.business_now()
     if step in CLOCK_STEPS:
         now = clock.advance(CLOCK_STEPS[step], actor=actor)
@@ -200,15 +196,26 @@ def advance_clock(step: str, *, actor: str, zone: str | None = None) -> ClockRes
         due = next_scheduled()
         if due is None:
             raise clock.ClockError("nothing is scheduled: fail a payment first")
-        now = clock.advance_to(due, actor=actor) if due > before else before
+        now = clock.advance_to(due, actor=actor)
     else:
         raise clock.ClockError(f"unknown clock step {step!r}")
-    return ClockResult(now, now - before, dispatch_due())
+    return ClockResult(now, now - before, dispatch())
+
+
+def dispatch() -> dict[str, Any]:
+    """What the periodic dispatch job does: send the messages that are due, then charge the due payment retries."""
+    from app.dispatch import dispatch_due
+    from app.payments import run_due_payment_retries
+
+    report = dispatch_due()
+    report["payments"] = run_due_payment_retries()
+    return report
 
 
 def next_scheduled() -> datetime | None:
-    """When the next scheduled step of a demo case is due (of any case when the demo made none)."""
-    base = sa.select(sa.func.min(OutboxMessage.scheduled_for)).where(OutboxMessage.state == "scheduled")
+    """When the next step still ahead on the business clock is due: of a demo case, else of any case."""
+    base = sa.select(sa.func.min(OutboxMessage.scheduled_for)).where(
+        OutboxMessage.state == "scheduled", OutboxMessage.scheduled_for > clock.business_now())
     mine = db.session.scalar(base.where(OutboxMessage.case_id.in_(_demo_case_ids())))
     return mine or db.session.scalar(base)
 

@@ -749,8 +749,12 @@ def run_due_payment_retries(now: datetime | None = None, limit: int = 100) -> di
     """Charge due ``payment_retry`` (policy) and ``payment_due`` (customer-scheduled) rows; resolve lost answers.
 
     For the dispatcher's periodic job. Each row is claimed with a conditional update, so two workers never
-    charge it both; the charge itself runs under the case lock like every other charge of the case.
+    charge it both; the charge itself runs under the case lock like every other charge of the case. What is due
+    is read on the business clock (app.clock: the demo may move it); claims and charges happen in real time.
     """
+    from app.clock import business_now
+
+    due_by = now or business_now()
     now = now or utcnow()
     report: dict[str, int] = {}
 
@@ -763,7 +767,7 @@ def run_due_payment_retries(now: datetime | None = None, limit: int = 100) -> di
         count(f"resolved_{resolve_payment(payment_id, now=now)}")
     rows = db.session.scalars(sa.select(OutboxMessage.id).where(
         OutboxMessage.channel.in_((RETRY_CHANNEL, DUE_CHANNEL)), OutboxMessage.state == "scheduled",
-        OutboxMessage.scheduled_for <= now).order_by(OutboxMessage.scheduled_for).limit(limit)).all()
+        OutboxMessage.scheduled_for <= due_by).order_by(OutboxMessage.scheduled_for).limit(limit)).all()
     db.session.rollback()
     for row_id in rows:
         claimed = db.session.execute(

@@ -120,3 +120,18 @@ def test_planning_takes_now_from_the_business_clock(demo_clock, db):
     [step] = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.case_id == case.id)).all()
     # due two hours after the failure by the policy: that is long past on the moved clock, so it goes now
     assert step.scheduled_for >= ahead - timedelta(minutes=1)
+
+
+def test_payment_retries_fall_due_on_the_business_clock(demo_clock, db):
+    from app.payments import run_due_payment_retries
+
+    due_at = datetime.now(UTC) + timedelta(days=3)
+    retry = make_message(channel="payment_retry", address=None, template=None, scheduled_for=due_at)
+    rid = retry.id
+    db.session.commit()
+    run_due_payment_retries()
+    assert db.session.get(OutboxMessage, rid).state == "scheduled"
+    clock.advance_to(due_at + timedelta(minutes=1), actor="demo")
+    run_due_payment_retries()
+    db.session.expire_all()
+    assert db.session.get(OutboxMessage, rid).state != "scheduled"  # taken up (this case has no gateway to charge)
