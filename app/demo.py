@@ -100,8 +100,9 @@ def _banner(base: str, started: dict[str, Any], quiet: bool) -> None:
     echo(click.style("  First:", bold=True) + f"      sign in as {DEMO_EMAIL}, open Demo control ({base}/admin/demo/),")
     echo("              fail a payment (country ES for Spanish), then move the clock to the next scheduled step")
     echo("              and open the inbox: its link is the customer's payment page.")
-    echo("  Test cards: " + "; ".join(f"{number} {_CARD_WORDS[outcome]}" for number, outcome in TEST_CARDS))
-    echo("              (any future expiry, any CVV)")
+    for n, (number, outcome) in enumerate(TEST_CARDS):
+        echo(f"  {'Test cards:' if n == 0 else '':11} {number}  {_CARD_WORDS[outcome]}")
+    echo("              any future expiry date, any CVV")
     echo("  Approval:   the author writes and submits a policy; the approver approves and activates it.")
     inboxes = started.get("inboxes", {})
     echo("  Inboxes:    " + "  ".join(f"{name} {url}" for name, url in inboxes.items()))
@@ -109,7 +110,7 @@ def _banner(base: str, started: dict[str, Any], quiet: bool) -> None:
     if nmi is not None:
         echo(f"  NMI:        {nmi.url}/api (query.php, transact.php)")
     for line in started.get("fetched", []):
-        echo(f"  Fetched:    {line}")
+        echo(f"  Fetched:    {line.split('; sales:')[0]}")
     if started.get("dispatched") is not None:
         sent = started["dispatched"].get("sent", 0)
         echo(f"  Sent now:   {sent} message(s); the rest wait for each customer's contact hours")
