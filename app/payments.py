@@ -709,8 +709,12 @@ def send_receipt(payment_id: int) -> bool:
     from babel import Locale, UnknownLocaleError
     from babel.dates import format_date
 
+    from app.merchant import merchant_profile
+    from app.receipts import receipt_reference
+
     locale = customer.locale or "en_US"
-    merchant = app.config["MERCHANT_NAME"]
+    brand = merchant_profile()  # the merchant's name and website as the settings say (app.merchant)
+    merchant = brand.name
     amount = format_minor(payment.amount_minor, payment.currency, locale)
     paid_at = (payment.completed_at or utcnow()).astimezone(customer_zone(customer, case))
     try:
@@ -731,11 +735,13 @@ def send_receipt(payment_id: int) -> bool:
                 + _("Thank you. We received your payment of %(amount)s to %(merchant)s for %(description)s on "
                     "%(date)s, paid with %(method)s.", amount=amount, merchant=merchant, description=description,
                     date=paid_on, method=method.get(payment.method) or _("your payment method"))
-                + "\n\n" + _("Reference: %(reference)s", reference=payment.order_id) + "\n")
+                + "\n\n" + _("Reference: %(reference)s", reference=receipt_reference(payment.id)) + "\n")
         if case.state in OPEN_STATES and case.amount_due_minor > 0:
             text += _("Still to pay: %(amount)s.",
                       amount=format_minor(case.amount_due_minor, case.currency, locale)) + "\n"
         text += "\n" + _("Keep this email for your records.") + f"\n{merchant}\n"
+        if brand.website_url:
+            text += f"{brand.website_url}\n"
         subject = _("Payment received: %(amount)s · %(merchant)s", amount=amount, merchant=merchant)
     result = sender.send(OutboundMessage(channel=Channel.EMAIL, to=customer.email, reference=f"rcpt{payment.id}",
                                          subject=subject, text=text))

@@ -32,6 +32,7 @@ from app.payments import (
     payment_options,
     run_due_payment_retries,
 )
+from app.receipts import receipt_reference
 from app.web.pay import wrong_submissions
 from sandbox.nmi.server import NmiSimulator
 from sandbox.smtp.server import SmtpSimulator
@@ -162,7 +163,7 @@ def test_card_on_file_recovers_the_case_attributes_it_cancels_the_rest_and_sends
 
     [mail] = smtp.messages
     assert mail["rcpt_tos"] == [case.customer.email] and mail["subject"].startswith("Payment received")
-    assert "$249.00" in mail["text"] and payment.order_id in mail["text"]
+    assert "$249.00" in mail["text"] and receipt_reference(payment.id) in mail["text"]  # a reference people can read
 
 
 def test_the_link_names_its_message_even_when_the_token_does_not(app, client, paying, nmi):
