@@ -75,7 +75,7 @@ def skip_scheduled(customer_id: int, channels: Iterable[str], reason: str) -> in
     rows = db.session.scalars(
         sa.select(OutboxMessage).where(
             OutboxMessage.customer_id == customer_id,
-            OutboxMessage.state.in_(("scheduled", "held")),
+            OutboxMessage.state.in_(("scheduled", "held", "paused")),  # paused: held by an operator
             OutboxMessage.channel.in_(channels),
         )
     ).all()
