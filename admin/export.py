@@ -11,15 +11,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from flask import request
+from flask import Response, request
 from markupsafe import Markup
+from werkzeug.utils import secure_filename
 
 from admin.i18n import _l
 from admin.ui import iso_utc
@@ -87,7 +90,7 @@ def columns_with_currency(view: Any, columns: Iterable[tuple[str, str]]) -> list
     model = view.model
     has_money = any(hasattr(model, n if n.endswith("_minor") else f"{n}_minor") for n in names if "." not in n)
     if has_money and "currency" not in names and hasattr(model, "currency"):
-        columns.append(("currency", str(_l("Currency"))))
+        columns.append(("currency", _l("Currency")))
     return columns
 
 
@@ -100,3 +103,24 @@ def audit(actor: str, table: str) -> None:
     query = {k: v for k, v in request.args.items() if k not in ("url",)}
     record(actor, f"{table}.export", table, None, {"query": query})
     db.session.commit()
+
+
+def table(view: Any, rows: Iterable[Any]) -> list[list[str]]:
+    """The header and every row's cells, as text."""
+    columns = view._export_columns
+    return [[safe(str(label)) for _name, label in columns],
+            *([cell(view, row, name) for name, _label in columns] for row in rows)]
+
+
+def csv_response(cells: list[list[str]], filename: str) -> Response:
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for row in cells:
+            writer.writerow(row)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
+    return Response(lines(), mimetype="text/csv",
+                    headers={"Content-Disposition": f"attachment;filename={secure_filename(filename)}"})

@@ -85,10 +85,12 @@ class SettingsView(RoleGuard, BaseView):
         rows = []
         for section in BY_KEY.values():
             if submitted and submitted[0] == section.key:
-                form = submitted[1]
+                form = submitted[1]  # as typed, its blank rows included
             else:
                 form = section.form(data=section.stored(), prefix=section.prefix)
-            rows.append({"section": section, "form": sf.add_blank_rows(form) if self.can_write else form,
+                if self.can_write:
+                    sf.add_blank_rows(form)
+            rows.append({"section": section, "form": form,
                          "stored": _last_change(section.keys), "failed": bool(submitted) and submitted[1] is form})
         return self.render("admin/settings/index.html", rows=rows, can_write=self.can_write), status
 

@@ -61,13 +61,12 @@ class AuditedModelView(RoleGuard, ModelView):
     form_base_class = CsrfForm  # one CSRF token per form: Flask-WTF's, which CSRFProtect checks
     page_size = 50
     can_view_details = True
-    can_export = True
-    export_types = ["csv"]
+    export_types = ["csv"]  # who may export: RoleGuard.can_export (export_roles)
     column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: _when_cell, date: _day_cell}
     column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: _when_cell, date: _day_cell}
 
     def on_model_change(self, form: Any, model: Any, is_created: bool) -> None:
-        changed = {name: str(field.data)[:200] for name, field in form._fields.items()
+        changed = {name: export.text(field.data)[:200] for name, field in form._fields.items()
                    if name not in self.audit_hidden_fields and name != "csrf_token"
                    and field.data != field.object_data}
         record(current_user.email, f"{model.__tablename__}.{'create' if is_created else 'update'}",
@@ -102,6 +101,12 @@ class AuditedModelView(RoleGuard, ModelView):
     def _export_data(self) -> Any:
         export.audit(current_user.email, self.model.__tablename__)
         return super()._export_data()
+
+    def _export_csv(self, return_url: Any) -> Any:
+        # every cell is computed here, inside the request and its database session; Flask-Admin's own streamed
+        # rows were computed after the view returned, where labels and related rows could no longer be read
+        _count, rows = self._export_data()
+        return export.csv_response(export.table(self, rows), self.get_export_name("csv"))
 
 
 class ReadOnlyView(AuditedModelView):

@@ -55,7 +55,7 @@ def _updates(key: str) -> list[AuditEntry]:
 
 def test_the_page_shows_forms_not_json(admin_client):
     page = admin_client.get("/admin/settings/").get_data(as_text=True)
-    assert "<textarea" not in page
+    assert "<textarea" not in page and "CSRF Token" not in page
     form = _section(admin_client, "contact_windows")
     assert form.values("contact_windows-rows-0-region") == ["*"]
     assert form.values("contact_windows-rows-0-quiet_hours") == ["21:00-08:00"]
@@ -93,6 +93,7 @@ def test_a_wrong_field_is_marked_with_its_error_and_nothing_is_saved(admin_clien
     assert "Christmas" in errors["rows-2-blackout_dates"]
     assert "rows-2-region" not in errors
     assert "line 1, column" not in html and "nothing was changed" in html
+    assert html.count('name="contact_windows-rows-') == 5 * 3  # the three rows as sent, no blank ones added
     assert get_setting("contact_windows") == before and not _updates("contact_windows")
 
 
