@@ -182,7 +182,7 @@ def _normalise_code(code: str | int | None) -> str | None:
     text = str(code).strip()
     if not text:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() too, and int() refuses it
         return str(int(text))
     return text
 
@@ -193,7 +193,7 @@ def _normalise_advice(code: str | int | None) -> str | None:
     text = str(code).strip()
     if not text:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return text.zfill(2)[-2:] if len(text) <= 2 else text
     return text.upper()
 
@@ -269,7 +269,7 @@ def classify_decline(
 def _kind_for_unknown(code: str | None, gateway: str) -> DeclineKind:
     # An NMI 2xx is an issuer decline (some retries may work); 3xx/4xx are gateway/processor errors that will
     # not succeed unchanged. Anything else: assume soft, so the customer does not lose a chance.
-    if gateway == "nmi" and code is not None and code.isdigit() and code[0] in "34" and len(code) == 3:
+    if gateway == "nmi" and code is not None and re.fullmatch(r"[34][0-9][0-9]", code):
         return DeclineKind.hard
     return DeclineKind.soft
 
