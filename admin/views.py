@@ -122,11 +122,18 @@ class TransactionView(ReadOnlyView):
     column_labels = {"gateway_transaction_id": _l("Gateway id"), "order_id": _l("Order"), "customer": _l("Customer"),
                      "amount": _l("Amount"), "value_band": _l("Value band"), "decline_code": _l("Decline code"),
                      "decline_reason": _l("Decline reason"), "product_type": _l("Product"),
-                     "failed_at": _l("Failed at")}
+                     "failed_at": _l("Failed at"), "order_description": _l("Order description"),
+                     "decline_text": _l("Decline text"), "merchant_advice_code": _l("Merchant advice code"),
+                     "decline_kind": _l("Decline kind"), "card_masked": _l("Card"),
+                     "is_first_payment": _l("First payment"), "modified_at": _l("Changed at the gateway"),
+                     "created_at": _l("Fetched")}
     column_filters = ("gateway", "decline_reason", "decline_kind", "value_band", "product_type")
     column_searchable_list = ("gateway_transaction_id", "order_id")
     column_formatters = {"amount": lambda v, c, m, n: format_minor(m.amount_minor, m.currency)}
-    column_details_exclude_list = ("raw",)
+    column_details_list = ("id", "gateway", "gateway_transaction_id", "order_id", "order_description", "customer",
+                           "amount", "value_band", "decline_code", "decline_text", "merchant_advice_code",
+                           "decline_reason", "decline_kind", "product_type", "card_masked", "is_first_payment",
+                           "failed_at", "modified_at", "created_at")
 
     def get_query(self) -> Any:
         return super().get_query().filter(Transaction.status == FAILED)

@@ -42,7 +42,8 @@ def test_failed_payments_lists_failures_only(client, auth, world):
     auth.login("operator")
     listing = client.get("/admin/transactions/").get_data(as_text=True)
     assert "FAILED-1" in listing and "SALE-1" not in listing and "REFUND-1" not in listing
-    assert client.get(f"/admin/transactions/details/?id={failed.id}").status_code == 200
+    details = client.get(f"/admin/transactions/details/?id={failed.id}")
+    assert details.status_code == 200 and "$249.00" in details.get_data(as_text=True)  # not "24900" cents
     for other in (sale, refund):
         assert client.get(f"/admin/transactions/details/?id={other.id}").status_code == 302  # "no such record"
     exported = client.get("/admin/transactions/export/csv/").get_data(as_text=True)
