@@ -13,6 +13,8 @@ only, and sends nothing for a paused case it finds at prepare time), and its giv
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -179,17 +181,19 @@ def mark_paid_elsewhere(case_id: int, amount: str | Decimal, *, actor: str, note
     from app.links import revoke_case_links
 
     now = now or business_now()
-    case = _locked(case_id, CaseAction.PAID_ELSEWHERE)
-    minor = _amount(amount, case)
-    move_case(case, CaseState.RECOVERED, actor=actor, at=now,
-              reason=f"paid elsewhere: {format_minor(minor, case.currency)}" + (f" ({note.strip()})" if note else ""))
-    case.recovered_amount_minor = (case.recovered_amount_minor or 0) + minor
-    case.recovered_via = RECOVERED_ELSEWHERE
-    case.paused_at = case.paused_by = None
-    cancelled = cancel_pending(case.id, "paid elsewhere")
-    revoke_case_links(case.id, now=now)
-    _done(actor, CaseAction.PAID_ELSEWHERE, case, {"amount_minor": minor, "currency": case.currency,
-                                                   "note": note.strip()[:500], "cancelled": cancelled})
+    with _no_charge_in_flight(case_id):
+        case = _locked(case_id, CaseAction.PAID_ELSEWHERE)
+        minor = _amount(amount, case)
+        move_case(case, CaseState.RECOVERED, actor=actor, at=now,
+                  reason=f"paid elsewhere: {format_minor(minor, case.currency)}"
+                  + (f" ({note.strip()})" if note else ""))
+        case.recovered_amount_minor = (case.recovered_amount_minor or 0) + minor
+        case.recovered_via = RECOVERED_ELSEWHERE
+        case.paused_at = case.paused_by = None
+        cancelled = cancel_pending(case.id, "paid elsewhere")
+        revoke_case_links(case.id, now=now)
+        _done(actor, CaseAction.PAID_ELSEWHERE, case, {"amount_minor": minor, "currency": case.currency,
+                                                       "note": note.strip()[:500], "cancelled": cancelled})
     return case
 
 
@@ -199,17 +203,34 @@ def cancel_case(case_id: int, *, actor: str, reason: str = "", now: datetime | N
     from app.links import revoke_case_links
 
     now = now or business_now()
-    case = _locked(case_id, CaseAction.CANCEL)
-    why = reason.strip()[:200] or "cancelled by an operator"
-    move_case(case, CaseState.CANCELLED, reason=why, actor=actor, at=now)
-    case.paused_at = case.paused_by = None
-    cancelled = cancel_pending(case.id, why)
-    revoke_case_links(case.id, now=now)
-    _done(actor, CaseAction.CANCEL, case, {"reason": why, "cancelled": cancelled})
+    with _no_charge_in_flight(case_id):
+        case = _locked(case_id, CaseAction.CANCEL)
+        why = reason.strip()[:200] or "cancelled by an operator"
+        move_case(case, CaseState.CANCELLED, reason=why, actor=actor, at=now)
+        case.paused_at = case.paused_by = None
+        cancelled = cancel_pending(case.id, why)
+        revoke_case_links(case.id, now=now)
+        _done(actor, CaseAction.CANCEL, case, {"reason": why, "cancelled": cancelled})
     return cancelled
 
 
 # -- shared --------------------------------------------------------------------------------------------------------
+@contextmanager
+def _no_charge_in_flight(case_id: int) -> Iterator[None]:
+    """Closing a case waits for a charge of it that is under way (the payment page holds the same lock across the
+    gateway call), so an approved charge and "paid elsewhere" can never both count; the charge that comes after
+    finds the case closed."""
+    from app.payments import CaseBusy, case_lock
+
+    try:
+        with case_lock(case_id):
+            yield
+    except CaseBusy:
+        db.session.rollback()
+        raise CaseActionError(_("A payment of case #%(id)s is being processed right now: nothing was changed. "
+                                "Try again in a minute.", id=case_id)) from None
+
+
 def _locked(case_id: int, action: CaseAction) -> RecoveryCase:
     """The case, its row locked for this transaction (MariaDB; SQLite has one writer), if ``action`` may be done."""
     case = db.session.scalar(sa.select(RecoveryCase).where(RecoveryCase.id == case_id).with_for_update()

@@ -253,6 +253,10 @@ def _phone_zones(phone: str) -> tuple[tuple[str, ...], str | None]:
         return (), None
     zones = tuple(z for z in phone_timezone.time_zones_for_number(number) if zone(z) is not None)
     region: str | None = phonenumbers.region_code_for_number(number)
+    # phonenumbers lists a number's zones alphabetically (a Spanish mobile: Atlantic/Canary before Europe/Madrid);
+    # zone.tab lists a country's main zone first, and the first candidate is the one shown as the customer's zone
+    main_first = {name: i for i, name in enumerate(country_zones(region or ""))}
+    zones = tuple(sorted(zones, key=lambda z: main_first.get(_ALIASES.get(z, z), len(main_first))))
     return zones, region
 
 

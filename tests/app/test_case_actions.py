@@ -219,6 +219,34 @@ def test_paid_elsewhere_closes_the_case_once_and_cancels_what_is_left(db):
     assert url
 
 
+def test_paid_elsewhere_waits_for_a_charge_under_way(db, app):
+    """The payment page holds the case's charge lock across the gateway call: "paid elsewhere" must not close the
+    case in the middle of it (an approved charge and a manual mark would both count)."""
+    import threading
+    import time
+
+    from app.payments import case_lock
+
+    case_id = planned_case(db)
+    held, release = threading.Event(), threading.Event()
+
+    def charge_in_flight() -> None:
+        with app.app_context(), case_lock(case_id):
+            held.set()
+            release.wait(10)
+
+    charger = threading.Thread(target=charge_in_flight)
+    charger.start()
+    assert held.wait(10)
+    threading.Timer(0.6, release.set).start()
+    started = time.monotonic()
+    case = mark_paid_elsewhere(case_id, "900.00", actor=OPERATOR)
+    waited = time.monotonic() - started
+    charger.join(10)
+    assert waited >= 0.5, f"closed the case while a charge held its lock (waited {waited:.2f}s)"
+    assert case.state == "recovered"
+
+
 @pytest.mark.parametrize(("amount", "message"), [
     ("abc", "is not an amount"), ("0", "more than zero"), ("-5", "more than zero"), ("900.001", "more decimals"),
     ("1000.00", "more than the"), ("NaN", "more than zero"),

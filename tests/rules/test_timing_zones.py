@@ -181,3 +181,10 @@ def test_canadian_postal_code_finds_one_zone_provinces() -> None:
         "America/Toronto",
         "America/Winnipeg",
     }
+
+
+def test_a_spanish_mobile_shows_madrid_first() -> None:
+    # phonenumbers lists the zones alphabetically; the customer's shown zone is the first candidate
+    guess = detect_timezone(phone="+34612345678")
+    assert guess.zones[0] == "Europe/Madrid"
+    assert set(guess.zones) >= {"Europe/Madrid", "Atlantic/Canary"}
