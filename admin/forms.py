@@ -22,7 +22,7 @@ def problems(form: Any) -> list[str]:
     out = []
     for field in form:
         for error in _messages(field.errors):
-            if field.name == "csrf_token":
+            if field.short_name == "csrf_token":
                 out.append(_("The form had expired or came from another page; it was not saved. Submit it again."))
             else:
                 out.append(f"{field.label.text}: {error}")

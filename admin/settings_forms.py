@@ -283,7 +283,7 @@ class MerchantForm(CsrfForm):
     merchant_logo_url = StringField(_l("Logo (web address)"), filters=[_stripped],
                                     validators=[Optional(), Length(max=500)])
     merchant_brand_colour = StringField(_l("Brand colour"), filters=[_stripped],
-                                        validators=[Optional(), Length(max=7)], description=_l("For example #1d4ed8"))
+                                        description=_l("For example #1d4ed8"))
     merchant_website_url = StringField(_l("Website"), filters=[_stripped], validators=[Optional(), Length(max=500)])
     merchant_support_email = StringField(_l("Support email"), filters=[_stripped],
                                          validators=[Optional(), Length(max=254)])
@@ -294,10 +294,10 @@ def merchant_values(form: MerchantForm) -> dict[str, Any]:
 
     values = {}
     for field in form:
-        if field.name == "csrf_token":
+        if field.short_name == "csrf_token":
             continue
         try:
-            values[field.name] = validate_merchant_setting(field.name, field.data or None)
+            values[field.short_name] = validate_merchant_setting(field.short_name, field.data or None)
         except MerchantSettingRefused as exc:
             field.errors.append(str(exc))
     return values

@@ -155,3 +155,12 @@ def _multi(pairs):  # type: ignore[no-untyped-def]
     from werkzeug.datastructures import MultiDict
 
     return MultiDict(pairs)
+
+
+def test_the_shop_as_customers_see_it(admin_client):
+    bad = _post(admin_client, "merchant", merchant_name="Northwind", merchant_brand_colour="blue-ish")
+    assert "not a colour" in _errors(bad, "merchant")["merchant_brand_colour"]
+    assert get_setting("merchant_name") is None  # the good field of a refused form is not saved either
+    ok = _post(admin_client, "merchant", merchant_name="Northwind", merchant_brand_colour="#17c")
+    assert ok.status_code == 302
+    assert (get_setting("merchant_name"), get_setting("merchant_brand_colour")) == ("Northwind", "#1177cc")
