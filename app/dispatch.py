@@ -1144,16 +1144,26 @@ def _merge_siblings(
     return merged
 
 
-def _with_merged(text: str | None, html: str | None, merged: list[MergedCase]) -> tuple[str | None, str | None]:
+#: the block a consolidated reminder adds, in the customer's language (heading, link text)
+_OTHER_OPEN_PAYMENTS = {"en": ("You also have other open payments:", "pay"),
+                        "es": ("También tiene otros pagos pendientes:", "pagar")}
+
+
+def _with_merged(
+    text: str | None, html: str | None, merged: list[MergedCase], locale: str | None
+) -> tuple[str | None, str | None]:
     if not merged:
         return text, html
+    from app.default_templates import language_of
+
+    heading, pay = _OTHER_OPEN_PAYMENTS.get(language_of(locale), _OTHER_OPEN_PAYMENTS["en"])
     lines = "\n".join(f"- {m.amount}: {m.pay_url}" for m in merged)
-    text = f"{text or ''}\n\nYou also have other open payments:\n{lines}"
+    text = f"{text or ''}\n\n{heading}\n{lines}"
     if html:
         from markupsafe import escape
 
-        items = "".join(f'<li>{escape(m.amount)}: <a href="{escape(m.pay_url)}">pay</a></li>' for m in merged)
-        block = f"<p>You also have other open payments:</p><ul>{items}</ul>"
+        items = "".join(f'<li>{escape(m.amount)}: <a href="{escape(m.pay_url)}">{pay}</a></li>' for m in merged)
+        block = f"<p>{escape(heading)}</p><ul>{items}</ul>"
         html = html.replace("</body>", block + "</body>") if "</body>" in html else html + block
     return text, html
 
@@ -1226,7 +1236,7 @@ def _compose(
     )
     source = _template_source(message.template, channel, message.locale)
     rendered = render(channel, source, context, locale=message.locale)
-    text, html = _with_merged(rendered.text, rendered.html, merged or [])
+    text, html = _with_merged(rendered.text, rendered.html, merged or [], message.locale)
     reference = reference_for(message.id)
     if channel == "whatsapp":
         language, params = whatsapp_call(source, context, message.locale)  # the approved body's parameters

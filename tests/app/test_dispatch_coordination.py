@@ -142,6 +142,20 @@ def test_a_temporary_refusal_of_the_message_content_is_retried_not_lost(db, chan
     assert row.state == "sent" and channels.smtp.count(f"m{mid}") == 1
 
 
+
+def test_a_consolidated_reminder_lists_the_other_payments_in_the_customer_language(db, channels):
+    customer = make_customer(email="lucia@example.es", country="ES", locale="es_ES")
+    first = due_message(case=open_case(customer, 1500), channel="email", address=customer.email, locale="es_ES")
+    due_message(case=open_case(customer, 2750), channel="email", address=customer.email, locale="es_ES",
+                scheduled_for=NOW + timedelta(hours=3))
+    first_id, address = first.id, customer.email
+    db.session.commit()
+    assert dispatch_due(now=NOW)["sent"] == 1
+    [mail] = channels.smtp.received(address)
+    assert mail["reference"] == f"m{first_id}"
+    assert "También tiene otros pagos pendientes:" in mail["text"]
+    assert "You also have other open payments" not in mail["text"]
+
 # -- c: a case paid before its reminder goes ----------------------------------------------------------------------
 def test_a_case_paid_while_its_reminder_is_claimed_is_not_contacted(db, channels):
     customer = make_customer(email="paid@example.com")
