@@ -215,6 +215,7 @@ def _run(
     exhausted = False
     while True:
         ids, again = again, []
+        claimed: list[int] = []
         room = concurrency - len(in_flight) - len(ids)
         left = None if limit is None else limit - report.claimed
         if (
@@ -237,7 +238,7 @@ def _run(
             for item in ready:
                 in_flight[pool.submit(_send_one, app, item, senders)] = item.message_id
         if not in_flight:
-            if again:
+            if again or claimed:  # a batch that was only deferred or cancelled: what is due behind it goes on
                 continue
             break
         done, waiting = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
