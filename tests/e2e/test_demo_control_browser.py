@@ -112,7 +112,8 @@ def fail_a_payment(page: Any, **fields: str) -> str:
     for _ in range(4):
         for name, value in fields.items():
             page.fill(f"#demo-{name}", value)
-        page.click("#fail-payment")
+        with page.expect_navigation():  # else the last page's banner passes for this one's
+            page.click("#fail-payment")
         page.wait_for_selector(".alert-success")
         anchor = page.url.rsplit("#", 1)[1]
         case = page.locator(f"#{anchor}")
@@ -124,10 +125,17 @@ def fail_a_payment(page: Any, **fields: str) -> str:
 def advance_until_sent(page: Any, case: str, channel: str = "email", moves: int = 4) -> Any:
     """Move the clock to the next scheduled step until the case's first message on ``channel`` is sent."""
     sent = page.locator(f"#{case} .demo-message[data-channel={channel}][data-state=sent]")
+    going = page.locator(f"#{case} .demo-message[data-channel={channel}]:is([data-state=claimed],[data-state=sending])")
     for _ in range(moves):
+        for _ in range(20):  # the periodic dispatch is sending it right now: wait for it rather than move on
+            if sent.count() or not going.count():
+                break
+            page.wait_for_timeout(500)
+            page.reload()
         if sent.count():
             break
-        page.click("#advance-next")
+        with page.expect_navigation():  # else the last page's banner passes for this one's and the clock moves twice
+            page.click("#advance-next")
         page.wait_for_selector(".alert-success")
     assert sent.count(), page.locator(f"#{case}").inner_text()
     return sent.first
