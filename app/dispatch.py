@@ -107,6 +107,7 @@ OPEN_CASE_STATES = ("open", "contacting", "escalated")
 PRIORITY_ORDER = {"urgent": 0, "high": 1, "default": 2, "low": 3}
 _OUTBOX = OutboxMessage.__table__
 IN_FLIGHT = ("claimed", "sending", "delivering")
+ON_THE_WAY = ("sending", "delivering")  # past the checks: count against the cadence caps as sent
 SENT_STATES = ("sent", "delivered", "read")
 RETRY_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 MAX_ATTEMPTS = 6
@@ -700,6 +701,18 @@ class _BatchFacts:
 
         return self._histories.get(customer_id) or ContactHistory(sent=())
 
+    def record_send(self, customer_id: int | None, channel: str) -> None:
+        """A message of this batch is going out now: the next ones of the same customer count it against the
+        cadence caps (steps that fell due together go one at a time, as the caps allow)."""
+        if customer_id is None or channel not in PERSON_CHANNELS:
+            return
+        from rules.timing import ContactHistory
+        from rules.timing.types import SentRecord
+
+        before = self.history(customer_id)
+        assert self._histories is not None
+        self._histories[customer_id] = ContactHistory(sent=(*before.sent, SentRecord(at=self.now, channel=channel)))
+
 
 def prepare_batch(
     ids: list[int], now: datetime, *, token: str | None, senders: dict[str, Any]
@@ -760,6 +773,7 @@ def _prepare_rows(
                                facts, with_siblings, pending)
         if isinstance(outcome, Ready):
             ready.append(outcome)
+            facts.record_send(message.customer_id, outcome.channel)
         else:
             finished[message.id] = outcome
     if ready:  # one statement, not an UPDATE per row (each is a round trip the whole run waits for)
@@ -974,7 +988,8 @@ def _next_usable_channel(
 
 def _contact_histories(customer_ids: set[int], now: datetime) -> dict[int, Any]:
     """What each customer got in the last week, on every channel: cadence caps hold across channels at send
-    time. One query for a batch."""
+    time. Messages on their way (``sending``, ``delivering``: another batch or worker has them) count as sent now.
+    One query for a batch."""
     from rules.timing import ContactHistory
     from rules.timing.types import SentRecord
 
@@ -984,12 +999,14 @@ def _contact_histories(customer_ids: set[int], now: datetime) -> dict[int, Any]:
             sa.select(OutboxMessage.customer_id, OutboxMessage.sent_at, OutboxMessage.channel).where(
                 OutboxMessage.customer_id.in_(customer_ids),
                 OutboxMessage.channel.in_(PERSON_CHANNELS),
-                OutboxMessage.sent_at.is_not(None),
-                OutboxMessage.sent_at > now - timedelta(days=8),
+                sa.or_(
+                    sa.and_(OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at > now - timedelta(days=8)),
+                    OutboxMessage.state.in_(ON_THE_WAY),
+                ),
             )
         ).all()
         for customer_id, at, channel in rows:
-            sent.setdefault(customer_id, []).append(SentRecord(at=at, channel=channel))
+            sent.setdefault(customer_id, []).append(SentRecord(at=at or now, channel=channel))
     return {cid: ContactHistory(sent=tuple(records)) for cid, records in sent.items()}
 
 

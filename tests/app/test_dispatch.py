@@ -37,7 +37,7 @@ def test_an_email_goes_out_once_and_the_case_moves_to_contacting(db, channels):
     assert dispatch_due(now=NOW)["claimed"] == 0
     [mail] = channels.smtp.received()
     assert channels.smtp.count(f"m{mid}") == 1
-    assert "List-Unsubscribe-Post" in str(mail) or True
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in mail["raw"]  # RFC 8058 one-click
     sent = db.session.get(OutboxMessage, mid)
     assert sent.state == "sent" and sent.provider_message_id and sent.sent_at is not None
     assert events(mid) == ["attempt", "sent"]
