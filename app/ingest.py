@@ -429,24 +429,6 @@ def _zone_guess(
     return detect_timezone(explicit=explicit, country=country, region=region, postal_code=postal_code, phone=phone)
 
 
-@lru_cache(maxsize=1024)
-def _default_locale(country: str | None) -> str:
-    from babel import Locale, UnknownLocaleError
-
-    if not country:
-        return "en_US"
-    try:
-        language = {"US": "en", "GB": "en", "CA": "en", "AU": "en", "IN": "en", "IE": "en", "NZ": "en"}.get(country)
-        if language is None:
-            from babel.languages import get_official_languages
-
-            official = get_official_languages(country, de_facto=True)
-            language = official[0] if official else "en"
-        return str(Locale.parse(f"{language}_{country}"))
-    except (UnknownLocaleError, ValueError):
-        return "en_US"
-
-
 def _refresh_counters(customer_ids: set[int]) -> None:
     """Failure count and last-seen time, recomputed from the stored transactions in one set-based UPDATE.
 

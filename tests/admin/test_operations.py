@@ -14,6 +14,7 @@ def test_case_timeline_tells_the_whole_story(client, auth, world):
     for expected in ("Planned with policy “standard” version 1", "policy line", "delivered",
                      "Payment page opened (2 times)", "Payment declined", "Insufficient funds", "SMS"):
         assert expected in page, expected
+    assert 'class="k-payment s-declined"' in page  # drawn red, not like an approved payment
     assert client.get("/admin/cases/timeline/999999", follow_redirects=True).status_code == 200
 
 
