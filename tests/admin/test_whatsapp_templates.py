@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from app.channel_accounts import save_channel_account
 from app.channels.base import Channel, OutboundMessage, TemplateParam
@@ -17,6 +15,7 @@ from app.models import AuditEntry, MessageTemplate
 from app.senders import senders_for
 from app.templates_service import save_template, whatsapp_body, whatsapp_parameters
 from sandbox.whatsapp.server import DEFAULT_PHONE_NUMBER_ID, DEFAULT_WABA_ID, WhatsAppSimulator
+from tests.live_server import LiveServer
 
 TOKEN = "EAAG_sim_token_for_templates_0042"
 APP_SECRET = "sim-app-secret-templates-77"
@@ -24,26 +23,9 @@ BODY = ("Hi {{ customer.first_name }}, your payment of {{ amount }} did not go t
         "Pay here: {{ payment_link }}")
 
 
-class LiveApp:
-    """The app on a real port, so the simulator's signed webhooks reach /hooks/whatsapp."""
-
-    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> LiveApp:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.thread.join(5)
-
-
 @pytest.fixture
 def whatsapp(app):  # type: ignore[no-untyped-def]
-    with LiveApp(app) as live, WhatsAppSimulator(token=TOKEN, app_secret=APP_SECRET,
+    with LiveServer(app) as live, WhatsAppSimulator(token=TOKEN, app_secret=APP_SECRET,
                                                   webhook_url=f"{live.url}/hooks/whatsapp",
                                                   delays=(0.01, 0.02, 0.03), out_of_order=0) as sim:
         # the account is entered as an admin would: credentials encrypted in the database, none in the config

@@ -2,31 +2,16 @@
 
 from collections import Counter
 
-import pytest
 import sqlalchemy as sa
 
 from app.gateway_accounts import save_account
 from app.ingest import fetch_account
 from app.models import Customer, FetchCursor, RecoveryCase, Transaction
-from sandbox.nmi.server import NmiSimulator
 
 SIGNING_KEY = "whsec-ingest-tests"
+NMI_SEED = 11  # this module's NMI simulator (tests/app/conftest.py)
+NMI_SIGNING_KEY = SIGNING_KEY
 CLIENT = {"timeout": [1.0, 2.0], "backoff": 0.01, "max_backoff": 0.05, "max_retry_after": 0.05, "page_size": 200}
-
-
-@pytest.fixture(scope="module")
-def nmi_sim():
-    with NmiSimulator(seed=11, webhook_signing_key=SIGNING_KEY) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(nmi_sim):
-    nmi_sim.clear()
-    nmi_sim.reset()
-    yield nmi_sim
-    nmi_sim.clear()
-    nmi_sim.reset()
 
 
 def nmi_account(db, sim, **client):

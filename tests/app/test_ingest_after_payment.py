@@ -10,13 +10,11 @@ and the card on file is the one that paid.
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from app.extensions import db
 from app.gateway_accounts import save_account
@@ -25,17 +23,13 @@ from app.links import issue_payment_link
 from app.models import Customer, OutboxMessage, Payment, RecoveryCase, Transaction
 from app.policies import activate_text
 from app.web.pay import wrong_submissions
-from sandbox.nmi.server import NmiSimulator
+from tests.live_server import LiveServer
 
 KEY = "whsec-after-payment"
+NMI_SEED = 53  # this module's NMI simulator (tests/app/conftest.py)
+NMI_SIGNING_KEY = KEY
 STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()
 CLIENT = {"timeout": [2.0, 5.0], "max_attempts": 2, "backoff": 0.01, "max_backoff": 0.05}
-
-
-@pytest.fixture(scope="module")
-def nmi_sim():
-    with NmiSimulator(seed=53, webhook_signing_key=KEY) as sim:
-        yield sim
 
 
 @pytest.fixture
@@ -44,8 +38,8 @@ def site(app, nmi_sim):
     nmi_sim.clear()
     nmi_sim.reset()
     wrong_submissions.reset()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
+    server = LiveServer(app)
+    base = server.url
     nmi_sim.webhook_url = f"{base}/hooks/nmi"
     app.config.update(PUBLIC_BASE_URL=base, NMI_COLLECT_JS_URL=f"{nmi_sim.url}/token/Collect.js",
                       NMI_TOKENIZATION_KEY=nmi_sim.collect.tokenization_key)
@@ -53,13 +47,10 @@ def site(app, nmi_sim):
                            credentials={"security_key": nmi_sim.security_key, "webhook_signing_key": KEY})
     activate_text("standard", STANDARD, actor=None, note="after-payment scenario")
     db.session.commit()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield base, account, nmi_sim
+        with server:
+            yield base, account, nmi_sim
     finally:
-        server.shutdown()
-        server.server_close()
         nmi_sim.webhook_url = None
         nmi_sim.clear()
 

@@ -16,27 +16,13 @@ from app.extensions import db
 from app.gateway_accounts import save_account
 from app.ingest import fetch_account
 from app.models import CaseTransition, FetchCursor, RecoveryCase, Transaction
-from sandbox.nmi.server import NmiSimulator
 
 KEY = "whsec-order-tests"
+NMI_SEED = 41  # this module's NMI simulator (tests/app/conftest.py)
+NMI_SIGNING_KEY = KEY
 CLIENT = {"timeout": [2.0, 3.0], "backoff": 0.01, "max_backoff": 0.05, "max_retry_after": 0.05}
 PAYER = {"first_name": "Ana", "email": "ana.orders@example.com", "country": "US", "state": "FL",
          "postal_code": "33101"}
-
-
-@pytest.fixture(scope="module")
-def nmi_sim():
-    with NmiSimulator(seed=41, webhook_signing_key=KEY) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(nmi_sim):
-    nmi_sim.clear()
-    nmi_sim.reset()
-    yield nmi_sim
-    nmi_sim.clear()
-    nmi_sim.reset()
 
 
 @pytest.fixture

@@ -15,28 +15,14 @@ from app.ingest import fetch_account, ingest_context, ingest_records
 from app.models import Customer, FetchCursor, OutboxMessage, Payment, RecoveryCase, Transaction
 from app.models.types import utcnow
 from app.payments import PayMethod, PayRequest, pay_case, run_due_payment_retries
-from sandbox.nmi.server import NmiSimulator
 from tests.builders import make_message
 
 KEY = "whsec-own-charges"
+NMI_SEED = 31  # this module's NMI simulator (tests/app/conftest.py)
+NMI_SIGNING_KEY = KEY
 CLIENT = {"timeout": [2.0, 3.0], "max_attempts": 2, "backoff": 0.01, "max_backoff": 0.05, "max_retry_after": 0.05}
 PLAN = {"offers": ["partial_payment", "pay_later"], "offer_terms": {"pay_later": "P7D", "payment_plan": "P14D"},
         "timezone": "America/New_York", "steps": []}
-
-
-@pytest.fixture(scope="module")
-def nmi_sim():
-    with NmiSimulator(seed=31, webhook_signing_key=KEY) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(nmi_sim):
-    nmi_sim.clear()
-    nmi_sim.reset()
-    yield nmi_sim
-    nmi_sim.clear()
-    nmi_sim.reset()
 
 
 @pytest.fixture

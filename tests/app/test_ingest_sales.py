@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from babel.numbers import get_currency_precision
 
@@ -20,26 +19,12 @@ from app.models import Customer, FetchCursor, Payment, RecoveryCase, Transaction
 from app.planning import case_facts
 from app.policies import activate_text
 from app.settings import DEFAULTS
-from sandbox.nmi.server import NmiSimulator
 
 SIGNING_KEY = "whsec-sales-tests"
+NMI_SEED = 23  # this module's NMI simulator (tests/app/conftest.py)
+NMI_SIGNING_KEY = SIGNING_KEY
 CLIENT = {"timeout": [1.0, 2.0], "backoff": 0.01, "max_backoff": 0.05, "max_retry_after": 0.05, "page_size": 200}
 STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()
-
-
-@pytest.fixture(scope="module")
-def nmi_sim():
-    with NmiSimulator(seed=23, webhook_signing_key=SIGNING_KEY) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(nmi_sim):
-    nmi_sim.clear()
-    nmi_sim.reset()
-    yield nmi_sim
-    nmi_sim.clear()
-    nmi_sim.reset()
 
 
 def nmi_account(db, sim, name="nmi-sales"):

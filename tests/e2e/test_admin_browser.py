@@ -7,22 +7,13 @@ opens everything and every attempt to change something gets 403. Screenshots go 
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-PASSWORD = "correct horse battery"
+from tests.e2e.harness import BROWSER, PASSWORD, LiveServer, post_from_page, shot, sign_in
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists() and not IN_CI, reason="Debian's Chromium is not installed"),
-]
+pytestmark = BROWSER
 
 
 class Site:
@@ -35,7 +26,6 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     from flask_migrate import upgrade
-    from werkzeug.serving import make_server
 
     from app import create_app
     from app.users import create_user
@@ -52,60 +42,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         create_user("ana.author@example.com", PASSWORD, ["author"], name="Ana Author")
         create_user("bo.approver@example.com", PASSWORD, ["approver"], name="Bo Approver")
         create_user("cy.auditor@example.com", PASSWORD, ["auditor"], name="Cy Auditor")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Site(f"http://127.0.0.1:{server.server_port}", app, world_ids)
-    finally:
-        server.shutdown()
-        thread.join(5)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                  "--disable-component-update", "--disable-sync", "--disable-quic"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(browser, site: Site, email: str, locale: str = "en-US"):  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1440, "height": 1000}, locale=locale)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.goto(f"{site.url}/login")
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{site.url}/admin/")
-    return context, page
-
-
-def post_from_page(page, path: str, data: dict[str, str]) -> int:  # type: ignore[no-untyped-def]
-    """A change attempt as the browser would send it, with the page's CSRF token: returns the status."""
-    return int(page.evaluate(
-        """async ([path, data]) => {
-            const token = document.querySelector('meta[name="csrf-token"]').content;
-            const body = new URLSearchParams({...data, csrf_token: token});
-            const r = await fetch(path, {method: 'POST', body, redirect: 'manual', headers: {'X-CSRFToken': token}});
-            return r.status;
-        }""",
-        [path, data],
-    ))
+    with LiveServer(app) as server:
+        yield Site(server.url, app, world_ids)
 
 
 def test_author_approver_and_auditor(site: Site, browser) -> None:  # type: ignore[no-untyped-def]

@@ -12,19 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_admin_browser import CHROMIUM, IN_CI, PASSWORD, post_from_page, shot, sign_in
+from tests.e2e.harness import BROWSER, PASSWORD, LiveServer, post_from_page, shot, sign_in
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists() and not IN_CI, reason="Debian's Chromium is not installed"),
-]
+pytestmark = BROWSER
 
 ADMIN, OPERATOR, AUDITOR, AUTHOR = ("ada.admin@example.com", "olga.operator@example.com", "cy.auditor@example.com",
                                     "ana.author@example.com")
@@ -55,7 +51,6 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     from flask_migrate import upgrade
-    from werkzeug.serving import make_server
 
     from app import create_app
     from app.extensions import db
@@ -80,30 +75,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         save_draft("standard", STANDARD.replace("step after 1d via sms, whatsapp", "step after 12h via sms, whatsapp"),
                    actor=author)
         ids["version"] = submit_draft("standard", actor=author, note="earlier SMS").id
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Site(f"http://127.0.0.1:{server.server_port}", app, ids)
-    finally:
-        server.shutdown()
-        thread.join(5)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                  "--disable-component-update", "--disable-sync", "--disable-quic"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with LiveServer(app) as server:
+        yield Site(server.url, app, ids)
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------

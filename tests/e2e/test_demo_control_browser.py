@@ -9,24 +9,15 @@ The fixture ``demo`` (a served demo app with its world) and the helpers below ar
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+from tests.e2e.harness import BROWSER, LiveServer, shot
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists() and not IN_CI, reason="Debian's Chromium is not installed"),
-]
+pytestmark = [*BROWSER, pytest.mark.slow]
 
 
 @dataclass
@@ -40,7 +31,6 @@ class Demo:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """The demo as `flask demo` runs it (DEMO_MODE, seeds, simulators, periodic jobs), served on a free port."""
     from flask_migrate import upgrade
-    from werkzeug.serving import make_server
 
     from admin.demo import register
     from app import create_app
@@ -53,43 +43,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
                      WTF_CSRF_ENABLED=True, DEMO_MODE=True)
     for admin in app.extensions["admin"]:
         register(admin)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    url = f"http://127.0.0.1:{server.server_port}"
+    server = LiveServer(app)
+    url = server.url
     with app.app_context():
         upgrade()
         seed_users()
     world = start_world(app, public_url=url, fixed_ports=False, inboxes=folder / "inboxes")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield Demo(url, app, world)
+        with server:
+            yield Demo(url, app, world)
     finally:
         world["scheduler"].stop()
-        server.shutdown()
-        thread.join(5)
         for sim in world["simulators"].values():
             sim.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                  "--disable-component-update", "--disable-sync", "--disable-quic"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def sign_in_as_admin(browser: Any, demo: Demo) -> tuple[Any, Any]:

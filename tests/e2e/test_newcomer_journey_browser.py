@@ -16,29 +16,21 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from tests.e2e.harness import BROWSER, shot
 from tests.e2e.test_demo_control_browser import (  # noqa: F401 (fixtures)
-    CHROMIUM,
-    IN_CI,
     Demo,
     advance_until_sent,
-    browser,
     demo,
     fail_a_payment,
-    shot,
     sign_in_as_admin,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists() and not IN_CI, reason="Debian's Chromium is not installed"),
-]
+pytestmark = [*BROWSER, pytest.mark.slow]
 
 DECLINING_CARD = "4000000000000002"  # declines: do not honor (201), see docs/merchants.md
 APPROVING_CARD = "4111111111111111"

@@ -9,14 +9,11 @@ card number or a CVV.
 from __future__ import annotations
 
 import json
-import os
 import re
-import threading
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from app.extensions import db
 from app.gateway_accounts import save_account
@@ -26,32 +23,13 @@ from app.web.pay import wrong_submissions
 from sandbox.nmi.server import NmiSimulator
 from sandbox.smtp.server import SmtpSimulator
 from tests.builders import make_case, make_customer, make_message, make_transaction
+from tests.e2e.harness import BROWSER, SHOTS, LiveServer, shot
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 AXE = Path(__file__).with_name("vendor") / "axe.min.js"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-        "--disable-component-update", "--disable-sync", "--disable-quic"]
 TYPED_CARD = "4111111111111111"
 TYPED_CVV = "737"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing and CI is set: refusing to skip the browser tests")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +53,8 @@ def site(app, sims):
     nmi.reset()
     smtp.reset()
     wrong_submissions.reset()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
+    server = LiveServer(app)
+    base = server.url
     app.config.update(WTF_CSRF_ENABLED=True, SMTP_URL=smtp.url, PUBLIC_BASE_URL=base,
                       NMI_COLLECT_JS_URL=f"{nmi.url}/token/Collect.js",
                       NMI_TOKENIZATION_KEY=nmi.collect.tokenization_key, MERCHANT_NAME="Acme Fitness")
@@ -84,13 +62,10 @@ def site(app, sims):
     account = save_account("nmi-browser", "nmi", credentials={"security_key": nmi.security_key},
                            api_url=f"{nmi.url}/api", settings={"client": {"timeout": 5.0, "max_attempts": 2}})
     db.session.commit()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield base, account, nmi, smtp
+        with server:
+            yield base, account, nmi, smtp
     finally:
-        server.shutdown()
-        server.server_close()
         app.config.update(WTF_CSRF_ENABLED=False)
         reset_senders(app)
 
@@ -125,11 +100,6 @@ def check_accessibility(page, name: str) -> None:
     assert not bad, f"{name}: {json.dumps(bad, indent=2)}"
 
 
-def shoot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
 def check_tap_targets(page) -> None:
     small = page.evaluate("""() => Array.from(
             document.querySelectorAll('button, a.button, summary, input:not([type=hidden])'))
@@ -162,13 +132,13 @@ def test_pay_with_the_card_on_file_and_with_a_new_card(app, browser, site):
     assert page.locator(".amount").first.inner_text() == "$49.00"
     assert "not enough money" in page.inner_text("main")
     check_tap_targets(page)
-    shoot(page, "pay-card-on-file-page")
+    shot(page, "pay-card-on-file-page")
     check_accessibility(page, "pay-card-on-file-page")
     page.get_by_role("button", name="Pay $49.00").first.click()
     page.wait_for_url(re.compile(r"/done/"))
     assert page.get_by_role("heading", level=1).inner_text() == "Payment received"
     assert "A receipt is on its way to c" in page.inner_text("main")
-    shoot(page, "pay-card-on-file-result")
+    shot(page, "pay-card-on-file-result")
     check_accessibility(page, "pay-card-on-file-result")
 
     # 2. a new card, typed into the Collect.js fields (the card on file is expired: a hard decline)
@@ -180,7 +150,7 @@ def test_pay_with_the_card_on_file_and_with_a_new_card(app, browser, site):
     page.get_by_label("Expiry date").fill("12/30")
     page.get_by_label("Security code").fill(TYPED_CVV)
     check_tap_targets(page)
-    shoot(page, "pay-new-card-page")
+    shot(page, "pay-new-card-page")
     check_accessibility(page, "pay-new-card-page")
     with page.expect_request(re.compile(r"/pay/")) as submitted:
         page.get_by_role("button", name="Pay $49.00").click()
@@ -189,7 +159,7 @@ def test_pay_with_the_card_on_file_and_with_a_new_card(app, browser, site):
     assert "payment_token=" in posted
     page.wait_for_url(re.compile(r"/done/"))
     assert page.get_by_role("heading", level=1).inner_text() == "Payment received"
-    shoot(page, "pay-new-card-result")
+    shot(page, "pay-new-card-result")
     check_accessibility(page, "pay-new-card-result")
 
     # 3. a declined card shows what to try next; an unusable link shows a friendly page
@@ -199,11 +169,11 @@ def test_pay_with_the_card_on_file_and_with_a_new_card(app, browser, site):
     page.get_by_role("button", name="Pay $49.00").first.click()
     page.wait_for_url(re.compile(r"/done/"))
     assert "What you can try next" in page.inner_text("main")
-    shoot(page, "pay-declined-result")
+    shot(page, "pay-declined-result")
     check_accessibility(page, "pay-declined-result")
     page.goto(f"{base}/pay/{token1}")  # paid: the link is closed
     assert "not available" in page.inner_text("main")
-    shoot(page, "pay-link-not-available")
+    shot(page, "pay-link-not-available")
     check_accessibility(page, "pay-link-not-available")
     assert errors == []
     context.close()

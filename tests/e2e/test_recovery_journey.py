@@ -8,14 +8,12 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from app.gateway_accounts import save_account
 from app.models import OutboxMessage, Payment, RecoveryCase
@@ -23,6 +21,7 @@ from app.policies import activate_text
 from rules.timing import next_send_time
 from sandbox.nmi.server import NmiSimulator
 from tests import backends
+from tests.e2e.harness import LiveServer
 from tests.providers import ChannelSimulators
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,20 +60,6 @@ def reachable_place(now: datetime) -> dict[str, str | None]:
         if result.send_at is not None and (result.send_at - now).total_seconds() < 30 * 60:
             return place
     pytest.skip("no sample place may be contacted at this hour")
-
-
-class LiveServer:
-    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
 
 
 def run_worker(env: dict[str, str]) -> None:

@@ -24,9 +24,10 @@ from app.links import short_url
 from app.models import Customer, PaymentLink
 from app.models.types import utcnow
 from app.settings import save_setting
-from tests.e2e.test_pay_browser import a_case, browser, check_accessibility, phone, shoot, sims, site  # noqa: F401
+from tests.e2e.harness import BROWSER, shot
+from tests.e2e.test_pay_browser import a_case, check_accessibility, phone, sims, site  # noqa: F401
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER
 BRAND = "#0f766e"
 
 
@@ -118,7 +119,7 @@ def test_a_spanish_customer_pays_from_a_short_link_and_revisits_paid_and_expired
     assert "/pay/" in page.url and page.locator("html").get_attribute("lang") == "es"
     assert page.get_by_role("heading", level=1).inner_text().startswith("Lucía, su pago no se pudo completar")
     button = page.get_by_role("button", name=re.compile(r"Pagar 49,00")).first
-    shoot(page, "trust-es-pay-page")
+    shot(page, "trust-es-pay-page")
     check_accessibility(page, "trust-es-pay-page")
     button.click()
     page.wait_for_url(re.compile(r"/done/"))
@@ -127,7 +128,7 @@ def test_a_spanish_customer_pays_from_a_short_link_and_revisits_paid_and_expired
     assert re.fullmatch(r"RC-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{3}", reference)
     back = page.get_by_role("link", name="Volver a Northwind Outfitters")
     assert back.get_attribute("href") == "https://northwind.example/account"
-    shoot(page, "trust-es-receipt")
+    shot(page, "trust-es-receipt")
     check_accessibility(page, "trust-es-receipt")
 
     page.goto(short)  # the same SMS link, after paying
@@ -135,7 +136,7 @@ def test_a_spanish_customer_pays_from_a_short_link_and_revisits_paid_and_expired
     assert page.get_by_role("heading", level=1).inner_text() == "Ya está pagado"
     assert page.locator("#receipt-reference").inner_text() == reference
     assert "ha caducado" not in page.inner_text("main") and "49,00" not in page.inner_text("main")
-    shoot(page, "trust-es-already-paid")
+    shot(page, "trust-es-already-paid")
     check_accessibility(page, "trust-es-already-paid")
 
     expired_case, _, expired_token = a_case(app, account, nmi, vault="CV-ES2", decline_code="202",
@@ -147,7 +148,7 @@ def test_a_spanish_customer_pays_from_a_short_link_and_revisits_paid_and_expired
     page.goto(short_url(base, expired_token, app.config["SECRET_KEY"]))
     assert page.get_by_role("heading", level=1).inner_text() == "Este enlace de pago ha caducado"
     assert "Ya está pagado" not in page.inner_text("main") and "help@northwind.example" in page.inner_text("main")
-    shoot(page, "trust-es-expired")
+    shot(page, "trust-es-expired")
     check_accessibility(page, "trust-es-expired")
     assert errors == []
     context.close()
@@ -185,7 +186,7 @@ def test_the_template_editor_starts_from_the_live_text_and_saving_keeps_the_poli
     page.locator("#body").fill(live.replace("recordatorio", "aviso"))
     page.get_by_role("button", name="Save as a new version").click()
     page.wait_for_selector("text=Saved as version 1.")
-    shoot(page, "trust-template-editor-saved")
+    shot(page, "trust-template-editor-saved")
 
     page.goto(f"{base}/admin/policies/edit/standard")
     page.wait_for_selector("#policy-editor[data-checked]")

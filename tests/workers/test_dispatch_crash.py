@@ -11,40 +11,23 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from app.models import MessageEvent, OutboxMessage
 from bench.dispatch import seed_due_messages
 from tests import backends
+from tests.live_server import LiveServer
 from tests.providers import ChannelSimulators
 
 ROOT = Path(__file__).resolve().parents[2]
 N = int(os.environ.get("RECOUP_CRASH_N", "10000"))
 KILLS = 5
 SETTLED = ("sent", "delivered", "read", "review")
-
-
-class LiveServer:
-    """The web app in this process: it receives the simulators' status webhooks (WhatsApp reconciliation)."""
-
-    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
 
 
 def states(db) -> Counter[str]:  # type: ignore[no-untyped-def]

@@ -1,24 +1,8 @@
 import pytest
 
 from app.gateways.nmi import NmiGateway
-from sandbox.nmi.server import NmiSimulator
 
-SIGNING_KEY = "whsec-test-signing-key"
-
-
-@pytest.fixture(scope="module")
-def nmi_sim():
-    with NmiSimulator(seed=7, webhook_signing_key=SIGNING_KEY) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(nmi_sim):
-    nmi_sim.clear()
-    nmi_sim.reset()
-    yield nmi_sim
-    nmi_sim.clear()
-    nmi_sim.reset()
+SIGNING_KEY = "whsec-test-signing-key"  # the NMI simulator's default (``nmi_sim`` in tests/app/conftest.py)
 
 
 def make_gateway(sim, **overrides):
