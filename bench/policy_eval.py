@@ -36,7 +36,8 @@ import rule_engine  # noqa: E402
 import zen  # noqa: E402
 
 from dsl import compile_policy, parse  # noqa: E402
-from dsl.compiler import _CACHE, Decision  # noqa: E402
+from dsl.compiler import _CACHE  # noqa: E402
+from rules.policy import Decision  # noqa: E402
 
 Outcome = tuple[str | None, tuple[str, ...], tuple[int, ...]]
 

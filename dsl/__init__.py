@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from dsl.compiler import CompiledPolicy, Decision, compile_policy
+from dsl.compiler import compile_policy
 from dsl.errors import Diagnostic, PolicyError, PolicySyntaxError, PolicyValidationError, Severity
 from dsl.formatter import format_tree
 from dsl.nodes import Policy
 from dsl.parser import parse
 from dsl.validator import DEFAULT_RETRY_BUDGET, validate
 from rules.money import FxRates
+from rules.policy import CompiledPolicy, Decision
 
 
 def check(

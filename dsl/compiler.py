@@ -17,11 +17,10 @@ import hashlib
 import math
 import operator
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from dsl import nodes as n
@@ -31,167 +30,20 @@ from dsl.parser import parse
 from dsl.schema import FIELDS, Type
 from dsl.validator import DEFAULT_RETRY_BUDGET, validate
 from rules.money import FxRates, MoneyError, convert_amount
-
-# --- what the planner gets ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HoursWindow:
-    days: tuple[int, ...]  # 0 = Monday
-    start: time
-    end: time
-
-
-@dataclass(frozen=True)
-class BusinessHoursRule:
-    regions: tuple[str, ...]  # empty: everywhere without a more specific rule
-    windows: tuple[HoursWindow, ...]
-    line: int
-
-
-@dataclass(frozen=True)
-class QuietHoursRule:
-    regions: tuple[str, ...]
-    start: time
-    end: time  # may be earlier than start: the window wraps past midnight
-    line: int
-
-
-@dataclass(frozen=True)
-class CadenceRule:
-    per_hour: int | None = None
-    per_day: int | None = None
-    per_week: int | None = None
-    min_gap_seconds: int | None = None
-    line: int | None = None
-
-
-@dataclass(frozen=True)
-class OverrideRule:
-    ignores: frozenset[str]  # business_hours, weekends
-    line: int
-
-
-@dataclass(frozen=True)
-class PolicyTiming:
-    """The policy's own contact windows; the timing core applies the legal windows on top of these."""
-
-    business_hours: tuple[BusinessHoursRule, ...]
-    quiet_hours: tuple[QuietHoursRule, ...]
-    skip_holidays: bool
-    skip_weekends: bool
-    cadence: CadenceRule | None
-    overrides: tuple[OverrideRule, ...]
-    #: where ``skip holidays`` / ``skip weekends`` were written: (("holidays", line), ...), to name them
-    skip_lines: tuple[tuple[str, int], ...] = ()
-
-    def business_hours_for(self, country: str | None, region: str | None) -> BusinessHoursRule | None:
-        return _most_specific(self.business_hours, country, region)
-
-    def quiet_hours_for(self, country: str | None, region: str | None) -> QuietHoursRule | None:
-        return _most_specific(self.quiet_hours, country, region)
-
-
-_Rule = TypeVar("_Rule", BusinessHoursRule, QuietHoursRule)
-
-
-def _most_specific(rules: tuple[_Rule, ...], country: str | None, region: str | None) -> _Rule | None:
-    full = f"{country}-{region}" if country and region else None
-    for wanted in (full, country):
-        if wanted:
-            for rule in rules:
-                if wanted in rule.regions:
-                    return rule
-    return next((r for r in rules if not r.regions), None)
-
-
-@dataclass(frozen=True)
-class CompiledOffer:
-    name: str
-    term: str | None  # ISO 8601 duration, e.g. pay_later 7d -> P7D
-
-
-@dataclass(frozen=True)
-class CompiledStep:
-    index: int  # position in the plan as written
-    line: int
-    action: str  # "message" or "retry_payment"
-    after_seconds: int
-    after: str  # as written: 15m
-    channels: tuple[str, ...]
-    template: str | None
-    variants: tuple[tuple[str, Decimal], ...]
-    condition: str | None  # the condition as text, for explanations
-
-
-@dataclass(frozen=True)
-class CompiledPlan:
-    line: int
-    segments: tuple[str, ...]
-    priority: str
-    steps: tuple[CompiledStep, ...]
-    escalate_after: str | None  # ISO 8601
-    escalate_to: str | None
-    give_up_after: str | None  # ISO 8601
-
-
-class Decision(NamedTuple):
-    """What the policy decides for one case, before timing.
-
-    Immutable like the other domain values (a NamedTuple: cheap to make and to compare). ``decide`` returns
-    Decisions built once per compiled policy, so equal decisions are usually the same object.
-    """
-
-    segment: str | None
-    plan: CompiledPlan | None
-    offers: tuple[CompiledOffer, ...]
-    steps: tuple[CompiledStep, ...]
-    ignores: frozenset[str]  # what the matching overrides allow to ignore
-
-
-@dataclass(frozen=True)
-class ConditionResult:
-    kind: str  # segment, offer, override, step, part
-    line: int
-    text: str
-    value: bool
-
-
-DecideFn = Callable[[Mapping[str, Any]], Decision]
-ExplainFn = Callable[[Mapping[str, Any]], list[bool]]
-
-
-@dataclass(frozen=True, eq=False)
-class CompiledPolicy:
-    name: str
-    source_hash: str
-    version: int | None
-    segments: tuple[str, ...]
-    plans: tuple[CompiledPlan, ...]
-    timing: PolicyTiming
-    holdout_percent: Decimal
-    warnings: tuple[Diagnostic, ...]
-    python_source: str
-    #: ``decide(facts) -> Decision``: segment, offers and the steps whose conditions hold, for facts with
-    #: ``decline`` filled in. The generated function itself (no wrapper: it runs once per case in batches).
-    decide: DecideFn = field(repr=False)
-    _explain: ExplainFn = field(repr=False)
-    _segment_plan: tuple[int, ...] = field(repr=False)  # segment index -> plan index (-1: none)
-    _fallback_plan: int = field(repr=False)
-    _conditions: tuple[tuple[str, int, str], ...] = field(repr=False)
-
-    def plan_for(self, segment_index: int) -> CompiledPlan | None:
-        index = self._segment_plan[segment_index] if segment_index >= 0 else self._fallback_plan
-        return self.plans[index] if index >= 0 else None
-
-    def explain(self, facts: Mapping[str, Any]) -> list[ConditionResult]:
-        """Every condition of the policy, in source order, with whether it holds for these facts."""
-        values = self._explain(facts)
-        return [
-            ConditionResult(kind, line, text, value)
-            for (kind, line, text), value in zip(self._conditions, values, strict=True)
-        ]
-
+from rules.policy import (
+    BusinessHoursRule,
+    CadenceRule,
+    CompiledOffer,
+    CompiledPlan,
+    CompiledPolicy,
+    CompiledStep,
+    ConditionResult,
+    Decision,
+    HoursWindow,
+    OverrideRule,
+    PolicyTiming,
+    QuietHoursRule,
+)
 
 # --- run-time helpers the generated code calls -------------------------------------------------------------
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from dsl.compiler import CompiledPolicy, PolicyTiming
 from rules.contact_settings import ContactWindows, effective_contact_rules, parse_contact_windows, place
+from rules.policy import CompiledPolicy, PolicyTiming
 from rules.timing import CadenceCaps, ContactRules
 from rules.timing.legal import legal_rules_for
 from rules.timing.zones import normalize_country, normalize_region

@@ -33,7 +33,7 @@ from datetime import date, time, timedelta
 from functools import lru_cache
 from typing import Any
 
-from dsl.compiler import PolicyTiming
+from rules.policy import PolicyTiming
 from rules.timing import CadenceCaps, ContactRules, TimeRange, WeeklyHours
 
 __all__ = [

@@ -14,9 +14,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from dsl.compiler import CompiledPolicy, CompiledStep
 from rules.contact_rules import contact_rules_for, held_by, policy_override
-from rules.contact_settings import contact_rules  # noqa: F401 (its home was here; importers still find it)
+from rules.policy import CompiledPolicy, CompiledStep
 from rules.timing import (
     ContactHistory,
     ContactRules,

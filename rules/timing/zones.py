@@ -85,6 +85,10 @@ _ALIASES = {
 }
 
 
+def _canonical(name: str) -> str:
+    return _ALIASES.get(name) or name
+
+
 @functools.lru_cache(maxsize=4096)
 def zone_country(name: str) -> str | None:
     """The country a zone belongs to according to tzdata's zone.tab (None for Etc/UTC and the like)."""
@@ -256,7 +260,7 @@ def _phone_zones(phone: str) -> tuple[tuple[str, ...], str | None]:
     # phonenumbers lists a number's zones alphabetically (a Spanish mobile: Atlantic/Canary before Europe/Madrid);
     # zone.tab lists a country's main zone first, and the first candidate is the one shown as the customer's zone
     main_first = {name: i for i, name in enumerate(country_zones(region or ""))}
-    zones = tuple(sorted(zones, key=lambda z: main_first.get(_ALIASES.get(z, z), len(main_first))))
+    zones = tuple(sorted(zones, key=lambda z: main_first.get(_canonical(z), len(main_first))))
     return zones, region
 
 

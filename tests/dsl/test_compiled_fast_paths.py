@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from dsl import CompiledPolicy, Decision, compile_policy, parse
 from dsl import nodes as n
-from dsl.compiler import CompiledOffer, _float_bounds
+from dsl.compiler import _float_bounds
 from rules.money import FxRates, MoneyError, convert_amount
+from rules.policy import CompiledOffer
 from tests.dsl.helpers import EXAMPLES, RATES, TEMPLATES, valid_policies
 
 SETTINGS = settings(

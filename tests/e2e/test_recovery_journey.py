@@ -51,7 +51,7 @@ PLACES = [
 
 def reachable_place(now: datetime) -> dict[str, str | None]:
     from dsl import compile_policy
-    from rules.planner import contact_rules
+    from rules.contact_settings import contact_rules
 
     rules = contact_rules(compile_policy(POLICY).timing)
     for place in PLACES:

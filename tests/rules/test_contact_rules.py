@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from dsl import compile_policy
-from dsl.compiler import CompiledPolicy
 from rules.contact_rules import (
     SEND_NOW,
     HeldBy,
@@ -23,6 +22,7 @@ from rules.contact_rules import (
     policy_override,
 )
 from rules.planner import decline_facts, in_holdout, plan
+from rules.policy import CompiledPolicy
 from rules.timing import ContactHistory, SentRecord, next_send_time
 
 STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from dsl import compile_policy
-from rules.contact_settings import ContactWindowsError, effective_contact_rules, parse_contact_windows
-from rules.planner import contact_rules, plan
+from rules.contact_settings import ContactWindowsError, contact_rules, effective_contact_rules, parse_contact_windows
+from rules.planner import plan
 from rules.timing import ContactRules, TimeRange, WeeklyHours
 
 SILENT = """policy "silent"

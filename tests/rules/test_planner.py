@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from dsl import compile_policy
-from dsl.compiler import CompiledPolicy
 from rules.planner import FactsError, decline_facts, plan
+from rules.policy import CompiledPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDARD = ROOT / "examples" / "policies" / "standard.policy"
