@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from app.extensions import db
+from workers import jobs
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,8 @@ def start_world(
     scheduler = InProcessScheduler(
         app,
         [
-            PeriodicJob("fetch", "workers.jobs.fetch_all", timedelta(seconds=60)),
-            PeriodicJob("dispatch", "workers.jobs.dispatch_due", timedelta(seconds=10)),
+            PeriodicJob("fetch", jobs.fetch_all, timedelta(seconds=60)),
+            PeriodicJob("dispatch", jobs.dispatch_due, timedelta(seconds=10)),
         ],
     )
     scheduler.start()

@@ -43,6 +43,7 @@ from app.gateways.base import FailedTransaction, GatewayError, SaleTransaction
 from app.models import CaseTransition, Customer, FetchCursor, GatewayAccount, RecoveryCase, Transaction
 from app.models.types import utcnow
 from app.own_charges import note_own_charges, own_charges
+from app.queue import get_queue
 from app.settings import get_setting
 from rules.case_states import CaseState
 from rules.declines import classify_decline
@@ -50,6 +51,7 @@ from rules.money import FxRates, MissingRateError, MoneyError, convert_amount, i
 from rules.money import currency_exponent as rules_exponent
 from rules.product_types import ProductLine, ProductTypeRules, value_band
 from rules.timing import TimezoneGuess, detect_timezone
+from workers import jobs
 
 log = logging.getLogger(__name__)
 
@@ -972,8 +974,6 @@ def _note_cursor(account_id: int, kind: str, status: str, error: str | None, row
 
 def hand_to_planning(case_ids: list[int]) -> None:
     """New cases go to the planner, in batches, on the high queue."""
-    from app.queue import get_queue
-
     queue = get_queue()
     for start in range(0, len(case_ids), 200):
-        queue.enqueue("workers.jobs.plan_cases", case_ids[start : start + 200], queue="high")
+        queue.enqueue(jobs.plan_cases, case_ids[start : start + 200], queue="high")

@@ -1,7 +1,8 @@
 """Job queues: RQ on Redis in production, an in-process queue on the embedded default.
 
-Four queues, most urgent first: ``urgent``, ``high``, ``default``, ``low``. Jobs are referred to by their import
-path (``"workers.jobs.fetch_all"``) and take ids, not objects. Periodic jobs use RQ's own scheduler: each run
+Four queues, most urgent first: ``urgent``, ``high``, ``default``, ``low``. Jobs are passed as the functions
+themselves (``queue.enqueue(jobs.plan_cases, ids)``), so a renamed or moved job fails at import, not in a worker;
+RQ stores their import path. Jobs take ids, not objects. Periodic jobs use RQ's own scheduler: each run
 schedules the next with a fixed job id (``periodic-<name>-<slot>``), so however many workers start, there is one chain.
 On the embedded default the same jobs run in-process: ``enqueue`` runs the job at once, and a daemon thread runs the
 periodic ones.
@@ -27,12 +28,13 @@ JOB_TIMEOUT = 1800
 @dataclass(frozen=True)
 class PeriodicJob:
     name: str
-    func: str  # import path
+    func: Callable[..., Any] | str  # the job function (an import path still resolves)
     every: timedelta
     queue: str = "default"
 
 
 def resolve(func: str | Callable[..., Any]) -> Callable[..., Any]:
+    """The job function: ``func`` itself, or what its import path names."""
     if callable(func):
         return func
     module, _, attr = func.rpartition(".")
@@ -40,6 +42,7 @@ def resolve(func: str | Callable[..., Any]) -> Callable[..., Any]:
 
 
 def func_path(func: str | Callable[..., Any]) -> str:
+    """The import path RQ stores for a job."""
     return func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
 
 

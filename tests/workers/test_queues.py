@@ -36,6 +36,15 @@ def test_a_job_runs_and_its_work_is_committed(queue):
     assert db.session.get(Setting, "greeting").value == "hola"
 
 
+def test_a_job_passed_as_its_function_runs_the_same(queue):
+    from tests.workers import sample_jobs
+
+    queue.enqueue(sample_jobs.write_setting, "greeting", "by import", queue="low")
+    drain(queue)
+    db.session.expire_all()
+    assert db.session.get(Setting, "greeting").value == "by import"
+
+
 def test_unknown_queue_names_are_refused(queue):
     with pytest.raises(ValueError, match="unknown queue"):
         queue.enqueue("tests.workers.sample_jobs.write_setting", "k", "v", queue="whenever")
