@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -10,6 +9,8 @@ import threading
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+
+from app.simulators import quiet_access_log, start_simulators
 
 
 @click.command("fetch")
@@ -59,27 +60,6 @@ def worker_command(burst: bool, simple: bool) -> None:
     worker.work(with_scheduler=True, burst=burst)
 
 
-def quiet_access_log() -> bool:
-    """Silence werkzeug's line per request (the app's and the simulators'), unless ``RECOUP_ACCESS_LOG=1``: a
-    running demo makes thousands, and they bury its banner. Errors still show. True when silenced."""
-    if os.environ.get("RECOUP_ACCESS_LOG", "").strip().lower() in {"1", "true", "yes", "on"}:
-        return False
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    return True
-
-
-def start_simulators(names: list[str] | None = None, *, fixed_ports: bool = True, **options: dict) -> dict:
-    from sandbox import registry
-
-    running = {}
-    for name in names or list(registry.SIMULATORS):
-        cls = registry.load(name)
-        port = registry.demo_port(name) if fixed_ports else 0
-        extra = {**(registry.DEMO_OPTIONS.get(name, {}) if fixed_ports else {}), **options.get(name, {})}
-        running[name] = cls(port=port, **extra).start()
-    return running
-
-
 @click.command("sandbox")
 @click.option("--only", multiple=True, help="Run only these simulators.")
 def sandbox_command(only: tuple[str, ...]) -> None:
@@ -123,4 +103,4 @@ def _wait_forever() -> None:
         pass
 
 
-__all__ = ["demo_command", "fetch_command", "sandbox_command", "worker_command", "start_simulators", "quiet_access_log"]
+__all__ = ["demo_command", "fetch_command", "sandbox_command", "worker_command", "quiet_access_log"]

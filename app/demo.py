@@ -63,7 +63,7 @@ def _fresh_database() -> bool:
 def run_demo(app: Flask, *, host: str, port: int, serve: bool, fixed_ports: bool = True) -> dict[str, Any]:
     from flask_migrate import upgrade
 
-    from app.cli_ops import quiet_access_log
+    from app.simulators import quiet_access_log
 
     quiet = quiet_access_log()
     app.config.update(DEMO_MODE=True)

@@ -24,10 +24,10 @@ def start_world(
 ) -> dict[str, Any]:
     """Start the simulators (their inboxes kept in ``inboxes`` when given), point the app at them, seed the store,
     fetch and dispatch once, and start the periodic jobs."""
-    from app.cli_ops import start_simulators
     from app.default_templates import whatsapp_approved_templates
     from app.queue import InProcessScheduler, PeriodicJob
     from app.senders import reset_senders
+    from app.simulators import start_simulators
     from sandbox.twilio.server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_FROM
     from sandbox.whatsapp.server import DEFAULT_APP_SECRET, DEFAULT_PHONE_NUMBER_ID, DEFAULT_TOKEN
 
