@@ -47,10 +47,10 @@ import requests
 from werkzeug.wrappers import Request, Response
 
 from app.channels.base import Keyword, detect_keyword
-from app.channels.sms import twilio_signature
 from rules.sms_length import sms_segments
 from sandbox.common import InboxFile, WebhookScheduler, linkify, page, post_webhook
 from sandbox.harness import SimulatorServer, json_response
+from sandbox.twilio import signature
 
 API = "2010-04-01"
 DEFAULT_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -389,7 +389,7 @@ class TwilioSimulator(SimulatorServer):
         if status in ("delivered", "undelivered"):
             params["RawDlrDoneDate"] = datetime.now(UTC).strftime("%y%m%d%H%M")
         headers = {
-            "X-Twilio-Signature": twilio_signature(self.auth_token, callback, params),
+            "X-Twilio-Signature": signature.sign(self.auth_token, callback, params),
             "User-Agent": "TwilioProxy/1.1",
             "Content-Type": "application/x-www-form-urlencoded",
         }
@@ -436,7 +436,7 @@ class TwilioSimulator(SimulatorServer):
         target = url or self.inbound_url
         if target:
             headers = {
-                "X-Twilio-Signature": twilio_signature(self.auth_token, target, params),
+                "X-Twilio-Signature": signature.sign(self.auth_token, target, params),
                 "Content-Type": "application/x-www-form-urlencoded",
             }
             record.update(post_webhook(self._session(), target, data=params, headers=headers))

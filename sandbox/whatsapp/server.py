@@ -49,9 +49,9 @@ from urllib.parse import quote
 import requests
 from werkzeug.wrappers import Request, Response
 
-from app.channels.whatsapp import whatsapp_signature
 from sandbox.common import InboxFile, WebhookScheduler, linkify, page, post_webhook
 from sandbox.harness import SimulatorServer, json_response
+from sandbox.whatsapp import signature
 
 DEFAULT_TOKEN = "sandbox-whatsapp-token"
 DEFAULT_APP_SECRET = "sandbox-whatsapp-app-secret"
@@ -445,7 +445,7 @@ class WhatsAppSimulator(SimulatorServer):
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
-            "X-Hub-Signature-256": whatsapp_signature(self.app_secret, body),
+            "X-Hub-Signature-256": signature.sign(self.app_secret, body),
             "User-Agent": "facebookexternalua",
         }
         outcome = post_webhook(self._session(), target, body=body, headers=headers)
