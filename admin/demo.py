@@ -44,6 +44,19 @@ ROLE_HINTS = {"admin": _l("everything, including this page"), "author": _l("writ
 #: the form as it first shows: one click fails a payment for a Spanish customer
 FIRST_FORM = {"customer": "new", "name": "Lucía García", "email": "lucia@example.com", "phone": "+34 612 345 678",
               "country": "ES", "amount": "49.00", "product_type": "subscription", "decline_code": "202"}
+#: a sample person per country: the form swaps to the country's own when a newcomer changes the country and has
+#: not typed a person of their own (a UK customer with a Spanish mobile would be planned in Madrid's time)
+SAMPLE_PEOPLE = {
+    "ES": ("Lucía García", "lucia@example.com", "+34 612 345 678"),
+    "US": ("Jordan Smith", "jordan@example.com", "+1 212 555 0147"),
+    "GB": ("Oliver Jones", "oliver@example.com", "+44 7400 123456"),
+    "MX": ("Sofía Hernández", "sofia@example.com", "+52 55 1234 5678"),
+    "FR": ("Camille Martin", "camille@example.com", "+33 6 12 34 56 78"),
+    "DE": ("Lena Müller", "lena@example.com", "+49 1512 3456789"),
+    "CA": ("Emma Tremblay", "emma@example.com", "+1 416 555 0199"),
+    "AU": ("Jack Wilson", "jack@example.com", "+61 412 345 678"),
+    "BR": ("Ana Souza", "ana@example.com", "+55 11 91234 5678"),
+}
 COMMON_ZONES = ("Europe/Madrid", "America/New_York", "Europe/London", "America/Los_Angeles", "UTC")
 
 
@@ -138,6 +151,8 @@ class DemoControlView(RoleGuard, BaseView):
             currencies=demo_control.CURRENCIES, at=at, format_minor=format_minor, ahead=ahead,
             accounts=[(email, password, ROLE_HINTS[role]) for email, password, role in DEMO_ACCOUNTS],
             test_cards=[(number, CARD_OUTCOMES[outcome]) for number, outcome in TEST_CARDS],
+            sample_people={country: dict(zip(("name", "email", "phone"), person, strict=True))
+                           for country, person in SAMPLE_PEOPLE.items()},
         )
 
 

@@ -246,7 +246,7 @@ def _postal_zones(cc: str, postal_code: str) -> tuple[tuple[str, ...], str | Non
 # ------------------------------------------------------------------------------------------------- phone
 
 
-def _phone_zones(phone: str) -> tuple[tuple[str, ...], str | None]:
+def _phone_zones(phone: str, country: str | None = None) -> tuple[tuple[str, ...], str | None]:
     # Deferred: phonenumbers' data takes tens of milliseconds to import, and rules/ must import fast.
     import phonenumbers  # type: ignore[import-untyped,unused-ignore]
     from phonenumbers import timezone as phone_timezone  # type: ignore[import-untyped,unused-ignore]
@@ -257,10 +257,19 @@ def _phone_zones(phone: str) -> tuple[tuple[str, ...], str | None]:
         return (), None
     zones = tuple(z for z in phone_timezone.time_zones_for_number(number) if zone(z) is not None)
     region: str | None = phonenumbers.region_code_for_number(number)
-    # phonenumbers lists a number's zones alphabetically (a Spanish mobile: Atlantic/Canary before Europe/Madrid);
-    # zone.tab lists a country's main zone first, and the first candidate is the one shown as the customer's zone
-    main_first = {name: i for i, name in enumerate(country_zones(region or ""))}
-    zones = tuple(sorted(zones, key=lambda z: main_first.get(_canonical(z), len(main_first))))
+    # phonenumbers lists a number's zones alphabetically (a Spanish mobile: Atlantic/Canary before Europe/Madrid;
+    # a UK mobile: Europe/Guernsey before Europe/London); zone.tab lists a country's main zone first, and the first
+    # candidate is the one shown as the customer's zone. The customer's own country ranks first (a UK mobile that
+    # phonenumbers files under Guernsey), then the number's; among equals a zone's own name before its aliases.
+    ranked = [*country_zones(country or ""), *country_zones(region or "")]
+    main_first = {name: i for i, name in reversed(list(enumerate(ranked)))}
+
+    def rank(z: str) -> tuple[int, int, int]:
+        canonical = _canonical(z)
+        return (main_first.get(z, main_first.get(canonical, len(ranked))), 0 if z == canonical else 1,
+                zones.index(z))
+
+    zones = tuple(sorted(zones, key=rank))
     return zones, region
 
 
@@ -307,7 +316,7 @@ def detect_timezone(
 
     phone_zones: tuple[str, ...] = ()
     if phone:
-        phone_zones, _ = _phone_zones(phone)
+        phone_zones, _ = _phone_zones(phone, cc)
         if not phone_zones:
             notes.append("phone number gives no zone")
 

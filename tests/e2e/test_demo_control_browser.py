@@ -157,3 +157,27 @@ def test_a_newcomer_fails_a_spanish_payment_moves_the_clock_and_opens_the_remind
     expect(pay.locator("body")).to_contain_text("Pagar")
     shot(pay, "demo-pay-page-from-inbox")
     context.close()
+
+
+def test_changing_the_country_brings_that_countrys_sample_person(demo, browser):
+    """A newcomer who only changes the country gets a customer of that country (a UK mobile, London's time), not a
+    British customer with the Spanish sample's mobile planned in Madrid's time; a person they typed is kept."""
+    from playwright.sync_api import expect
+
+    context, page = sign_in_as_admin(browser, demo)
+    page.click("nav >> text=Demo control")
+    page.fill("#demo-country", "GB")
+    expect(page.locator("#demo-name")).to_have_value("Oliver Jones")
+    expect(page.locator("#demo-phone")).to_have_value("+44 7400 123456")
+    case = fail_a_payment(page, amount="30.00")
+    card = page.locator(f"#{case}")
+    expect(card).to_contain_text("Oliver Jones")
+    expect(card).to_contain_text("Europe/London")
+    expect(card).to_contain_text("£30.00")
+
+    page.fill("#demo-country", "GB")
+    page.fill("#demo-email", "my.own.customer@example.com")  # typed by the newcomer: their person stays
+    page.fill("#demo-country", "US")
+    expect(page.locator("#demo-phone")).to_have_value("+44 7400 123456")
+    expect(page.locator("#demo-email")).to_have_value("my.own.customer@example.com")
+    context.close()

@@ -188,3 +188,11 @@ def test_a_spanish_mobile_shows_madrid_first() -> None:
     guess = detect_timezone(phone="+34612345678")
     assert guess.zones[0] == "Europe/Madrid"
     assert set(guess.zones) >= {"Europe/Madrid", "Atlantic/Canary"}
+
+
+def test_a_uk_mobile_shows_london_first_and_the_customers_country_ranks_first() -> None:
+    # phonenumbers lists a UK mobile's zones alphabetically: Guernsey, Isle of Man, Jersey, London
+    assert detect_timezone(phone="+447400123456").zones[0] == "Europe/London"
+    # a number phonenumbers files under Guernsey, of a customer whose address says Great Britain
+    assert detect_timezone(phone="+447911123456", country="GB").zones[0] == "Europe/London"
+    assert detect_timezone(phone="+447911123456").zones[0] == "Europe/Guernsey"  # nothing else known
