@@ -66,7 +66,9 @@ from app.gateways.base import (
 from app.links import revoke_case_links
 from app.models import Customer, GatewayAccount, MessageEvent, OutboxMessage, Payment, RecoveryCase
 from app.models.types import utcnow
+from app.outbox.states import OutboxState, sources
 from rules.declines import DeclineInfo, DeclineKind, DeclineReason, classify_decline
+from rules.durations import DurationError, parse_iso
 from rules.retry_budget import CardRetryBudget, ChargeAttempt, RetryDecision, card_network
 
 log = logging.getLogger(__name__)
@@ -259,7 +261,7 @@ def payment_options(case: RecoveryCase, now: datetime | None = None) -> PaymentO
         pay_later_until = today + timedelta(days=max(1, (_duration(terms.get("pay_later")) or DEFAULT_PAY_LATER).days))
     scheduled = db.session.scalar(sa.select(OutboxMessage).where(
         OutboxMessage.case_id == case.id, OutboxMessage.channel == DUE_CHANNEL,
-        OutboxMessage.state == "scheduled").order_by(OutboxMessage.scheduled_for).limit(1))
+        OutboxMessage.state == OutboxState.SCHEDULED).order_by(OutboxMessage.scheduled_for).limit(1))
     return PaymentOptions(
         amount_due_minor=case.amount_due_minor, currency=case.currency, decline=decline, offers=offers,
         card_on_file=customer.card_masked if customer is not None and vault else None,
@@ -304,16 +306,12 @@ def customer_zone(customer: Customer | None, case: RecoveryCase | None = None) -
 
 
 def _duration(text: Any) -> timedelta | None:
-    from app.planning import parse_duration
-
+    """An offer's term as the plan stores it (ISO 8601: ``P7D``, ``P2W``); None when missing or unreadable."""
     if not isinstance(text, str) or not text:
         return None
-    m = re.match(r"^P(\d+)W$", text)
-    if m:
-        return timedelta(weeks=int(m.group(1)))
     try:
-        return parse_duration(text)
-    except ValueError:
+        return parse_iso(text)
+    except DurationError:
         return None
 
 
@@ -536,7 +534,7 @@ def _outcome(payment: Payment, case: RecoveryCase) -> PayOutcome:
     if payment.state == "approved" and case.state in OPEN_STATES:
         due = db.session.scalar(sa.select(OutboxMessage).where(
             OutboxMessage.case_id == case.id, OutboxMessage.channel == DUE_CHANNEL,
-            OutboxMessage.state == "scheduled").order_by(OutboxMessage.scheduled_for).limit(1))
+            OutboxMessage.state == OutboxState.SCHEDULED).order_by(OutboxMessage.scheduled_for).limit(1))
     return PayOutcome(
         payment.state, case.id, payment.amount_minor, payment.currency, payment_id=payment.id,
         order_id=payment.order_id, decline=decline,
@@ -671,7 +669,8 @@ def _schedule_due(case: RecoveryCase, on: date, *, key: str, now: datetime, link
     at = max(at, now)
     row = OutboxMessage(
         case_id=case.id, customer_id=case.customer_id, step_n=None, channel=DUE_CHANNEL, fallbacks=[],
-        address=None, template=None, priority=case.priority or "default", state="scheduled", scheduled_for=at,
+        address=None, template=None, priority=case.priority or "default", state=OutboxState.SCHEDULED,
+        scheduled_for=at,
         deferred_by=[], policy_version_id=case.policy_version_id, rule_line=None,
         idempotency_key=f"case:{case.id}:due:{key}"[:191],
     )
@@ -772,13 +771,15 @@ def run_due_payment_retries(now: datetime | None = None, limit: int = 100) -> di
     for payment_id in stale:
         count(f"resolved_{resolve_payment(payment_id, now=now)}")
     rows = db.session.scalars(sa.select(OutboxMessage.id).where(
-        OutboxMessage.channel.in_((RETRY_CHANNEL, DUE_CHANNEL)), OutboxMessage.state == "scheduled",
+        OutboxMessage.channel.in_((RETRY_CHANNEL, DUE_CHANNEL)), OutboxMessage.state == OutboxState.SCHEDULED,
         OutboxMessage.scheduled_for <= due_by).order_by(OutboxMessage.scheduled_for).limit(limit)).all()
     db.session.rollback()
     for row_id in rows:
         claimed = db.session.execute(
-            sa.update(OutboxMessage).where(OutboxMessage.id == row_id, OutboxMessage.state == "scheduled")
-            .values(state="claimed", claimed_at=now, claimed_by="payment-retries")
+            sa.update(OutboxMessage)
+            .where(OutboxMessage.id == row_id,
+                   OutboxMessage.state.in_(sources(OutboxState.CLAIMED, among={OutboxState.SCHEDULED})))
+            .values(state=OutboxState.CLAIMED, claimed_at=now, claimed_by="payment-retries")
             .execution_options(synchronize_session=False)).rowcount
         db.session.commit()
         if not claimed:
@@ -793,8 +794,8 @@ def run_due_payment_retries(now: datetime | None = None, limit: int = 100) -> di
             log.exception("payment retry row %s failed unexpectedly", row_id)
             db.session.rollback()
             row = db.session.get(OutboxMessage, row_id)
-            if row is not None and row.state == "claimed":
-                _finish_row(row, "failed", {"error": "internal error"})
+            if row is not None and row.state == OutboxState.CLAIMED:
+                _finish_row(row, OutboxState.FAILED, {"error": "internal error"})
             count("error")
     return report
 
@@ -810,12 +811,12 @@ def _run_due_row(row_id: int, now: datetime) -> str:
         case = db.session.get(RecoveryCase, case_id, populate_existing=True)
         assert row is not None
         if case is None or case.state not in OPEN_STATES:
-            _finish_row(row, "cancelled", {"why": f"case is {case.state if case else 'gone'}"})
+            _finish_row(row, OutboxState.CANCELLED, {"why": f"case is {case.state if case else 'gone'}"})
             return "cancelled"
         customer = case.customer
         vault = customer.vault_id if customer is not None else None
         if not vault:
-            _finish_row(row, "skipped", {"why": "no stored payment method"})
+            _finish_row(row, OutboxState.SKIPPED, {"why": "no stored payment method"})
             return "skipped"
         for earlier in _unresolved(case.id):
             _resolve(earlier, case, now)
@@ -823,13 +824,13 @@ def _run_due_row(row_id: int, now: datetime) -> str:
                 _release_row(row, now + UNKNOWN_GRACE, f"order {earlier.order_id} not resolved yet")
                 return "waiting"
         if case.state not in OPEN_STATES:
-            _finish_row(row, "cancelled", {"why": f"case is {case.state}"})
+            _finish_row(row, OutboxState.CANCELLED, {"why": f"case is {case.state}"})
             return "cancelled"
         scheduled_by_customer = row.channel == DUE_CHANNEL
         if not scheduled_by_customer:
             decline = latest_decline(case)
             if decline.kind is not DeclineKind.soft:
-                _finish_row(row, "cancelled", {"why": f"{decline.kind.value} decline ({decline.code}): not retried"})
+                _finish_row(row, OutboxState.CANCELLED, {"why": f"{decline.kind.value} decline ({decline.code}): not retried"})
                 return "not_soft"
         decision = card_budget(case, consent_at=row.created_at if scheduled_by_customer else None).decide(now)
         if not decision.allowed:
@@ -842,7 +843,7 @@ def _run_due_row(row_id: int, now: datetime) -> str:
                               amount_minor=case.amount_due_minor, currency=case.currency, state="pending",
                               created_at=now)
             db.session.add(payment)
-            row.state = "sending"
+            row.state = OutboxState.SENDING
             row.attempts += 1
             db.session.commit()
             try:
@@ -853,11 +854,11 @@ def _run_due_row(row_id: int, now: datetime) -> str:
             except (ChargeOutcomeUnknown, GatewayProtocolError) as exc:
                 payment.state = "unknown"
                 payment.response_text = str(exc)[:255]
-                _finish_row(row, "unknown", {"order_id": order_id, "error": str(exc)[:200]})
+                _finish_row(row, OutboxState.UNKNOWN, {"order_id": order_id, "error": str(exc)[:200]})
                 return "unknown"
             except GatewayAuthError as exc:
                 _finish(payment, "error", now, text=str(exc))
-                _finish_row(row, "failed", {"order_id": order_id, "error": str(exc)[:200]})
+                _finish_row(row, OutboxState.FAILED, {"order_id": order_id, "error": str(exc)[:200]})
                 return "error"
             except GatewayError as exc:  # nothing was charged; try again a little later
                 _finish(payment, "error", now, text=str(exc))
@@ -869,9 +870,10 @@ def _run_due_row(row_id: int, now: datetime) -> str:
         payload = {"order_id": order_id, "payment": payment.id, "state": payment.state,
                    "response_code": payment.response_code}
         if payment.state == "approved":
-            _finish_row(row, "sent", payload)
+            _finish_row(row, OutboxState.SENT, payload)
             return "approved"
-        _finish_row(row, "failed" if payment.state in ("declined", "error") else "unknown", payload)
+        _finish_row(row, OutboxState.FAILED if payment.state in ("declined", "error") else OutboxState.UNKNOWN,
+                payload)
         return payment.state
 
 
@@ -880,7 +882,7 @@ def _budget_refused(row: OutboxMessage, case: RecoveryCase, decision: RetryDecis
         later = good_charge_time(decision.next_allowed_at, customer_zone(case.customer, case))
         _release_row(row, later, f"retry budget: {decision.reason}")
         return "deferred"
-    _finish_row(row, "cancelled", {"why": f"retry budget: {decision.reason}"})
+    _finish_row(row, OutboxState.CANCELLED, {"why": f"retry budget: {decision.reason}"})
     return "stopped"
 
 
@@ -946,7 +948,7 @@ def _release_row(row_or_id: OutboxMessage | int, at: datetime, why: str) -> None
     row = row_or_id if isinstance(row_or_id, OutboxMessage) else db.session.get(OutboxMessage, row_or_id)
     if row is None:
         return
-    row.state = "scheduled"
+    row.state = OutboxState.SCHEDULED
     row.claimed_by = None
     row.scheduled_for = at
     db.session.add(MessageEvent(message_id=row.id, kind="deferred", provider_payload={"until": at.isoformat(),
@@ -954,9 +956,9 @@ def _release_row(row_or_id: OutboxMessage | int, at: datetime, why: str) -> None
     db.session.commit()
 
 
-def _finish_row(row: OutboxMessage, state: str, payload: dict[str, Any]) -> None:
+def _finish_row(row: OutboxMessage, state: OutboxState, payload: dict[str, Any]) -> None:
     row.state = state
-    if state == "sent":
+    if state == OutboxState.SENT:
         row.sent_at = utcnow()
     db.session.add(MessageEvent(message_id=row.id, kind=state, provider_payload=payload))
     db.session.commit()

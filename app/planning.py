@@ -8,7 +8,6 @@ A case is planned once: planning it again changes nothing (the outbox idempotenc
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +20,7 @@ from app.models import Customer, OptOut, OutboxMessage, PolicyVersion, RecoveryC
 from app.money import minor_to_decimal
 from app.policies import active_version, compiled
 from rules.contact_rules import NO_POLICY_TIMING, Override, contact_rules_for
+from rules.durations import parse_iso
 from rules.planner import plan as make_plan
 from rules.timing import ContactHistory, Scheduled, SentRecord, next_send_time
 
@@ -35,20 +35,9 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
-
-
 def parse_duration(text: str | None) -> timedelta | None:
-    """ISO 8601 durations as the planner writes them (``P14D``, ``PT2H``, ``P1DT6H``)."""
-    if not text:
-        return None
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"not an ISO 8601 duration: {text!r}")
-    parts = {k: int(v) for k, v in match.groupdict().items() if v}
-    return timedelta(
-        days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0), seconds=parts.get("s", 0)
-    )
+    """A plan's ISO 8601 duration (``P14D``, ``PT2H``, ``P1DT6H``), None for none (``rules.durations`` reads it)."""
+    return parse_iso(text) if text else None
 
 
 def case_facts(case: RecoveryCase, now: datetime) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from dsl.formatter import format_expr
 from dsl.parser import parse
 from dsl.schema import FIELDS, Type
 from dsl.validator import DEFAULT_RETRY_BUDGET, validate
+from rules.durations import DurationError, parse_iso
 from rules.money import FxRates, MoneyError, convert_amount
 from rules.policy import (
     BusinessHoursRule,
@@ -186,27 +187,16 @@ def _local(instant: object, zone: object) -> tuple[int, int] | None:
 
 
 def _duration_fact(value: object) -> int | None:
-    """Seconds, from a number of seconds or an ISO 8601 duration like P3D / PT4H."""
+    """Seconds, from a number of seconds or an ISO 8601 duration like P3D / PT4H (rules.durations reads it)."""
     number = _number(value)
     if number is not None:
         return int(number)
-    if not isinstance(value, str) or not value.startswith("P"):
+    if not isinstance(value, str):
         return None
-    total, digits, in_time = 0, "", False
-    units = {"W": 604800, "D": 86400, "H": 3600, "S": 1}
-    for ch in value[1:]:
-        if ch == "T":
-            in_time = True
-        elif ch.isdigit():
-            digits += ch
-        elif digits and (ch in units or ch == "M"):
-            total += int(digits) * (60 if ch == "M" and in_time else units.get(ch, 0))
-            if ch == "M" and not in_time:
-                return None  # months have no fixed length
-            digits = ""
-        else:
-            return None
-    return total if not digits else None
+    try:
+        return int(parse_iso(value).total_seconds())
+    except DurationError:
+        return None
 
 
 def _time_fact(value: object) -> int | None:

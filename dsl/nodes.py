@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, TypeAlias
 
+from rules.durations import UNITS
+from rules.durations import Duration as Duration  # the tree keeps a duration as written
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DURATION_UNITS = UNITS  # ``15m``, ``2h``, ``3d``, ``1w``: Duration is the decision core's (rules.durations)
 
 
 @dataclass(frozen=True)
@@ -20,29 +23,6 @@ class Node:
 
 
 # --- values ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Duration:
-    """``15m``, ``2h``, ``3d``, ``1w``: kept as written so the formatter prints it back unchanged."""
-
-    amount: int
-    unit: str  # one of DURATION_UNITS
-
-    @property
-    def seconds(self) -> int:
-        return self.amount * DURATION_UNITS[self.unit]
-
-    def __str__(self) -> str:
-        return f"{self.amount}{self.unit}"
-
-    def iso(self) -> str:
-        """ISO 8601, the form the plan uses: P2D, PT15M, PT1H."""
-        if self.unit == "w":
-            return f"P{self.amount * 7}D"
-        if self.unit == "d":
-            return f"P{self.amount}D"
-        return f"PT{self.amount}{self.unit.upper()}"
 
 
 @dataclass(frozen=True)

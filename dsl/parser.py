@@ -19,6 +19,7 @@ from lark.tree import Meta
 
 from dsl import nodes as n
 from dsl.errors import Diagnostic, PolicySyntaxError, did_you_mean, one_of
+from rules.durations import DurationError, parse_short
 
 MAX_ERRORS = 20
 GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
@@ -380,11 +381,10 @@ def _pos(meta: Meta | Token) -> _Pos:
 
 
 def _duration(token: Token) -> n.Duration:
-    value = str(token)
-    amount = int(value[:-1])
-    if amount > 10_000:
-        raise _BadValue(token, f'"{value}" is too long a wait')
-    return n.Duration(amount, value[-1])
+    try:
+        return parse_short(str(token))
+    except DurationError as exc:
+        raise _BadValue(token, str(exc)) from None
 
 
 def _time(token: Token) -> n.TimeLit:
