@@ -33,6 +33,7 @@ from app.consent import opted_out_channels_of
 from app.extensions import db
 from app.models import MessageEvent, OutboxMessage, RecoveryCase
 from app.money import format_minor
+from app.outbox.states import OutboxState
 from app.planning import contact_history, message_send_time
 from rules.case_states import CaseAction, CaseState, refusal
 from rules.contact_rules import SEND_NOW, Override
@@ -41,7 +42,7 @@ from rules.timing import SentRecord
 
 PERSON_CHANNELS = ("email", "sms", "whatsapp")
 #: outbox rows that have not gone yet and may still be changed
-WAITING = ("scheduled", "held")
+WAITING = (OutboxState.SCHEDULED, OutboxState.HELD)
 #: an operator's "paid elsewhere": credited to no message (organic)
 RECOVERED_ELSEWHERE = "elsewhere"
 
@@ -109,7 +110,7 @@ def send_next_step_now(case_id: int, *, actor: str, now: datetime | None = None)
                           why=scheduled.note or ""))
     result = SendNow(message.id, message.channel, max(scheduled.send_at, now), tuple(scheduled.reasons),
                      _held_by(message, customer, scheduled.reasons), customer.timezone_explicit or customer.timezone)
-    message.state, message.scheduled_for, message.priority = "scheduled", result.send_at, "urgent"
+    message.state, message.scheduled_for, message.priority = OutboxState.SCHEDULED, result.send_at, "urgent"
     message.deferred_by = list(result.reasons)
     details = {"message": message.id, "channel": message.channel, "send_at": result.send_at.isoformat(),
                "reasons": list(result.reasons), "held_by": list(result.held_by)}
@@ -125,7 +126,7 @@ def pause_case(case_id: int, *, actor: str, reason: str = "", now: datetime | No
     case = _locked(case_id, CaseAction.PAUSE)
     rows = _rows(case.id, WAITING)
     for row in rows:
-        row.state = "paused"
+        row.state = OutboxState.PAUSED
         db.session.add(MessageEvent(message_id=row.id, kind="paused", provider_payload={"by": actor}))
     case.paused_at, case.paused_by = now, actor
     _done(actor, CaseAction.PAUSE, case, {"held": len(rows), "reason": reason.strip()[:500]})
@@ -141,7 +142,7 @@ def resume_case(case_id: int, *, actor: str, now: datetime | None = None) -> lis
     paused_for = max(now - (case.paused_at or now), timedelta(0))
     sent = contact_history(case.customer_id, now) if case.customer_id else ()
     moved: list[Rescheduled] = []
-    for row in sorted(_rows(case.id, ("paused",)), key=lambda r: (r.scheduled_for, r.id)):
+    for row in sorted(_rows(case.id, (OutboxState.PAUSED,)), key=lambda r: (r.scheduled_for, r.id)):
         earliest = max(row.scheduled_for + paused_for, now)
         send_at: datetime | None = earliest
         if row.channel in PERSON_CHANNELS and case.customer is not None:
@@ -149,7 +150,7 @@ def resume_case(case_id: int, *, actor: str, now: datetime | None = None) -> lis
             send_at, row.deferred_by = scheduled.send_at, list(scheduled.reasons)
             if send_at is not None:
                 sent = (*sent, SentRecord(send_at, row.channel))
-        row.state, row.scheduled_for = ("scheduled", send_at) if send_at else ("held", earliest)
+        row.state, row.scheduled_for = (OutboxState.SCHEDULED, send_at) if send_at else (OutboxState.HELD, earliest)
         db.session.add(MessageEvent(message_id=row.id, kind="resumed",
                                     provider_payload={"by": actor, "at": send_at.isoformat() if send_at else None}))
         moved.append(Rescheduled(row.id, row.channel, send_at))
@@ -259,7 +260,7 @@ def _done(actor: str, action: CaseAction, case: RecoveryCase, details: dict[str,
     db.session.commit()
 
 
-def _rows(case_id: int, states: tuple[str, ...]) -> list[OutboxMessage]:
+def _rows(case_id: int, states: tuple[OutboxState, ...]) -> list[OutboxMessage]:
     return list(db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.case_id == case_id,
                                                                   OutboxMessage.state.in_(states))
                                    .with_for_update()))

@@ -12,6 +12,7 @@ from app.cases import move_case
 from app.extensions import db
 from app.models import EscalationTask, MessageEvent, OutboxMessage, RecoveryCase, Team
 from app.models.types import utcnow
+from app.outbox.states import WAITING, OutboxState, sources
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
         sa.select(OutboxMessage)
         .where(
             OutboxMessage.channel == "escalation",
-            OutboxMessage.state == "scheduled",
+            OutboxMessage.state == OutboxState.SCHEDULED,
             OutboxMessage.scheduled_for <= now,
         )
         .limit(limit)
@@ -34,8 +35,9 @@ def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
     for row in rows:
         claimed = db.session.execute(
             sa.update(OutboxMessage)
-            .where(OutboxMessage.id == row.id, OutboxMessage.state == "scheduled")
-            .values(state="sending", claimed_at=utcnow())  # a lease on the real clock (app.dispatch)
+            .where(OutboxMessage.id == row.id,
+                   OutboxMessage.state.in_(sources(OutboxState.SENDING, among={OutboxState.SCHEDULED})))
+            .values(state=OutboxState.SENDING, claimed_at=utcnow())  # a lease on the real clock (app.outbox)
             .execution_options(synchronize_session=False)
         ).rowcount
         db.session.commit()
@@ -43,10 +45,10 @@ def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
             continue
         case = db.session.get(RecoveryCase, row.case_id)
         if case is None or case.state not in OPEN:
-            _finish(row, "cancelled", {"why": f"case is {case.state if case else 'gone'}"})
+            _finish(row, OutboxState.CANCELLED, {"why": f"case is {case.state if case else 'gone'}"})
             continue
         if case.paused_at is not None:  # held with the case's other messages until it is resumed
-            _finish(row, "paused", {"why": f"case paused by {case.paused_by or '?'}"})
+            _finish(row, OutboxState.PAUSED, {"why": f"case paused by {case.paused_by or '?'}"})
             continue
         team = row.address or "operations"
         exists = db.session.scalar(
@@ -58,14 +60,14 @@ def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
             move_case(case, "escalated", reason=f"escalated to {team} by policy", actor="policy")
         case.escalated_to = team
         notified = _notify_team(team, case)
-        _finish(row, "sent", {"team": team, "notified": notified})
+        _finish(row, OutboxState.SENT, {"team": team, "notified": notified})
         done += 1
     return done
 
 
-def _finish(row: OutboxMessage, state: str, payload: dict[str, Any]) -> None:
+def _finish(row: OutboxMessage, state: OutboxState, payload: dict[str, Any]) -> None:
     row.state = state
-    if state == "sent":
+    if state == OutboxState.SENT:
         row.sent_at = utcnow()
     db.session.add(MessageEvent(message_id=row.id, kind=state, provider_payload=payload))
     db.session.commit()
@@ -122,9 +124,9 @@ def cancel_pending(case_id: int, why: str) -> int:
     """Everything of the case that has not gone yet (scheduled, held, or held by a pause) is cancelled."""
     rows = db.session.scalars(
         sa.select(OutboxMessage).where(OutboxMessage.case_id == case_id,
-                                       OutboxMessage.state.in_(("scheduled", "held", "paused")))
+                                       OutboxMessage.state.in_(sources(OutboxState.CANCELLED, among=WAITING)))
     ).all()
     for row in rows:
-        row.state = "cancelled"
+        row.state = OutboxState.CANCELLED
         db.session.add(MessageEvent(message_id=row.id, kind="cancelled", provider_payload={"why": why}))
     return len(rows)

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import ConsentEvent, Customer, OptOut, OutboxMessage
+from app.outbox.states import WAITING, OutboxState, sources
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def skip_scheduled(customer_id: int, channels: Iterable[str], reason: str) -> in
     rows = db.session.scalars(
         sa.select(OutboxMessage).where(
             OutboxMessage.customer_id == customer_id,
-            OutboxMessage.state.in_(("scheduled", "held", "paused")),  # paused: held by an operator
+            OutboxMessage.state.in_(sources(OutboxState.SKIPPED, among=WAITING)),  # paused too: held by an operator
             OutboxMessage.channel.in_(channels),
         )
     ).all()
@@ -85,7 +86,7 @@ def skip_scheduled(customer_id: int, channels: Iterable[str], reason: str) -> in
         if remaining:
             row.channel, row.fallbacks = remaining[0], remaining[1:]
         else:
-            row.state = "skipped"
+            row.state = OutboxState.SKIPPED
             row.error_text = reason
         moved += 1
     row_count = moved

@@ -16,6 +16,7 @@ from babel import Locale, UnknownLocaleError
 
 from app.extensions import db
 from app.models import Customer, OutboxMessage
+from app.outbox.states import OutboxState
 
 DEFAULT_LOCALE = "en_US"
 #: countries whose customers we write to in English although their first official language is another
@@ -101,7 +102,7 @@ def _apply(customer: Customer, locale: str, source: LocaleSource) -> None:
     if changed and customer.id is not None:
         db.session.execute(
             sa.update(OutboxMessage)
-            .where(OutboxMessage.customer_id == customer.id, OutboxMessage.state == "scheduled")
+            .where(OutboxMessage.customer_id == customer.id, OutboxMessage.state == OutboxState.SCHEDULED)
             .values(locale=locale)
             .execution_options(synchronize_session=False)
         )

@@ -12,14 +12,18 @@ from app.channels.base import DeliveryStatus, InboundMessage, Keyword, StatusUpd
 from app.consent import PHONE_CHANNELS, customers_with_phone, opt_in, opt_out, skip_scheduled
 from app.extensions import db
 from app.models import MessageEvent, OutboxMessage
+from app.outbox.states import OutboxState
 from app.senders import message_id_from_reference
 
 log = logging.getLogger(__name__)
 
+S = OutboxState
 #: states a status update may move a message out of (the highest status seen wins; see DeliveryStatus.rank)
-STATUS_STATES = ("sent", "delivered", "read", "failed", "undelivered", "unknown", "sending", "review")
+STATUS_STATES = frozenset({S.SENT, S.DELIVERED, S.READ, S.FAILED, S.UNDELIVERED, S.UNKNOWN, S.SENDING, S.REVIEW})
 #: a status for a row in one of these proves the provider took the message
-UNSETTLED = ("unknown", "sending", "review")
+UNSETTLED = frozenset({S.UNKNOWN, S.SENDING, S.REVIEW})
+#: the states a provider's status names (the others are ours alone)
+_STATUS_NAMED = frozenset(S(s.value) for s in DeliveryStatus if s.value in S.__members__.values())
 
 
 def find_message(update: StatusUpdate) -> OutboxMessage | None:
@@ -56,15 +60,15 @@ def apply_status(update: StatusUpdate) -> OutboxMessage | None:
     )
     if message.state in UNSETTLED and not update.status.is_failure:
         # the provider did take it (a worker may have died before it could record so): this settles the row
-        message.state = "sent"
+        message.state = S.SENT
         message.sent_at = message.sent_at or update.timestamp or datetime.now(UTC)
     if message.provider_message_id is None:
         message.provider_message_id = update.provider_message_id
-    if message.state in STATUS_STATES and update.status.value in {s.value for s in DeliveryStatus}:
-        current = message.state if message.state in {s.value for s in DeliveryStatus} else None
+    if message.state in STATUS_STATES and update.status.value in _STATUS_NAMED:
+        current = message.state if message.state in _STATUS_NAMED else None
         if update.status.supersedes(current):
-            message.state = update.status.value
-    if update.status.is_failure and message.state in ("failed", "undelivered"):
+            message.state = S(update.status.value)
+    if update.status.is_failure and message.state in (S.FAILED, S.UNDELIVERED):
         message.error_code = (update.error_code or "")[:32] or None
         message.error_text = (update.error_text or "")[:500] or None
         fall_back_later(message, why=f"{message.channel} {update.status.value}")
@@ -98,7 +102,7 @@ def fall_back_later(message: OutboxMessage, *, why: str, at: datetime | None = N
             variant=message.variant,
             locale=message.locale,
             priority=message.priority,
-            state="scheduled",
+            state=S.SCHEDULED,
             scheduled_for=at or datetime.now(UTC),
             deferred_by=[],
             contact_override=message.contact_override,  # the step's override holds on its next channel too

@@ -23,6 +23,7 @@ from app import clock
 from app.audit import record
 from app.extensions import db
 from app.models import Customer, GatewayAccount, OutboxMessage, RecoveryCase, Transaction
+from app.outbox.states import OutboxState
 
 #: every order the control page makes starts with this (how the page finds "its" cases), and each vault record
 ORDER_PREFIX = "DEMO-"
@@ -215,7 +216,7 @@ def dispatch() -> dict[str, Any]:
 def next_scheduled() -> datetime | None:
     """When the next step still ahead on the business clock is due: of a demo case, else of any case."""
     base = sa.select(sa.func.min(OutboxMessage.scheduled_for)).where(
-        OutboxMessage.state == "scheduled", OutboxMessage.scheduled_for > clock.business_now())
+        OutboxMessage.state == OutboxState.SCHEDULED, OutboxMessage.scheduled_for > clock.business_now())
     mine = db.session.scalar(base.where(OutboxMessage.case_id.in_(_demo_case_ids())))
     return mine or db.session.scalar(base)
 

@@ -94,6 +94,8 @@ from app.models import (
     Transaction,
 )
 from app.models.types import utcnow
+from app.outbox.states import IN_FLIGHT, ON_THE_WAY, SENT_STATES, OutboxState, check_move, sources
+from app.outbox.states import OutboxState as S
 from app.senders import data_checkpoint, reference_for, senders_for
 from app.templates_service import resolve_template, whatsapp_call
 from app.templating import MessageTemplate as TemplateSource
@@ -106,9 +108,7 @@ ADDRESS_FIELD = {"email": "email", "sms": "phone_e164", "whatsapp": "phone_e164"
 OPEN_CASE_STATES = ("open", "contacting", "escalated")
 PRIORITY_ORDER = {"urgent": 0, "high": 1, "default": 2, "low": 3}
 _OUTBOX = OutboxMessage.__table__
-IN_FLIGHT = ("claimed", "sending", "delivering")
-ON_THE_WAY = ("sending", "delivering")  # past the checks: count against the cadence caps as sent
-SENT_STATES = ("sent", "delivered", "read")
+_CLAIMABLE = sources(S.CLAIMED, among={S.SCHEDULED})  # only rows waiting for their time are claimed
 RETRY_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 MAX_ATTEMPTS = 6
 
@@ -293,8 +293,8 @@ def _prepare(
 
 def _fail_prepared(message_id: int, token: str | None) -> str:
     message = db.session.get(OutboxMessage, message_id)
-    if message is not None and message.state == "claimed" and message.claimed_by == token:
-        message.state = "failed"
+    if message is not None and message.state == S.CLAIMED and message.claimed_by == token:
+        message.state = S.FAILED
         message.error_text = "internal error while preparing the message"
         _event(message, "failed", {"error": "internal error"})
         db.session.commit()
@@ -340,8 +340,8 @@ def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[in
     if db.engine.dialect.name == "mysql":
         claimed = _lock_due(now, limit)
         changed = db.session.execute(
-            sa.update(_OUTBOX).where(_OUTBOX.c.id.in_(claimed), _OUTBOX.c.state == "scheduled")
-            .values(state="claimed", claimed_by=token, claimed_at=utcnow())
+            sa.update(_OUTBOX).where(_OUTBOX.c.id.in_(claimed), _OUTBOX.c.state.in_(_CLAIMABLE))
+            .values(state=S.CLAIMED, claimed_by=token, claimed_at=utcnow())
         ).rowcount if claimed else 0
         db.session.commit()
         if changed == len(claimed):
@@ -356,8 +356,8 @@ def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[in
         db.session.rollback()
         return []
     db.session.execute(
-        sa.update(_OUTBOX).where(_OUTBOX.c.id.in_(candidates), _OUTBOX.c.state == "scheduled")
-        .values(state="claimed", claimed_by=token, claimed_at=utcnow())
+        sa.update(_OUTBOX).where(_OUTBOX.c.id.in_(candidates), _OUTBOX.c.state.in_(_CLAIMABLE))
+        .values(state=S.CLAIMED, claimed_by=token, claimed_at=utcnow())
     )
     db.session.commit()
     priority = sa.case(PRIORITY_ORDER, value=OutboxMessage.priority, else_=2)
@@ -365,7 +365,7 @@ def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[in
         db.session.scalars(
             sa.select(OutboxMessage.id)
             .where(OutboxMessage.id.in_(candidates), OutboxMessage.claimed_by == token,
-                   OutboxMessage.state == "claimed")
+                   OutboxMessage.state == S.CLAIMED)
             .order_by(priority, OutboxMessage.scheduled_for, OutboxMessage.id)
         )
     )
@@ -375,7 +375,7 @@ def _due_rows(name: str, now: datetime) -> sa.Select[tuple[int]]:
     """A priority's due rows, oldest first: an index range on ``ix_outbox_claim``."""
     return (
         sa.select(_OUTBOX.c.id)
-        .where(_OUTBOX.c.state == "scheduled", _OUTBOX.c.priority == name, _OUTBOX.c.scheduled_for <= now,
+        .where(_OUTBOX.c.state.in_(_CLAIMABLE), _OUTBOX.c.priority == name, _OUTBOX.c.scheduled_for <= now,
                _OUTBOX.c.channel.in_(PERSON_CHANNELS))
         .order_by(_OUTBOX.c.scheduled_for, _OUTBOX.c.id)
     )
@@ -479,24 +479,25 @@ def reclaim_stale(now: datetime | None = None) -> int:
             if channel != "escalation":
                 continue
             # creating the task is idempotent; at worst the team gets its notification twice
-            target, why = "scheduled", "the worker stopped while escalating"
-        elif state == "claimed":
-            target, why = "scheduled", "the worker stopped before sending; nothing was sent"
-        elif state == "delivering":
-            target, why = "review", "the worker stopped after the end of DATA went out: the mail server may have it"
+            target, why = S.SCHEDULED, "the worker stopped while escalating"
+        elif state == S.CLAIMED:
+            target, why = S.SCHEDULED, "the worker stopped before sending; nothing was sent"
+        elif state == S.DELIVERING:
+            target, why = S.REVIEW, "the worker stopped after the end of DATA went out: the mail server may have it"
         elif channel == "email":
-            target, why = "scheduled", "the worker stopped before the end of DATA: the mail server dropped it"
+            target, why = S.SCHEDULED, "the worker stopped before the end of DATA: the mail server dropped it"
         else:
-            target, why = "unknown", "the worker stopped while sending; asking the provider before anything else"
+            target, why = S.UNKNOWN, "the worker stopped while sending; asking the provider before anything else"
+        check_move(mid, state, target)
         changed = db.session.execute(
             sa.update(OutboxMessage)
             .where(OutboxMessage.id == mid, OutboxMessage.state == state, OutboxMessage.claimed_by == owner,
                    OutboxMessage.claimed_at < cutoff)
-            .values(state=target, claimed_by=None if target == "scheduled" else owner)
+            .values(state=target, claimed_by=None if target == S.SCHEDULED else owner)
             .execution_options(synchronize_session=False)
         ).rowcount
         if changed:
-            kind = {"scheduled": "reclaimed", "unknown": "unknown", "review": "review"}[target]
+            kind = {S.SCHEDULED: "reclaimed", S.UNKNOWN: "unknown", S.REVIEW: "review"}[target]
             _event_for(mid, kind, {"why": why, "was": state, "worker": owner})
             moved += 1
     db.session.commit()
@@ -511,7 +512,7 @@ def reconcile_unknown(now: datetime | None = None, *, limit: int = 500) -> dict[
     wa_wait = timedelta(seconds=setting("WHATSAPP_RECONCILE_SECONDS"))
     rows = db.session.scalars(
         sa.select(OutboxMessage)
-        .where(OutboxMessage.state == "unknown", OutboxMessage.channel.in_(PERSON_CHANNELS),
+        .where(OutboxMessage.state == S.UNKNOWN, OutboxMessage.channel.in_(PERSON_CHANNELS),
                sa.or_(OutboxMessage.claimed_at.is_(None), OutboxMessage.claimed_at < cutoff))
         .order_by(OutboxMessage.id)
         .limit(limit)
@@ -523,7 +524,7 @@ def reconcile_unknown(now: datetime | None = None, *, limit: int = 500) -> dict[
         started = _parse_time(attempt.get("started_at")) or row.updated_at or real_now
         outcome = "unresolved"
         if row.channel == "email":
-            outcome = _settle(row, "review", "review", {"why": "an email's outcome cannot be looked up over SMTP"})
+            outcome = _settle(row, S.REVIEW, "review", {"why": "an email's outcome cannot be looked up over SMTP"})
         elif row.channel == "sms" and "sms" in senders and attempt.get("body"):
             try:
                 found = senders["sms"].find_message(  # type: ignore[attr-defined]
@@ -533,36 +534,36 @@ def reconcile_unknown(now: datetime | None = None, *, limit: int = 500) -> dict[
                 log.warning("Twilio lookup for message %s failed: %s", row.id, exc)
             else:
                 if found is not None:
-                    outcome = _settle(row, "sent", "reconciled", {"found": True, "sid": found.get("sid")},
+                    outcome = _settle(row, S.SENT, "reconciled", {"found": True, "sid": found.get("sid")},
                                       provider_message_id=str(found.get("sid")), sent_at=real_now)
                 else:
-                    outcome = _settle(row, "scheduled", "reconciled",
+                    outcome = _settle(row, S.SCHEDULED, "reconciled",
                                       {"found": False, "why": "Twilio has no such message: sending again"},
                                       claimed_by=None)
         elif row.channel == "whatsapp" and real_now - started >= wa_wait and _whatsapp_webhooks_after(
             started + wa_wait, row.id
         ):
-            outcome = _settle(row, "scheduled", "reconciled",
+            outcome = _settle(row, S.SCHEDULED, "reconciled",
                               {"found": False, "why": "no status webhook while later ones arrived: sending again"},
                               claimed_by=None)
         if outcome == "unresolved" and real_now - started >= review_after:
-            outcome = _settle(row, "review", "review", {"why": "the provider could not tell us in time"})
+            outcome = _settle(row, S.REVIEW, "review", {"why": "the provider could not tell us in time"})
         counts[outcome] = counts.get(outcome, 0) + 1
         db.session.commit()
     return {f"reconcile_{k}": v for k, v in counts.items() if k != "unresolved"}
 
 
-def _settle(row: OutboxMessage, state: str, kind: str, payload: dict[str, Any], **values: Any) -> str:
+def _settle(row: OutboxMessage, state: OutboxState, kind: str, payload: dict[str, Any], **values: Any) -> str:
     changed = db.session.execute(
         sa.update(OutboxMessage)
-        .where(OutboxMessage.id == row.id, OutboxMessage.state == "unknown")
+        .where(OutboxMessage.id == row.id, OutboxMessage.state.in_(sources(state, among={S.UNKNOWN})))
         .values(state=state, **values)
         .execution_options(synchronize_session=False)
     ).rowcount
     if not changed:
         return "unresolved"
     _event_for(row.id, kind, payload)
-    return {"scheduled": "resend", "sent": "found"}.get(state, state)
+    return {S.SCHEDULED: "resend", S.SENT: "found"}.get(state, state.value)
 
 
 def _whatsapp_webhooks_after(after: datetime, except_id: int) -> bool:
@@ -594,13 +595,13 @@ def last_attempt(message_id: int) -> dict[str, Any]:
 
 def resolve_review(message_id: int, *, delivered: bool, actor: str = "operator") -> bool:
     """A person settles a ``review`` row: it was delivered (``sent``), or it was not (sent again)."""
-    state = "sent" if delivered else "scheduled"
+    state = S.SENT if delivered else S.SCHEDULED
     values: dict[str, Any] = {"state": state, "claimed_by": None}
     if delivered:
         values["sent_at"] = utcnow()
     changed = db.session.execute(
         sa.update(OutboxMessage)
-        .where(OutboxMessage.id == message_id, OutboxMessage.state == "review")
+        .where(OutboxMessage.id == message_id, OutboxMessage.state.in_(sources(state, among={S.REVIEW})))
         .values(**values)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -617,7 +618,7 @@ def fall_back_undelivered_whatsapp(now: datetime) -> int:
     timeout = timedelta(minutes=setting("WHATSAPP_DELIVERY_TIMEOUT_MINUTES"))
     rows = db.session.scalars(
         sa.select(OutboxMessage)
-        .where(OutboxMessage.channel == "whatsapp", OutboxMessage.state == "sent",
+        .where(OutboxMessage.channel == "whatsapp", OutboxMessage.state == S.SENT,
                OutboxMessage.sent_at <= now - timeout, OutboxMessage.sent_at > now - timeout - timedelta(days=2),
                OutboxMessage.case_id.is_not(None))
         .limit(500)
@@ -738,7 +739,7 @@ def _prepare_rows(
     mine: list[OutboxMessage] = []
     for mid in ids:
         message = rows.get(mid)
-        if message is None or message.state != "claimed" or (token is not None and message.claimed_by != token):
+        if message is None or message.state != S.CLAIMED or (token is not None and message.claimed_by != token):
             finished[mid] = "gone"
         else:
             mine.append(message)
@@ -763,7 +764,7 @@ def _prepare_rows(
     with_siblings = _customers_with_siblings(mine, now)
     pending = {m.id: m for m in mine if m.customer_id in with_siblings}  # not yet prepared: may be merged
     for message in mine:
-        if message.state == "merged":  # into a message of this batch prepared before it
+        if message.state == S.MERGED:  # into a message of this batch prepared before it
             finished[message.id] = "merged"
             continue
         pending.pop(message.id, None)
@@ -779,8 +780,9 @@ def _prepare_rows(
     if ready:  # one statement, not an UPDATE per row (each is a round trip the whole run waits for)
         db.session.execute(
             sa.update(OutboxMessage)
-            .where(OutboxMessage.id.in_([r.message_id for r in ready]), OutboxMessage.state == "claimed")
-            .values(state="sending", attempts=OutboxMessage.attempts + 1, claimed_at=facts.started)
+            .where(OutboxMessage.id.in_([r.message_id for r in ready]),
+                   OutboxMessage.state.in_(sources(S.SENDING, among={S.CLAIMED})))
+            .values(state=S.SENDING, attempts=OutboxMessage.attempts + 1, claimed_at=facts.started)
             .execution_options(synchronize_session=False)
         )
     rows_added.write()
@@ -800,21 +802,21 @@ def _prepare_one(
 ) -> Ready | str:
     now = facts.now
     if case is not None and case.state not in OPEN_CASE_STATES:
-        message.state = "cancelled"
+        message.state = S.CANCELLED
         _event(message, "cancelled", {"why": f"case is {case.state}"})
         return "cancelled"
     if case is not None and case.paused_at is not None:  # claimed just before the pause: held with the others
-        message.state, message.claimed_by = "paused", None
+        message.state, message.claimed_by = S.PAUSED, None
         _event(message, "paused", {"why": f"case paused by {case.paused_by or '?'}"})
         return "paused"
     channel = _next_usable_channel(message, customer, senders, blocked)
     if channel is None:
-        message.state = "skipped"
+        message.state = S.SKIPPED
         _event(message, "skipped", {"why": message.error_text or "no channel left"})
         return "skipped"
     deferred = _deferred_until(message, customer, channel, facts)
     if deferred is not None:
-        message.state = "scheduled"
+        message.state = S.SCHEDULED
         message.claimed_by = None
         message.scheduled_for = deferred.until
         message.deferred_by = list(deferred.reasons)
@@ -904,15 +906,17 @@ def send_claimed(
             return outcome
 
 
-def _held_by(state: str) -> sa.ColumnElement[bool]:
-    return sa.and_(_OUTBOX.c.id == sa.bindparam("mid"), _OUTBOX.c.state == state,
+def _held_by(state: OutboxState, target: OutboxState) -> sa.ColumnElement[bool]:
+    """Still ours, in ``state`` (which must be allowed to move to ``target``)."""
+    return sa.and_(_OUTBOX.c.id == sa.bindparam("mid"), _OUTBOX.c.state.in_(sources(target, among={state})),
                    _OUTBOX.c.claimed_by.is_not_distinct_from(sa.bindparam("owner")))
 
 
 # built once: these run for every email, from the sending threads, each on a pooled connection of its own
-_TO_DELIVERING = sa.update(_OUTBOX).where(_held_by("sending")).values(state="delivering")
-_DELIVERED = sa.update(_OUTBOX).where(_held_by("delivering")).values(state="sent", sent_at=sa.bindparam("sent_at"))
-_REFUSED = sa.update(_OUTBOX).where(_held_by("delivering")).values(state="sending")
+_TO_DELIVERING = sa.update(_OUTBOX).where(_held_by(S.SENDING, S.DELIVERING)).values(state=S.DELIVERING)
+_DELIVERED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENT)).values(state=S.SENT,
+                                                                            sent_at=sa.bindparam("sent_at"))
+_REFUSED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENDING)).values(state=S.SENDING)
 
 
 _mark_engines: dict[sa.Engine, sa.Engine] = {}
@@ -1078,7 +1082,7 @@ def _customers_with_siblings(messages: list[OutboxMessage], now: datetime) -> se
     rows = db.session.execute(
         sa.select(OutboxMessage.customer_id, OutboxMessage.case_id)
         .join(RecoveryCase, RecoveryCase.id == OutboxMessage.case_id)
-        .where(OutboxMessage.customer_id.in_(customer_ids), OutboxMessage.state == "scheduled",
+        .where(OutboxMessage.customer_id.in_(customer_ids), OutboxMessage.state == S.SCHEDULED,
                OutboxMessage.id.not_in(ours), OutboxMessage.scheduled_for <= now + window,
                OutboxMessage.channel.in_(PERSON_CHANNELS), RecoveryCase.state.in_(OPEN_CASE_STATES))
     ).all()
@@ -1119,7 +1123,7 @@ def _merge_siblings(
     rows = db.session.execute(
         sa.select(OutboxMessage.id, OutboxMessage.case_id)
         .join(RecoveryCase, RecoveryCase.id == OutboxMessage.case_id)
-        .where(OutboxMessage.customer_id == message.customer_id, OutboxMessage.state == "scheduled",
+        .where(OutboxMessage.customer_id == message.customer_id, OutboxMessage.state == S.SCHEDULED,
                OutboxMessage.case_id != case.id, OutboxMessage.scheduled_for <= now + window,
                OutboxMessage.channel.in_(PERSON_CHANNELS), RecoveryCase.state.in_(OPEN_CASE_STATES))
         .order_by(OutboxMessage.scheduled_for, OutboxMessage.id)
@@ -1130,7 +1134,7 @@ def _merge_siblings(
         other_case = db.session.get(RecoveryCase, other.case_id)
         if other_case is None or other_case.state not in OPEN_CASE_STATES or other_case.paused_at is not None:
             continue
-        other.state, other.claimed_by = "merged", None
+        other.state, other.claimed_by = S.MERGED, None
         _event(other, "merged", {"into": message.id, "channel": channel})
         del batch[other.id]  # type: ignore[index]
         if other.case_id not in carried:
@@ -1138,8 +1142,8 @@ def _merge_siblings(
     for other_id, other_case_id in rows:
         changed = db.session.execute(
             sa.update(OutboxMessage)
-            .where(OutboxMessage.id == other_id, OutboxMessage.state == "scheduled")
-            .values(state="merged")
+            .where(OutboxMessage.id == other_id, OutboxMessage.state.in_(sources(S.MERGED, among={S.SCHEDULED})))
+            .values(state=S.MERGED)
             .execution_options(synchronize_session=False)
         ).rowcount
         if changed:
@@ -1301,7 +1305,7 @@ def _record_sent(sent: list[Attempted]) -> None:
         sa.update(OutboxMessage)
         .where(OutboxMessage.id.in_(sorted(provider_ids)))
         .values(
-            state=sa.case((OutboxMessage.state.in_(SENT_STATES), OutboxMessage.state), else_="sent"),
+            state=sa.case((OutboxMessage.state.in_(sources(S.SENT)), S.SENT.value), else_=OutboxMessage.state),
             sent_at=sa.func.coalesce(OutboxMessage.sent_at, utcnow()),
             provider_message_id=sa.case(provider_ids, value=OutboxMessage.id),
             error_code=None,
@@ -1337,7 +1341,7 @@ def _record_failure(message: OutboxMessage, ready: Ready, result: SendResult, no
         "error_text": result.error_text,
         "attempts": result.attempts,
     }
-    ours = message.claimed_by == ready.owner and message.state in ("sending", "delivering")
+    ours = message.claimed_by == ready.owner and message.state in ON_THE_WAY
     if message.state in SENT_STATES:  # a status webhook (or the answer to the dot) already proved it went
         _event(message, "late_result", {**payload, "state": message.state})
         return "sent"
@@ -1348,10 +1352,10 @@ def _record_failure(message: OutboxMessage, ready: Ready, result: SendResult, no
     message.error_text = (result.error_text or "")[:500] or None
     if result.unknown:
         if channel == "email":
-            message.state = "review"
+            message.state = S.REVIEW
             _event(message, "review", {**payload, "why": "connection lost after the end of DATA"})
             return "review"
-        message.state = "unknown"
+        message.state = S.UNKNOWN
         _event(message, "unknown", payload)
         return "unknown"
     if result.permanent:
@@ -1362,21 +1366,21 @@ def _record_failure(message: OutboxMessage, ready: Ready, result: SendResult, no
             opt_out(message.customer_id, [channel], source="provider", detail=result.error_code)
         if message.fallbacks:
             message.channel, message.fallbacks = message.fallbacks[0], list(message.fallbacks[1:])
-            message.state = "claimed"
+            message.state = S.CLAIMED
             _event(message, "fallback", {"to": message.channel, "after": channel})
             return "fallback"
-        message.state = "failed"
+        message.state = S.FAILED
         return "failed"
     if result.retryable and message.attempts < MAX_ATTEMPTS:
         wait_for = RETRY_BACKOFF[min(message.attempts - 1, len(RETRY_BACKOFF) - 1)]
         if result.retry_after:
             wait_for = max(wait_for, timedelta(seconds=result.retry_after))
-        message.state = "scheduled"
+        message.state = S.SCHEDULED
         message.claimed_by = None
         message.scheduled_for = now + wait_for
         _event(message, "retry", {**payload, "at": (now + wait_for).isoformat()})
         return "retry"
-    message.state = "failed"
+    message.state = S.FAILED
     _event(message, "failed", payload)
     return "failed"
 

@@ -830,7 +830,8 @@ def _run_due_row(row_id: int, now: datetime) -> str:
         if not scheduled_by_customer:
             decline = latest_decline(case)
             if decline.kind is not DeclineKind.soft:
-                _finish_row(row, OutboxState.CANCELLED, {"why": f"{decline.kind.value} decline ({decline.code}): not retried"})
+                why = f"{decline.kind.value} decline ({decline.code}): not retried"
+                _finish_row(row, OutboxState.CANCELLED, {"why": why})
                 return "not_soft"
         decision = card_budget(case, consent_at=row.created_at if scheduled_by_customer else None).decide(now)
         if not decision.allowed:

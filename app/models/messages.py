@@ -10,17 +10,18 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from app.extensions import db
 from app.models.types import MYSQL_TABLE_ARGS, JSONType, UTCDateTime, utcnow
+from app.outbox.states import OutboxState, check_move
 
 
 class OutboxMessage(db.Model):
-    """One message we mean to send (or sent). States: see the docstring of app.dispatch (and ``paused``: held while
-    its case is paused, app.case_actions)."""
+    """One message we mean to send (or sent). Its states and the moves between them: app.outbox.states (each
+    assignment of ``state`` is checked against that table); what each state means to the dispatcher: app.outbox."""
 
     __tablename__ = "outbox_messages"
     __table_args__ = (
         # Due-message claim: state + time, so the dispatcher's query is an index range.
         sa.Index("ix_outbox_due", "state", "scheduled_for"),
-        # The claim itself: each priority's oldest due rows, as an index range (app.dispatch.claim_due).
+        # The claim itself: each priority's oldest due rows, as an index range (app.outbox.claim.claim_due).
         sa.Index("ix_outbox_claim", "state", "priority", "scheduled_for", "id"),
         sa.Index("ix_outbox_case", "case_id", "step_n"),
         sa.Index("ix_outbox_provider_id", "provider_message_id"),
@@ -40,7 +41,7 @@ class OutboxMessage(db.Model):
     variant: Mapped[str | None] = mapped_column(sa.String(16))
     locale: Mapped[str | None] = mapped_column(sa.String(16))
     priority: Mapped[str] = mapped_column(sa.String(8), default="default")  # urgent|high|default|low
-    state: Mapped[str] = mapped_column(sa.String(16), default="scheduled")
+    state: Mapped[str] = mapped_column(sa.String(16), default=OutboxState.SCHEDULED.value)
     scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
     deferred_by: Mapped[list[str]] = mapped_column(JSONType, default=list)
     # What this message's contact rules may lift and who said so (rules.contact_rules.Override.as_dict): the
@@ -68,6 +69,11 @@ class OutboxMessage(db.Model):
     def _known_priority(self, _key: str, value: str | None) -> str:
         """The dispatcher claims each priority by name (an index range each): anything else would never go."""
         return value if value in self.PRIORITIES else "default"
+
+    @validates("state")
+    def _allowed_move(self, _key: str, value: str) -> str:
+        """Every move of a row's state follows the table (app.outbox.states.TRANSITIONS); anything else raises."""
+        return check_move(self.id, self.state, value).value
 
     def __str__(self) -> str:
         return f"Message #{self.id} ({self.channel})"

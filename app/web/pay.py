@@ -30,6 +30,7 @@ from app.links import LinkError, OpenedLink, genuine_payment_link, open_payment_
 from app.merchant import Merchant, merchant_profile
 from app.models import RecoveryCase
 from app.money import format_minor
+from app.outbox.states import OutboxState
 from app.payments import (
     CaseBusy,
     PaymentError,
@@ -202,12 +203,16 @@ def result(token: str, ref: str):  # type: ignore[no-untyped-def]
         row = db.session.get(OutboxMessage, int(data.get("s", 0)))
         case0 = db.session.get(RecoveryCase, row.case_id) if row is not None and row.case_id else None
         outcome = None if row is None or case0 is None else PayOutcome(
-            "scheduled" if row.state in ("scheduled", "claimed", "sending") else row.state, case0.id,
+            "scheduled" if row.state in _NOT_CHARGED_YET else row.state, case0.id,
             case0.amount_due_minor, case0.currency, scheduled_for=row.scheduled_for, scheduled_id=row.id)
     case = db.session.get(RecoveryCase, outcome.case_id) if outcome is not None else None
     if outcome is None or case is None or case.id != data.get("c"):
         return _secured(render_template("pay/invalid.html", merchant=merchant, lang=_lang()), 404)
     return _secured(render_template("pay/result.html", **_result_context(token, case, outcome)))
+
+
+#: a scheduled payment's row in these states is still "scheduled" to the customer (the charge has not answered)
+_NOT_CHARGED_YET = (OutboxState.SCHEDULED, OutboxState.CLAIMED, OutboxState.SENDING)
 
 
 @bp.errorhandler(CSRFError)

@@ -152,8 +152,10 @@ def expire_leases(db, *ids):
 
 
 def left_by_a_dead_worker(db, message, state):
-    message.state, message.claimed_by = state, "dead-host:1:abc"
-    message.claimed_at = datetime.now(UTC) - timedelta(hours=1)
+    """As a worker that died an hour ago left it (set as the database would have it: no move is checked here)."""
+    db.session.flush()
+    db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == message.id).values(
+        state=state, claimed_by="dead-host:1:abc", claimed_at=datetime.now(UTC) - timedelta(hours=1)))
     db.session.commit()
 
 
