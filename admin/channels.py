@@ -15,6 +15,7 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from admin.i18n import _l
 from admin.security import CsrfForm
+from admin.ui import CHANNEL_LABELS
 from admin.views import AuditedModelView
 from app.channel_accounts import (
     CHANNEL_FIELDS,
@@ -26,6 +27,7 @@ from app.channel_accounts import (
 )
 from app.models import ChannelAccount
 from app.secrets import mask
+from rules.vocabulary import Channel
 
 KEEP = _l("Leave empty to keep the stored one.")
 SETTING_NAMES = tuple(dict.fromkeys(f for c in CHANNEL_FIELDS.values() for f in c.settings))
@@ -36,8 +38,7 @@ class ChannelAccountForm(CsrfForm):
     name = StringField(_l("Name"), validators=[DataRequired(), Length(max=64),
                                                Regexp(r"^[a-z0-9][a-z0-9_-]*$",
                                                       message=_l("lower-case letters, digits, - and _"))])
-    channel = SelectField(_l("Channel"), choices=[("email", _l("Email")), ("sms", _l("SMS")),
-                                                  ("whatsapp", _l("WhatsApp"))])
+    channel = SelectField(_l("Channel"), choices=[(c.value, CHANNEL_LABELS[c]) for c in Channel])
     enabled = BooleanField(_l("Use this account for sending"), default=True,
                            description=_l("The enabled account of a channel wins over the server's environment."))
     # email
@@ -89,9 +90,9 @@ class EnvironmentChannel:
 
 #: channel -> (provider, the variables that configure it, the config keys all of which must be set)
 ENVIRONMENT = {
-    "email": ("SMTP", "SMTP_URL, MAIL_FROM", ("SMTP_URL",)),
-    "sms": ("Twilio", "TWILIO_*", ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM")),
-    "whatsapp": ("WhatsApp Cloud API", "WHATSAPP_*", ("WHATSAPP_TOKEN", "WHATSAPP_PHONE_NUMBER_ID")),
+    Channel.EMAIL: ("SMTP", "SMTP_URL, MAIL_FROM", ("SMTP_URL",)),
+    Channel.SMS: ("Twilio", "TWILIO_*", ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM")),
+    Channel.WHATSAPP: ("WhatsApp Cloud API", "WHATSAPP_*", ("WHATSAPP_TOKEN", "WHATSAPP_PHONE_NUMBER_ID")),
 }
 
 
@@ -109,10 +110,10 @@ def environment_channels(config: Any) -> list[EnvironmentChannel]:
 
 
 def _sends_from(channel: str, config: Any) -> str:
-    if channel == "email":
+    if channel == Channel.EMAIL:
         host = urlsplit(config["SMTP_URL"]).hostname or "?"
         return _("from %(sender)s through %(host)s", sender=config.get("MAIL_FROM") or "—", host=host)
-    if channel == "sms":
+    if channel == Channel.SMS:
         return _("from %(number)s", number=config["TWILIO_FROM"])
     return _("phone number id %(id)s", id=config["WHATSAPP_PHONE_NUMBER_ID"])
 

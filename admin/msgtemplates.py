@@ -27,9 +27,10 @@ from app.templates_service import (
 )
 from app.templating import PRODUCT_TYPES, normalise_locale, render, sample_context, validate_template
 from app.templating import MessageTemplate as Source
+from rules.vocabulary import Channel
 
 WRITERS = ("author", "admin")
-CHANNELS = ("email", "sms", "whatsapp")
+CHANNELS = tuple(c.value for c in Channel)
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 LOCALE = re.compile(r"[A-Za-z]{2}([_-][A-Za-z]{2})?")
 SAMPLE_SHORT_CODE = "Ab3dEf6hIj"  # as long as a real short link's code (app.links.SHORT_LENGTH)

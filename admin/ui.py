@@ -12,6 +12,8 @@ from flask_babel import format_date, get_locale
 from flask_login import current_user
 
 from admin.i18n import _l
+from rules.case_states import CaseState
+from rules.vocabulary import Channel
 
 ROLE_LABELS = {"admin": _l("admin"), "author": _l("author"), "approver": _l("approver"), "operator": _l("operator"),
                "auditor": _l("auditor")}
@@ -21,9 +23,10 @@ ROLE_HELP = {"admin": _l("users, settings and secrets"), "author": _l("drafts of
              "operator": _l("cases, customers and escalations"), "auditor": _l("reads everything, changes nothing")}
 STATUS_LABELS = {"pending_approval": _l("waiting for approval"), "approved": _l("approved, not active"),
                  "active": _l("running now"), "superseded": _l("replaced"), "rejected": _l("rejected")}
-CASE_STATE_LABELS = {"open": _l("Open"), "contacting": _l("Contacting"), "escalated": _l("Escalated"),
-                     "recovered": _l("Recovered"), "expired": _l("Expired"), "cancelled": _l("Cancelled")}
-CHANNEL_LABELS = {"email": _l("Email"), "sms": _l("SMS"), "whatsapp": _l("WhatsApp"),
+CASE_STATE_LABELS = {CaseState.OPEN: _l("Open"), CaseState.CONTACTING: _l("Contacting"),
+                     CaseState.ESCALATED: _l("Escalated"), CaseState.RECOVERED: _l("Recovered"),
+                     CaseState.EXPIRED: _l("Expired"), CaseState.CANCELLED: _l("Cancelled")}
+CHANNEL_LABELS = {Channel.EMAIL: _l("Email"), Channel.SMS: _l("SMS"), Channel.WHATSAPP: _l("WhatsApp"),
                   "payment_retry": _l("Payment retry"), "escalation": _l("Escalation")}
 REASON_LABELS = {"legal_window": _l("Legal contact window"), "quiet_hours": _l("Quiet hours"),
                  "business_hours": _l("Outside business hours"), "holiday": _l("Public holiday"),

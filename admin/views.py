@@ -25,6 +25,7 @@ from app.audit import record, verify_chain
 from app.extensions import db
 from app.models import AuditEntry, OutboxMessage, RecoveryCase, Transaction
 from app.money import format_minor
+from rules.case_states import CaseState
 
 
 class HomeView(RoleGuard, AdminIndexView):
@@ -37,13 +38,14 @@ class HomeView(RoleGuard, AdminIndexView):
         )
         recovered = db.session.scalar(
             sa.select(sa.func.coalesce(sa.func.sum(RecoveryCase.recovered_amount_minor), 0)).where(
-                RecoveryCase.state == "recovered"
+                RecoveryCase.state == CaseState.RECOVERED
             )
         )
         scheduled = db.session.scalar(
             sa.select(sa.func.count()).select_from(OutboxMessage).where(OutboxMessage.state == "scheduled")
         )
-        return self.render("admin/home.html", counts=counts, recovered_minor=recovered or 0, scheduled=scheduled)
+        return self.render("admin/home.html", counts=counts, recovered_minor=recovered or 0, scheduled=scheduled,
+                           case_states=[s.value for s in CaseState])
 
 
 def _when_cell(view: Any, value: datetime, name: str) -> str:

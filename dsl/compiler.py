@@ -45,6 +45,7 @@ from rules.policy import (
     PolicyTiming,
     QuietHoursRule,
 )
+from rules.vocabulary import Channel, Priority, StepAction
 
 # --- run-time helpers the generated code calls -------------------------------------------------------------
 
@@ -509,11 +510,11 @@ def _build_timing(policy: n.Policy) -> PolicyTiming:
 
 def _compile_plan(plan: n.Plan) -> CompiledPlan:
     steps: list[CompiledStep] = []
-    priority = "default"
+    priority = Priority.DEFAULT
     escalate_after = escalate_to = give_up = None
     for item in plan.items:
         if isinstance(item, n.Priority):
-            priority = item.level.text
+            priority = Priority(item.level.text)
         elif isinstance(item, n.Escalate):
             escalate_after, escalate_to = item.after.iso(), item.team.text
         elif isinstance(item, n.GiveUp):
@@ -525,10 +526,10 @@ def _compile_plan(plan: n.Plan) -> CompiledPlan:
                     CompiledStep(
                         len(steps),
                         item.line,
-                        "message",
+                        StepAction.MESSAGE,
                         item.after.seconds,
                         str(item.after),
-                        tuple(c.text for c in item.channels),
+                        tuple(Channel(c.text) for c in item.channels),
                         item.template.text,
                         tuple((v.name, v.weight) for v in item.variants),
                         condition,
@@ -539,7 +540,7 @@ def _compile_plan(plan: n.Plan) -> CompiledPlan:
                     CompiledStep(
                         len(steps),
                         item.line,
-                        "retry_payment",
+                        StepAction.RETRY_PAYMENT,
                         item.after.seconds,
                         str(item.after),
                         (),

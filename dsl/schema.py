@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from rules.declines import DeclineKind, DeclineReason
+from rules.vocabulary import Channel, Priority
+
 
 class Type(StrEnum):
     money = "money"
@@ -38,22 +41,10 @@ TYPE_WORDS = {
     Type.list: 'a list (use has, like customer.tags has "vip")',
 }
 
-DECLINE_REASONS = (
-    "insufficient_funds",
-    "do_not_honor",
-    "expired_card",
-    "invalid_card_data",
-    "lost_stolen_fraud",
-    "stop_recurring",
-    "updated_card_available",
-    "retry_later",
-    "issuer_unavailable",
-    "gateway_error",
-    "rate_limited",
-    "unknown",
-)
-DECLINE_KINDS = ("soft", "hard", "stop")
-CHANNELS = ("email", "sms", "whatsapp")
+# the decision core's vocabularies, as the words a policy writes
+DECLINE_REASONS = tuple(r.value for r in DeclineReason)
+DECLINE_KINDS = tuple(k.value for k in DeclineKind)
+CHANNELS = tuple(c.value for c in Channel)
 OFFERS = (
     "update_card",
     "partial_payment",
@@ -65,7 +56,7 @@ OFFERS = (
     "discount",
 )
 OFFERS_WITH_TERM = ("pay_later", "payment_plan")
-PRIORITIES = ("urgent", "high", "default", "low")
+PRIORITIES = tuple(p.value for p in Priority)  # most urgent first
 OVERRIDABLE = ("business_hours", "weekends")  # never legal windows, quiet hours, holidays or cadence caps
 PRODUCT_TYPES = ("subscription", "one_time", "installment", "invoice")
 

@@ -13,6 +13,8 @@ from datetime import time
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from rules.vocabulary import Channel, Priority, StepAction
+
 __all__ = [
     "BusinessHoursRule",
     "CadenceRule",
@@ -125,10 +127,10 @@ class CompiledOffer:
 class CompiledStep:
     index: int  # position in the plan as written
     line: int
-    action: str  # "message" or "retry_payment"
+    action: StepAction
     after_seconds: int
     after: str  # as written: 15m
-    channels: tuple[str, ...]
+    channels: tuple[Channel, ...]  # the first, then its fallbacks
     template: str | None
     variants: tuple[tuple[str, Decimal], ...]
     condition: str | None  # the condition as text, for explanations
@@ -138,7 +140,7 @@ class CompiledStep:
 class CompiledPlan:
     line: int
     segments: tuple[str, ...]
-    priority: str
+    priority: Priority
     steps: tuple[CompiledStep, ...]
     escalate_after: str | None  # ISO 8601
     escalate_to: str | None

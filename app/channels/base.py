@@ -17,11 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import requests
 
-
-class Channel(StrEnum):
-    EMAIL = "email"
-    SMS = "sms"
-    WHATSAPP = "whatsapp"
+from rules.vocabulary import Channel  # its home is the shared vocabulary; senders and their callers find it here
 
 
 class DeliveryStatus(StrEnum):

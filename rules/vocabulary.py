@@ -1,0 +1,56 @@
+"""The words the policy, the planner, the outbox and the admin share, each spelled once.
+
+A plan, an outbox row and a queue name carry these as plain strings (JSON, database columns, RQ); the code reads
+and compares them through these enums (a ``StrEnum`` member equals its text, so ``"sms" == Channel.SMS``).
+Case states and their groups live with their state machine (``rules.case_states``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["CHANNELS", "PRIORITIES", "Channel", "Priority", "StepAction"]
+
+
+class Channel(StrEnum):
+    """A channel that reaches a person."""
+
+    EMAIL = "email"
+    SMS = "sms"
+    WHATSAPP = "whatsapp"
+
+
+class Priority(StrEnum):
+    """How soon a case's messages go when many are due: urgent first (dispatch claims, RQ queues)."""
+
+    URGENT = "urgent"
+    HIGH = "high"
+    DEFAULT = "default"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for urgent, 3 for low: sort by it for the most urgent first."""
+        return _RANK[self]
+
+    @classmethod
+    def of(cls, value: object) -> Priority:
+        """The priority named by ``value``; anything else (None, an unknown word) is DEFAULT."""
+        return cls(value) if isinstance(value, str) and value in _VALUES else cls.DEFAULT
+
+
+_RANK = {p: i for i, p in enumerate(Priority)}
+_VALUES = frozenset(p.value for p in Priority)
+
+
+class StepAction(StrEnum):
+    """What a planned step does: send a message, or charge the card again."""
+
+    MESSAGE = "message"
+    RETRY_PAYMENT = "retry_payment"
+
+
+#: every channel, in the order the admin lists them
+CHANNELS: tuple[Channel, ...] = tuple(Channel)
+#: every priority, most urgent first
+PRIORITIES: tuple[Priority, ...] = tuple(Priority)
