@@ -18,7 +18,7 @@ from admin.i18n import _l
 from admin.security import EVERYONE, RoleGuard
 from admin.ui import CHANNEL_LABELS, REASON_LABELS, when
 from admin.views import AuditedModelView, ReadOnlyView
-from app import case_actions, dispatch, escalations
+from app import case_actions, escalations
 from app.audit import record
 from app.case_search import case_search
 from app.case_timeline import case_timeline
@@ -34,6 +34,7 @@ from app.models import (
     User,
 )
 from app.money import format_minor, minor_to_decimal
+from app.outbox.review import resolve_review
 from rules.case_states import TERMINAL, allowed_actions
 
 OPERATORS = ("operator", "admin")
@@ -329,7 +330,7 @@ class EscalationView(RoleGuard, BaseView):
 
 
 class ReviewView(RoleGuard, BaseView):
-    """Outbox rows in ``review`` (see ``app.dispatch``): an email that may or may not have reached the mail server,
+    """Outbox rows in ``review`` (see ``app.outbox``): an email that may or may not have reached the mail server,
     or an unknown outcome nobody could settle. A person says whether it was delivered; if not, it goes again."""
 
     read_roles = EVERYONE
@@ -386,7 +387,7 @@ class ReviewView(RoleGuard, BaseView):
         else:
             record(current_user.email, "message.review_resolved", "outbox_message", row.id,
                    {"delivered": delivered, "case": row.case_id, "channel": row.channel, "to": row.address})
-            if not dispatch.resolve_review(message_id, delivered=delivered, actor=current_user.email):
+            if not resolve_review(message_id, delivered=delivered, actor=current_user.email):
                 flash(_already_settled(message_id, db.session.get(OutboxMessage, message_id)), "warning")
             elif delivered:
                 flash(_("Message #%(id)d is marked as delivered; it will not be sent again.", id=message_id),

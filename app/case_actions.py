@@ -83,7 +83,7 @@ class Rescheduled:
 def send_next_step_now(case_id: int, *, actor: str, now: datetime | None = None) -> SendNow:
     """The case's next scheduled message becomes due now, its contact rules lifting business hours, weekends,
     holidays, blackout dates and the cadence caps (``rules.contact_rules.SEND_NOW``), never quiet hours, a legal
-    window, a legal cap or an opt-out. Run the dispatcher (``app.dispatch.dispatch_due``) to send it."""
+    window, a legal cap or an opt-out. Run the dispatcher (``app.outbox.run.dispatch_due``) to send it."""
     now = now or business_now()
     case = _locked(case_id, CaseAction.SEND_NOW)
     message = db.session.scalar(

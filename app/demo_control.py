@@ -205,7 +205,7 @@ def advance_clock(step: str, *, actor: str, zone: str | None = None) -> ClockRes
 
 def dispatch() -> dict[str, Any]:
     """What the periodic dispatch job does: send the messages that are due, then charge the due payment retries."""
-    from app.dispatch import dispatch_due
+    from app.outbox.run import dispatch_due
     from app.payments import run_due_payment_retries
 
     report = dispatch_due()

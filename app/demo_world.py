@@ -70,7 +70,7 @@ def start_world(
         from app.ingest import fetch_accounts
 
         summaries = [report.summary() for report in fetch_accounts()]
-        from app.dispatch import dispatch_due
+        from app.outbox.run import dispatch_due
 
         sent = dispatch_due()
     scheduler = InProcessScheduler(

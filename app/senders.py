@@ -247,7 +247,7 @@ def _message_id(reference: str) -> int | None:
 message_id_from_reference = _message_id
 
 
-# -- email: a checkpoint before the end-of-data dot (used by the dispatcher; see app.dispatch) ----------------
+# -- email: a checkpoint before the end-of-data dot (used by the dispatcher; see app.outbox) ----------------
 #
 # An SMTP server takes responsibility for a message only once it has read the end-of-data dot (RFC 5321 4.1.1.4:
 # a connection lost before it aborts the transaction). The dispatcher records "the dot is about to go" in the

@@ -130,7 +130,7 @@ def measured_rate(ids: list[int]) -> tuple[float, int]:
 def worker_main() -> None:
     """A dispatch loop process: runs dispatch_due until nothing is due (configured from the environment)."""
     from app import create_app
-    from app.dispatch import dispatch_due
+    from app.outbox.run import dispatch_due
 
     app = create_app()
     with app.app_context():

@@ -39,7 +39,7 @@ def plan_cases(case_ids: list[int]) -> dict[str, Any]:
 def dispatch_due() -> dict[str, Any]:
     """Periodic: claim due outbox messages and send them."""
     with job_context():
-        from app.dispatch import dispatch_due as dispatch
+        from app.outbox.run import dispatch_due as dispatch
         from app.payments import run_due_payment_retries
 
         report = dispatch()

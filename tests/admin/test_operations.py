@@ -89,8 +89,8 @@ def test_cases_are_found_by_email_phone_name_order_and_transaction_id(client, au
 def test_a_deferral_names_its_reasons_and_policy_lines_in_words(client, auth, world):
     from datetime import UTC, datetime
 
-    from app.dispatch import Deferral
     from app.models import MessageEvent, OutboxMessage
+    from app.outbox.check import Deferral
 
     auth.login("auditor")
     message = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.case_id == world.case.id)).first()

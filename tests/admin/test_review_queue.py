@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.dispatch import reclaim_stale, reconcile_unknown, resolve_review
 from app.extensions import db
 from app.models import AuditEntry, MessageEvent, OutboxMessage
+from app.outbox.reconcile import reclaim_stale, reconcile_unknown
+from app.outbox.review import resolve_review
 from tests.builders import make_case, make_customer, make_message, make_transaction
 
 DEAD_WORKER = "dead-host:1:abc"

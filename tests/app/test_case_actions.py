@@ -23,8 +23,10 @@ from app.case_actions import (
 from app.case_lifecycle import expire_due_cases
 from app.case_timeline import case_timeline
 from app.consent import opt_out
-from app.dispatch import claim_due, dispatch_due, prepare_batch
 from app.models import AuditEntry, CaseTransition, OutboxMessage, PaymentLink, RecoveryCase
+from app.outbox.claim import claim_due
+from app.outbox.prepare import prepare_batch
+from app.outbox.run import dispatch_due
 from app.planning import plan_cases
 from app.policies import activate_text, compiled
 from rules.planner import in_holdout

@@ -94,7 +94,7 @@ def test_next_business_morning_is_nine_on_a_weekday_in_the_zone():
 
 
 def test_dispatch_sends_what_the_moved_clock_makes_due(demo_clock, db, channels):
-    from app.dispatch import dispatch_due
+    from app.outbox.run import dispatch_due
 
     due_at = clock.next_business_morning(datetime.now(UTC) + timedelta(days=1), "America/New_York")
     due_at += timedelta(hours=2)  # 11:00 on a weekday in New York, the customer's zone

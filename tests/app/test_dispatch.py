@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from app.consent import opt_out
-from app.dispatch import claim_due, dispatch_due
 from app.models import MessageEvent, OutboxMessage, RecoveryCase
+from app.outbox.claim import claim_due
+from app.outbox.run import dispatch_due
 from tests.builders import make_case, make_customer, make_message, make_transaction
 
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
@@ -161,12 +162,12 @@ def left_by_a_dead_worker(db, message, state):
 
 def die_after_the_provider_call(monkeypatch):
     """The worker sends, then dies before it can record anything (the row stays as it was: sending)."""
-    import app.dispatch as dispatch
+    import app.outbox.run as run
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(dispatch, "record_batch", crash)
+    monkeypatch.setattr(run, "record_batch", crash)
 
 
 def test_a_claim_left_by_a_dead_worker_goes_out_once(db, channels):
@@ -189,7 +190,7 @@ def test_an_email_left_before_its_final_dot_was_not_delivered_and_goes_out_once(
 
 
 def test_an_email_left_past_its_checkpoint_is_held_for_a_person_never_resent(db, channels):
-    from app.dispatch import resolve_review
+    from app.outbox.review import resolve_review
 
     message = due_message(channel="email")
     mid = message.id
@@ -204,13 +205,13 @@ def test_an_email_left_past_its_checkpoint_is_held_for_a_person_never_resent(db,
 
 
 def test_the_checkpoint_is_recorded_before_the_dot_and_a_lost_claim_sends_nothing(db, channels, monkeypatch):
-    import app.dispatch as dispatch
+    import app.outbox.send as send
 
     message = due_message(channel="email")
     mid = message.id
     db.session.commit()
     seen = []
-    real = dispatch._checkpoint
+    real = send._checkpoint
 
     def checkpoint(message_id, owner):
         # another worker took the row over (our lease ran out) just before the dot
@@ -220,7 +221,7 @@ def test_the_checkpoint_is_recorded_before_the_dot_and_a_lost_claim_sends_nothin
         db.session.commit()
         return real(message_id, owner)
 
-    monkeypatch.setattr(dispatch, "_checkpoint", checkpoint)
+    monkeypatch.setattr(send, "_checkpoint", checkpoint)
     assert dispatch_due(now=NOW).get("lost") == 1
     assert seen == ["sending"]
     assert channels.smtp.count(f"m{mid}") == 0 and channels.smtp.received() == []
@@ -384,7 +385,7 @@ def test_several_open_cases_of_one_customer_get_one_reminder(db, channels):
 
 
 def test_a_stop_arriving_while_a_message_is_claimed_still_stops_it(db, channels):
-    from app.dispatch import send_claimed
+    from app.outbox.run import send_claimed
 
     customer = make_customer(phone_e164="+13055550176")
     message = due_message(case=make_case(transaction=make_transaction(customer=customer)), channel="sms")

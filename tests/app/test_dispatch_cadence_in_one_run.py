@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from app.dispatch import dispatch_due
 from app.models import OutboxMessage
+from app.outbox.run import dispatch_due
 from app.policies import activate_text
 from tests.app.test_dispatch import NOW, due_message
 from tests.builders import make_case, make_customer, make_transaction

@@ -9,8 +9,9 @@ import sqlalchemy as sa
 
 from app.case_lifecycle import cancel_pending
 from app.cases import move_case
-from app.dispatch import claim_due, dispatch_due
 from app.models import MessageEvent, OutboxMessage, RecoveryCase
+from app.outbox.claim import claim_due
+from app.outbox.run import dispatch_due
 from app.policies import activate_text
 from tests.app.test_dispatch import NOW, due_message, events
 from tests.builders import make_case, make_customer, make_message, make_transaction

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from app.case_timeline import case_timeline
-from app.dispatch import dispatch_due
 from app.models import MessageEvent, OutboxMessage, RecoveryCase
+from app.outbox.run import dispatch_due
 from app.planning import plan_cases
 from app.policies import activate_text, compiled
 from rules.planner import in_holdout

@@ -86,7 +86,7 @@ def test_sources_are_what_bulk_updates_filter_on():
 
 
 def test_a_claim_takes_only_scheduled_rows_whatever_else_is_due(db):
-    from app.dispatch import claim_due
+    from app.outbox.claim import claim_due
 
     rows = {state: make_message(state=state, channel="email", scheduled_for=NOW - timedelta(minutes=5))
             for state in OutboxState}

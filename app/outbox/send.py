@@ -1,0 +1,120 @@
+"""The provider call, on a sending thread; an email records its checkpoint right before its final dot."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+
+from app.extensions import db
+from app.models import OutboxMessage
+from app.models.types import utcnow
+from app.outbox.batch import Attempted, Ready
+from app.outbox.states import OutboxState, sources
+from app.outbox.states import OutboxState as S
+from app.senders import data_checkpoint
+
+_OUTBOX = OutboxMessage.__table__
+
+
+def send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
+    """The provider call (a sending thread). An email writes its checkpoint right before the final dot."""
+    if ready.channel != "email":
+        return Attempted(ready, senders[ready.channel].send(ready.outbound))
+    mid, owner = ready.message_id, ready.owner
+    with app.app_context():
+        try:
+            with data_checkpoint(lambda: _checkpoint(mid, owner), lambda code: _delivered(mid, owner, code)) as point:
+                result = senders["email"].send(ready.outbound)
+        finally:
+            db.session.remove()
+    if point.vetoed:
+        return Attempted(ready, None, "lost")
+    if result.unknown and not point.reached_dot:
+        # the connection went before the dot: the server dropped the message; nothing was delivered
+        result = replace(result, unknown=False, retryable=True, error_code="connection_lost_before_dot")
+    return Attempted(ready, result)
+
+
+def _held_by(state: OutboxState, target: OutboxState) -> sa.ColumnElement[bool]:
+    """Still ours, in ``state`` (which must be allowed to move to ``target``)."""
+    return sa.and_(_OUTBOX.c.id == sa.bindparam("mid"), _OUTBOX.c.state.in_(sources(target, among={state})),
+                   _OUTBOX.c.claimed_by.is_not_distinct_from(sa.bindparam("owner")))
+
+
+# built once: these run for every email, from the sending threads, each on a pooled connection of its own
+_TO_DELIVERING = sa.update(_OUTBOX).where(_held_by(S.SENDING, S.DELIVERING)).values(state=S.DELIVERING)
+
+
+_DELIVERED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENT)).values(state=S.SENT,
+                                                                            sent_at=sa.bindparam("sent_at"))
+
+
+_REFUSED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENDING)).values(state=S.SENDING)
+
+
+_mark_engines: dict[sa.Engine, sa.Engine] = {}
+
+
+_mark_engines_guard = threading.Lock()
+
+
+def _marks() -> sa.Engine:
+    """Where the sending threads write an email's checkpoint and delivery marks. MariaDB: an engine of its own,
+    of kept autocommit connections, used without a ping before and a rollback after, so that a mark is one round
+    trip instead of four. A connection the server dropped fails its mark (the email is then not sent, or goes to
+    review, as after a crash) and is replaced. SQLite: the app's engine."""
+    engine = db.engine
+    if engine.dialect.name != "mysql":
+        return engine
+    with _mark_engines_guard:
+        marks = _mark_engines.get(engine)
+        if marks is None:
+            options = current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+            marks = _mark_engines[engine] = sa.create_engine(
+                engine.url, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True, pool_pre_ping=False,
+                pool_reset_on_return=None, pool_recycle=1800, pool_size=options.get("pool_size", 20),
+                max_overflow=options.get("max_overflow", 20),
+            )
+    return marks
+
+
+def _mark(statement: sa.Update, params: dict[str, Any]) -> int:
+    engine = _marks()
+    if engine is db.engine:
+        with engine.begin() as conn:
+            return conn.execute(statement, params).rowcount
+    with engine.connect() as conn:
+        return conn.execute(statement, params).rowcount
+
+
+def _checkpoint(message_id: int, owner: str | None) -> bool:
+    """Right before an email's final dot: still ours? then record (committed) that the server may now have it."""
+    return bool(_mark(_TO_DELIVERING, {"mid": message_id, "owner": owner}))
+
+
+def _delivered(message_id: int, owner: str | None, code: int) -> None:
+    """The server answered the dot: record it at once (before QUIT and the bookkeeping). 250: it has the message,
+    which keeps the window where a crash leaves an email for review as short as one commit. Anything else: it
+    refused the message, so nothing was delivered: back to ``sending`` (a retry passes the checkpoint again)."""
+    if code == 250:
+        _mark(_DELIVERED, {"mid": message_id, "owner": owner, "sent_at": utcnow()})
+    else:
+        _mark(_REFUSED, {"mid": message_id, "owner": owner})
+
+
+def widen_http_pools(senders: dict[str, Any], concurrency: int) -> None:
+    """requests keeps 10 connections per host; with more sends in flight the rest would be opened and dropped."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    for sender in senders.values():
+        session = getattr(sender, "session", None)
+        if isinstance(session, requests.Session) and getattr(session, "_recoup_pool", 0) < concurrency:
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=concurrency)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session._recoup_pool = concurrency  # type: ignore[attr-defined]
