@@ -9,9 +9,8 @@ networks would refuse. Nothing is stored and nothing is sent. No Flask request n
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
@@ -22,8 +21,10 @@ from app.models import RecoveryCase, Transaction
 from app.models.types import utcnow
 from app.planning import case_facts, contact_windows
 from app.policies import active_version, compiled, fx_rates
+from rules.plan import Plan
 from rules.planner import FactsError
 from rules.planner import plan as make_plan
+from rules.vocabulary import StepAction
 
 #: cases planned at most per run: a simulation must answer while the author waits
 DEFAULT_CASE_LIMIT = 1000
@@ -51,29 +52,28 @@ class BacktestResult:
     def messages(self) -> int:
         return sum(self.channels.values())
 
-    def add(self, plan: dict[str, Any], decline_kind: str | None) -> None:
+    def add(self, plan: Plan, decline_kind: str | None) -> None:
         self.cases += 1
-        self.segments[plan.get("segment") or "(no segment)"] += 1
-        if plan.get("holdout"):
+        self.segments[plan.segment or "(no segment)"] += 1
+        if plan.holdout:
             self.holdout += 1
-        if plan.get("escalation"):
+        if plan.escalation:
             self.escalations += 1
-        self.skipped_opted_out += len(plan.get("skipped_steps") or [])
-        for step in plan.get("steps") or []:
-            if step.get("action") == "retry_payment":
+        self.skipped_opted_out += len(plan.skipped_steps)
+        for step in plan.steps:
+            if step.action is StepAction.RETRY_PAYMENT:
                 self.retries += 1
                 if decline_kind in NO_RETRY_KINDS:
                     self.retries_refused += 1
                 continue
-            for reason in step.get("deferred_by") or []:
+            for reason in step.deferred_by:
                 self.deferrals[reason] += 1
-            if not step.get("send_at"):
+            if step.send_at is None:
                 self.unplaced += 1
                 continue
-            channel = step.get("channel") or "?"
+            channel = step.channel.value if step.channel else "?"
             self.channels[channel] += 1
-            day = datetime.fromisoformat(step["send_at"].replace("Z", "+00:00")).astimezone(UTC).date()
-            self.per_day.setdefault(day, Counter())[channel] += 1
+            self.per_day.setdefault(step.send_at.astimezone(UTC).date(), Counter())[channel] += 1
 
 
 @dataclass
@@ -125,9 +125,8 @@ def run(policy: dsl.CompiledPolicy, cases: list[RecoveryCase], *, label: str,
     for case in cases:
         tx: Transaction = case.transaction
         try:
-            facts = case_facts(case, tx.failed_at)
             # the real outbox holds what the running policy sent; the plan under test must not be capped by it
-            facts["history"] = {"sent": []}
+            facts = replace(case_facts(case, tx.failed_at), sent=())
             result.add(make_plan(policy, facts, version=version, contact_windows=windows), tx.decline_kind)
         except (FactsError, ValueError, KeyError) as exc:
             if len(result.failures) < 10:

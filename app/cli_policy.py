@@ -87,7 +87,7 @@ def simulate_command(
                 continue
             out: dict[str, Any]
             try:
-                out = plan(policy, json.loads(line), version=version, explain=explain)
+                out = plan(policy, json.loads(line), version=version, explain=explain).to_json()
             except (ValueError, FactsError) as exc:  # json.JSONDecodeError is a ValueError
                 failed += 1
                 click.echo(f"{facts_path}:{number}: {exc}", err=True)

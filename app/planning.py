@@ -1,8 +1,9 @@
 """Planning: a new case, its facts and the active policy version become scheduled outbox rows.
 
 The decision itself is ``rules.planner.plan`` (pure); this module gathers the facts from the database, stores the
-plan on the case, and writes one outbox row per step, each naming the policy version and source line behind it.
-A case is planned once: planning it again changes nothing (the outbox idempotency keys see to that).
+plan on the case (``Plan.to_json``: the plan column's shape), and writes one outbox row per step, each naming the
+policy version and source line behind it. A case is planned once: planning it again changes nothing (the outbox
+idempotency keys see to that).
 """
 
 from __future__ import annotations
@@ -18,36 +19,38 @@ from app.clock import business_now
 from app.extensions import db
 from app.models import Customer, OptOut, OutboxMessage, PolicyVersion, RecoveryCase
 from app.money import minor_to_decimal
+from app.outbox.states import OutboxState
 from app.policies import active_version, compiled
+from rules.case_states import CaseState
 from rules.contact_rules import NO_POLICY_TIMING, Override, contact_rules_for
-from rules.durations import parse_iso
+from rules.facts import Facts
+from rules.plan import Plan
 from rules.planner import plan as make_plan
 from rules.timing import ContactHistory, Scheduled, SentRecord, next_send_time
+from rules.vocabulary import Channel, Priority, StepAction
 
 log = logging.getLogger(__name__)
 
-#: channels that reach a person, and the customer field that addresses each
-ADDRESS_FIELD = {"email": "email", "sms": "phone_e164", "whatsapp": "phone_e164"}
-PRIORITIES = ("urgent", "high", "default", "low")
+#: the customer field that addresses each channel that reaches a person
+ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone_e164", Channel.WHATSAPP: "phone_e164"}
+#: the outbox channels of the rows a plan writes that are not messages to the customer
+RETRY_CHANNEL = "payment_retry"
+ESCALATION_CHANNEL = "escalation"
+#: rows that will never reach the customer: they do not count against the cadence caps
+NOT_CONTACT = tuple(
+    s.value for s in (OutboxState.CANCELLED, OutboxState.SKIPPED, OutboxState.FAILED, OutboxState.PAUSED)
+)
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_duration(text: str | None) -> timedelta | None:
-    """A plan's ISO 8601 duration (``P14D``, ``PT2H``, ``P1DT6H``), None for none (``rules.durations`` reads it)."""
-    return parse_iso(text) if text else None
-
-
-def case_facts(case: RecoveryCase, now: datetime) -> dict[str, Any]:
-    """The facts snapshot of DESIGN.md for one case (money as decimal strings, times ISO 8601 UTC)."""
+def case_facts(case: RecoveryCase, now: datetime) -> Facts:
+    """The facts snapshot for one case (money as decimal strings, as the Facts JSON has it; times as datetimes)."""
     tx = case.transaction
     customer: Customer | None = case.customer
-    facts: dict[str, Any] = {"now": iso(now)}
+    customer_facts: dict[str, Any] = {}
+    sent: tuple[SentRecord, ...] = ()
     if customer is not None:
         opted_out = sorted(db.session.scalars(sa.select(OptOut.channel).where(OptOut.customer_id == customer.id)))
-        facts["customer"] = {
+        customer_facts = {
             "id": str(customer.id),
             "email": customer.email,
             "phone": customer.phone_e164,
@@ -66,34 +69,43 @@ def case_facts(case: RecoveryCase, now: datetime) -> dict[str, Any]:
             "vip": bool(customer.vip),
             "opted_out": opted_out,
         }
-        facts["history"] = {"sent": _contact_history(customer.id, now)}
-    facts["transaction"] = {
-        "id": tx.gateway_transaction_id,
-        "gateway": tx.gateway,
-        "amount": str(minor_to_decimal(tx.amount_minor, tx.currency)),
-        "currency": tx.currency,
-        "decline_code": tx.decline_code,
-        "merchant_advice_code": tx.merchant_advice_code,
-        "product_type": tx.product_type,
-        "value_band": tx.value_band,
-        "failed_at": iso(tx.failed_at),
-    }
-    return facts
+        sent = contact_history(customer.id, now)
+    return Facts(
+        now=_utc(now),
+        customer=customer_facts,
+        transaction={
+            "id": tx.gateway_transaction_id,
+            "gateway": tx.gateway,
+            "amount": str(minor_to_decimal(tx.amount_minor, tx.currency)),
+            "currency": tx.currency,
+            "decline_code": tx.decline_code,
+            "merchant_advice_code": tx.merchant_advice_code,
+            "product_type": tx.product_type,
+            "value_band": tx.value_band,
+            "failed_at": _utc(tx.failed_at),
+        },
+        sent=sent,
+    )
 
 
-def _contact_history(customer_id: int, now: datetime) -> list[dict[str, str]]:
-    """Messages sent or already scheduled to this customer around now, so caps hold across cases and channels."""
+def _utc(moment: datetime) -> datetime:
+    """Aware UTC to the whole second: the precision of the Facts JSON, so a plan is the same either way."""
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).astimezone(UTC).replace(microsecond=0)
+
+
+def contact_history(customer_id: int, now: datetime) -> tuple[SentRecord, ...]:
+    """Messages sent or already scheduled to this customer around ``now``, so caps hold across cases and channels
+    (as the planner counts them)."""
+    at = sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for)
     rows = db.session.execute(
-        sa.select(OutboxMessage.channel, sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for)).where(
+        sa.select(OutboxMessage.channel, at).where(
             OutboxMessage.customer_id == customer_id,
-            OutboxMessage.channel.in_(tuple(ADDRESS_FIELD)),
-            OutboxMessage.state.notin_(("cancelled", "skipped", "failed", "paused")),
-            sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for) >= now - timedelta(days=8),
+            OutboxMessage.channel.in_(tuple(c.value for c in ADDRESS_FIELD)),
+            OutboxMessage.state.notin_(NOT_CONTACT),
+            at >= now - timedelta(days=8),
         )
     ).all()
-    return [
-        {"channel": channel, "at": iso(at.replace(tzinfo=UTC) if at.tzinfo is None else at)} for channel, at in rows
-    ]
+    return tuple(SentRecord(_utc(when), channel) for channel, when in rows)
 
 
 def plan_cases(case_ids: list[int], *, now: datetime | None = None) -> dict[str, Any]:
@@ -104,7 +116,7 @@ def plan_cases(case_ids: list[int], *, now: datetime | None = None) -> dict[str,
     planned = skipped = 0
     for case_id in case_ids:
         case = db.session.get(RecoveryCase, case_id)
-        if case is None or case.plan is not None or case.state not in ("open",):
+        if case is None or case.plan is not None or case.state != CaseState.OPEN:
             skipped += 1
             continue
         try:
@@ -148,29 +160,23 @@ def message_send_time(
                           history=ContactHistory(sent=sent))
 
 
-def contact_history(customer_id: int, now: datetime) -> tuple[SentRecord, ...]:
-    """Messages sent or already scheduled to this customer around ``now`` (as the planner counts them)."""
-    return tuple(SentRecord(_instant(r["at"]), r["channel"]) for r in _contact_history(customer_id, now))
-
-
-def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> dict[str, Any]:
-    facts = case_facts(case, now)
-    plan = make_plan(compiled(version), facts, version=version.number, contact_windows=contact_windows())
-    case.plan = plan
+def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> Plan:
+    plan = make_plan(compiled(version), case_facts(case, now), version=version.number,
+                     contact_windows=contact_windows())
+    case.plan = plan.to_json()
     case.policy_version_id = version.id
-    case.segment = plan.get("segment")
-    case.priority = plan.get("priority") or "default"
-    case.holdout = bool(plan.get("holdout"))
-    give_up = parse_duration(plan.get("give_up_after"))
+    case.segment = plan.segment
+    case.priority = (plan.priority or Priority.DEFAULT).value
+    case.holdout = plan.holdout
+    give_up = plan.give_up_delay
     case.give_up_at = case.transaction.failed_at + give_up if give_up else None
     customer = case.customer
-    priority = case.priority if case.priority in PRIORITIES else "default"
-    override = plan.get("override")  # what the contact rules may lift, and the policy line that says so
+    priority = Priority.of(case.priority).value
+    # what the contact rules may lift, and the policy line that says so
+    override = plan.override.as_dict() if plan.override else None
     rows = []
-    for step in plan.get("steps", []):
-        send_at = step.get("send_at")
-        action = step.get("action")
-        channel = "payment_retry" if action == "retry_payment" else step.get("channel")
+    for step in plan.steps:
+        channel = RETRY_CHANNEL if step.action is StepAction.RETRY_PAYMENT else step.channel
         if channel is None:
             continue
         address = None
@@ -180,39 +186,38 @@ def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> d
             OutboxMessage(
                 case_id=case.id,
                 customer_id=case.customer_id,
-                step_n=step["n"],
-                channel=channel,
-                fallbacks=list(step.get("fallbacks") or []),
+                step_n=step.n,
+                channel=str(channel),
+                fallbacks=[c.value for c in step.fallbacks],
                 address=address,
-                template=step.get("template"),
-                variant=step.get("variant"),
+                template=step.template,
+                variant=step.variant,
                 locale=customer.locale if customer is not None else None,
                 priority=priority,
                 # a step the timing core could not place (no allowed time within its horizon) is kept, not sent
-                state="scheduled" if send_at else "held",
-                scheduled_for=_instant(send_at) if send_at else now,
-                deferred_by=list(step.get("deferred_by") or []),
+                state=OutboxState.SCHEDULED if step.send_at else OutboxState.HELD,
+                scheduled_for=step.send_at or now,
+                deferred_by=list(step.deferred_by),
                 contact_override=override if channel in ADDRESS_FIELD else None,
                 policy_version_id=version.id,
-                rule_line=step.get("rule"),
-                idempotency_key=f"case:{case.id}:step:{step['n']}",
+                rule_line=step.rule,
+                idempotency_key=f"case:{case.id}:step:{step.n}",
             )
         )
-    escalation = plan.get("escalation")
-    if escalation and escalation.get("to"):
-        after = parse_duration(escalation.get("after")) or timedelta(0)
+    escalation = plan.escalation
+    if escalation and escalation.to:
         case.escalated_to = None
         rows.append(
             OutboxMessage(
                 case_id=case.id,
                 customer_id=case.customer_id,
                 step_n=None,
-                channel="escalation",
+                channel=ESCALATION_CHANNEL,
                 fallbacks=[],
-                address=escalation["to"],
+                address=escalation.to,
                 priority=priority,
-                state="scheduled",
-                scheduled_for=max(case.transaction.failed_at + after, now),
+                state=OutboxState.SCHEDULED,
+                scheduled_for=max(case.transaction.failed_at + escalation.delay, now),
                 deferred_by=[],
                 policy_version_id=version.id,
                 rule_line=None,
@@ -222,8 +227,3 @@ def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> d
     db.session.add_all(rows)
     db.session.flush()
     return plan
-
-
-def _instant(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -158,6 +158,9 @@ def _float_bounds(target: Decimal) -> tuple[float, float]:
 
 
 def _parse_instant(value: object) -> datetime | None:
+    """A time the facts carry: a datetime (rules.facts.Facts), or ISO 8601 text (facts as JSON)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if not isinstance(value, str):
         return None
     try:

@@ -276,13 +276,13 @@ def test_prior_sales_make_a_repeat_customer_in_planning(db, sim):
     tx, case = case_of(late)
     assert tx.is_first_payment is False
     facts = case_facts(case, now())
-    assert facts["customer"]["successful_payments"] == 2 and facts["customer"]["lifetime_value"] == "100.00"
+    assert facts.customer["successful_payments"] == 2 and facts.customer["lifetime_value"] == "100.00"
     assert case.plan["segment"] == "repeat"
     tx, case = case_of(early)  # failed before the customer ever paid: a first payment
     assert tx.is_first_payment is True
     tx, case = case_of(newcomer)
     assert tx.is_first_payment is True and case.plan["segment"] == "first_time"
-    assert case_facts(case, now())["customer"]["successful_payments"] == 0
+    assert case_facts(case, now()).customer["successful_payments"] == 0
 
 
 def test_a_payment_recoup_recovered_counts_once(db, sim):

@@ -1,13 +1,14 @@
 """A new case is planned with the active policy version into scheduled outbox rows that name their rule."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from app.models import OutboxMessage, RecoveryCase
-from app.planning import case_facts, parse_duration, plan_cases
+from app.planning import case_facts, plan_cases
 from app.policies import activate_text
+from rules.plan import Plan
 from tests.builders import make_case, make_customer, make_transaction
 
 STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()
@@ -50,13 +51,25 @@ def test_planning_writes_one_outbox_row_per_step_once(db):
 def test_facts_follow_design_md(db):
     case = make_case()
     db.session.commit()
-    facts = case_facts(case, NOW)
+    facts = case_facts(case, NOW).to_json()
     assert facts["now"] == "2026-11-27T01:30:00Z"
     assert facts["transaction"]["amount"] == "249.00" and facts["transaction"]["currency"] == "USD"
     assert facts["customer"]["opted_out"] == []
 
 
-def test_durations():
-    assert parse_duration("P14D").days == 14
-    assert parse_duration("PT2H").seconds == 7200
-    assert parse_duration(None) is None
+def test_the_stored_plan_reads_back_as_the_plan_made(db):
+    activate_text("standard", STANDARD, actor=None, note="test set-up")
+    customer = make_customer(successful_payments=3, country="US", region="FL", postal_code="33101")
+    tx = make_transaction(customer=customer, amount_minor=4900, failed_at=datetime(2026, 11, 27, 1, 25, tzinfo=UTC),
+                          gateway_transaction_id="plan-once-1")
+    case = make_case(transaction=tx)
+    db.session.commit()
+    plan_cases([case.id], now=NOW)
+    db.session.expire_all()
+    stored = db.session.get(RecoveryCase, case.id)
+    plan = Plan.from_json(stored.plan)
+    assert Plan.from_json(plan.to_json()) == plan and plan.to_json() == stored.plan
+    assert plan.give_up_delay == timedelta(days=14) and stored.give_up_at == tx.failed_at + timedelta(days=14)
+    rows = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.case_id == case.id,
+                                                            OutboxMessage.step_n.is_not(None))).all()
+    assert {(r.step_n, r.scheduled_for) for r in rows} == {(s.n, s.send_at) for s in plan.steps}

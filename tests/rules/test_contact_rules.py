@@ -21,9 +21,10 @@ from rules.contact_rules import (
     held_by,
     policy_override,
 )
-from rules.planner import decline_facts, in_holdout, plan
+from rules.planner import decline_facts, in_holdout
 from rules.policy import CompiledPolicy
 from rules.timing import ContactHistory, SentRecord, next_send_time
+from tests.rules.plans import plan_json
 
 STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()
 LINES = STANDARD.splitlines()
@@ -62,7 +63,7 @@ def local(iso: str) -> datetime:
 
 
 def test_the_high_value_override_sends_on_saturday_evening(standard: CompiledPolicy) -> None:
-    result = plan(standard, facts(standard, "2500.00"))
+    result = plan_json(standard, facts(standard, "2500.00"))
     first = result["steps"][0]
     assert result["segment"] == "high_value" and first["channel"] == "email"
     assert local(first["send_at"]) == SATURDAY_7PM + timedelta(hours=1)
@@ -73,7 +74,7 @@ def test_the_high_value_override_sends_on_saturday_evening(standard: CompiledPol
 def test_without_the_override_the_same_step_waits_for_business_hours_and_says_which_line(
     standard: CompiledPolicy,
 ) -> None:
-    result = plan(standard, facts(standard, "900.00"))
+    result = plan_json(standard, facts(standard, "900.00"))
     first = result["steps"][0]
     assert "override" not in result
     assert local(first["send_at"]) == datetime(2026, 12, 7, 9, 0, tzinfo=NEW_YORK)  # Monday
@@ -83,7 +84,7 @@ def test_without_the_override_the_same_step_waits_for_business_hours_and_says_wh
 
 def test_quiet_hours_and_the_legal_window_win_over_the_override(standard: CompiledPolicy) -> None:
     # Florida: the policy's quiet hours there start at 20:00, and so does the law's window
-    result = plan(standard, facts(standard, "2500.00", region="FL", postal="33101", phone="+13055550142"))
+    result = plan_json(standard, facts(standard, "2500.00", region="FL", postal="33101", phone="+13055550142"))
     first = result["steps"][0]
     assert result["override"]["ignores"] == ["business_hours", "weekends"]
     # Sunday 08:00: the night is closed, Sunday's closed business hours are lifted by the override

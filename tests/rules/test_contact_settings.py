@@ -9,8 +9,8 @@ import pytest
 
 from dsl import compile_policy
 from rules.contact_settings import ContactWindowsError, contact_rules, effective_contact_rules, parse_contact_windows
-from rules.planner import plan
 from rules.timing import ContactRules, TimeRange, WeeklyHours
+from tests.rules.plans import plan_json
 
 SILENT = """policy "silent"
   segment everyone when transaction.amount >= 0 USD
@@ -169,21 +169,21 @@ def test_the_planner_schedules_with_the_settings() -> None:
     facts = _facts(friday_evening, country="US", region="FL", postal_code="33101", timezone="America/New_York")
     policy = compile_policy(SILENT)
 
-    alone = plan(policy, facts)["steps"][0]
+    alone = plan_json(policy, facts)["steps"][0]
     assert alone["send_at"] == "2026-12-05T00:30:00Z" and alone["deferred_by"] == []  # 19:30 local: allowed
 
-    step = plan(policy, facts, contact_windows=WINDOWS)["steps"][0]
+    step = plan_json(policy, facts, contact_windows=WINDOWS)["steps"][0]
     local = datetime.fromisoformat(step["send_at"].replace("Z", "+00:00")).astimezone(miami)
     assert local == datetime(2026, 12, 5, 10, 0, tzinfo=miami)  # Saturday 10:00: Florida's own hours
     assert "business_hours" in step["deferred_by"]
 
     christmas_eve = datetime(2026, 12, 24, 11, 0, tzinfo=miami).astimezone(UTC)
-    step = plan(
+    step = plan_json(
         policy, _facts(christmas_eve, country="US", region="FL", timezone="America/New_York"), contact_windows=WINDOWS
     )["steps"][0]
     assert "blackout" in step["deferred_by"] and step["send_at"] > "2026-12-25"
 
     # the policy's own hours win over the settings'
-    step = plan(compile_policy(SPEAKS), facts, contact_windows=WINDOWS)["steps"][0]
+    step = plan_json(compile_policy(SPEAKS), facts, contact_windows=WINDOWS)["steps"][0]
     local = datetime.fromisoformat(step["send_at"].replace("Z", "+00:00")).astimezone(miami)
     assert local == datetime(2026, 12, 7, 10, 0, tzinfo=miami)  # Monday 10:00 (policy: mon-fri 10-16)

@@ -12,6 +12,7 @@ import pytest
 from dsl import compile_policy
 from rules.planner import FactsError, decline_facts, plan
 from rules.policy import CompiledPolicy
+from tests.rules.plans import plan_json
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDARD = ROOT / "examples" / "policies" / "standard.policy"
@@ -47,7 +48,7 @@ def facts_with(base: dict[str, Any], **groups: dict[str, Any]) -> dict[str, Any]
 
 
 def test_the_sample_gives_design_md_plans(standard: CompiledPolicy) -> None:
-    texas, munich = (plan(standard, facts) for facts in SAMPLE)
+    texas, munich = (plan_json(standard, facts) for facts in SAMPLE)
     for result in (texas, munich):
         assert PLAN_KEYS <= set(result)
         for step in result["steps"]:
@@ -67,7 +68,7 @@ def test_the_sample_gives_design_md_plans(standard: CompiledPolicy) -> None:
 
 
 def test_send_times_respect_business_hours_and_holidays(standard: CompiledPolicy) -> None:
-    texas = plan(standard, SAMPLE[0])
+    texas = plan_json(standard, SAMPLE[0])
     first = texas["steps"][0]
     # failed Friday 3 July 2026 18:05 in Houston (Independence Day observed); +2h is Friday night, Saturday is
     # the 4th of July and Sunday has no business hours: Monday 09:00 CDT.
@@ -89,14 +90,14 @@ def test_holdout_and_variants_are_drawn_from_the_transaction_id(standard: Compil
             transaction={"id": f"t-{i}", "amount": "900.00"},
             customer={"tags": [], "lifetime_value": "0"},
         )
-        result = plan(standard, facts)
+        result = plan_json(standard, facts)
         if result.get("holdout"):
             held.append(i)
             assert result["steps"] == []
         else:
             assert result["segment"] == "high_value"
             variants.add(result["steps"][0]["variant"])
-            assert result == plan(standard, facts)
+            assert result == plan_json(standard, facts)
     assert 5 <= len(held) <= 40  # 5% of 400, loosely
     assert variants == {"A", "B"}
 
@@ -107,7 +108,7 @@ def test_retry_payment_steps_have_no_channel(standard: CompiledPolicy) -> None:
         transaction={"id": "t-retry-2", "amount": "900.00"},
         customer={"tags": [], "lifetime_value": "0"},
     )
-    result = plan(standard, facts)
+    result = plan_json(standard, facts)
     assert not result.get("holdout")
     retry = [s for s in result["steps"] if s.get("action") == "retry_payment"]
     assert len(retry) == 1 and retry[0]["channel"] is None and retry[0]["rule"] == 36
@@ -120,7 +121,7 @@ def test_hard_declines_skip_the_soft_only_retry(standard: CompiledPolicy) -> Non
         transaction={"id": "t-retry-2", "amount": "900.00", "decline_code": "223"},
         customer={"tags": [], "lifetime_value": "0"},
     )
-    result = plan(standard, facts)
+    result = plan_json(standard, facts)
     assert result["decline_reason"] == "expired_card"
     assert all(s.get("action") != "retry_payment" for s in result["steps"])
 
@@ -129,26 +130,26 @@ def test_opted_out_channels_become_fallbacks_or_skip_the_step(standard: Compiled
     vip = facts_with(
         SAMPLE[0], transaction={"id": "t-vip-1"}, customer={"tags": ["vip"], "opted_out": ["whatsapp"]}
     )
-    result = plan(standard, vip)
+    result = plan_json(standard, vip)
     assert result["segment"] == "vip" and result["priority"] == "urgent"
     assert (result["steps"][0]["channel"], result["steps"][0]["fallbacks"]) == ("sms", ["email"])
     assert result["escalation"] == {"after": "P2D", "to": "account-managers"}
     email_out = facts_with(vip, customer={"opted_out": ["email"]})
-    skipped = plan(standard, email_out)
+    skipped = plan_json(standard, email_out)
     assert [s["rule"] for s in skipped["steps"]] == [26]
     assert skipped["skipped_steps"] == [{"rule": 27, "reason": "opted_out", "channels": ["email"]}]
 
 
 def test_the_urgent_override_lifts_business_hours(standard: CompiledPolicy) -> None:
     base = facts_with(SAMPLE[0], customer={"tags": [], "lifetime_value": "0"})
-    normal = plan(standard, facts_with(base, transaction={"id": "t-o-3", "amount": "900.00"}))
-    urgent = plan(standard, facts_with(base, transaction={"id": "t-o-3", "amount": "2500.00"}))
+    normal = plan_json(standard, facts_with(base, transaction={"id": "t-o-3", "amount": "900.00"}))
+    urgent = plan_json(standard, facts_with(base, transaction={"id": "t-o-3", "amount": "2500.00"}))
     assert not normal.get("holdout") and not urgent.get("holdout")
     assert urgent["steps"][0]["send_at"] < normal["steps"][0]["send_at"]
 
 
 def test_explain_adds_the_conditions(standard: CompiledPolicy) -> None:
-    result = plan(standard, SAMPLE[0], explain=True)
+    result = plan_json(standard, SAMPLE[0], explain=True)
     assert {
         "line": 5,
         "kind": "segment",
@@ -184,6 +185,6 @@ def test_unknown_customer_location_gives_steps_without_send_times(standard: Comp
         "customer": {"successful_payments": 3},
         "transaction": {"id": "t-x", "amount": "10.00", "currency": "USD", "decline_code": "202"},
     }
-    result = plan(standard, facts)
+    result = plan_json(standard, facts)
     assert result["timezone"] is None and result["segment"] == "repeat"
     assert result["steps"] and all(s["send_at"] is None and s["note"] for s in result["steps"])
