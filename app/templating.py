@@ -25,9 +25,15 @@ from babel.dates import format_date
 from babel.numbers import format_currency, get_currency_precision
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.channels.base import Channel
+from app.template_budget import (
+    RENDER_SECONDS,
+    VALIDATION_SECONDS,
+    BoundedSandbox,
+    TemplateTooCostly,
+    bounded,
+)
 from rules.sms_length import SmsLength, non_gsm7_characters, sms_segments
 
 DEFAULT_LOCALE = "en_US"
@@ -281,8 +287,8 @@ def sample_context(product_type: str = "subscription", *, with_offers: bool = Tr
 
 
 # -- environments --------------------------------------------------------------------------------------------
-def _environment(autoescape: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _environment(autoescape: bool) -> BoundedSandbox:
+    env = BoundedSandbox(
         undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=False, trim_blocks=True
     )
     env.globals.clear()  # no range(), lipsum(), dict(), cycler() ...: only the documented variables
@@ -342,9 +348,13 @@ def render(
     locale: str | None = None,
 ) -> RenderedMessage:
     """Render ``template`` for one customer. Raises Jinja's errors (UndefinedError, SecurityError) when a
-    template that skipped :func:`validate_template` is broken."""
-    channel = Channel(channel)
-    variables = build_context(context, locale)
+    template that skipped :func:`validate_template` is broken, and :class:`TemplateTooCostly` when it asks for more
+    time or memory than its budget (every render is bounded, see :mod:`app.template_budget`)."""
+    with bounded(RENDER_SECONDS):
+        return _render(Channel(channel), template, build_context(context, locale))
+
+
+def _render(channel: Channel, template: MessageTemplate, variables: dict[str, Any]) -> RenderedMessage:
     text = _compiled(template.body, False).render(variables).strip()
     subject = None
     if template.subject is not None:
@@ -380,7 +390,8 @@ def render_expressions(expressions: Sequence[str], context: TemplateContext | Ma
                        locale: str | None = None) -> list[str]:
     """Each Jinja expression (``"customer.first_name or 'there'"``) rendered for one customer, as text."""
     variables = build_context(context, locale)
-    return [_compiled("{{ " + expression + " }}", False).render(variables) for expression in expressions]
+    with bounded(RENDER_SECONDS):
+        return [_compiled("{{ " + expression + " }}", False).render(variables) for expression in expressions]
 
 
 # -- validation ----------------------------------------------------------------------------------------------
@@ -429,14 +440,16 @@ def _static_problems(field_name: str, ast: nodes.Template) -> list[TemplateProbl
 
 
 def _check_source(
-    field_name: str, source: str, env: ImmutableSandboxedEnvironment
+    field_name: str, source: str, env: BoundedSandbox
 ) -> tuple[list[TemplateProblem], bool]:
     """Problems found without rendering, and whether the source compiled."""
     try:
+        env.from_string(source)  # compiling also catches unknown filters and tests (and refuses a huge source)
         ast = env.parse(source)
-        env.from_string(source)  # compiling also catches unknown filters and tests
     except TemplateSyntaxError as exc:
         return [TemplateProblem(field_name, exc.message or str(exc), exc.lineno, "syntax")], False
+    except TemplateTooCostly as exc:
+        return [TemplateProblem(field_name, str(exc), None, "cost")], False
     return _static_problems(field_name, ast), True
 
 
@@ -447,6 +460,8 @@ def _render_problem(field_name: str, exc: Exception) -> TemplateProblem:
         if tb.tb_frame.f_code.co_filename == "<template>":
             line = tb.tb_lineno
         tb = tb.tb_next
+    if isinstance(exc, TemplateTooCostly):
+        return TemplateProblem(field_name, f"too costly to render: {exc}", line, "cost")
     if isinstance(exc, SecurityError):
         return TemplateProblem(field_name, f"unsafe access: {exc}", line, "unsafe")
     if isinstance(exc, UndefinedError):
@@ -492,28 +507,44 @@ def validate_template(
         return _dedupe(problems)
 
     template = MessageTemplate(body=source_body, subject=source_subject, html=source_html)
+    sources = {"subject": source_subject, "body": source_body, "html": source_html}
+    with bounded(VALIDATION_SECONDS):  # every sample render together, however many there are
+        longest = _render_samples(channel, template, sources, problems)
+    if longest is not None and longest.sms is not None:
+        problems.extend(_sms_length_notes(longest.text, longest.sms))
+    return _dedupe(problems)
+
+
+def _render_samples(channel: Channel, template: MessageTemplate, sources: dict[str, str | None],
+                    problems: list[TemplateProblem]) -> RenderedMessage | None:
+    """Render each field against every sample context, adding what fails to ``problems``; the longest SMS. A
+    template found too costly is not rendered again (its next render would cost as much)."""
     longest: RenderedMessage | None = None
     for product_type in PRODUCT_TYPES:
         for with_offers in (True, False):
             context = sample_context(product_type, with_offers=with_offers)
-            for field_name in ("subject", "body", "html"):
-                source = {"subject": source_subject, "body": source_body, "html": source_html}[field_name]
+            for field_name, source in sources.items():
                 if not source:
                     continue
                 env = _HTML_ENV if field_name == "html" else _TEXT_ENV
                 try:
-                    env.from_string(source).render(build_context(context))
+                    with bounded(RENDER_SECONDS):
+                        env.from_string(source).render(build_context(context))
                 except Exception as exc:  # any failure here would have failed for a customer
                     problems.append(_render_problem(field_name, exc))
+                    if isinstance(exc, TemplateTooCostly):
+                        return None
             if channel is Channel.SMS and not any(p.severity == "error" for p in problems):
-                rendered = render(channel, template, context)
+                try:
+                    rendered = render(channel, template, context)
+                except TemplateTooCostly as exc:
+                    problems.append(_render_problem("body", exc))
+                    return None
                 if longest is None or (
                     rendered.sms and longest.sms and rendered.sms.length > longest.sms.length
                 ):
                     longest = rendered
-    if longest is not None and longest.sms is not None:
-        problems.extend(_sms_length_notes(longest.text, longest.sms))
-    return _dedupe(problems)
+    return longest
 
 
 def _sms_length_notes(text: str, length: SmsLength) -> list[TemplateProblem]:

@@ -14,7 +14,7 @@ from app.settings import set_setting
 from app.users import create_user
 
 #: POST endpoints that change nothing a business cares about: checks, previews, simulations, one's own language
-HARMLESS_POSTS = {"policies.check", "policies.simulate", "msgtemplates.preview_json", "profile.language",
+HARMLESS_POSTS = {"policies.check", "policies.simulate", "profile.language",
                   "profile.preferences", "profile.password"}
 CHANGE_VIEWS = ("create_view", "edit_view", "delete_view", "action_view", "ajax_update")
 
