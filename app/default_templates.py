@@ -169,9 +169,10 @@ def names() -> set[str]:
     return {name for name, _, _ in DEFAULTS}
 
 
-def whatsapp_language(language: str) -> str:
-    """The Cloud API's code for a built-in's language, as the dispatcher sends it (en_US; else the language)."""
-    return "en_US" if language == "en" else language
+def whatsapp_language(locale: str | None) -> str:
+    """The Cloud API's code for a template's locale or language, as messages are sent with it: en_US for English
+    (and for none), else the language alone (``es_ES`` and ``es`` -> ``es``)."""
+    return locale.split("_")[0] if locale and not locale.startswith("en") else "en_US"
 
 
 def whatsapp_approved_templates() -> list[dict[str, str]]:

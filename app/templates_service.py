@@ -12,7 +12,7 @@ import requests
 import sqlalchemy as sa
 
 from app.audit import record
-from app.default_templates import DEFAULT_LANGUAGE, FALLBACK_NAME, builtin, language_of
+from app.default_templates import DEFAULT_LANGUAGE, FALLBACK_NAME, builtin, language_of, whatsapp_language
 from app.default_templates import names as builtin_names
 from app.extensions import db
 from app.models import MessageTemplate, MessageTemplateVersion, User
@@ -195,11 +195,6 @@ def whatsapp_body(body: str, product_type: str = "subscription") -> WhatsAppBody
             value = ""
         examples.append(value or expr.split(".")[-1].split("|")[0].strip() or "example")
     return WhatsAppBody(text=text, expressions=expressions, examples=tuple(examples))
-
-
-def whatsapp_language(locale: str | None) -> str:
-    """The template language code we send with (as the dispatcher does): en_US for English, else the language."""
-    return (locale or "en_US").split("_")[0] if locale and not locale.startswith("en") else "en_US"
 
 
 def _whatsapp_sender():  # type: ignore[no-untyped-def]

@@ -68,3 +68,13 @@ def test_a_language_without_texts_gets_english_the_merchants_english_first(app, 
 
 def test_an_unknown_name_falls_back_to_payment_failed_in_the_customers_language(app):
     assert resolve_template("no_such_template", "sms", "es_ES") == DEFAULTS[("payment_failed", "sms", "es")]
+
+
+def test_one_whatsapp_language_code_for_built_ins_and_saved_templates():
+    from app import default_templates, templates_service
+
+    assert templates_service.whatsapp_language is default_templates.whatsapp_language
+    language = default_templates.whatsapp_language
+    assert language("en") == language("en_GB") == language("en_US") == language(None) == "en_US"
+    assert language("es") == language("es_ES") == language("es_MX") == "es"
+    assert {t["language"] for t in default_templates.whatsapp_approved_templates()} == {"en_US", "es"}
