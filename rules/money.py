@@ -1,6 +1,11 @@
-"""Money: a Decimal amount in an ISO 4217 currency, never a float, and conversion through given rates.
+"""Money in the decision core: a Decimal amount and an ISO 4217 currency, never a float; conversion through given
+rates.
 
-Minor units follow each currency's own exponent (2 for USD, 0 for JPY, 3 for BHD), from Babel's CLDR data.
+A compiled policy compares (amount, currency) pairs as it reads them from the facts, and value bands cut integer
+minor units (``rules.product_types``), so there is no money object here: the application keeps money as integer
+minor units plus a currency (``app.money`` shows it to people). Minor units follow each currency's own exponent
+(2 for USD, 0 for JPY, 3 for BHD), from Babel's CLDR data.
+
 Exchange rates are data handed in by the caller (settings), never fetched here; a missing rate raises
 ``MissingRateError``, which a compiled policy turns into "this condition is false".
 """
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from babel.numbers import get_currency_precision, list_currencies
@@ -63,65 +68,6 @@ def to_decimal(value: object) -> Decimal:
     return result
 
 
-@dataclass(frozen=True, order=False)
-class Money:
-    amount: Decimal
-    currency: str
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.amount, Decimal):
-            object.__setattr__(self, "amount", to_decimal(self.amount))
-        if not is_currency(self.currency):
-            raise MoneyError(f"unknown currency {self.currency!r}")
-
-    @classmethod
-    def of(cls, amount: object, currency: str) -> Money:
-        """From facts: ``Money.of("249.00", "USD")``."""
-        return cls(to_decimal(amount), currency)
-
-    @classmethod
-    def from_minor(cls, units: int, currency: str) -> Money:
-        """From integer minor units: ``Money.from_minor(24900, "USD")`` is 249.00 USD."""
-        exponent = currency_exponent(currency)
-        return cls(Decimal(units).scaleb(-exponent), currency)
-
-    def to_minor(self) -> int:
-        """Integer minor units, rounding half to even at the currency's exponent."""
-        exponent = currency_exponent(self.currency)
-        return int(self.amount.scaleb(exponent).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-
-    def rounded(self) -> Money:
-        """The amount at the currency's own precision."""
-        quantum = Decimal(1).scaleb(-currency_exponent(self.currency))
-        return Money(self.amount.quantize(quantum, rounding=ROUND_HALF_EVEN), self.currency)
-
-    def _same(self, other: Money) -> Decimal:
-        if self.currency != other.currency:
-            raise MoneyError(f"cannot combine {self.currency} and {other.currency} without converting")
-        return other.amount
-
-    def __add__(self, other: Money) -> Money:
-        return Money(self.amount + self._same(other), self.currency)
-
-    def __sub__(self, other: Money) -> Money:
-        return Money(self.amount - self._same(other), self.currency)
-
-    def __lt__(self, other: Money) -> bool:
-        return self.amount < self._same(other)
-
-    def __le__(self, other: Money) -> bool:
-        return self.amount <= self._same(other)
-
-    def __gt__(self, other: Money) -> bool:
-        return self.amount > self._same(other)
-
-    def __ge__(self, other: Money) -> bool:
-        return self.amount >= self._same(other)
-
-    def __str__(self) -> str:
-        return f"{self.amount} {self.currency}"
-
-
 @dataclass(frozen=True)
 class FxRates:
     """Rates against one base currency: ``rates["EUR"] = Decimal("1.08")`` means 1 EUR = 1.08 base."""
@@ -170,8 +116,3 @@ def convert_amount(amount: Decimal, source: str, target: str, rates: FxRates | N
         return amount * rates.rate(source) / rates.rate(target)
     except MissingRateError:
         raise MissingRateError(source, target) from None
-
-
-def convert(money: Money, target: str, rates: FxRates | None) -> Money:
-    """``money`` in ``target`` currency, unrounded (round with ``.rounded()`` before charging)."""
-    return Money(convert_amount(money.amount, money.currency, target, rates), target)
