@@ -8,8 +8,11 @@ clients at the simulators in ``sandbox/``).
 
 from __future__ import annotations
 
+import base64
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = BASE_DIR / "instance"
@@ -28,6 +31,12 @@ def env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ValueError(f"environment variable {name} must be a whole number, got {raw!r}") from exc
+
+
+def env_list(name: str) -> tuple[str, ...]:
+    """A list in one variable, separated by commas or spaces: ``KEY_NEW,KEY_OLD``."""
+    raw = env(name) or ""
+    return tuple(part for part in raw.replace(",", " ").split() if part)
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -49,11 +58,16 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+#: the signing key development runs with when none is given; production refuses it (see production_problems)
+DEV_SECRET_KEY = "dev-only-change-me"
+MIN_SECRET_LENGTH = 32
+
+
 class Config:
     """Embedded defaults: no server needed."""
 
     ENV_NAME = "default"
-    SECRET_KEY = env("SECRET_KEY", "dev-only-change-me")
+    SECRET_KEY = env("SECRET_KEY", DEV_SECRET_KEY)
     SQLALCHEMY_DATABASE_URI = normalise_database_url(env("DATABASE_URL", "sqlite:///instance/recoup.db") or "")
     SQLALCHEMY_ENGINE_OPTIONS: dict = {}
     DB_POOL_SIZE = env_int("RECOUP_DB_POOL_SIZE", 20)  # connections kept per process (MySQL/MariaDB)
@@ -71,7 +85,11 @@ class Config:
     UNKNOWN_REVIEW_HOURS = env_int("UNKNOWN_REVIEW_HOURS", 24)
     WHATSAPP_DELIVERY_TIMEOUT_MINUTES = env_int("WHATSAPP_DELIVERY_TIMEOUT_MINUTES", 60)
     CONSOLIDATE_WINDOW_HOURS = env_int("CONSOLIDATE_WINDOW_HOURS", 24)
-    # Key for credentials stored in the database (Fernet). Derived from SECRET_KEY when not given.
+    # Keys for credentials stored in the database (Fernet, app.secrets): RECOUP_ENCRYPTION_KEY is a list, the first
+    # encrypts and every one decrypts (rotation: put the new key first, run `flask secrets rotate`, then drop the old).
+    # RECOUP_CREDENTIALS_KEY is the older name of one such key. Without any, development derives one from SECRET_KEY;
+    # production refuses to start.
+    ENCRYPTION_KEYS = env_list("RECOUP_ENCRYPTION_KEY")
     CREDENTIALS_KEY = env("RECOUP_CREDENTIALS_KEY")
     PUBLIC_BASE_URL = env("RECOUP_PUBLIC_URL", "http://127.0.0.1:5000")
     MERCHANT_NAME = env("RECOUP_MERCHANT_NAME", "Recoup Demo Store")
@@ -121,9 +139,8 @@ class Config:
 
 class ProductionConfig(Config):
     ENV_NAME = "production"
-    SQLALCHEMY_DATABASE_URI = normalise_database_url(
-        env("DATABASE_URL", "mysql+pymysql://root:@127.0.0.1/recoup") or ""
-    )
+    # no default: a production database is named, with its own user and password (production_problems)
+    SQLALCHEMY_DATABASE_URI = normalise_database_url(env("DATABASE_URL") or "")
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_recycle": 1800}
     REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
     SESSION_COOKIE_SECURE = env_bool("RECOUP_SECURE_COOKIES", True)
@@ -137,6 +154,53 @@ class TestingConfig(Config):
     REDIS_URL = None
     WTF_CSRF_ENABLED = False
     PUBLIC_BASE_URL = "http://localhost"
+
+
+class InsecureConfiguration(RuntimeError):
+    """Production was asked to start with settings that would leave it open. The message lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("refusing to start under RECOUP_CONFIG=production:\n" + "\n".join(f"- {p}" for p in problems))
+        self.problems = problems
+
+
+def production_problems(config: Mapping[str, Any]) -> list[str]:
+    """What keeps ``config`` from running in production, in words an operator can act on (empty: none)."""
+    problems = []
+    secret = str(config.get("SECRET_KEY") or "")
+    if not _strong(secret):
+        problems.append(
+            f"SECRET_KEY must be set to a random value of at least {MIN_SECRET_LENGTH} characters (not the development "
+            "default); make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    keys = [*config.get("ENCRYPTION_KEYS", ()), *([config["CREDENTIALS_KEY"]] if config.get("CREDENTIALS_KEY") else [])]
+    if not keys:
+        problems.append(
+            "RECOUP_ENCRYPTION_KEY must be set (a Fernet key, separate from SECRET_KEY) to encrypt stored gateway and "
+            "channel secrets; make one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
+        )
+    for key in keys:
+        if not _fernet_key(key):
+            problems.append("RECOUP_ENCRYPTION_KEY holds a value that is not a Fernet key (32 url-safe base64 bytes)")
+        elif key == secret:
+            problems.append("RECOUP_ENCRYPTION_KEY must differ from SECRET_KEY")
+    if not config.get("SQLALCHEMY_DATABASE_URI"):
+        problems.append("DATABASE_URL must be set (mysql+pymysql://USER:PASSWORD@HOST/DB, a user of its own)")
+    elif "://root:@" in str(config["SQLALCHEMY_DATABASE_URI"]):
+        problems.append("DATABASE_URL names the root user with no password")
+    return problems
+
+
+def _strong(secret: str) -> bool:
+    return len(secret) >= MIN_SECRET_LENGTH and secret != DEV_SECRET_KEY and len(set(secret)) >= 10
+
+
+def _fernet_key(key: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+    except (ValueError, UnicodeEncodeError):
+        return False
 
 
 CONFIGS = {"default": Config, "production": ProductionConfig, "testing": TestingConfig}

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from config import INSTANCE_DIR, Config, config_from_env
+from config import INSTANCE_DIR, Config, InsecureConfiguration, config_from_env, production_problems
 
 
 def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides: Any) -> Flask:
@@ -22,6 +22,10 @@ def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides:
         if config:
             app.config.update(config)
     app.config.update(overrides)
+    if app.config.get("ENV_NAME") == "production":
+        problems = production_problems(app.config)
+        if problems:
+            raise InsecureConfiguration(problems)
     # JSON columns hold provider payloads: anything not JSON by nature (a Decimal, a datetime) is kept as text
     engine_options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     engine_options.setdefault("json_serializer", _json_dumps)

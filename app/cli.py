@@ -17,6 +17,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(sandbox_command)
     app.cli.add_command(demo_command)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(secrets_cli)
     try:
         from app.cli_policy import policy_cli
     except ImportError:  # the policy language is optional only while it is being built
@@ -26,6 +27,22 @@ def register_cli(app: Flask) -> None:
 
 
 audit_cli = AppGroup("audit", help="The audit log.")
+secrets_cli = AppGroup("secrets", help="Secrets stored in the database.")
+
+
+@secrets_cli.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret with the first key of RECOUP_ENCRYPTION_KEY (then the old key can go)."""
+    from flask import current_app
+
+    from app.secrets import SecretsError, rotate_credentials
+
+    try:
+        moved = rotate_credentials(current_app.config)
+    except SecretsError as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(1) from None
+    click.echo(f"re-encrypted {moved} stored secret(s) with the first key")
 
 
 @audit_cli.command("verify")
