@@ -35,7 +35,7 @@ from app.models import (
 )
 from app.money import format_minor, minor_to_decimal
 from app.outbox.review import resolve_review
-from rules.case_states import TERMINAL, allowed_actions
+from rules.case_states import ACTIVE, TERMINAL, allowed_actions
 
 OPERATORS = ("operator", "admin")
 
@@ -117,7 +117,7 @@ class CaseView(ReadOnlyView):
                            link=link.get("url") if isinstance(link, dict) and link.get("case") == case.id else None,
                            amount_due=minor_to_decimal(case.amount_due_minor, case.currency),
                            action_label=_action_label, lift_label=_lift_label,
-                           opt_outs=list(customer.opt_outs) if customer else [])
+                           opt_outs=list(customer.opt_outs) if customer else [], active=case.state in ACTIVE)
 
     # -- operators' actions (POST; operators and admins: RoleGuard refuses everyone else with 403) -------------------
     @expose("/<int:case_id>/send-now", methods=["POST"])

@@ -15,7 +15,10 @@ class CaseState(StrEnum):
     CANCELLED = "cancelled"
 
 
+#: closed for good: nothing is sent, nothing is charged, no action applies
 TERMINAL = frozenset({CaseState.RECOVERED, CaseState.EXPIRED, CaseState.CANCELLED})
+#: still being worked on (open, contacting, escalated): what the rest of Recoup calls an open case, the one group
+#: to test a state against (``case.state in ACTIVE``; a StrEnum member equals its text)
 ACTIVE = frozenset(CaseState) - TERMINAL
 
 ALLOWED: dict[CaseState, frozenset[CaseState]] = {
