@@ -20,9 +20,9 @@ charges by either when the Query API or a webhook reports them, and never takes 
 
 Recovery. An approved charge of the whole amount moves the case to ``recovered``, records the amount and the
 message that led to it (the payment link's message: channel, variant, policy version and rule are on that row),
-cancels what is still scheduled, revokes the case's links and sends a receipt by email. A partial payment
-lowers the amount due and schedules the rest (an outbox row on channel ``payment_due``); "pay later" schedules
-the whole amount the same way.
+cancels what is still scheduled, revokes the case's links and sends a receipt by email (an outbox row, sent
+at once: :mod:`app.receipts`). A partial payment lowers the amount due and schedules the rest (an outbox row on
+channel ``payment_due``); "pay later" schedules the whole amount the same way.
 
 Gateway retries. :func:`run_due_payment_retries` charges due ``payment_retry`` rows (the policy's ``retry
 payment`` steps) as merchant-initiated stored-credential sales, only after a soft decline, within the card's
@@ -48,7 +48,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from flask import current_app
-from flask_babel import force_locale
 from flask_babel import gettext as _
 
 from app.case_lifecycle import cancel_pending
@@ -67,6 +66,7 @@ from app.links import revoke_case_links
 from app.models import Customer, GatewayAccount, MessageEvent, OutboxMessage, Payment, RecoveryCase
 from app.models.types import utcnow
 from app.outbox.states import OutboxState, sources
+from app.receipts import send_receipt
 from rules.declines import DeclineInfo, DeclineKind, DeclineReason, classify_decline
 from rules.durations import DurationError, parse_iso
 from rules.retry_budget import CardRetryBudget, ChargeAttempt, RetryDecision, card_network
@@ -684,69 +684,6 @@ def _schedule_due(case: RecoveryCase, on: date, *, key: str, now: datetime, link
         if give_up < at + timedelta(days=3):
             case.give_up_at = at + timedelta(days=3)
     return row
-
-
-# -- receipts ----------------------------------------------------------------------------------------------------
-def send_receipt(payment_id: int) -> bool:
-    """Email the customer a receipt for an approved payment (when an email sender is configured)."""
-    from app.channels.base import Channel, OutboundMessage
-    from app.money import format_minor
-    from app.senders import senders_for
-
-    payment = db.session.get(Payment, payment_id)
-    if payment is None or payment.state != "approved":
-        return False
-    case = db.session.get(RecoveryCase, payment.case_id)
-    customer = case.customer if case is not None else None
-    if case is None or customer is None or not customer.email:
-        return False
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    sender = senders_for(app).get("email")
-    if sender is None:
-        log.info("no email sender configured: no receipt for payment %s", payment.order_id)
-        return False
-    from babel import Locale, UnknownLocaleError
-    from babel.dates import format_date
-
-    from app.merchant import merchant_profile
-    from app.receipts import receipt_reference
-
-    locale = customer.locale or "en_US"
-    brand = merchant_profile()  # the merchant's name and website as the settings say (app.merchant)
-    merchant = brand.name
-    amount = format_minor(payment.amount_minor, payment.currency, locale)
-    paid_at = (payment.completed_at or utcnow()).astimezone(customer_zone(customer, case))
-    try:
-        paid_on = format_date(paid_at.date(), format="long", locale=locale)
-    except (ValueError, LookupError):
-        paid_on = format_date(paid_at.date(), format="long", locale="en_US")
-    try:
-        text_locale = str(Locale.parse(locale))
-    except (ValueError, TypeError, UnknownLocaleError):
-        text_locale = "en_US"
-    with force_locale(text_locale):  # the words follow the customer too (sent outside the page's request)
-        description = _description(case) or _("your order")
-        greeting = _("Hi %(name)s,", name=customer.first_name) if customer.first_name else _("Hello,")
-        on_file = _("the card on file")
-        method = {"vault": on_file, "new_card": _("your new card"), "ach": _("your bank account"),
-                  "partial": on_file, "retry": on_file, "scheduled": on_file}
-        text = (greeting + "\n\n"
-                + _("Thank you. We received your payment of %(amount)s to %(merchant)s for %(description)s on "
-                    "%(date)s, paid with %(method)s.", amount=amount, merchant=merchant, description=description,
-                    date=paid_on, method=method.get(payment.method) or _("your payment method"))
-                + "\n\n" + _("Reference: %(reference)s", reference=receipt_reference(payment.id)) + "\n")
-        if case.state in OPEN_STATES and case.amount_due_minor > 0:
-            text += _("Still to pay: %(amount)s.",
-                      amount=format_minor(case.amount_due_minor, case.currency, locale)) + "\n"
-        text += "\n" + _("Keep this email for your records.") + f"\n{merchant}\n"
-        if brand.website_url:
-            text += f"{brand.website_url}\n"
-        subject = _("Payment received: %(amount)s · %(merchant)s", amount=amount, merchant=merchant)
-    result = sender.send(OutboundMessage(channel=Channel.EMAIL, to=customer.email, reference=f"rcpt{payment.id}",
-                                         subject=subject, text=text))
-    if not result.accepted:
-        log.warning("receipt for payment %s not sent: %s %s", payment.order_id, result.error_code, result.error_text)
-    return bool(result.accepted)
 
 
 # -- gateway retries and scheduled charges -----------------------------------------------------------------------

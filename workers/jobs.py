@@ -36,6 +36,14 @@ def plan_cases(case_ids: list[int]) -> dict[str, Any]:
         return plan(case_ids)
 
 
+def send_message(message_id: int) -> str:
+    """One outbox row sent now (a receipt), not at the next periodic run; a row already claimed is left alone."""
+    with job_context() as app, app.app_context():  # a session of its own, also when a request enqueued it in-process
+        from app.outbox.run import send_now
+
+        return send_now(message_id)
+
+
 def dispatch_due() -> dict[str, Any]:
     """Periodic: claim due outbox messages and send them."""
     with job_context():

@@ -64,4 +64,10 @@ provider error) moves on to the next channel at once; an asynchronous one (a fai
 WhatsApp message not delivered within ``WHATSAPP_DELIVERY_TIMEOUT_MINUTES``) becomes a new row for the next
 channel (:func:`app.delivery.fall_back_later`). Several open cases of one customer due within
 ``CONSOLIDATE_WINDOW_HOURS`` go as one email or SMS listing the open amounts; the others are ``merged``.
+
+Beside ``scheduled`` wait ``held`` (planned, but the contact rules found no moment yet) and ``paused`` (its case is
+paused by an operator). A payment's receipt is a row too (template ``receipt``, :mod:`app.receipts`): the customer's
+request queues it and asks for it to be sent at once (:func:`.run.send_now`, claimed like any row, so the periodic
+run and the request never both send it); it goes whatever its case's state, the customer's opt-outs and the contact
+rules, and counts against no cadence cap.
 """

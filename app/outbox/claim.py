@@ -37,6 +37,17 @@ def new_token() -> str:
     return f"{worker_name()}:{uuid.uuid4().hex[:8]}"[-64:]
 
 
+def claim_one(message_id: int, token: str) -> bool:
+    """Claim one waiting row now, whatever its time (a receipt the customer's request asks to send at once). False
+    when it is not waiting any more (a dispatch run has it, or it went)."""
+    changed = db.session.execute(
+        sa.update(_OUTBOX).where(_OUTBOX.c.id == message_id, _OUTBOX.c.state.in_(CLAIMABLE))
+        .values(state=S.CLAIMED, claimed_by=token, claimed_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    return bool(changed)
+
+
 def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[int]:
     """Claim up to ``limit`` due messages, most urgent first, then oldest first. A row is claimed once, whoever
     else is claiming."""

@@ -13,6 +13,7 @@ from app.merchant import merchant_profile
 from app.models import Customer, OutboxMessage, RecoveryCase
 from app.outbox.batch import payment_link
 from app.outbox.consolidate import MergedCase, with_merged
+from app.receipts import is_receipt, receipt_email, receipt_payment_id
 from app.senders import reference_for
 from app.templates_service import resolve_template, whatsapp_call
 from app.templating import MessageTemplate as TemplateSource
@@ -46,6 +47,8 @@ def compose(
     channel: str,
     merged: list[MergedCase] | None = None,
 ) -> OutboundMessage:
+    if is_receipt(message):
+        return _receipt(message)
     config = current_app.config
     base = config["PUBLIC_BASE_URL"].rstrip("/")
     pay_url = base
@@ -123,3 +126,13 @@ def compose(
         html=html,
         unsubscribe_url=unsubscribe,
     )
+
+
+def _receipt(message: OutboxMessage) -> OutboundMessage:
+    """A payment's receipt: plain text, from the payment as it is now (app.receipts)."""
+    payment_id = receipt_payment_id(message)
+    if payment_id is None:
+        raise LookupError(f"outbox message {message.id} is a receipt without a payment")
+    subject, text = receipt_email(payment_id)
+    return OutboundMessage(channel=Channel.EMAIL, to=message.address or "", reference=reference_for(message.id),
+                           subject=subject, text=text)

@@ -18,6 +18,7 @@ from app.outbox.consolidate import MergedCase, customers_with_siblings, merge_si
 from app.outbox.settings import OPEN_CASE_STATES
 from app.outbox.states import OutboxState as S
 from app.outbox.states import sources
+from app.receipts import is_receipt
 
 
 def prepare_batch(
@@ -79,7 +80,8 @@ def _prepare_rows(
                                facts, with_siblings, pending)
         if isinstance(outcome, Ready):
             ready.append(outcome)
-            facts.record_send(message.customer_id, outcome.channel)
+            if not is_receipt(message):  # a receipt counts against no cadence cap
+                facts.record_send(message.customer_id, outcome.channel)
         else:
             finished[message.id] = outcome
     if ready:  # one statement, not an UPDATE per row (each is a round trip the whole run waits for)
@@ -106,6 +108,8 @@ def _prepare_one(
     pending: dict[int, OutboxMessage],
 ) -> Ready | str:
     now = facts.now
+    if is_receipt(message):  # a payment's receipt goes whatever its case's state, opt-outs and contact rules
+        return _ready(message, None, customer, senders, facts, set())
     if case is not None and case.state not in OPEN_CASE_STATES:
         message.state = S.CANCELLED
         add_event(message, "cancelled", {"why": f"case is {case.state}"})
@@ -130,6 +134,26 @@ def _prepare_one(
     merged: list[MergedCase] = []
     if message.customer_id in with_siblings or message.attempts:  # a retry lists what its first attempt carried
         merged = merge_siblings(message, case, channel, now, pending)
+    return _ready(message, case, customer, senders, facts, blocked, channel, merged)
+
+
+def _ready(
+    message: OutboxMessage,
+    case: RecoveryCase | None,
+    customer: Customer | None,
+    senders: dict[str, Any],
+    facts: SendFacts,
+    blocked: set[str],
+    channel: str | None = None,
+    merged: list[MergedCase] | None = None,
+) -> Ready | str:
+    """The message composed and its attempt recorded: ready for a sending thread (its state moves with the batch's)."""
+    if channel is None:
+        channel = next_usable_channel(message, customer, senders, blocked)
+        if channel is None:
+            message.state = S.SKIPPED
+            add_event(message, "skipped", {"why": message.error_text or "no channel left"})
+            return "skipped"
     outbound = compose(message, case, customer, channel, merged)
     # state, attempts and lease are set for the whole batch in one statement (prepare_batch)
     attempt: dict[str, Any] = {"channel": channel, "to": outbound.to, "n": message.attempts + 1,

@@ -15,7 +15,7 @@ from flask import Flask, current_app
 from app.extensions import db
 from app.models import OutboxMessage
 from app.outbox.batch import Attempted, Ready, add_event
-from app.outbox.claim import Heartbeat, claim_due, new_token
+from app.outbox.claim import Heartbeat, claim_due, claim_one, new_token
 from app.outbox.compose import forget_templates
 from app.outbox.prepare import prepare_batch
 from app.outbox.reconcile import (
@@ -208,6 +208,17 @@ def _record(app: Flask, attempts: list[Attempted], now: datetime) -> dict[int, s
     for attempt in attempts:
         outcomes.update(_record(app, [attempt], now))
     return outcomes
+
+
+def send_now(message_id: int) -> str:
+    """One row sent now instead of at the next periodic run (a receipt). It is claimed like any other row, so when a
+    run got there first this does nothing (``gone``); the outcome otherwise (``sent``, ``retry``, ...)."""
+    from app.clock import business_now
+
+    token = new_token()
+    if not claim_one(message_id, token):
+        return "gone"
+    return send_claimed(message_id, business_now(), token=token)
 
 
 def send_claimed(

@@ -1,8 +1,8 @@
-"""Issue 6, done-when 3: 10,000 due messages (email, SMS, WhatsApp in turn) dispatched by a real RQ worker process
-on MariaDB + Redis, SIGKILLed five times while sending and restarted. Afterwards the simulators' own counts per
-reference are the judge: every message was received exactly once, except emails a dead worker left past their
-end-of-DATA checkpoint, which SMTP cannot look up: those are held for a person (``review``), never re-sent, and
-this test reports how many there were and whether they had arrived.
+"""Issue 6, done-when 3: 10,000 due messages (email, SMS, WhatsApp in turn, and every tenth a payment's receipt)
+dispatched by a real RQ worker process on MariaDB + Redis, SIGKILLed five times while sending and restarted.
+Afterwards the simulators' own counts per reference are the judge: every message was received exactly once, except
+emails a dead worker left past their end-of-DATA checkpoint, which SMTP cannot look up: those are held for a person
+(``review``), never re-sent, and this test reports how many there were and whether they had arrived.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import MessageEvent, OutboxMessage
-from bench.dispatch import seed_due_messages
+from app.receipts import RECEIPT_TEMPLATE
 from tests import backends
 from tests.live_server import LiveServer
 from tests.providers import ChannelSimulators
+from tests.seeds import seed_due_messages
 
 ROOT = Path(__file__).resolve().parents[2]
 N = int(os.environ.get("RECOUP_CRASH_N", "10000"))
@@ -91,7 +92,9 @@ def test_a_worker_killed_five_times_while_sending_delivers_every_message_once(
     redis_url = backends.REDIS_URL.rsplit("/", 1)[0] + f"/{index}"
     redis = Redis.from_url(redis_url)
     redis.flushdb()
-    ids = seed_due_messages(N)
+    ids = seed_due_messages(N, receipt_every=10)
+    receipts = set(db.session.scalars(sa.select(OutboxMessage.id).where(OutboxMessage.template == RECEIPT_TEMPLATE)))
+    assert len(receipts) == N // 10
     sims = ChannelSimulators()
     sims.start()
     worker: subprocess.Popen[bytes] | None = None
@@ -176,6 +179,8 @@ def test_a_worker_killed_five_times_while_sending_delivers_every_message_once(
     sent_not_received = [i for i in ids if rows[i] != "review" and received[i] != 1]
     assert not sent_not_received, f"{len(sent_not_received)} settled message(s) never arrived"
     review = [i for i in ids if rows[i] == "review"]
+    # receipts are outbox rows like any other: each sent exactly once (or, past its checkpoint, held for a person)
+    assert all(received[i] == 1 or (rows[i] == "review" and received[i] <= 1) for i in receipts)
     events = Counter(dict(db.session.execute(
         sa.select(MessageEvent.kind, sa.func.count()).where(
             MessageEvent.kind.in_(("reclaimed", "unknown", "reconciled", "review", "attempt"))
@@ -183,7 +188,9 @@ def test_a_worker_killed_five_times_while_sending_delivers_every_message_once(
     ).all()))
     print(f"\ncrash run: {N} messages, {KILLS} SIGKILLs (in flight at each: "
           f"{[k['claimed'] + k['sending'] + k['delivering'] for k in kills]}); events {dict(events)}; "
-          f"held for review: {len(review)} email(s), {sum(received[i] for i in review)} of them had arrived")
+          f"held for review: {len(review)} email(s), {sum(received[i] for i in review)} of them had arrived; "
+          f"receipts: {len(receipts)}, {sum(1 for i in receipts if received[i] == 1)} received once, "
+          f"{sum(1 for i in receipts if rows[i] == 'review')} held for review")
     # the review share is the honest cost of SMTP: only emails caught between the dot and the commit
     assert len(review) <= KILLS * int(env["DISPATCH_CONCURRENCY"])
     assert all(received[i] <= 1 for i in review)
