@@ -91,6 +91,11 @@ class Config:
     # production refuses to start.
     ENCRYPTION_KEYS = env_list("RECOUP_ENCRYPTION_KEY")
     CREDENTIALS_KEY = env("RECOUP_CREDENTIALS_KEY")
+    # Keys for the audit log's keyed hashes and signed head (app.audit), outside the database: a list, the first
+    # signs and every one verifies. Development derives one from SECRET_KEY; production refuses to start without.
+    # `flask audit checkpoint` writes the signed head to AUDIT_CHECKPOINT_PATH (keep a copy elsewhere too).
+    AUDIT_KEYS = env_list("RECOUP_AUDIT_KEY")
+    AUDIT_CHECKPOINT_PATH = env("RECOUP_AUDIT_CHECKPOINT", str(INSTANCE_DIR / "audit-checkpoint.json"))
     PUBLIC_BASE_URL = env("RECOUP_PUBLIC_URL", "http://127.0.0.1:5000")
     MERCHANT_NAME = env("RECOUP_MERCHANT_NAME", "Recoup Demo Store")
     # What customers see of the merchant (the admin's settings win over these): app.merchant
@@ -133,8 +138,21 @@ class Config:
     SESSION_COOKIE_SECURE = env_bool("RECOUP_SECURE_COOKIES", False)
     REMEMBER_COOKIE_HTTPONLY = True
     WTF_CSRF_ENABLED = True
+    # Sign-in throttling (app.login_throttle): failures of one account from one client, of one client over every
+    # account, of one account over every client; how long a counter at its limit stays locked; when failures are
+    # forgotten
     LOGIN_MAX_FAILURES = env_int("RECOUP_LOGIN_MAX_FAILURES", 5)
+    LOGIN_CLIENT_MAX_FAILURES = env_int("RECOUP_LOGIN_CLIENT_MAX_FAILURES", 20)
+    LOGIN_ACCOUNT_MAX_FAILURES = env_int("RECOUP_LOGIN_ACCOUNT_MAX_FAILURES", 50)
     LOGIN_LOCK_SECONDS = env_int("RECOUP_LOGIN_LOCK_SECONDS", 300)
+    LOGIN_FAILURE_WINDOW_SECONDS = env_int("RECOUP_LOGIN_FAILURE_WINDOW_SECONDS", 900)
+    # Requests: the largest body anywhere, and for provider webhooks (app.web.hardening); how many proxies in front
+    # of Recoup set X-Forwarded-For / -Proto (0: none, the client is the connection's address)
+    MAX_CONTENT_LENGTH = env_int("RECOUP_MAX_CONTENT_LENGTH", 4 * 1024 * 1024)
+    WEBHOOK_MAX_CONTENT_LENGTH = env_int("RECOUP_WEBHOOK_MAX_CONTENT_LENGTH", 1024 * 1024)
+    TRUSTED_PROXY_HOPS = env_int("RECOUP_TRUSTED_PROXIES", 0)
+    # A signed-in session lasts this long at most (its cookie is refused after), and ends at sign-out everywhere
+    PERMANENT_SESSION_LIFETIME = env_int("RECOUP_SESSION_HOURS", 12) * 3600
 
 
 class ProductionConfig(Config):
@@ -154,6 +172,7 @@ class TestingConfig(Config):
     REDIS_URL = None
     WTF_CSRF_ENABLED = False
     PUBLIC_BASE_URL = "http://localhost"
+    AUDIT_CHECKPOINT_PATH = None  # a test that wants one names its own file
 
 
 class InsecureConfiguration(RuntimeError):
@@ -185,6 +204,14 @@ def production_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append("RECOUP_ENCRYPTION_KEY holds a value that is not a Fernet key (32 url-safe base64 bytes)")
         elif key == secret:
             problems.append("RECOUP_ENCRYPTION_KEY must differ from SECRET_KEY")
+    audit_keys = tuple(config.get("AUDIT_KEYS") or ())
+    if not audit_keys or not all(_strong(k) for k in audit_keys):
+        problems.append(
+            f"RECOUP_AUDIT_KEY must be set to a random value of at least {MIN_SECRET_LENGTH} characters: it signs the "
+            "audit log, and lives outside the database"
+        )
+    elif audit_keys and audit_keys[0] == secret:
+        problems.append("RECOUP_AUDIT_KEY must differ from SECRET_KEY")
     if not config.get("SQLALCHEMY_DATABASE_URI"):
         problems.append("DATABASE_URL must be set (mysql+pymysql://USER:PASSWORD@HOST/DB, a user of its own)")
     elif "://root:@" in str(config["SQLALCHEMY_DATABASE_URI"]):

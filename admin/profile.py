@@ -10,7 +10,7 @@ from typing import Any
 from flask import flash, redirect, request, url_for
 from flask_admin import BaseView, expose
 from flask_babel import gettext as _
-from flask_login import current_user
+from flask_login import current_user, login_user
 from wtforms import PasswordField, SelectField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length, Optional, ValidationError
 
@@ -84,6 +84,8 @@ class ProfileView(RoleGuard, BaseView):
             db.session.rollback()
             flash(_("Your password was not changed."), "error")
             return self._page(password=form)
+        # the new password ended every session opened with the old one; this one goes on under the new version
+        login_user(current_user._get_current_object())
         flash(_("Your password is changed."), "success")
         return redirect(url_for(".index"))
 

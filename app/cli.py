@@ -47,12 +47,26 @@ def secrets_rotate() -> None:
 
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Check the audit log's hash chain; name the first broken entry."""
+    """Check the audit log: its keyed hash chain, its signed head and the checkpoint file; name what is wrong."""
     from app.audit import verify_chain
 
     result = verify_chain()
     if result.ok:
         click.echo(f"audit log intact: {result.checked} entries")
         return
-    click.echo(f"audit log BROKEN at entry {result.first_broken_id}: {result.problem}", err=True)
+    where = f" at entry {result.first_broken_id}" if result.first_broken_id is not None else ""
+    click.echo(f"audit log BROKEN{where}: {result.problem}", err=True)
     raise SystemExit(1)
+
+
+@audit_cli.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Write the audit log's signed head to AUDIT_CHECKPOINT_PATH (keep a copy off this machine too); `audit verify`
+    then also checks that the log still holds what it names."""
+    from flask import current_app
+
+    from app.audit import write_checkpoint
+
+    checkpoint = write_checkpoint()
+    click.echo(f"checkpoint of entry #{checkpoint['last_id']} ({checkpoint['entries']} entries) written to "
+               f"{current_app.config['AUDIT_CHECKPOINT_PATH']}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import sqlalchemy as sa
+from werkzeug.security import check_password_hash, generate_password_hash
 
+from app import login_throttle
 from app.audit import record
 from app.extensions import db
 from app.models import ROLES, Role, User
@@ -56,31 +59,64 @@ class SignInResult:
     error: str | None
 
 
-def authenticate(email: str, password: str, *, max_failures: int, lock_seconds: int) -> SignInResult:
-    """Check a password, locking the account for a while after too many failures in a row."""
-    generic = "Email or password is not right."
-    user = db.session.scalar(sa.select(User).where(User.email == email.strip().lower()))
+NOT_RIGHT = "Email or password is not right."
+TOO_MANY = "Too many failed attempts. Try again in a few minutes."
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check a password against when there is no account, so that an unknown email costs the same time as
+    a known one (a fast answer would tell them apart)."""
+    return generate_password_hash("no account has this password")
+
+
+def authenticate(email: str, password: str, *, client: str = "unknown",
+                 limits: login_throttle.SignInLimits | None = None, max_failures: int | None = None,
+                 lock_seconds: int | None = None) -> SignInResult:
+    """Check a password, throttled per account and client, per client and per account (app.login_throttle).
+
+    The answer and the work are the same whether the account exists, is inactive or the password is wrong; only a
+    throttled attempt is answered without a check (and that says nothing about the account either)."""
+    limits = limits or login_throttle.SignInLimits()
+    if max_failures is not None or lock_seconds is not None:
+        limits = replace(limits, per_account_and_client=max_failures or limits.per_account_and_client,
+                         lock_seconds=lock_seconds or limits.lock_seconds)
+    address = email.strip().lower()
+    attempt = login_throttle.counters(address, client, limits)
+    if not login_throttle.reserve(attempt, limits):
+        return SignInResult(None, TOO_MANY)
+    user = db.session.scalar(sa.select(User).where(User.email == address))
+    right = user.check_password(password) if user is not None else check_password_hash(_dummy_hash(), password)
     now = utcnow()
-    if user is None:
-        return SignInResult(None, generic)
-    if user.locked_until and user.locked_until > now:
-        return SignInResult(None, "Too many failed attempts. Try again in a few minutes.")
-    if not user.active:
-        return SignInResult(None, generic)
-    if not user.check_password(password):
-        user.failed_logins += 1
-        if user.failed_logins >= max_failures:
-            user.locked_until = now + timedelta(seconds=lock_seconds)
-            user.failed_logins = 0
-            record(user.email, "user.locked", "user", user.id, {"seconds": lock_seconds})
+    if not right or user is None or not user.active:
+        locked = login_throttle.failed(attempt, limits, now)
+        if user is not None:
+            db.session.execute(sa.update(User).where(User.id == user.id)
+                               .values(failed_logins=User.failed_logins + 1))
+            for counter in locked:
+                until = now + timedelta(seconds=limits.lock_seconds)
+                if counter.kind == "account":  # locked for everyone: shown on the user in the admin
+                    db.session.execute(sa.update(User).where(User.id == user.id).values(locked_until=until))
+                if counter.kind != "client":
+                    record(user.email, "user.locked", "user", user.id,
+                           {"seconds": limits.lock_seconds, "scope": counter.kind, "client": client})
         db.session.commit()
-        return SignInResult(None, generic)
+        return SignInResult(None, NOT_RIGHT)
+    login_throttle.succeeded(attempt, now)
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = now
     record(user.email, "user.sign_in", "user", user.id, {})
     db.session.commit()
     return SignInResult(user, None)
+
+
+def end_sessions(user: User) -> None:
+    """Every session of ``user`` stops working (signing out ends them all, on every device). Committed."""
+    db.session.execute(sa.update(User).where(User.id == user.id)
+                       .values(session_version=User.session_version + 1))
+    record(user.email, "user.sign_out", "user", user.id, {})
+    db.session.commit()
 
 
 def update_profile(user: User, *, name: str | None, locale: str | None, timezone: str | None) -> None:

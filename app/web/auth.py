@@ -5,21 +5,30 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
-from flask_login import login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
 from app.extensions import db, login_manager
+from app.login_throttle import SignInLimits
 from app.models import User
-from app.users import authenticate
+from app.users import authenticate, end_sessions
 
 bp = Blueprint("auth", __name__)
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+def load_user(session_id: str) -> User | None:
+    """The user a session names, if the session is still theirs: ``<id>:<session version>`` (a session from before
+    the last sign-out or password change names an older version) and the account is active."""
+    user_id, _, version = str(session_id).partition(":")
+    if not (user_id.isascii() and user_id.isdigit() and version.isascii() and version.isdigit()) or len(user_id) > 18:
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or not user.active or str(user.session_version or 0) != version:
+        return None
+    return user
 
 
 @login_manager.unauthorized_handler
@@ -49,8 +58,8 @@ def login():  # type: ignore[no-untyped-def]
         result = authenticate(
             form.email.data or "",
             form.password.data or "",
-            max_failures=current_app.config["LOGIN_MAX_FAILURES"],
-            lock_seconds=current_app.config["LOGIN_LOCK_SECONDS"],
+            client=request.remote_addr or "unknown",  # the real client behind a trusted proxy (app.proxies)
+            limits=SignInLimits.from_config(current_app.config),
         )
         if result.user is not None:
             login_user(result.user)
@@ -62,5 +71,7 @@ def login():  # type: ignore[no-untyped-def]
 
 @bp.post("/logout")
 def logout():  # type: ignore[no-untyped-def]
+    if getattr(current_user, "is_authenticated", False):
+        end_sessions(current_user._get_current_object())  # a copy of this session's cookie stops working too
     logout_user()
     return redirect(url_for("auth.login"))

@@ -43,6 +43,13 @@ def test_production_refuses_to_start_without_an_encryption_key_of_its_own(tmp_pa
         _production(tmp_path, ENCRYPTION_KEYS=("not a key",))
 
 
+def test_production_refuses_to_start_without_an_audit_key(tmp_path):
+    with pytest.raises(InsecureConfiguration, match="RECOUP_AUDIT_KEY must be set"):
+        _production(tmp_path, AUDIT_KEYS=())
+    with pytest.raises(InsecureConfiguration, match="RECOUP_AUDIT_KEY must differ"):
+        _production(tmp_path, AUDIT_KEYS=(STRONG,))
+
+
 def test_production_refuses_to_start_without_a_database_url(tmp_path):
     with pytest.raises(InsecureConfiguration, match="DATABASE_URL must be set"):
         _production(tmp_path, SQLALCHEMY_DATABASE_URI="")
