@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from rules.declines import DeclineKind, DeclineReason
-from rules.vocabulary import Channel, Priority
+from rules.vocabulary import POLICY_LIFTS, Channel, Priority
 
 
 class Type(StrEnum):
@@ -57,8 +57,7 @@ OFFERS = (
 )
 OFFERS_WITH_TERM = ("pay_later", "payment_plan")
 PRIORITIES = tuple(p.value for p in Priority)  # most urgent first
-OVERRIDABLE = ("business_hours", "weekends")  # never legal windows, quiet hours, holidays or cadence caps
-PRODUCT_TYPES = ("subscription", "one_time", "installment", "invoice")
+OVERRIDABLE = tuple(sorted(POLICY_LIFTS))  # never legal windows, quiet hours, holidays or cadence caps
 
 
 @dataclass(frozen=True)

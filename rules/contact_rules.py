@@ -28,6 +28,7 @@ from rules.policy import CompiledPolicy, PolicyTiming
 from rules.timing import CadenceCaps, ContactRules
 from rules.timing.legal import legal_rules_for
 from rules.timing.zones import normalize_country, normalize_region
+from rules.vocabulary import POLICY_LIFTS  # what a policy's override may lift, shared with the DSL's validator
 
 __all__ = [
     "NEVER_LIFTED",
@@ -43,8 +44,6 @@ __all__ = [
     "policy_override",
 ]
 
-#: what a policy's ``override`` may lift (the DSL's validator allows no more)
-POLICY_LIFTS = frozenset({"business_hours", "weekends"})
 #: what an operator's "send the next step now" lifts: the merchant's own timing preferences, not the law's
 SEND_NOW = frozenset({"business_hours", "weekends", "holidays", "blackout", "cadence"})
 #: what nothing lifts, ever

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["CHANNELS", "PRIORITIES", "Channel", "Priority", "StepAction"]
+__all__ = ["CHANNELS", "POLICY_LIFTS", "PRIORITIES", "Channel", "Priority", "StepAction"]
 
 
 class Channel(StrEnum):
@@ -49,6 +49,10 @@ class StepAction(StrEnum):
     MESSAGE = "message"
     RETRY_PAYMENT = "retry_payment"
 
+
+#: what a policy's ``override ... : ignore ...`` may lift (the DSL's validator allows no more; rules.contact_rules
+#: lifts no more): never quiet hours, legal windows, holidays or cadence caps
+POLICY_LIFTS = frozenset({"business_hours", "weekends"})
 
 #: every channel, in the order the admin lists them
 CHANNELS: tuple[Channel, ...] = tuple(Channel)
