@@ -27,6 +27,7 @@ class SendFacts:
         self._windows: dict[str, Any] | None = None
         self._versions: dict[int, Any] = {}
         self._histories: dict[int, Any] | None = None
+        self._sent_now: dict[int, list[str]] = {}  # customer -> channels of this batch's messages on their way
 
     def windows(self) -> dict[str, Any]:
         if self._windows is None:
@@ -45,23 +46,23 @@ class SendFacts:
         return self._versions[version_id]
 
     def history(self, customer_id: int) -> Any:
+        """The customer's last week, this batch's messages on their way included (read on first use: a batch
+        without contact rules to check never reads it)."""
         if self._histories is None:
             self._histories = contact_histories(self.customer_ids, self.now)
         from rules.timing import ContactHistory
+        from rules.timing.types import SentRecord
 
-        return self._histories.get(customer_id) or ContactHistory(sent=())
+        history = self._histories.get(customer_id) or ContactHistory(sent=())
+        now = tuple(SentRecord(at=self.now, channel=channel) for channel in self._sent_now.get(customer_id, ()))
+        return ContactHistory(sent=(*history.sent, *now)) if now else history
 
     def record_send(self, customer_id: int | None, channel: str) -> None:
         """A message of this batch is going out now: the next ones of the same customer count it against the
         cadence caps (steps that fell due together go one at a time, as the caps allow)."""
         if customer_id is None or channel not in PERSON_CHANNELS:
             return
-        from rules.timing import ContactHistory
-        from rules.timing.types import SentRecord
-
-        before = self.history(customer_id)
-        assert self._histories is not None
-        self._histories[customer_id] = ContactHistory(sent=(*before.sent, SentRecord(at=self.now, channel=channel)))
+        self._sent_now.setdefault(customer_id, []).append(channel)
 
 
 def next_usable_channel(
