@@ -152,5 +152,12 @@ def succeeded(attempt: list[Counter], now: datetime | None = None) -> None:
                                .values(failures=0, locked_until=None, updated_at=now))
 
 
-def lock_ends(counter: Counter) -> datetime | None:
-    return db.session.scalar(sa.select(_table().c.locked_until).where(_table().c.key == counter.key))
+def prune(limits: SignInLimits, now: datetime | None = None) -> int:
+    """Forget counters nobody has moved for a window and that hold no lock (a spray of made-up emails must not grow
+    the table for ever); how many went. Committed by the caller."""
+    now = now or utcnow()
+    table = _table()
+    stale = now - timedelta(seconds=max(limits.window_seconds, limits.lock_seconds))
+    result = db.session.execute(sa.delete(table).where(
+        table.c.updated_at <= stale, sa.or_(table.c.locked_until.is_(None), table.c.locked_until <= now)))
+    return int(result.rowcount or 0)

@@ -103,6 +103,7 @@ def authenticate(email: str, password: str, *, client: str = "unknown",
         db.session.commit()
         return SignInResult(None, NOT_RIGHT)
     login_throttle.succeeded(attempt, now)
+    login_throttle.prune(limits, now)
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = now

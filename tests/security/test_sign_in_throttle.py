@@ -118,6 +118,22 @@ def test_a_right_password_starts_the_count_again(app, client):
         client.post("/logout")
 
 
+def test_old_counters_are_forgotten(app, client):
+    from datetime import timedelta
+
+    from app import login_throttle
+    from app.models.types import utcnow
+    from app.models.users import SignInThrottle
+
+    for n in range(3):
+        _sign_in(client, f"made.up{n}@example.com", "a wrong password")
+    assert db.session.scalar(db.select(db.func.count()).select_from(SignInThrottle)) > 0
+    later = utcnow() + timedelta(seconds=app.config["LOGIN_FAILURE_WINDOW_SECONDS"] + 1)
+    assert login_throttle.prune(login_throttle.SignInLimits.from_config(app.config), later) > 0
+    db.session.commit()
+    assert db.session.scalar(db.select(db.func.count()).select_from(SignInThrottle)) == 0
+
+
 # -- sessions ------------------------------------------------------------------------------------------------------
 def _copy_session(source, target) -> None:  # type: ignore[no-untyped-def]
     cookie = source.get_cookie("session")
