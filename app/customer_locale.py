@@ -61,14 +61,25 @@ def parse_locale(text: str) -> str:
 
 
 def follow_country(customer: Customer) -> None:
-    """Re-guess a guessed locale from the customer's (possibly new) country; a locale set by hand stays.
+    """Re-guess a guessed locale from the customer's (possibly new) country; a locale set by hand stays."""
+    guessed = followed_locale(
+        customer.locale, customer.locale_source, customer.country, country_changed=_country_changed(customer)
+    )
+    if guessed is not None:
+        _apply(customer, guessed, LocaleSource.GUESSED)
 
-    Called by ingest each time a customer is upserted."""
-    if customer.locale_source == LocaleSource.MANUAL and customer.locale:
-        return
-    if customer.locale_source is None and customer.locale and not _country_changed(customer):
-        return  # stored before the source was: maybe chosen by hand, so it stays until the country changes
-    _apply(customer, guess_locale(customer.country), LocaleSource.GUESSED)
+
+def followed_locale(
+    locale: str | None, source: str | None, country: str | None, *, country_changed: bool
+) -> str | None:
+    """The guessed locale a customer's (possibly new) ``country`` calls for, or None when their ``locale`` stays.
+
+    Ingest calls it each time a customer is upserted (then :func:`carry_to_waiting_messages` if it changed)."""
+    if source == LocaleSource.MANUAL and locale:
+        return None
+    if source is None and locale and not country_changed:
+        return None  # stored before the source was: maybe chosen by hand, so it stays until the country changes
+    return guess_locale(country)
 
 
 def _country_changed(customer: Customer) -> bool:
@@ -100,9 +111,14 @@ def _apply(customer: Customer, locale: str, source: LocaleSource) -> None:
     customer.locale = locale
     customer.locale_source = source.value
     if changed and customer.id is not None:
-        db.session.execute(
-            sa.update(OutboxMessage)
-            .where(OutboxMessage.customer_id == customer.id, OutboxMessage.state == OutboxState.SCHEDULED)
-            .values(locale=locale)
-            .execution_options(synchronize_session=False)
-        )
+        carry_to_waiting_messages(customer.id, locale)
+
+
+def carry_to_waiting_messages(customer_id: int, locale: str) -> None:
+    """The customer's messages still waiting to be sent are written in their new locale; sent ones keep theirs."""
+    db.session.execute(
+        sa.update(OutboxMessage)
+        .where(OutboxMessage.customer_id == customer_id, OutboxMessage.state == OutboxState.SCHEDULED)
+        .values(locale=locale)
+        .execution_options(synchronize_session=False)
+    )

@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from functools import lru_cache
 from itertools import islice
 from typing import Any
 
@@ -36,10 +35,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from app import order_cases
-from app.customer_locale import follow_country
 from app.extensions import db
 from app.gateway_accounts import AccountError, ensure_env_account, gateway_for
 from app.gateways.base import FailedTransaction, GatewayError, SaleTransaction
+from app.ingest_customers import customer_key, upsert_customers
 from app.models import CaseTransition, Customer, FetchCursor, GatewayAccount, RecoveryCase, Transaction
 from app.models.types import utcnow
 from app.own_charges import note_own_charges, own_charges
@@ -50,7 +49,6 @@ from rules.declines import classify_decline
 from rules.money import FxRates, MissingRateError, MoneyError, convert_amount, is_currency
 from rules.money import currency_exponent as rules_exponent
 from rules.product_types import ProductLine, ProductTypeRules, value_band
-from rules.timing import TimezoneGuess, detect_timezone
 from workers import jobs
 
 log = logging.getLogger(__name__)
@@ -242,24 +240,24 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
         fresh = [r for r in fresh if r.gateway_transaction_id not in own]
     if not fresh:
         return result
-    customers, created = _customers_for(fresh, ctx)
-    result.new_customers = created
-    first_paid = _first_approved_at(
-        {c.id for c in customers.values() if c.id is not None and (c.successful_payments or 0) > 0}
-    )
-    # Customers first (they are few and need the ORM's change tracking), then the failed payments, their cases
-    # and the cases' first transition as three bulk INSERTs: the bulk of the rows skip the unit of work.
-    db.session.flush()
+    customers = upsert_customers(fresh, ctx.account_id)
+    result.new_customers = customers.created
+    first_paid = _first_approved_at(set(customers.paying))
     transactions = []
     for record in fresh:
-        customer = customers[_customer_key(record)]
-        paid = first_paid.get(customer.id) if customer.id is not None else None
-        transactions.append(_transaction_row(record, customer, ctx, is_first=paid is None or record.failed_at <= paid))
-    db.session.execute(Transaction.__table__.insert(), transactions)  # Core: no per-row ORM work
-    _refresh_counters({t["customer_id"] for t in transactions})
-    ids = _ids_by_gateway_id(ctx, transactions)
+        customer_id = customers.ids[customer_key(record)]
+        paid = first_paid.get(customer_id)
+        is_first = paid is None or record.failed_at <= paid
+        transactions.append(_transaction_row(record, customer_id, ctx, is_first=is_first))
+    # Core, not the ORM: no per-row unit of work; the ids come back with the rows
+    table = Transaction.__table__
+    inserted = db.session.execute(
+        table.insert().returning(table.c.id, table.c.gateway, table.c.gateway_transaction_id), transactions
+    )
+    ids = {(gateway, gateway_id): pk for pk, gateway, gateway_id in inserted}
     for row in transactions:
         row["id"] = ids[(row["gateway"], row["gateway_transaction_id"])]
+    _refresh_counters({t["customer_id"] for t in transactions})
     decisions = order_cases.decide(transactions, ctx.account_id)
     now = utcnow()
     case_ids = _open_cases(decisions, now)
@@ -276,159 +274,21 @@ def _open_cases(decisions: order_cases.Decisions, now: datetime) -> dict[int, in
     opening = decisions.opening
     if not opening:
         return {}
-    db.session.execute(RecoveryCase.__table__.insert(), [
+    table = RecoveryCase.__table__
+    rows = [
         {"transaction_id": tx["id"], "customer_id": tx["customer_id"], "state": CaseState.OPEN.value,
          "amount_due_minor": tx["amount_minor"], "currency": tx["currency"], "holdout": False,
          "opened_at": now, "updated_at": now}
         for tx in opening
-    ])
-    case_ids = dict(db.session.execute(
-        sa.select(RecoveryCase.transaction_id, RecoveryCase.id).where(
-            RecoveryCase.transaction_id.in_([tx["id"] for tx in opening]))
-    ).all())
+    ]
+    inserted = db.session.execute(table.insert().returning(table.c.transaction_id, table.c.id), rows)
+    case_ids = {transaction_id: case_id for transaction_id, case_id in inserted}
     db.session.execute(CaseTransition.__table__.insert(), [
         {"case_id": case_ids[tx["id"]], "from_state": None, "to_state": CaseState.OPEN.value,
          "reason": decisions.reasons[tx["id"]], "actor": "ingest", "at": now}
         for tx in opening
     ])
     return case_ids
-
-
-def _ids_by_gateway_id(ctx: IngestContext, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
-    """Database ids of just-inserted transactions, by (gateway, gateway transaction id): the gateway is part of
-    the lookup because it leads the unique index (without it every chunk scanned the account's transactions)."""
-    by_gateway: dict[str, list[str]] = {}
-    for row in rows:
-        by_gateway.setdefault(row["gateway"], []).append(row["gateway_transaction_id"])
-    found: dict[tuple[str, str], int] = {}
-    for gateway, gateway_ids in by_gateway.items():
-        found.update(
-            ((gateway, tid), pk)
-            for tid, pk in db.session.execute(
-                sa.select(Transaction.gateway_transaction_id, Transaction.id).where(
-                    Transaction.gateway == gateway,
-                    Transaction.gateway_account_id == ctx.account_id,
-                    Transaction.gateway_transaction_id.in_(gateway_ids),
-                )
-            )
-        )
-    return found
-
-
-def _customer_key(record: FailedTransaction | SaleTransaction) -> tuple[str, str]:
-    c = record.customer
-    if c.customer_id:
-        return ("id", c.customer_id)
-    if c.email:
-        return ("email", c.email.strip().lower())
-    if c.phone_e164:
-        return ("phone", c.phone_e164)
-    return ("tx", record.gateway_transaction_id)  # nothing to match on: a customer of its own
-
-
-def _customers_for(
-    records: Sequence[FailedTransaction | SaleTransaction], ctx: IngestContext
-) -> tuple[dict[tuple[str, str], Customer], int]:
-    keys = {_customer_key(r): r for r in sorted(records, key=lambda r: r.modified_at)}
-    earliest: dict[tuple[str, str], datetime] = {}
-    for r in records:
-        key, at = _customer_key(r), _occurred_at(r)
-        if key not in earliest or at < earliest[key]:
-            earliest[key] = at
-    found: dict[tuple[str, str], Customer] = {}
-    ids = [k[1] for k in keys if k[0] == "id"]
-    emails = [k[1] for k in keys if k[0] == "email"]
-    phones = [k[1] for k in keys if k[0] == "phone"]
-    base = sa.select(Customer).where(Customer.gateway_account_id == ctx.account_id)
-    if ids:
-        for c in db.session.scalars(base.where(Customer.gateway_customer_id.in_(ids))):
-            found[("id", c.gateway_customer_id or "")] = c
-    if emails:
-        for c in db.session.scalars(base.where(Customer.email.in_(emails), Customer.gateway_customer_id.is_(None))):
-            found.setdefault(("email", (c.email or "").lower()), c)
-    if phones:
-        for c in db.session.scalars(
-            base.where(
-                Customer.phone_e164.in_(phones), Customer.gateway_customer_id.is_(None), Customer.email.is_(None)
-            )
-        ):
-            found.setdefault(("phone", c.phone_e164 or ""), c)
-    created = 0
-    for key, record in keys.items():
-        customer = found.get(key)
-        if customer is None:
-            customer = Customer(
-                gateway_account_id=ctx.account_id,
-                successful_payments=0,
-                failed_payments=0,
-                lifetime_value_minor=0,
-                tags=[],
-                vip=False,
-            )
-            db.session.add(customer)
-            found[key] = customer
-            created += 1
-        _update_customer(customer, record)
-        customer.first_seen_at = min(filter(None, (customer.first_seen_at, earliest[key])))
-    return found, created
-
-
-def _occurred_at(record: FailedTransaction | SaleTransaction) -> datetime:
-    return record.occurred_at if isinstance(record, SaleTransaction) else record.failed_at
-
-
-def _update_customer(customer: Customer, record: FailedTransaction | SaleTransaction) -> None:
-    """Fill in what the gateway knows; newer records win for contact data, an operator's choices are kept."""
-    c = record.customer
-    customer.first_seen_at = min(filter(None, (customer.first_seen_at, _occurred_at(record))))
-    if customer.last_seen_at is not None and record.modified_at < customer.last_seen_at:
-        return
-    customer.gateway_customer_id = c.customer_id or customer.gateway_customer_id
-    customer.vault_id = c.customer_id or customer.vault_id
-    for attr in ("first_name", "last_name", "phone_e164", "phone_raw", "city", "postal_code", "card_masked"):
-        value = getattr(c, attr)
-        if value:
-            setattr(customer, attr, value[: _limit(attr)])
-    if c.email:
-        customer.email = c.email.strip().lower()[:254]
-    if c.country:
-        customer.country = c.country.upper()[:2]
-    if c.region:
-        customer.region = c.region.upper()[:64]
-    if c.card_expiry:
-        customer.card_expiry = c.card_expiry[:7]
-    follow_country(customer)  # a guessed locale follows the country; one set by hand stays (app.customer_locale)
-    guess = _zone_guess(
-        customer.timezone_explicit, customer.country, customer.region, customer.postal_code, customer.phone_e164
-    )
-    customer.timezone_candidates = list(guess.zones)
-    customer.timezone = guess.zones[0] if guess.zones else None  # the zone shown; every candidate is respected
-    customer.timezone_source = guess.source
-    customer.timezone_confidence = Decimal(str(round(guess.confidence, 3)))
-    if customer.id is None:  # a returning customer's last-seen time is recomputed per chunk (_refresh_counters)
-        customer.last_seen_at = record.modified_at
-
-
-_LIMITS = {
-    "first_name": 100,
-    "last_name": 100,
-    "phone_e164": 20,
-    "phone_raw": 40,
-    "city": 100,
-    "postal_code": 20,
-    "card_masked": 24,
-}
-
-
-def _limit(attr: str) -> int:
-    return _LIMITS[attr]
-
-
-@lru_cache(maxsize=65536)
-def _zone_guess(
-    explicit: str | None, country: str | None, region: str | None, postal_code: str | None, phone: str | None
-) -> TimezoneGuess:
-    return detect_timezone(explicit=explicit, country=country, region=region, postal_code=postal_code, phone=phone)
 
 
 def _refresh_counters(customer_ids: set[int]) -> None:
@@ -456,7 +316,7 @@ def _refresh_counters(customer_ids: set[int]) -> None:
 
 
 def _transaction_row(
-    record: FailedTransaction, customer: Customer, ctx: IngestContext, *, is_first: bool
+    record: FailedTransaction, customer_id: int, ctx: IngestContext, *, is_first: bool
 ) -> dict[str, Any]:
     decline = classify_decline(
         record.decline_code, record.merchant_advice_code, gateway=record.gateway, text=record.decline_text
@@ -467,7 +327,7 @@ def _transaction_row(
         "gateway": record.gateway,
         "gateway_account_id": ctx.account_id,
         "gateway_transaction_id": record.gateway_transaction_id,
-        "customer_id": customer.id,
+        "customer_id": customer_id,
         "status": "failed",
         "amount_minor": record.amount_minor,
         "currency": record.currency.upper(),
@@ -510,19 +370,21 @@ def _sales_chunk(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesR
     own = own_charges(fresh, ctx.account_id)
     result.own_charges = len(own)
     payers = _case_customers({charge.case_id for charge in own.values()})
-    known = [r for r in fresh if _customer_key(r)[0] != "tx" and r.gateway_transaction_id not in own]
-    customers, created = _customers_for(known, ctx) if known else ({}, 0)
-    result.new_customers = created
-    originals = _refunded_sale_customers([r for r in fresh if r.is_refund and _customer_key(r)[0] == "tx"], ctx)
+    known = [r for r in fresh if customer_key(r)[0] != "tx" and r.gateway_transaction_id not in own]
+    customers = upsert_customers(known, ctx.account_id) if known else None
+    result.new_customers = customers.created if customers else 0
+    originals = _refunded_sale_customers([r for r in fresh if r.is_refund and customer_key(r)[0] == "tx"], ctx)
     rows = []
     for record in fresh:
-        key = _customer_key(record)
+        key = customer_key(record)
         charge = own.get(record.gateway_transaction_id)
         if charge is not None:
-            customer = payers.get(charge.case_id)
+            customer_id = payers.get(charge.case_id)
+        elif key[0] != "tx":
+            customer_id = customers.ids.get(key) if customers else None
         else:
-            customer = customers.get(key) if key[0] != "tx" else originals.get(record.gateway_transaction_id)
-        if customer is None:
+            customer_id = originals.get(record.gateway_transaction_id)
+        if customer_id is None:
             result.without_customer += 1
             log.info(
                 "%s %s %s: nothing ties it to a customer; stored without one",
@@ -530,33 +392,38 @@ def _sales_chunk(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesR
                 record.kind,
                 record.gateway_transaction_id,
             )
-        row = _sale_row(record, customer, ctx)
-        if charge is not None:
-            row.raw = {**row.raw, "recoup_payment_id": charge.payment_id}
-        rows.append(row)
+        rows.append(_sale_row(record, customer_id, ctx, payment_id=charge.payment_id if charge else None))
         if record.is_refund:
             result.new_refunds += 1
         else:
             result.new_sales += 1
-    db.session.add_all(rows)
-    db.session.flush()
-    touched = {c for c in (row.customer for row in rows) if c is not None}
-    _refresh_counters({c.id for c in touched})
-    refresh_history(touched, ctx.fx)
+    db.session.execute(Transaction.__table__.insert(), rows)
+    touched = {row["customer_id"] for row in rows if row["customer_id"] is not None}
+    _refresh_counters(touched)
+    refresh_history(_customers_by_id(touched), ctx.fx)
     result.customers_updated = len(touched)
     return result
 
 
-def _case_customers(case_ids: set[int]) -> dict[int, Customer]:
+def _case_customers(case_ids: set[int]) -> dict[int, int]:
+    """The customer id of each case."""
     if not case_ids:
         return {}
-    return {
-        case_id: customer
-        for case_id, customer in db.session.execute(
-            sa.select(RecoveryCase.id, Customer).join(Customer, Customer.id == RecoveryCase.customer_id)
-            .where(RecoveryCase.id.in_(case_ids))
+    return dict(
+        db.session.execute(
+            sa.select(RecoveryCase.id, RecoveryCase.customer_id).where(
+                RecoveryCase.id.in_(case_ids), RecoveryCase.customer_id.is_not(None)
+            )
         ).tuples()
-    }
+    )
+
+
+def _customers_by_id(ids: set[int]) -> list[Customer]:
+    """The customers as stored now (their rows were just written set-based, past any copy the session holds)."""
+    if not ids:
+        return []
+    query = sa.select(Customer).where(Customer.id.in_(ids)).execution_options(populate_existing=True)
+    return list(db.session.scalars(query))
 
 
 def _existing_ids(records: Sequence[Any], ctx: IngestContext) -> set[tuple[str, str]]:
@@ -578,10 +445,10 @@ def _existing_ids(records: Sequence[Any], ctx: IngestContext) -> set[tuple[str, 
     return existing
 
 
-def _refunded_sale_customers(refunds: Sequence[SaleTransaction], ctx: IngestContext) -> dict[str, Customer]:
-    """For refunds that name nobody: the customer of the sale they refund (by the gateway's original transaction
+def _refunded_sale_customers(refunds: Sequence[SaleTransaction], ctx: IngestContext) -> dict[str, int]:
+    """For refunds that name nobody: the customer id of the sale they refund (by the gateway's original transaction
     id, else by order id). Keyed by the refund's transaction id."""
-    found: dict[str, Customer] = {}
+    found: dict[str, int] = {}
     for refund in refunds:
         clauses = []
         if refund.original_transaction_id:  # the gateway leads the unique index: without it, a scan per refund
@@ -591,42 +458,48 @@ def _refunded_sale_customers(refunds: Sequence[SaleTransaction], ctx: IngestCont
             clauses.append(Transaction.order_id == refund.order_id[:128])
         if not clauses:
             continue
-        customer = db.session.scalar(
-            sa.select(Customer)
-            .join(Transaction, Transaction.customer_id == Customer.id)
+        customer_id = db.session.scalar(
+            sa.select(Transaction.customer_id)
             .where(
                 Transaction.gateway_account_id == ctx.account_id,
                 Transaction.status == "approved",
+                Transaction.customer_id.is_not(None),
                 sa.or_(*clauses),
             )
             .order_by(Transaction.failed_at.desc())
             .limit(1)
         )
-        if customer is not None:
-            found[refund.gateway_transaction_id] = customer
+        if customer_id is not None:
+            found[refund.gateway_transaction_id] = customer_id
     return found
 
 
-def _sale_row(record: SaleTransaction, customer: Customer | None, ctx: IngestContext) -> Transaction:
+def _sale_row(
+    record: SaleTransaction, customer_id: int | None, ctx: IngestContext, *, payment_id: int | None
+) -> dict[str, Any]:
     lines = [ProductLine(sku=p.sku, description=p.description) for p in record.products]
-    return Transaction(
-        gateway=record.gateway,
-        gateway_account_id=ctx.account_id,
-        gateway_transaction_id=record.gateway_transaction_id,
-        customer=customer,
-        status="refunded" if record.is_refund else "approved",
-        amount_minor=record.amount_minor,
-        currency=record.currency.upper(),
-        value_band=value_band(record.amount_minor, record.currency, ctx.bands),
-        product_type=ctx.product_rules.classify(lines, record.order_description),
-        order_id=(record.order_id or "")[:128] or None,
-        order_description=(record.order_description or "")[:255] or None,
-        card_masked=record.customer.card_masked,
-        is_first_payment=None,  # set by refresh_history for sales; a refund is no payment
-        failed_at=record.occurred_at,  # the column is the transaction's time: for a sale, when it was approved
-        modified_at=record.modified_at,
-        raw=dict(record.raw),
-    )
+    raw = dict(record.raw)
+    if payment_id is not None:  # Recoup's own sale: which attempt it was
+        raw["recoup_payment_id"] = payment_id
+    return {
+        "gateway": record.gateway,
+        "gateway_account_id": ctx.account_id,
+        "gateway_transaction_id": record.gateway_transaction_id,
+        "customer_id": customer_id,
+        "status": "refunded" if record.is_refund else "approved",
+        "amount_minor": record.amount_minor,
+        "currency": record.currency.upper(),
+        "value_band": value_band(record.amount_minor, record.currency, ctx.bands),
+        "product_type": ctx.product_rules.classify(lines, record.order_description),
+        "order_id": (record.order_id or "")[:128] or None,
+        "order_description": (record.order_description or "")[:255] or None,
+        "card_masked": record.customer.card_masked,
+        "is_first_payment": None,  # set by refresh_history for sales; a refund is no payment
+        "failed_at": record.occurred_at,  # the column is the transaction's time: for a sale, when it was approved
+        "modified_at": record.modified_at,
+        "raw": raw,
+        "created_at": utcnow(),
+    }
 
 
 def _first_approved_at(customer_ids: set[int]) -> dict[int, datetime]:
