@@ -1,7 +1,8 @@
 """What a policy may talk about: the facts, their types, and the fixed vocabularies (channels, offers, ...).
 
-Facts come from the Facts JSON of DESIGN.md; a few are derived (``customer.vip`` from the tags,
-``decline.reason`` / ``decline.kind`` from the decline code, ``transaction.age`` from now and failed_at).
+Facts come from the Facts JSON of docs/architecture.md (``rules.facts.Facts``); a few are derived (``customer.vip``
+from the tags, ``decline.reason`` / ``decline.kind`` from the decline code, ``transaction.age`` from now and
+failed_at).
 """
 
 from __future__ import annotations
