@@ -46,11 +46,10 @@ from urllib.parse import quote, unquote
 import requests
 from werkzeug.wrappers import Request, Response
 
-from app.channels.base import Keyword, detect_keyword
 from rules.sms_length import sms_segments
 from sandbox.common import InboxFile, WebhookScheduler, linkify, page, post_webhook
 from sandbox.harness import SimulatorServer, json_response
-from sandbox.twilio import signature
+from sandbox.twilio import keywords, signature
 
 API = "2010-04-01"
 DEFAULT_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -403,11 +402,11 @@ class TwilioSimulator(SimulatorServer):
         self, sender: str, body: str, *, to: str | None = None, url: str | None = None
     ) -> dict[str, Any]:
         """A customer texts us: apply STOP/START as Twilio does, then POST the signed inbound webhook."""
-        keyword = detect_keyword(body)
+        keyword = keywords.opt_out_type(body)
         with self._lock:
-            if keyword is Keyword.STOP:
+            if keyword == "STOP":
                 self.opted_out.add(sender)
-            elif keyword is Keyword.START:
+            elif keyword == "START":
                 self.opted_out.discard(sender)
         sid = "SM" + uuid.uuid4().hex
         params = {
@@ -425,7 +424,7 @@ class TwilioSimulator(SimulatorServer):
             "FromCountry": "US",
         }
         if keyword is not None:
-            params["OptOutType"] = keyword.value
+            params["OptOutType"] = keyword
         record: dict[str, Any] = {
             "sid": sid,
             "from": sender,
