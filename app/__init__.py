@@ -61,8 +61,9 @@ def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides:
 
     app.extensions["recoup.queue"] = make_queue(app)
 
-    from app.web import register_blueprints
+    from app.web import hardening, register_blueprints
 
+    hardening.install(app)  # before any route: its URL converter, proxy handling, size limits, headers
     register_blueprints(app)
 
     from admin import init_admin
