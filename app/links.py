@@ -209,19 +209,55 @@ def revoke_case_links(case_id: int, *, now: datetime | None = None) -> int:
     return int(result.rowcount or 0)
 
 
+#: what each tracking token is for, signed into it: a token made for one purpose is refused for another. The
+#: unsubscribe link keeps the salt every tracking token once had ("track"), so links in emails already sent still
+#: unsubscribe; the open pixel has its own, so a pixel's URL (fetched by image proxies, visible in the HTML) can no
+#: longer unsubscribe anyone, and an unsubscribe link cannot record opens.
+TRACK_SALT = "track"
+UNSUBSCRIBE_SALT = TRACK_SALT
+OPEN_SALT = "track.open"
+
+
 def tracking_token(secret_key: str, message_id: int, url: str | None = None) -> str:
+    """A click redirect's token (with ``url``), or, without one, an unsubscribe token (see :func:`unsubscribe_token`,
+    the name to use for that)."""
     payload: dict[str, object] = {"m": message_id}
     if url is not None:
         payload["u"] = url
-    return str(_serializer(secret_key, "track").dumps(payload))
+    return str(_serializer(secret_key, TRACK_SALT).dumps(payload))
 
 
-def read_tracking_token(secret_key: str, token: str) -> tuple[int, str | None]:
+def unsubscribe_token(secret_key: str, message_id: int) -> str:
+    return str(_serializer(secret_key, UNSUBSCRIBE_SALT).dumps({"m": message_id}))
+
+
+def open_pixel_token(secret_key: str, message_id: int) -> str:
+    return str(_serializer(secret_key, OPEN_SALT).dumps({"m": message_id}))
+
+
+def _read(secret_key: str, token: str, salt: str) -> tuple[int, str | None]:
     try:
-        payload = _serializer(secret_key, "track").loads(token)
+        payload = _serializer(secret_key, salt).loads(token)
     except BadSignature:
         raise LinkError("bad signature") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("m"), int):
         raise LinkError("malformed")
     url = payload.get("u")
     return payload["m"], url if isinstance(url, str) else None
+
+
+def read_tracking_token(secret_key: str, token: str) -> tuple[int, str | None]:
+    """A click redirect's message and URL."""
+    return _read(secret_key, token, TRACK_SALT)
+
+
+def read_unsubscribe_token(secret_key: str, token: str) -> int:
+    """The message an unsubscribe link names; a click redirect's token (it carries a URL) is not one."""
+    message_id, url = _read(secret_key, token, UNSUBSCRIBE_SALT)
+    if url is not None:
+        raise LinkError("not an unsubscribe token")
+    return message_id
+
+
+def read_open_pixel_token(secret_key: str, token: str) -> int:
+    return _read(secret_key, token, OPEN_SALT)[0]

@@ -24,7 +24,7 @@ from flask import Flask, current_app, has_app_context
 
 from app.channels.base import ChannelSender, ConfigurationError, OutboundMessage
 from app.channels.email import EmailSender
-from app.links import tracking_token
+from app.links import open_pixel_token, tracking_token
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _tracking(app: Flask) -> tuple[Callable[..., str | None], Callable[..., str 
 
     def pixel(message: OutboundMessage) -> str | None:
         mid = _message_id(message.reference)
-        return f"{base}/t/o/{tracking_token(secret, mid)}.gif" if mid else None
+        return f"{base}/t/o/{open_pixel_token(secret, mid)}.gif" if mid else None
 
     def click(message: OutboundMessage, url: str) -> str | None:
         mid = _message_id(message.reference)

@@ -42,6 +42,7 @@ from app.channels.base import (
 log = logging.getLogger(__name__)
 
 REFERENCE_HEADER = "X-Recoup-Reference"
+SUBMISSION_PORT = 587  # RFC 8314: message submission, STARTTLS required
 DEFAULT_FROM = "Recoup <noreply@localhost>"
 
 
@@ -125,7 +126,8 @@ class SmtpSettings:
     @classmethod
     def from_url(cls, url: str) -> SmtpSettings:
         """``smtp://user:pass@host:port`` (plain; add ``?starttls=true`` or use ``smtp+starttls://`` for
-        STARTTLS), ``smtps://user:pass@host:465`` (implicit TLS). Optional query: ``timeout=SECONDS``,
+        STARTTLS; on port 587 STARTTLS is always used, and a send fails rather than go on in plain text when the
+        server does not offer it), ``smtps://user:pass@host:465`` (implicit TLS). Optional query: ``timeout=SECONDS``,
         ``from=ADDRESS``."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -133,7 +135,8 @@ class SmtpSettings:
         if scheme == "smtps":
             security, default_port = "ssl", 465
         elif scheme in ("smtp", "smtp+starttls"):
-            starttls = scheme == "smtp+starttls" or query.get("starttls", "").lower() in ("1", "true", "yes")
+            asked = query.get("starttls", "").lower()
+            starttls = scheme == "smtp+starttls" or asked in ("1", "true", "yes")
             security, default_port = ("starttls", 587) if starttls else ("none", 25)
         else:
             raise ConfigurationError(f"SMTP_URL must start with smtp:// or smtps://, not {scheme or url!r}")
@@ -143,6 +146,11 @@ class SmtpSettings:
             port = parts.port or default_port
         except ValueError as exc:
             raise ConfigurationError(f"SMTP_URL has a bad port: {exc}") from exc
+        if port == SUBMISSION_PORT and security == "none":
+            # the submission port is where passwords are sent: it always upgrades to TLS, never speaks plain text
+            if asked in ("0", "false", "no"):
+                raise ConfigurationError(f"SMTP port {SUBMISSION_PORT} (submission) must use STARTTLS")
+            security = "starttls"
         return cls(
             host=parts.hostname,
             port=port,
@@ -469,6 +477,8 @@ class EmailSender:
     ) -> None:
         if security not in ("none", "starttls", "ssl"):
             raise ConfigurationError(f"security must be none, starttls or ssl, not {security!r}")
+        if port == SUBMISSION_PORT and security == "none":
+            raise ConfigurationError(f"SMTP port {SUBMISSION_PORT} (submission) must use STARTTLS")
         self.host, self.port = host, port
         self.from_address = from_address
         self.username, self.password = username, password

@@ -7,7 +7,7 @@ import logging
 
 from flask import Blueprint, abort, current_app, redirect
 
-from app.links import LinkError, read_tracking_token
+from app.links import LinkError, read_open_pixel_token, read_tracking_token, read_unsubscribe_token
 from app.tracking import record_message_event
 
 bp = Blueprint("track", __name__, url_prefix="/t")
@@ -18,7 +18,7 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 @bp.get("/o/<token>.gif")
 def open_pixel(token: str):  # type: ignore[no-untyped-def]
     try:
-        message_id, _ = read_tracking_token(current_app.config["SECRET_KEY"], token)
+        message_id = read_open_pixel_token(current_app.config["SECRET_KEY"], token)
         record_message_event(message_id, "opened")
     except LinkError as exc:
         log.info("open pixel with a bad token: %s", exc.reason)
@@ -47,7 +47,7 @@ def unsubscribe(token: str):  # type: ignore[no-untyped-def]
     from app.merchant import merchant_profile
 
     try:
-        message_id, _ = read_tracking_token(current_app.config["SECRET_KEY"], token)
+        message_id = read_unsubscribe_token(current_app.config["SECRET_KEY"], token)
     except LinkError:
         abort(404)
     if request.method == "POST":
