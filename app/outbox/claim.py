@@ -22,9 +22,7 @@ from app.outbox.states import OutboxState as S
 
 log = logging.getLogger(__name__)
 
-
 _OUTBOX = OutboxMessage.__table__
-
 
 CLAIMABLE = sources(S.CLAIMED, among={S.SCHEDULED})  # only rows waiting for their time are claimed
 

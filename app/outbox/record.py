@@ -17,7 +17,6 @@ from app.outbox.states import OutboxState as S
 
 RETRY_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 
-
 MAX_ATTEMPTS = 6
 
 

@@ -48,13 +48,11 @@ def _held_by(state: OutboxState, target: OutboxState) -> sa.ColumnElement[bool]:
 # built once: these run for every email, from the sending threads, each on a pooled connection of its own
 _TO_DELIVERING = sa.update(_OUTBOX).where(_held_by(S.SENDING, S.DELIVERING)).values(state=S.DELIVERING)
 
-
 _DELIVERED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENT)).values(state=S.SENT,
                                                                             sent_at=sa.bindparam("sent_at"))
 
 
 _REFUSED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENDING)).values(state=S.SENDING)
-
 
 _mark_engines: dict[sa.Engine, sa.Engine] = {}
 

@@ -11,7 +11,6 @@ ADDRESS_FIELD = {"email": "email", "sms": "phone_e164", "whatsapp": "phone_e164"
 OPEN_CASE_STATES = ("open", "contacting", "escalated")
 PRIORITY_ORDER = {"urgent": 0, "high": 1, "default": 2, "low": 3}
 
-
 #: configuration keys read here (``app.config.get``) and their defaults
 DEFAULTS: dict[str, float] = {
     "DISPATCH_CONCURRENCY": 32,  # provider calls in flight per worker process
