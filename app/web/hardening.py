@@ -60,10 +60,15 @@ def install(app: Flask) -> None:
 
 
 def _limit_webhook_bodies() -> None:
+    """A webhook's body, read here once and at most one byte past its limit (the view then reads it from memory):
+    more is a 413, said so, rather than a body cut short whose signature fails."""
     from flask import current_app
 
     if request.path.startswith("/hooks/"):
-        request.max_content_length = int(current_app.config["WEBHOOK_MAX_CONTENT_LENGTH"])
+        limit = int(current_app.config["WEBHOOK_MAX_CONTENT_LENGTH"])
+        request.max_content_length = limit + 1  # a longer Content-Length is refused before a byte is read
+        if len(request.get_data(cache=True)) > limit:
+            abort(413)
 
 
 def _refuse_oversized_ids() -> Any:
