@@ -36,10 +36,11 @@ def new_token() -> str:
 
 
 def claim_one(message_id: int, token: str) -> bool:
-    """Claim one waiting row now, whatever its time (a receipt the customer's request asks to send at once). False
-    when it is not waiting any more (a dispatch run has it, or it went)."""
+    """Claim one due row now rather than at the next run (a receipt the customer's request asks to send at once).
+    False when it is not waiting any more (a dispatch run has it, or it went) or not due yet."""
     changed = db.session.execute(
-        sa.update(_OUTBOX).where(_OUTBOX.c.id == message_id, _OUTBOX.c.state.in_(CLAIMABLE))
+        sa.update(_OUTBOX).where(_OUTBOX.c.id == message_id, _OUTBOX.c.state.in_(CLAIMABLE),
+                                 _OUTBOX.c.scheduled_for <= utcnow())
         .values(state=S.CLAIMED, claimed_by=token, claimed_at=utcnow())
     ).rowcount
     db.session.commit()

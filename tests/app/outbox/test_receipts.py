@@ -103,3 +103,15 @@ def test_no_receipt_without_an_approved_payment_or_an_address(db, channels):
     db.session.commit()
     assert queue_receipt(declined.id) is None and queue_receipt(10**9) is None
     assert channels.smtp.received() == []
+
+
+def test_sending_now_takes_only_a_due_waiting_row(db, channels):
+    from app.outbox.run import send_now
+
+    later = make_message(channel="email", scheduled_for=utcnow() + timedelta(hours=1))
+    db.session.commit()
+    assert send_now(later.id) == "gone" and channels.smtp.received() == []
+    case, payment = paid_case(db)
+    mid = send_receipt(payment.id)
+    assert send_now(mid) == "gone"  # sent already: the claim refuses it
+    assert channels.smtp.count(f"m{mid}") == 1
