@@ -696,12 +696,25 @@ class FetchBusy(Exception):
     pass
 
 
+def fetch_lock_name(database: str | None, account_id: int) -> str:
+    """GET_LOCK names are global to the MariaDB server: the database's name is part of it, so two Recoup databases
+    on one server (staging beside production, a test run beside a benchmark) never block each other's fetches.
+    MariaDB takes at most 64 characters: a long database name is hashed."""
+    import hashlib
+
+    name = f"recoup-fetch-{database or ''}-{account_id}"
+    if len(name) <= 64:
+        return name
+    digest = hashlib.sha256((database or "").encode()).hexdigest()[:24]
+    return f"recoup-fetch-{digest}-{account_id}"
+
+
 @contextmanager
 def fetch_lock(account_id: int) -> Iterator[None]:
     """One fetch per account at a time, across processes on MySQL (GET_LOCK), within the process on SQLite."""
     engine = db.engine
     if engine.dialect.name == "mysql":
-        name = f"recoup-fetch-{account_id}"
+        name = fetch_lock_name(engine.url.database, account_id)
         with engine.connect() as conn:
             if conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar() != 1:
                 raise FetchBusy(f"another fetch of account {account_id} is running")

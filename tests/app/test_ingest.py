@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+import pytest
 import sqlalchemy as sa
 
 from app.gateway_accounts import save_account
@@ -106,3 +107,26 @@ def test_fetch_command_prints_what_it_found(db, sim, runner):
     assert "nmi-test:" in result.output and "new" in result.output
     missing = runner.invoke(args=["fetch", "--gateway", "nope"])
     assert missing.exit_code != 0 and "no gateway account" in missing.output
+
+
+def test_a_fetch_lock_is_per_database_on_a_shared_mariadb_server(app, db, backend):
+    """GET_LOCK names are global to the server: another Recoup database on it (staging, a benchmark, another test
+    run) holding its own account 1's lock must not make this one's fetch report "another fetch is running"."""
+    if backend != "mysql":
+        pytest.skip("GET_LOCK is MariaDB's")
+    from app.ingest import FetchBusy, fetch_lock, fetch_lock_name
+
+    other = db.engine.connect()
+    try:
+        assert other.execute(sa.text("SELECT GET_LOCK(:n, 0)"),
+                             {"n": fetch_lock_name("some_other_recoup", 1)}).scalar() == 1
+        with fetch_lock(1):  # not blocked by the other database's lock
+            pass
+        assert other.execute(sa.text("SELECT GET_LOCK(:n, 0)"),
+                             {"n": fetch_lock_name(db.engine.url.database, 1)}).scalar() == 1
+        with pytest.raises(FetchBusy), fetch_lock(1):  # this database's own lock still holds
+            pass
+    finally:
+        other.execute(sa.text("SELECT RELEASE_ALL_LOCKS()"))
+        other.close()
+    assert len(fetch_lock_name("x" * 64, 12345)) <= 64
