@@ -104,9 +104,14 @@ def reserve(attempt: list[Counter], limits: SignInLimits, now: datetime | None =
             table.c.locked_until <= now,
             sa.and_(table.c.locked_until.is_(None), table.c.updated_at <= stale, table.c.failures > 0),
         )).values(failures=0, locked_until=None, updated_at=now))
-        moved = db.session.execute(sa.update(table).where(
-            key, table.c.failures < counter.limit, table.c.locked_until.is_(None),
-        ).values(failures=table.c.failures + 1, updated_at=now))
+        step = sa.update(table).where(key, table.c.failures < counter.limit, table.c.locked_until.is_(None)
+                                      ).values(failures=table.c.failures + 1, updated_at=now)
+        moved = db.session.execute(step)
+        if moved.rowcount != 1 and db.session.scalar(sa.select(table.c.key).where(key)) is None:
+            # pruned between its making and now (prune): made again, in a transaction of its own, and tried again
+            db.session.commit()
+            _ensure_rows([counter.key], now)
+            moved = db.session.execute(step)
         if moved.rowcount != 1:
             _give_back(taken, now)
             db.session.commit()

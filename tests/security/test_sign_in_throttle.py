@@ -134,6 +134,25 @@ def test_old_counters_are_forgotten(app, client):
     assert db.session.scalar(db.select(db.func.count()).select_from(SignInThrottle)) == 0
 
 
+def test_a_counter_pruned_while_an_attempt_reserves_is_made_again(app, monkeypatch):
+    """prune() may delete a stale counter between the attempt making its row and reserving on it: the attempt is
+    still counted and checked, not refused as throttled."""
+    from app import login_throttle
+
+    limits = login_throttle.SignInLimits.from_config(app.config)
+    attempt = login_throttle.counters("late@example.com", "192.0.2.9", limits)
+    real = login_throttle._ensure_rows
+    calls: list[list[str]] = []
+
+    def first_time_nothing(keys, now):  # type: ignore[no-untyped-def]
+        calls.append(keys)
+        if len(calls) > 1:
+            real(keys, now)
+
+    monkeypatch.setattr(login_throttle, "_ensure_rows", first_time_nothing)
+    assert login_throttle.reserve(attempt, limits) is True
+
+
 # -- sessions ------------------------------------------------------------------------------------------------------
 def _copy_session(source, target) -> None:  # type: ignore[no-untyped-def]
     cookie = source.get_cookie("session")
