@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import sqlalchemy as sa
+from playwright.sync_api import expect
 
 from app.default_templates import DEFAULTS
 from app.extensions import db
@@ -180,7 +181,8 @@ def test_the_template_editor_starts_from_the_live_text_and_saving_keeps_the_poli
     live = DEFAULTS[("reminder_short", "sms", "es")].body
     assert page.locator("#body").input_value() == live  # what Spanish customers receive today, not a poorer text
     assert "built-in text customers receive now" in page.locator("#template-origin").inner_text()
-    page.wait_for_function("document.getElementById('preview').textContent.includes('Baja: responda STOP')")
+    # a locator's wait, not wait_for_function: that evaluates a string, which the admin's CSP (no 'unsafe-eval') refuses
+    expect(page.locator("#preview")).to_contain_text("Baja: responda STOP")
     assert page.locator("#sms-info").inner_text().startswith("1 segment(s)")
     assert "sigue pendiente" in page.locator("#preview").inner_text()
     page.locator("#body").fill(live.replace("recordatorio", "aviso"))
