@@ -349,7 +349,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 defer_init: bool = False) -> Any:
         if isinstance(source, str):
             check_source(source)
-        return super().compile(source, name, filename, raw, defer_init)
+        try:
+            return super().compile(source, name, filename, raw, defer_init)
+        except (SyntaxError, RecursionError):
+            # Python's own limits on the code Jinja generates (about 20 nested blocks, or expressions nested a few
+            # hundred deep): said as a problem with the template, not raised as an error of ours
+            raise TemplateTooCostly("the template nests blocks or expressions too deeply") from None
 
     # called from compiled templates -------------------------------------------------------------------------------
     @staticmethod

@@ -136,3 +136,16 @@ def test_a_hostile_template_is_not_saved(client, auth):
     response = client.post("/admin/templates/edit?name=payment_failed&channel=sms&locale=en",
                            data={"body": "{{ 'a' * 10**9 }}"})
     assert response.status_code == 200 and "too costly" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ 'x' * 90000 }}" * 3600,  # as long as a template may be, every piece near the size limit
+    "{% for a in 'xx' %}" * 40 + "{{ a }}" + "{% endfor %}" * 40,  # 2**40 steps, two characters at a time
+    "{% set s = 'x' * 50000 %}" + "{% set s = s ~ s[:10] %}" * 3000,  # builds little each time, a lot in all
+    "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",  # nested deeper than Python compiles (was an error of ours)
+    "{% for a in offers %}" * 25 + "x" + "{% endfor %}" * 25,  # more blocks than Python nests (the same)
+])
+def test_templates_at_the_size_cap_are_bounded_too(source):
+    started = time.monotonic()
+    problems = [p for p in validate_template("sms", None, source[:65_536]) if p.severity == "error"]
+    assert problems and time.monotonic() - started < 3.0
