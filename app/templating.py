@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.numbers import format_currency, get_currency_precision
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
 
 from app.channels.base import Channel
@@ -445,12 +445,14 @@ def _check_source(
     """Problems found without rendering, and whether the source compiled."""
     try:
         env.from_string(source)  # compiling also catches unknown filters and tests (and refuses a huge source)
-        ast = env.parse(source)
+        return _static_problems(field_name, env.parse(source)), True
     except TemplateSyntaxError as exc:
         return [TemplateProblem(field_name, exc.message or str(exc), exc.lineno, "syntax")], False
     except TemplateTooCostly as exc:
         return [TemplateProblem(field_name, str(exc), None, "cost")], False
-    return _static_problems(field_name, ast), True
+    except TemplateError as exc:
+        # Jinja folds constant expressions while it compiles or looks for variables: ('a' ~ (7|attr('x'))) fails there
+        return [_render_problem(field_name, exc)], False
 
 
 def _render_problem(field_name: str, exc: Exception) -> TemplateProblem:

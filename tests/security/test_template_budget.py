@@ -149,3 +149,21 @@ def test_templates_at_the_size_cap_are_bounded_too(source):
     started = time.monotonic()
     problems = [p for p in validate_template("sms", None, source[:65_536]) if p.severity == "error"]
     assert problems and time.monotonic() - started < 3.0
+
+
+def test_a_template_that_fails_while_compiling_is_a_problem_not_an_error():
+    """Jinja folds constant expressions while compiling; one that fails there ('a' ~ an undefined) was raised out of
+    the check (a 500 from the preview) instead of being shown as a problem."""
+    problems = validate_template("sms", None, "{{ ('a' ~ (7|attr('x'))) }}")
+    assert [p.severity for p in problems] == ["error"] and "no attribute" in problems[0].message
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expression=_expressions(), shape=st.sampled_from(["macro", "set", "if"]))
+def test_fuzz_statements_around_hostile_expressions_are_bounded(expression, shape):
+    body = {"macro": "{% macro m(n) %}{{ " + expression + " }}{{ m(n) }}{% endmacro %}{{ m(1) }}",
+            "set": "{% set v = " + expression + " %}{{ v ~ v }}",
+            "if": "{% if " + expression + " %}{{ " + expression + " }}{% endif %}"}[shape]
+    started = time.monotonic()
+    validate_template("sms", None, body)  # never an exception, never a stall
+    assert time.monotonic() - started < 3.0, body
