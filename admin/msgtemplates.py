@@ -70,13 +70,13 @@ def starting_text(template: MessageTemplate | None, name: str, channel: str, loc
     live = resolve_template(name, channel, locale)
     key = next((k for k, v in DEFAULTS.items() if v is live), None)
     origin = "other" if key is None else ("builtin" if key[0] == name else "fallback")
-    return live.subject if channel == "email" else None, live.body, live.html, origin
+    return live.subject if channel == Channel.EMAIL else None, live.body, live.html, origin
 
 
 def preview(channel: str, subject: str | None, body: str, html: str | None, locale: str,
             product_type: str = "subscription") -> dict[str, Any]:
-    problems = validate_template(channel, subject if channel == "email" else None, body,
-                                 source_html=html if channel == "email" else None)
+    problems = validate_template(channel, subject if channel == Channel.EMAIL else None, body,
+                                 source_html=html if channel == Channel.EMAIL else None)
     out: dict[str, Any] = {
         "problems": [{"field": p.field, "line": p.line, "message": p.message, "severity": p.severity}
                      for p in problems],
@@ -85,11 +85,11 @@ def preview(channel: str, subject: str | None, body: str, html: str | None, loca
         return out
     context = sample_context(product_type if product_type in PRODUCT_TYPES else "subscription")
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
-    link = f"{base}/p/{SAMPLE_SHORT_CODE}" if channel != "email" else context.payment_link
+    link = f"{base}/p/{SAMPLE_SHORT_CODE}" if channel != Channel.EMAIL else context.payment_link
     context = replace(context, customer={**context.customer, "locale": normalise_locale(locale)},
                       merchant=merchant_profile().template_fields(), payment_link=link)
-    rendered = render(channel, Source(body=body, subject=subject if channel == "email" else None,
-                                      html=html or None if channel == "email" else None,
+    rendered = render(channel, Source(body=body, subject=subject if channel == Channel.EMAIL else None,
+                                      html=html or None if channel == Channel.EMAIL else None,
                                       locale=language_of(locale)), context, locale)
     out.update({"text": rendered.text, "subject": rendered.subject, "html": rendered.html})
     if rendered.sms is not None:
@@ -113,7 +113,7 @@ class TemplateView(RoleGuard, BaseView):
     @expose("/edit", methods=["GET", "POST"])
     def edit(self) -> Any:
         name = (request.values.get("name") or "").strip()
-        channel = request.values.get("channel") or "email"
+        channel = request.values.get("channel") or Channel.EMAIL.value
         locale = (request.values.get("locale") or "en").strip()
         if not NAME.match(name) or channel not in CHANNELS or not LOCALE.fullmatch(locale):
             flash(_("A template needs a name (lower-case letters, digits and _), a channel and a locale such as en "
@@ -124,9 +124,9 @@ class TemplateView(RoleGuard, BaseView):
         subject, body, html, origin = starting_text(template, name, channel, locale)
         problems: list[Any] = []
         if request.method == "POST":
-            subject = request.form.get("subject") if channel == "email" else None
+            subject = request.form.get("subject") if channel == Channel.EMAIL else None
             body = request.form.get("body", "")
-            html = (request.form.get("html") or None) if channel == "email" else None
+            html = (request.form.get("html") or None) if channel == Channel.EMAIL else None
             try:
                 version = save_template(name, channel, locale, body=body, subject=subject, html=html,
                                         actor=current_user)

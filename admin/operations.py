@@ -35,7 +35,9 @@ from app.models import (
 )
 from app.money import format_minor, minor_to_decimal
 from app.outbox.review import resolve_review
+from app.outbox.states import OutboxState
 from rules.case_states import ACTIVE, TERMINAL, allowed_actions
+from rules.vocabulary import CHANNELS
 
 OPERATORS = ("operator", "admin")
 
@@ -145,7 +147,7 @@ class CaseView(ReadOnlyView):
     def resume(self, case_id: int) -> Any:
         def act() -> str:
             moved = case_actions.resume_case(case_id, actor=current_user.email)
-            upcoming = [m for m in moved if m.send_at is not None and m.channel in case_actions.PERSON_CHANNELS]
+            upcoming = [m for m in moved if m.send_at is not None and m.channel in CHANNELS]
             if not upcoming:
                 return _("Resumed: nothing is left to send.")
             first = min(upcoming, key=lambda m: m.send_at)  # type: ignore[arg-type,return-value]
@@ -338,7 +340,7 @@ class ReviewView(RoleGuard, BaseView):
 
     @expose("/")
     def index(self) -> Any:
-        rows = list(db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.state == "review")
+        rows = list(db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.state == OutboxState.REVIEW)
                                        .order_by(OutboxMessage.updated_at, OutboxMessage.id)))
         ids = [r.id for r in rows]
         last: dict[tuple[int, str], MessageEvent] = {}
@@ -381,7 +383,7 @@ class ReviewView(RoleGuard, BaseView):
         # people deciding at once get one decision and one audit entry; the second is told who was first.
         row = db.session.scalar(sa.select(OutboxMessage).where(OutboxMessage.id == message_id).with_for_update()
                                 .execution_options(populate_existing=True))
-        if row is None or row.state != "review":
+        if row is None or row.state != OutboxState.REVIEW:
             db.session.rollback()
             flash(_already_settled(message_id, row), "warning")
         else:

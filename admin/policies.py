@@ -22,6 +22,7 @@ from app import backtest, policies
 from app.extensions import db
 from app.models import Policy, PolicyVersion, User
 from app.settings import four_eyes_required
+from rules.vocabulary import PolicyStatus
 
 AUTHORS = ("author", "admin")
 APPROVERS = ("approver", "admin")
@@ -96,8 +97,8 @@ class PolicyView(RoleGuard, BaseView):
     def index(self) -> Any:
         rows = []
         for policy in db.session.scalars(sa.select(Policy).order_by(Policy.name)):
-            pending = sum(1 for v in policy.versions if v.status == "pending_approval")
-            approved = sum(1 for v in policy.versions if v.status == "approved")
+            pending = sum(1 for v in policy.versions if v.status == PolicyStatus.PENDING_APPROVAL)
+            approved = sum(1 for v in policy.versions if v.status == PolicyStatus.APPROVED)
             rows.append({"policy": policy, "active": policy.active_version, "pending": pending,
                          "approved": approved, "draft_by": _user(policy.draft_updated_by_id)})
         return self.render("admin/policies/index.html", rows=rows, can_author=_can(AUTHORS))

@@ -13,7 +13,7 @@ from flask_login import current_user
 
 from admin.i18n import _l
 from rules.case_states import CaseState
-from rules.vocabulary import Channel
+from rules.vocabulary import Channel, OutboxTask, PolicyStatus
 
 ROLE_LABELS = {"admin": _l("admin"), "author": _l("author"), "approver": _l("approver"), "operator": _l("operator"),
                "auditor": _l("auditor")}
@@ -21,13 +21,14 @@ ROLE_LABELS = {"admin": _l("admin"), "author": _l("author"), "approver": _l("app
 ROLE_HELP = {"admin": _l("users, settings and secrets"), "author": _l("drafts of policies and templates; simulate"),
              "approver": _l("approves and activates versions someone else wrote"),
              "operator": _l("cases, customers and escalations"), "auditor": _l("reads everything, changes nothing")}
-STATUS_LABELS = {"pending_approval": _l("waiting for approval"), "approved": _l("approved, not active"),
-                 "active": _l("running now"), "superseded": _l("replaced"), "rejected": _l("rejected")}
+STATUS_LABELS = {PolicyStatus.PENDING_APPROVAL: _l("waiting for approval"),
+                 PolicyStatus.APPROVED: _l("approved, not active"), PolicyStatus.ACTIVE: _l("running now"),
+                 PolicyStatus.SUPERSEDED: _l("replaced"), PolicyStatus.REJECTED: _l("rejected")}
 CASE_STATE_LABELS = {CaseState.OPEN: _l("Open"), CaseState.CONTACTING: _l("Contacting"),
                      CaseState.ESCALATED: _l("Escalated"), CaseState.RECOVERED: _l("Recovered"),
                      CaseState.EXPIRED: _l("Expired"), CaseState.CANCELLED: _l("Cancelled")}
 CHANNEL_LABELS = {Channel.EMAIL: _l("Email"), Channel.SMS: _l("SMS"), Channel.WHATSAPP: _l("WhatsApp"),
-                  "payment_retry": _l("Payment retry"), "escalation": _l("Escalation")}
+                  OutboxTask.PAYMENT_RETRY: _l("Payment retry"), OutboxTask.ESCALATION: _l("Escalation")}
 REASON_LABELS = {"legal_window": _l("Legal contact window"), "quiet_hours": _l("Quiet hours"),
                  "business_hours": _l("Outside business hours"), "holiday": _l("Public holiday"),
                  "weekend": _l("Weekend"), "blackout": _l("Blackout date"),

@@ -25,6 +25,7 @@ from app.audit import record, verify_chain
 from app.extensions import db
 from app.models import AuditEntry, OutboxMessage, RecoveryCase, Transaction
 from app.money import format_minor
+from app.outbox.states import OutboxState
 from rules.case_states import CaseState
 
 
@@ -42,7 +43,7 @@ class HomeView(RoleGuard, AdminIndexView):
             )
         )
         scheduled = db.session.scalar(
-            sa.select(sa.func.count()).select_from(OutboxMessage).where(OutboxMessage.state == "scheduled")
+            sa.select(sa.func.count()).select_from(OutboxMessage).where(OutboxMessage.state == OutboxState.SCHEDULED)
         )
         return self.render("admin/home.html", counts=counts, recovered_minor=recovered or 0, scheduled=scheduled,
                            case_states=[s.value for s in CaseState])

@@ -39,8 +39,8 @@ from rules.case_states import CaseAction, CaseState, refusal
 from rules.contact_rules import SEND_NOW, Override
 from rules.money import currency_exponent
 from rules.timing import SentRecord
+from rules.vocabulary import CHANNELS, Priority
 
-PERSON_CHANNELS = ("email", "sms", "whatsapp")
 #: outbox rows that have not gone yet and may still be changed
 WAITING = (OutboxState.SCHEDULED, OutboxState.HELD)
 #: an operator's "paid elsewhere": credited to no message (organic)
@@ -89,7 +89,7 @@ def send_next_step_now(case_id: int, *, actor: str, now: datetime | None = None)
     message = db.session.scalar(
         sa.select(OutboxMessage)
         .where(OutboxMessage.case_id == case.id, OutboxMessage.state.in_(WAITING),
-               OutboxMessage.channel.in_(PERSON_CHANNELS))
+               OutboxMessage.channel.in_(CHANNELS))
         .order_by(OutboxMessage.scheduled_for, OutboxMessage.step_n, OutboxMessage.id).limit(1)
     )
     if message is None:
@@ -110,7 +110,7 @@ def send_next_step_now(case_id: int, *, actor: str, now: datetime | None = None)
                           why=scheduled.note or ""))
     result = SendNow(message.id, message.channel, max(scheduled.send_at, now), tuple(scheduled.reasons),
                      _held_by(message, customer, scheduled.reasons), customer.timezone_explicit or customer.timezone)
-    message.state, message.scheduled_for, message.priority = OutboxState.SCHEDULED, result.send_at, "urgent"
+    message.state, message.scheduled_for, message.priority = OutboxState.SCHEDULED, result.send_at, Priority.URGENT
     message.deferred_by = list(result.reasons)
     details = {"message": message.id, "channel": message.channel, "send_at": result.send_at.isoformat(),
                "reasons": list(result.reasons), "held_by": list(result.held_by)}
@@ -145,7 +145,7 @@ def resume_case(case_id: int, *, actor: str, now: datetime | None = None) -> lis
     for row in sorted(_rows(case.id, (OutboxState.PAUSED,)), key=lambda r: (r.scheduled_for, r.id)):
         earliest = max(row.scheduled_for + paused_for, now)
         send_at: datetime | None = earliest
-        if row.channel in PERSON_CHANNELS and case.customer is not None:
+        if row.channel in CHANNELS and case.customer is not None:
             scheduled = message_send_time(row, case.customer, earliest, sent)
             send_at, row.deferred_by = scheduled.send_at, list(scheduled.reasons)
             if send_at is not None:
@@ -270,7 +270,7 @@ def _sent_to(customer_id: int, now: datetime) -> tuple[SentRecord, ...]:
     """What actually reached the customer lately (the legal caps count it; "send now" lifts the merchant's own)."""
     rows = db.session.execute(
         sa.select(OutboxMessage.sent_at, OutboxMessage.channel).where(
-            OutboxMessage.customer_id == customer_id, OutboxMessage.channel.in_(PERSON_CHANNELS),
+            OutboxMessage.customer_id == customer_id, OutboxMessage.channel.in_(CHANNELS),
             OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at > now - timedelta(days=8))
     ).all()
     return tuple(SentRecord(at, channel) for at, channel in rows)

@@ -9,14 +9,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.cases import move_case
+from app.escalations import EscalationState
 from app.extensions import db
 from app.models import EscalationTask, MessageEvent, OutboxMessage, RecoveryCase, Team
 from app.models.types import utcnow
 from app.outbox.states import WAITING, OutboxState, sources
+from rules.case_states import ACTIVE, CaseState
+from rules.vocabulary import OutboxTask
 
 log = logging.getLogger(__name__)
-
-OPEN = ("open", "contacting", "escalated")
 
 
 def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
@@ -25,7 +26,7 @@ def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
     rows = db.session.scalars(
         sa.select(OutboxMessage)
         .where(
-            OutboxMessage.channel == "escalation",
+            OutboxMessage.channel == OutboxTask.ESCALATION,
             OutboxMessage.state == OutboxState.SCHEDULED,
             OutboxMessage.scheduled_for <= now,
         )
@@ -44,7 +45,7 @@ def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
         if not claimed:
             continue
         case = db.session.get(RecoveryCase, row.case_id)
-        if case is None or case.state not in OPEN:
+        if case is None or case.state not in ACTIVE:
             _finish(row, OutboxState.CANCELLED, {"why": f"case is {case.state if case else 'gone'}"})
             continue
         if case.paused_at is not None:  # held with the case's other messages until it is resumed
@@ -55,9 +56,9 @@ def run_due_escalations(now: datetime | None = None, limit: int = 200) -> int:
             sa.select(EscalationTask.id).where(EscalationTask.case_id == case.id, EscalationTask.team == team)
         )
         if exists is None:
-            db.session.add(EscalationTask(case_id=case.id, team=team, state="open"))
-        if case.state != "escalated":
-            move_case(case, "escalated", reason=f"escalated to {team} by policy", actor="policy")
+            db.session.add(EscalationTask(case_id=case.id, team=team, state=EscalationState.OPEN))
+        if case.state != CaseState.ESCALATED:
+            move_case(case, CaseState.ESCALATED, reason=f"escalated to {team} by policy", actor="policy")
         case.escalated_to = team
         notified = _notify_team(team, case)
         _finish(row, OutboxState.SENT, {"team": team, "notified": notified})
@@ -81,7 +82,7 @@ def _notify_team(team_name: str, case: RecoveryCase) -> str | None:
     from app.senders import senders_for
 
     team = db.session.scalar(sa.select(Team).where(Team.name == team_name))
-    sender = senders_for(current_app._get_current_object()).get("email")  # type: ignore[attr-defined]
+    sender = senders_for(current_app._get_current_object()).get(Channel.EMAIL)  # type: ignore[attr-defined]
     if team is None or not team.email or sender is None:
         return None
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
@@ -108,12 +109,12 @@ def expire_due_cases(now: datetime | None = None, limit: int = 500) -> int:
     now = now or utcnow()
     cases = db.session.scalars(
         sa.select(RecoveryCase)
-        .where(RecoveryCase.state.in_(OPEN), RecoveryCase.give_up_at.is_not(None), RecoveryCase.give_up_at <= now,
+        .where(RecoveryCase.state.in_(ACTIVE), RecoveryCase.give_up_at.is_not(None), RecoveryCase.give_up_at <= now,
                RecoveryCase.paused_at.is_(None))  # a paused case's clock stops (resuming moves its give-up time)
         .limit(limit)
     ).all()
     for case in cases:
-        move_case(case, "expired", reason="the policy's give-up time passed", actor="policy", at=now)
+        move_case(case, CaseState.EXPIRED, reason="the policy's give-up time passed", actor="policy", at=now)
         cancel_pending(case.id, "case expired")
         revoke_case_links(case.id, now=now)
     db.session.commit()

@@ -17,6 +17,7 @@ from app.audit import record
 from app.extensions import db
 from app.models import ChannelAccount
 from app.secrets import SecretsError, decrypt_credentials, encrypt_credentials
+from rules.vocabulary import Channel
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,15 @@ class ChannelFields:
 
 
 #: what each channel's account holds; the names match the sender's arguments
-CHANNEL_FIELDS: dict[str, ChannelFields] = {
+CHANNEL_FIELDS: dict[Channel, ChannelFields] = {
     # smtp_url carries the password (smtp://user:pass@host:port), so all of it is secret
-    "email": ChannelFields(settings=("from_address",), secrets=("smtp_url",), required=("smtp_url",)),
-    "sms": ChannelFields(
+    Channel.EMAIL: ChannelFields(settings=("from_address",), secrets=("smtp_url",), required=("smtp_url",)),
+    Channel.SMS: ChannelFields(
         settings=("account_sid", "from_number", "api_url"),
         secrets=("auth_token",),
         required=("account_sid", "from_number", "auth_token"),
     ),
-    "whatsapp": ChannelFields(
+    Channel.WHATSAPP: ChannelFields(
         settings=("phone_number_id", "waba_id", "api_url"),
         secrets=("token", "app_secret", "verify_token"),
         required=("phone_number_id", "token"),

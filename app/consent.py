@@ -13,8 +13,6 @@ from app.outbox.states import WAITING, OutboxState, sources
 
 log = logging.getLogger(__name__)
 
-PHONE_CHANNELS = ("sms", "whatsapp")
-
 
 def opt_out(customer_id: int, channels: Iterable[str], *, source: str, detail: str | None = None) -> list[str]:
     """Opt a customer out of channels; returns the channels that were newly opted out."""

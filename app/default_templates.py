@@ -17,6 +17,7 @@ built-in stays known (policies may name it) and goes on serving the other langua
 from __future__ import annotations
 
 from app.templating import MessageTemplate
+from rules.vocabulary import Channel
 
 LANGUAGES = ("en", "es")
 DEFAULT_LANGUAGE = "en"
@@ -136,9 +137,10 @@ def _catalogue() -> dict[tuple[str, str, str], MessageTemplate]:
         ("es", _ES_EMAIL, _ES_FOOTER, _ES_SMS, _ES_STOP, _ES_WHATSAPP),
     ):
         for name, (subject, body) in email.items():
-            out[(name, "email", language)] = MessageTemplate(body=body + footer, subject=subject, locale=language)
-            out[(name, "sms", language)] = MessageTemplate(body=sms[name] + stop, locale=language)
-            out[(name, "whatsapp", language)] = MessageTemplate(body=whatsapp[name], locale=language)
+            out[(name, Channel.EMAIL.value, language)] = MessageTemplate(body=body + footer, subject=subject,
+                                                                         locale=language)
+            out[(name, Channel.SMS.value, language)] = MessageTemplate(body=sms[name] + stop, locale=language)
+            out[(name, Channel.WHATSAPP.value, language)] = MessageTemplate(body=whatsapp[name], locale=language)
     return out
 
 
@@ -183,5 +185,5 @@ def whatsapp_approved_templates() -> list[dict[str, str]]:
         {"name": name, "language": whatsapp_language(language), "status": "APPROVED",
          "body": whatsapp_body(template.body).text}
         for (name, channel, language), template in sorted(DEFAULTS.items())
-        if channel == "whatsapp"
+        if channel == Channel.WHATSAPP
     ]

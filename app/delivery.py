@@ -9,11 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.channels.base import DeliveryStatus, InboundMessage, Keyword, StatusUpdate
-from app.consent import PHONE_CHANNELS, customers_with_phone, opt_in, opt_out, skip_scheduled
+from app.consent import customers_with_phone, opt_in, opt_out, skip_scheduled
 from app.extensions import db
 from app.models import MessageEvent, OutboxMessage
 from app.outbox.states import OutboxState
 from app.senders import message_id_from_reference
+from rules.vocabulary import PHONE_CHANNELS, Channel
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,8 @@ def unsubscribe_email(message_id: int) -> bool:
     message = db.session.get(OutboxMessage, message_id)
     if message is None or message.customer_id is None:
         return False
-    opt_out(message.customer_id, ["email"], source="one_click", detail=f"message {message_id}")
-    skip_scheduled(message.customer_id, ["email"], "customer unsubscribed")
+    opt_out(message.customer_id, [Channel.EMAIL], source="one_click", detail=f"message {message_id}")
+    skip_scheduled(message.customer_id, [Channel.EMAIL], "customer unsubscribed")
     db.session.add(MessageEvent(message_id=message.id, kind="unsubscribed", provider_payload=None))
     db.session.commit()
     return True

@@ -24,6 +24,7 @@ from app.audit import record
 from app.extensions import db
 from app.models import Customer, GatewayAccount, OutboxMessage, RecoveryCase, Transaction
 from app.outbox.states import OutboxState
+from rules.vocabulary import Channel
 
 #: every order the control page makes starts with this (how the page finds "its" cases), and each vault record
 ORDER_PREFIX = "DEMO-"
@@ -51,7 +52,6 @@ _EURO = {"AT", "BE", "CY", "DE", "EE", "ES", "FI", "FR", "GR", "HR", "IE", "IT",
          "SI", "SK"}
 _CURRENCY_OF = {"US": "USD", "GB": "GBP", "CA": "CAD", "AU": "AUD", "MX": "MXN", "BR": "BRL", "JP": "JPY", "IN": "INR"}
 CLOCK_STEPS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
-PERSON_CHANNELS = ("email", "sms", "whatsapp")
 
 
 class DemoError(RuntimeError):
@@ -248,6 +248,6 @@ def inbox_url(inboxes: dict[str, str], channel: str, address: str | None) -> str
     base = inboxes.get(channel)
     if not base or not address:
         return None
-    if channel == "whatsapp":
+    if channel == Channel.WHATSAPP:
         address = "".join(ch for ch in address if ch.isdigit())
     return f"{base.rstrip('/')}/{quote(address)}"

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from app.extensions import db
+from rules.vocabulary import Channel
 from workers import jobs
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ def start_world(
     for name, extra in _inbox_files(inboxes).items():
         options[name] = {**options.get(name, {}), **extra}
     sims = start_simulators(fixed_ports=fixed_ports, **options)
-    inbox_urls = {"email": f"{sims['smtp'].control_url}/inbox", "sms": f"{sims['twilio'].url}/inbox",
-                  "whatsapp": f"{sims['whatsapp'].url}/inbox"}
+    inbox_urls = {Channel.EMAIL: f"{sims['smtp'].control_url}/inbox", Channel.SMS: f"{sims['twilio'].url}/inbox",
+                  Channel.WHATSAPP: f"{sims['whatsapp'].url}/inbox"}
     app.config.update(
         PUBLIC_BASE_URL=public_url,
         NMI_API_URL=f"{sims['nmi'].url}/api",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import sqlalchemy as sa
 
 from app.audit import record
@@ -9,7 +11,16 @@ from app.extensions import db
 from app.models import EscalationTask, User
 from app.models.types import utcnow
 
-STATES = ("open", "assigned", "resolved")
+
+class EscalationState(StrEnum):
+    """Where a team's escalation task is (not the case's state: its case is ``escalated`` all along)."""
+
+    OPEN = "open"
+    ASSIGNED = "assigned"
+    RESOLVED = "resolved"
+
+
+STATES: tuple[EscalationState, ...] = tuple(EscalationState)
 
 
 class EscalationError(ValueError):
@@ -19,7 +30,7 @@ class EscalationError(ValueError):
 def queue(*, state: str | None = None, team: str | None = None) -> list[EscalationTask]:
     query = sa.select(EscalationTask)
     if state == "unresolved" or state is None:
-        query = query.where(EscalationTask.state != "resolved")
+        query = query.where(EscalationTask.state != EscalationState.RESOLVED)
     elif state in STATES:
         query = query.where(EscalationTask.state == state)
     if team:
@@ -41,10 +52,10 @@ def _append_note(task: EscalationTask, actor: User, text: str) -> None:
 
 def assign(task_id: int, assignee: User | None, *, actor: User) -> EscalationTask:
     task = _task(task_id)
-    if task.state == "resolved":
+    if task.state == EscalationState.RESOLVED:
         raise EscalationError("this escalation is already resolved")
     task.assigned_to_id = assignee.id if assignee else None
-    task.state = "assigned" if assignee else "open"
+    task.state = EscalationState.ASSIGNED if assignee else EscalationState.OPEN
     record(actor.email, "escalation.assign", "escalation_task", task.id,
            {"case": task.case_id, "to": assignee.email if assignee else None})
     db.session.commit()
@@ -63,11 +74,11 @@ def add_note(task_id: int, text: str, *, actor: User) -> EscalationTask:
 
 def resolve(task_id: int, *, actor: User, note: str = "") -> EscalationTask:
     task = _task(task_id)
-    if task.state == "resolved":
+    if task.state == EscalationState.RESOLVED:
         raise EscalationError("this escalation is already resolved")
     if note.strip():
         _append_note(task, actor, note[:2000])
-    task.state = "resolved"
+    task.state = EscalationState.RESOLVED
     task.resolved_at = utcnow()
     record(actor.email, "escalation.resolve", "escalation_task", task.id, {"case": task.case_id})
     db.session.commit()

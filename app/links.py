@@ -26,9 +26,9 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from app.extensions import db
 from app.models import MessageEvent, OutboxMessage, PaymentLink, RecoveryCase
 from app.models.types import utcnow
+from rules.case_states import ACTIVE
+from rules.vocabulary import CHANNELS
 
-OPEN_STATES = ("open", "contacting", "escalated")
-PERSON_CHANNELS = ("email", "sms", "whatsapp")
 SHORT_ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
 SHORT_LENGTH = 10
 SHORT_CODE = re.compile(rf"[0-9A-Za-z]{{{SHORT_LENGTH}}}")
@@ -141,7 +141,7 @@ def open_payment_link(token: str, secret_key: str, *, now: datetime | None = Non
     if link.expires_at <= now:
         raise LinkError("expired", link)
     case = db.session.get(RecoveryCase, link.case_id)
-    if case is None or case.state not in OPEN_STATES:
+    if case is None or case.state not in ACTIVE:
         raise LinkError("case closed", link)
     message_id = payload.get("m") if isinstance(payload.get("m"), int) else None
     if message_id is None:
@@ -185,7 +185,7 @@ def message_for_link(link: PaymentLink) -> int | None:
     found = db.session.scalar(
         sa.select(MessageEvent.message_id)
         .join(OutboxMessage, OutboxMessage.id == MessageEvent.message_id)
-        .where(OutboxMessage.case_id == link.case_id, OutboxMessage.channel.in_(PERSON_CHANNELS),
+        .where(OutboxMessage.case_id == link.case_id, OutboxMessage.channel.in_(CHANNELS),
                MessageEvent.kind.in_(("sent", "unknown", "failed")), MessageEvent.recorded_at >= link.created_at)
         .order_by(MessageEvent.recorded_at, MessageEvent.id)
         .limit(1))
@@ -193,7 +193,7 @@ def message_for_link(link: PaymentLink) -> int | None:
         return int(found)
     found = db.session.scalar(
         sa.select(OutboxMessage.id)
-        .where(OutboxMessage.case_id == link.case_id, OutboxMessage.channel.in_(PERSON_CHANNELS),
+        .where(OutboxMessage.case_id == link.case_id, OutboxMessage.channel.in_(CHANNELS),
                OutboxMessage.claimed_at.is_not(None), OutboxMessage.claimed_at <= link.created_at)
         .order_by(OutboxMessage.claimed_at.desc(), OutboxMessage.id.desc())
         .limit(1))

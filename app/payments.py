@@ -67,13 +67,14 @@ from app.models import Customer, GatewayAccount, MessageEvent, OutboxMessage, Pa
 from app.models.types import utcnow
 from app.outbox.states import OutboxState, sources
 from app.receipts import send_receipt
+from rules.case_states import ACTIVE, CaseState
 from rules.declines import DeclineInfo, DeclineKind, DeclineReason, classify_decline
 from rules.durations import DurationError, parse_iso
 from rules.retry_budget import CardRetryBudget, ChargeAttempt, RetryDecision, card_network
+from rules.vocabulary import OutboxTask, Priority
 
 log = logging.getLogger(__name__)
 
-OPEN_STATES = ("open", "contacting", "escalated")
 #: NMI refuses the same order id again within this many seconds (a resend of one request by the client)
 DUP_SECONDS = 900
 #: how long a request waits for another one working on the same case
@@ -87,8 +88,6 @@ DEFAULT_PAY_LATER = timedelta(days=7)
 DEFAULT_PARTIAL_REST = timedelta(days=14)
 #: the local hour scheduled charges and retries aim for: funds have usually landed, the customer is awake
 CHARGE_HOUR = 9
-RETRY_CHANNEL = "payment_retry"
-DUE_CHANNEL = "payment_due"
 ATTEMPT_KEY = re.compile(r"^[A-Za-z0-9_-]{16,40}$")
 _LAST4 = re.compile(r"^\d{4}$")
 _BRAND_DIGIT = {"visa": "4", "mastercard": "5", "amex": "3", "discover": "6"}
@@ -260,7 +259,7 @@ def payment_options(case: RecoveryCase, now: datetime | None = None) -> PaymentO
     if "pay_later" in offers and usable:
         pay_later_until = today + timedelta(days=max(1, (_duration(terms.get("pay_later")) or DEFAULT_PAY_LATER).days))
     scheduled = db.session.scalar(sa.select(OutboxMessage).where(
-        OutboxMessage.case_id == case.id, OutboxMessage.channel == DUE_CHANNEL,
+        OutboxMessage.case_id == case.id, OutboxMessage.channel == OutboxTask.PAYMENT_DUE,
         OutboxMessage.state == OutboxState.SCHEDULED).order_by(OutboxMessage.scheduled_for).limit(1))
     return PaymentOptions(
         amount_due_minor=case.amount_due_minor, currency=case.currency, decline=decline, offers=offers,
@@ -505,8 +504,8 @@ def _record_recovery(case: RecoveryCase, payment: Payment, now: datetime) -> boo
         rest_on = partial_rest_date(case, now.astimezone(customer_zone(case.customer, case)).date())
         _schedule_due(case, rest_on, key=f"rest:{payment.order_id}", now=now)
         return False
-    if case.state in OPEN_STATES:
-        move_case(case, "recovered", reason=f"paid: order {payment.order_id} ({payment.method})", actor=actor,
+    if case.state in ACTIVE:
+        move_case(case, CaseState.RECOVERED, reason=f"paid: order {payment.order_id} ({payment.method})", actor=actor,
                   at=now)
     cancel_pending(case.id, "case recovered")
     revoke_case_links(case.id, now=now)
@@ -514,9 +513,9 @@ def _record_recovery(case: RecoveryCase, payment: Payment, now: datetime) -> boo
 
 
 def _settled_outcome(case: RecoveryCase) -> PayOutcome | None:
-    if case.state in OPEN_STATES:
+    if case.state in ACTIVE:
         return None
-    if case.state == "recovered":
+    if case.state == CaseState.RECOVERED:
         paid = db.session.scalar(sa.select(Payment).where(Payment.case_id == case.id, Payment.state == "approved")
                                  .order_by(Payment.id.desc()).limit(1))
         return PayOutcome("already_paid", case.id, paid.amount_minor if paid else (case.recovered_amount_minor or 0),
@@ -531,14 +530,14 @@ def _outcome(payment: Payment, case: RecoveryCase) -> PayOutcome:
         decline = classify_decline(payment.response_code, (payment.raw or {}).get("merchant_advice_code"),
                                    gateway=case.transaction.gateway, text=payment.response_text)
     due = None
-    if payment.state == "approved" and case.state in OPEN_STATES:
+    if payment.state == "approved" and case.state in ACTIVE:
         due = db.session.scalar(sa.select(OutboxMessage).where(
-            OutboxMessage.case_id == case.id, OutboxMessage.channel == DUE_CHANNEL,
+            OutboxMessage.case_id == case.id, OutboxMessage.channel == OutboxTask.PAYMENT_DUE,
             OutboxMessage.state == OutboxState.SCHEDULED).order_by(OutboxMessage.scheduled_for).limit(1))
     return PayOutcome(
         payment.state, case.id, payment.amount_minor, payment.currency, payment_id=payment.id,
         order_id=payment.order_id, decline=decline,
-        remaining_minor=case.amount_due_minor if payment.state == "approved" and case.state in OPEN_STATES else 0,
+        remaining_minor=case.amount_due_minor if payment.state == "approved" and case.state in ACTIVE else 0,
         scheduled_for=due.scheduled_for if due else None, scheduled_id=due.id if due else None,
         method=payment.method,
     )
@@ -668,8 +667,8 @@ def _schedule_due(case: RecoveryCase, on: date, *, key: str, now: datetime, link
     at = datetime.combine(on, time(CHARGE_HOUR), tzinfo=zone).astimezone(UTC)
     at = max(at, now)
     row = OutboxMessage(
-        case_id=case.id, customer_id=case.customer_id, step_n=None, channel=DUE_CHANNEL, fallbacks=[],
-        address=None, template=None, priority=case.priority or "default", state=OutboxState.SCHEDULED,
+        case_id=case.id, customer_id=case.customer_id, step_n=None, channel=OutboxTask.PAYMENT_DUE.value, fallbacks=[],
+        address=None, template=None, priority=Priority.of(case.priority).value, state=OutboxState.SCHEDULED,
         scheduled_for=at,
         deferred_by=[], policy_version_id=case.policy_version_id, rule_line=None,
         idempotency_key=f"case:{case.id}:due:{key}"[:191],
@@ -708,7 +707,8 @@ def run_due_payment_retries(now: datetime | None = None, limit: int = 100) -> di
     for payment_id in stale:
         count(f"resolved_{resolve_payment(payment_id, now=now)}")
     rows = db.session.scalars(sa.select(OutboxMessage.id).where(
-        OutboxMessage.channel.in_((RETRY_CHANNEL, DUE_CHANNEL)), OutboxMessage.state == OutboxState.SCHEDULED,
+        OutboxMessage.channel.in_((OutboxTask.PAYMENT_RETRY, OutboxTask.PAYMENT_DUE)),
+        OutboxMessage.state == OutboxState.SCHEDULED,
         OutboxMessage.scheduled_for <= due_by).order_by(OutboxMessage.scheduled_for).limit(limit)).all()
     db.session.rollback()
     for row_id in rows:
@@ -747,7 +747,7 @@ def _run_due_row(row_id: int, now: datetime) -> str:
         row = db.session.get(OutboxMessage, row_id, populate_existing=True)
         case = db.session.get(RecoveryCase, case_id, populate_existing=True)
         assert row is not None
-        if case is None or case.state not in OPEN_STATES:
+        if case is None or case.state not in ACTIVE:
             _finish_row(row, OutboxState.CANCELLED, {"why": f"case is {case.state if case else 'gone'}"})
             return "cancelled"
         customer = case.customer
@@ -760,10 +760,10 @@ def _run_due_row(row_id: int, now: datetime) -> str:
             if earlier.state in ("pending", "unknown"):
                 _release_row(row, now + UNKNOWN_GRACE, f"order {earlier.order_id} not resolved yet")
                 return "waiting"
-        if case.state not in OPEN_STATES:
+        if case.state not in ACTIVE:
             _finish_row(row, OutboxState.CANCELLED, {"why": f"case is {case.state}"})
             return "cancelled"
-        scheduled_by_customer = row.channel == DUE_CHANNEL
+        scheduled_by_customer = row.channel == OutboxTask.PAYMENT_DUE
         if not scheduled_by_customer:
             decline = latest_decline(case)
             if decline.kind is not DeclineKind.soft:

@@ -19,6 +19,7 @@ from app.clock import business_now
 from app.extensions import db
 from app.models import Customer, OptOut, OutboxMessage, PolicyVersion, RecoveryCase
 from app.money import minor_to_decimal
+from app.outbox.settings import ADDRESS_FIELD
 from app.outbox.states import OutboxState
 from app.policies import active_version, compiled
 from rules.case_states import CaseState
@@ -27,15 +28,10 @@ from rules.facts import Facts
 from rules.plan import Plan
 from rules.planner import plan as make_plan
 from rules.timing import ContactHistory, Scheduled, SentRecord, next_send_time
-from rules.vocabulary import Channel, Priority, StepAction
+from rules.vocabulary import CHANNELS, OutboxTask, Priority, StepAction
 
 log = logging.getLogger(__name__)
 
-#: the customer field that addresses each channel that reaches a person
-ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone_e164", Channel.WHATSAPP: "phone_e164"}
-#: the outbox channels of the rows a plan writes that are not messages to the customer
-RETRY_CHANNEL = "payment_retry"
-ESCALATION_CHANNEL = "escalation"
 #: rows that will never reach the customer: they do not count against the cadence caps
 NOT_CONTACT = tuple(
     s.value for s in (OutboxState.CANCELLED, OutboxState.SKIPPED, OutboxState.FAILED, OutboxState.PAUSED)
@@ -100,7 +96,7 @@ def contact_history(customer_id: int, now: datetime) -> tuple[SentRecord, ...]:
     rows = db.session.execute(
         sa.select(OutboxMessage.channel, at).where(
             OutboxMessage.customer_id == customer_id,
-            OutboxMessage.channel.in_(tuple(c.value for c in ADDRESS_FIELD)),
+            OutboxMessage.channel.in_(CHANNELS),
             OutboxMessage.state.notin_(NOT_CONTACT),
             at >= now - timedelta(days=8),
         )
@@ -176,7 +172,7 @@ def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> P
     override = plan.override.as_dict() if plan.override else None
     rows = []
     for step in plan.steps:
-        channel = RETRY_CHANNEL if step.action is StepAction.RETRY_PAYMENT else step.channel
+        channel = OutboxTask.PAYMENT_RETRY if step.action is StepAction.RETRY_PAYMENT else step.channel
         if channel is None:
             continue
         address = None
@@ -212,7 +208,7 @@ def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> P
                 case_id=case.id,
                 customer_id=case.customer_id,
                 step_n=None,
-                channel=ESCALATION_CHANNEL,
+                channel=OutboxTask.ESCALATION.value,
                 fallbacks=[],
                 address=escalation.to,
                 priority=priority,

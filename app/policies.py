@@ -19,6 +19,7 @@ from app.extensions import db
 from app.models import Policy, PolicyVersion, User
 from app.models.types import utcnow
 from rules.money import FxRates
+from rules.vocabulary import PolicyStatus
 
 
 class PolicyServiceError(ValueError):
@@ -79,7 +80,7 @@ def _new_version(
     actor: User | None,
     note: str | None,
     based_on: PolicyVersion | None = None,
-    status: str = "pending_approval",
+    status: str = PolicyStatus.PENDING_APPROVAL,
 ) -> PolicyVersion:
     errors = [d for d in check_source(source) if d.severity == dsl.Severity.error]
     if errors:
@@ -112,13 +113,13 @@ def _new_version(
 
 def approve(version_id: int, *, actor: User | None, reason: str, four_eyes: bool = True) -> PolicyVersion:
     version = _version(version_id)
-    if version.status != "pending_approval":
+    if version.status != PolicyStatus.PENDING_APPROVAL:
         raise PolicyServiceError(f"version {version.number} is {version.status}, not waiting for approval")
     if four_eyes and actor is not None and version.author_id == actor.id:
         raise PolicyServiceError("a version must be approved by someone other than its author")
     if not reason.strip():
         raise PolicyServiceError("say why you approve this version")
-    version.status = "approved"
+    version.status = PolicyStatus.APPROVED
     version.approved_by_id = actor.id if actor else None
     version.approved_at = utcnow()
     version.approval_reason = reason.strip()[:500]
@@ -135,15 +136,15 @@ def approve(version_id: int, *, actor: User | None, reason: str, four_eyes: bool
 
 def activate(version_id: int, *, actor: User | None) -> PolicyVersion:
     version = _version(version_id)
-    if version.status not in ("approved", "superseded"):
+    if version.status not in (PolicyStatus.APPROVED, PolicyStatus.SUPERSEDED):
         raise PolicyServiceError(
             f"version {version.number} is {version.status}; only an approved version can be activated"
         )
     policy = version.policy
     previous = policy.active_version
     if previous is not None and previous.id != version.id:
-        previous.status = "superseded"
-    version.status = "active"
+        previous.status = PolicyStatus.SUPERSEDED
+    version.status = PolicyStatus.ACTIVE
     version.activated_by_id = actor.id if actor else None
     version.activated_at = utcnow()
     policy.active_version_id = version.id
@@ -178,7 +179,7 @@ def rollback(name: str, to_number: int, *, actor: User | None, reason: str) -> P
         actor=actor,
         note=f"rollback to version {to_number}: {reason}",
         based_on=target,
-        status="approved",
+        status=PolicyStatus.APPROVED,
     )
     version.approved_by_id = actor.id if actor else None
     version.approved_at = utcnow()
@@ -191,7 +192,7 @@ def activate_text(name: str, source: str, *, actor: User | None, note: str) -> P
     """For set-up and the demo: a version that is written, approved and activated by the system in one go."""
     policy = get_or_create_policy(name)
     policy.draft_source = source
-    version = _new_version(policy, source, actor=actor, note=note, status="approved")
+    version = _new_version(policy, source, actor=actor, note=note, status=PolicyStatus.APPROVED)
     version.approved_at = utcnow()
     version.approval_reason = note
     db.session.commit()
@@ -255,14 +256,14 @@ def reject(version_id: int, actor: User | None, reason: str) -> PolicyVersion:
     """Turn down a version waiting for approval (or approved, not yet activated): it can never run; the text stays
     in the history with who rejected it, when and why."""
     version = _version(version_id)
-    if version.status not in ("pending_approval", "approved"):
+    if version.status not in (PolicyStatus.PENDING_APPROVAL, PolicyStatus.APPROVED):
         raise PolicyServiceError(
             f"version {version.number} is {version.status}; only a version not yet activated can be rejected"
         )
     if not reason.strip():
         raise PolicyServiceError("say why you reject this version")
     previous = version.status
-    version.status = "rejected"
+    version.status = PolicyStatus.REJECTED
     version.rejected_by_id = actor.id if actor else None
     version.rejected_at = utcnow()
     version.rejection_reason = reason.strip()[:500]

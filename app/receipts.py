@@ -104,6 +104,7 @@ def queue_receipt(payment_id: int) -> int | None:
     from app.models import MessageEvent, OutboxMessage, Payment, RecoveryCase
     from app.models.types import utcnow
     from app.outbox.states import OutboxState
+    from rules.vocabulary import Channel, Priority
 
     payment = db.session.get(Payment, payment_id)
     if payment is None or payment.state != "approved":
@@ -118,9 +119,9 @@ def queue_receipt(payment_id: int) -> int | None:
         db.session.commit()  # as when it is created: the caller's next read is a fresh one
         return int(existing)
     row = OutboxMessage(
-        case_id=case.id, customer_id=customer.id, step_n=None, channel="email", fallbacks=[], address=customer.email,
-        template=RECEIPT_TEMPLATE, locale=customer.locale, priority="urgent", state=OutboxState.SCHEDULED,
-        scheduled_for=utcnow(), deferred_by=[], idempotency_key=key,
+        case_id=case.id, customer_id=customer.id, step_n=None, channel=Channel.EMAIL.value, fallbacks=[],
+        address=customer.email, template=RECEIPT_TEMPLATE, locale=customer.locale, priority=Priority.URGENT.value,
+        state=OutboxState.SCHEDULED, scheduled_for=utcnow(), deferred_by=[], idempotency_key=key,
     )
     db.session.add(row)
     try:
@@ -139,12 +140,13 @@ def send_receipt(payment_id: int) -> int | None:
     """Queue the receipt and ask for it to be sent now (a job on the urgent queue: at once on the in-process queue,
     by the next free worker on RQ). If that fails, the periodic dispatch sends it. Returns the outbox row's id."""
     from app.queue import get_queue
+    from rules.vocabulary import Priority
     from workers import jobs
 
     message_id = queue_receipt(payment_id)
     if message_id is not None:
         try:
-            get_queue().enqueue(jobs.send_message, message_id, queue="urgent")
+            get_queue().enqueue(jobs.send_message, message_id, queue=Priority.URGENT.value)
         except Exception:  # the money has moved: a receipt must never turn the payment into an error
             log.exception("receipt %s of payment %s: sending now failed; the periodic dispatch sends it",
                           message_id, payment_id)
@@ -163,7 +165,8 @@ def receipt_email(payment_id: int) -> tuple[str, str]:
     from app.models import Payment, RecoveryCase
     from app.models.types import utcnow
     from app.money import format_minor
-    from app.payments import OPEN_STATES, customer_zone
+    from app.payments import customer_zone
+    from rules.case_states import ACTIVE
 
     payment = db.session.get(Payment, payment_id)
     case = db.session.get(RecoveryCase, payment.case_id) if payment is not None else None
@@ -194,7 +197,7 @@ def receipt_email(payment_id: int) -> tuple[str, str]:
                     "%(date)s, paid with %(method)s.", amount=amount, merchant=merchant, description=description,
                     date=paid_on, method=method.get(payment.method) or _("your payment method"))
                 + "\n\n" + _("Reference: %(reference)s", reference=receipt_reference(payment.id)) + "\n")
-        if case.state in OPEN_STATES and case.amount_due_minor > 0:
+        if case.state in ACTIVE and case.amount_due_minor > 0:
             text += _("Still to pay: %(amount)s.",
                       amount=format_minor(case.amount_due_minor, case.currency, locale)) + "\n"
         text += "\n" + _("Keep this email for your records.") + f"\n{merchant}\n"

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
 
-from app.channels.base import ChannelSender, ConfigurationError, OutboundMessage
+from app.channels.base import Channel, ChannelSender, ConfigurationError, OutboundMessage
 from app.channels.email import EmailSender
 from app.links import open_pixel_token, tracking_token
 
@@ -73,7 +73,7 @@ def _config_senders(app: Flask) -> dict[str, ChannelSender]:
     senders: dict[str, ChannelSender] = {}
     if config.get("SMTP_URL"):
         pixel, click = _tracking(app)
-        senders["email"] = CheckpointEmailSender.from_url(
+        senders[Channel.EMAIL] = CheckpointEmailSender.from_url(
             config["SMTP_URL"], from_address=config["MAIL_FROM"], open_pixel=pixel, click_redirect=click
         )
     if config.get("TWILIO_ACCOUNT_SID") and config.get("TWILIO_AUTH_TOKEN") and config.get("TWILIO_FROM"):
@@ -81,7 +81,7 @@ def _config_senders(app: Flask) -> dict[str, ChannelSender]:
 
         source = config["TWILIO_FROM"]
         service = source if source.startswith("MG") else None
-        senders["sms"] = TwilioSender(
+        senders[Channel.SMS] = TwilioSender(
             config["TWILIO_ACCOUNT_SID"],
             config["TWILIO_AUTH_TOKEN"],
             None if service else source,
@@ -91,7 +91,7 @@ def _config_senders(app: Flask) -> dict[str, ChannelSender]:
     if config.get("WHATSAPP_TOKEN") and config.get("WHATSAPP_PHONE_NUMBER_ID"):
         from app.channels.whatsapp import WhatsAppSender
 
-        senders["whatsapp"] = WhatsAppSender(
+        senders[Channel.WHATSAPP] = WhatsAppSender(
             config["WHATSAPP_TOKEN"],
             config["WHATSAPP_PHONE_NUMBER_ID"],
             api_url=config["WHATSAPP_API_URL"],
@@ -102,7 +102,7 @@ def _config_senders(app: Flask) -> dict[str, ChannelSender]:
 
 def _account_sender(app: Flask, channel: str, settings: dict[str, Any], secrets: dict[str, str]) -> ChannelSender:
     config = app.config
-    if channel == "email":
+    if channel == Channel.EMAIL:
         pixel, click = _tracking(app)
         return CheckpointEmailSender.from_url(
             secrets["smtp_url"],
@@ -110,7 +110,7 @@ def _account_sender(app: Flask, channel: str, settings: dict[str, Any], secrets:
             open_pixel=pixel,
             click_redirect=click,
         )
-    if channel == "sms":
+    if channel == Channel.SMS:
         from app.channels.sms import TwilioSender
 
         source = settings["from_number"]
@@ -122,7 +122,7 @@ def _account_sender(app: Flask, channel: str, settings: dict[str, Any], secrets:
             messaging_service_sid=service,
             api_url=settings.get("api_url") or config["TWILIO_API_URL"],
         )
-    if channel == "whatsapp":
+    if channel == Channel.WHATSAPP:
         from app.channels.whatsapp import WhatsAppSender
 
         return WhatsAppSender(

@@ -18,6 +18,7 @@ from app.extensions import db
 from app.models import MessageTemplate, MessageTemplateVersion, User
 from app.templating import MessageTemplate as Source
 from app.templating import template_errors, validate_template
+from rules.vocabulary import Channel
 
 
 # -- which template a customer gets --------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ def save_template(
 def apply_whatsapp_template_update(update) -> None:  # type: ignore[no-untyped-def]
     rows = db.session.scalars(
         sa.select(MessageTemplate).where(
-            MessageTemplate.channel == "whatsapp",
+            MessageTemplate.channel == Channel.WHATSAPP,
             sa.or_(MessageTemplate.whatsapp_name == update.name, MessageTemplate.name == update.name),
         )
     ).all()
@@ -190,7 +191,7 @@ def whatsapp_body(body: str, product_type: str = "subscription") -> WhatsAppBody
     examples = []
     for expr in expressions:
         try:
-            value = render("whatsapp", Source(body="{{ " + expr + " }}"), context).text
+            value = render(Channel.WHATSAPP, Source(body="{{ " + expr + " }}"), context).text
         except Exception:  # a value the sample facts cannot fill still needs an example for Meta's reviewers
             value = ""
         examples.append(value or expr.split(".")[-1].split("|")[0].strip() or "example")
@@ -202,7 +203,7 @@ def _whatsapp_sender():  # type: ignore[no-untyped-def]
 
     from app.senders import senders_for
 
-    sender = senders_for(current_app._get_current_object()).get("whatsapp")  # type: ignore[attr-defined]
+    sender = senders_for(current_app._get_current_object()).get(Channel.WHATSAPP)  # type: ignore[attr-defined]
     if sender is None:
         raise WhatsAppTemplateError("WhatsApp is not configured: add a WhatsApp channel account in the settings")
     if not getattr(sender, "waba_id", None):
@@ -213,7 +214,7 @@ def _whatsapp_sender():  # type: ignore[no-untyped-def]
 
 def _whatsapp_template(template_id: int) -> MessageTemplate:
     template = db.session.get(MessageTemplate, template_id)
-    if template is None or template.channel != "whatsapp":
+    if template is None or template.channel != Channel.WHATSAPP:
         raise WhatsAppTemplateError("there is no such WhatsApp template")
     return template
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["CHANNELS", "POLICY_LIFTS", "PRIORITIES", "Channel", "Priority", "StepAction"]
+__all__ = [
+    "CHANNELS",
+    "PHONE_CHANNELS",
+    "POLICY_LIFTS",
+    "PRIORITIES",
+    "Channel",
+    "OutboxTask",
+    "PolicyStatus",
+    "Priority",
+    "StepAction",
+]
 
 
 class Channel(StrEnum):
@@ -18,6 +28,14 @@ class Channel(StrEnum):
     EMAIL = "email"
     SMS = "sms"
     WHATSAPP = "whatsapp"
+
+
+class OutboxTask(StrEnum):
+    """An outbox row that writes to nobody: its ``channel`` column names the work instead of a :class:`Channel`."""
+
+    PAYMENT_RETRY = "payment_retry"  # the plan's retry step: charge the card on file again
+    PAYMENT_DUE = "payment_due"  # a payment the customer scheduled (a partial payment's rest): charge it when due
+    ESCALATION = "escalation"  # hand the case to a team (``address`` names the team)
 
 
 class Priority(StrEnum):
@@ -50,11 +68,23 @@ class StepAction(StrEnum):
     RETRY_PAYMENT = "retry_payment"
 
 
+class PolicyStatus(StrEnum):
+    """Where a policy version is in its review: written, then approved (or rejected), then active, then replaced."""
+
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    ACTIVE = "active"
+    SUPERSEDED = "superseded"
+
+
 #: what a policy's ``override ... : ignore ...`` may lift (the DSL's validator allows no more; rules.contact_rules
 #: lifts no more): never quiet hours, legal windows, holidays or cadence caps
 POLICY_LIFTS = frozenset({"business_hours", "weekends"})
 
-#: every channel, in the order the admin lists them
+#: every channel, in the order the admin lists them: the channels that reach a person
 CHANNELS: tuple[Channel, ...] = tuple(Channel)
+#: the channels that write to a phone number (a STOP on one of them opts the customer out of both)
+PHONE_CHANNELS: tuple[Channel, ...] = (Channel.SMS, Channel.WHATSAPP)
 #: every priority, most urgent first
 PRIORITIES: tuple[Priority, ...] = tuple(Priority)

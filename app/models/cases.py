@@ -12,6 +12,7 @@ from app.extensions import db
 from app.models.customers import Customer
 from app.models.transactions import Transaction
 from app.models.types import MYSQL_TABLE_ARGS, JSONType, UTCDateTime, utcnow
+from rules.case_states import CaseState
 
 
 class RecoveryCase(db.Model):
@@ -26,7 +27,7 @@ class RecoveryCase(db.Model):
     # One case per failed payment: the database refuses a second one.
     transaction_id: Mapped[int] = mapped_column(sa.ForeignKey("transactions.id"), unique=True)
     customer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("customers.id"))
-    state: Mapped[str] = mapped_column(sa.String(16), default="open")  # rules.case_states.CaseState
+    state: Mapped[str] = mapped_column(sa.String(16), default=CaseState.OPEN.value)
     amount_due_minor: Mapped[int] = mapped_column(sa.BigInteger)
     currency: Mapped[str] = mapped_column(sa.String(3))
     policy_version_id: Mapped[int | None] = mapped_column(sa.ForeignKey("policy_versions.id"))

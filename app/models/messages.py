@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from app.extensions import db
 from app.models.types import MYSQL_TABLE_ARGS, JSONType, UTCDateTime, utcnow
 from app.outbox.states import OutboxState, check_move
+from rules.vocabulary import Priority
 
 
 class OutboxMessage(db.Model):
@@ -40,7 +41,7 @@ class OutboxMessage(db.Model):
     template_version_id: Mapped[int | None] = mapped_column(sa.ForeignKey("message_template_versions.id"))
     variant: Mapped[str | None] = mapped_column(sa.String(16))
     locale: Mapped[str | None] = mapped_column(sa.String(16))
-    priority: Mapped[str] = mapped_column(sa.String(8), default="default")  # urgent|high|default|low
+    priority: Mapped[str] = mapped_column(sa.String(8), default=Priority.DEFAULT.value)
     state: Mapped[str] = mapped_column(sa.String(16), default=OutboxState.SCHEDULED.value)
     scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
     deferred_by: Mapped[list[str]] = mapped_column(JSONType, default=list)
@@ -63,12 +64,10 @@ class OutboxMessage(db.Model):
 
     events: Mapped[list[MessageEvent]] = relationship(back_populates="message", order_by="MessageEvent.id")
 
-    PRIORITIES = ("urgent", "high", "default", "low")
-
     @validates("priority")
     def _known_priority(self, _key: str, value: str | None) -> str:
         """The dispatcher claims each priority by name (an index range each): anything else would never go."""
-        return value if value in self.PRIORITIES else "default"
+        return Priority.of(value).value
 
     @validates("state")
     def _allowed_move(self, _key: str, value: str) -> str:

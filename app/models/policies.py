@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 from app.models.types import MYSQL_TABLE_ARGS, LongText, UTCDateTime, utcnow
+from rules.vocabulary import PolicyStatus
 
 
 class Policy(db.Model):
@@ -47,8 +48,7 @@ class PolicyVersion(db.Model):
     number: Mapped[int] = mapped_column()
     source: Mapped[str] = mapped_column(LongText)
     source_sha256: Mapped[str] = mapped_column(sa.String(64))
-    # pending_approval|approved|rejected|active|superseded
-    status: Mapped[str] = mapped_column(sa.String(20), default="pending_approval")
+    status: Mapped[str] = mapped_column(sa.String(20), default=PolicyStatus.PENDING_APPROVAL.value)  # PolicyStatus
     based_on_version_id: Mapped[int | None] = mapped_column(sa.ForeignKey("policy_versions.id"))
     note: Mapped[str | None] = mapped_column(sa.String(500))
     author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))

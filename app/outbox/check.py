@@ -12,9 +12,10 @@ from app.extensions import db
 from app.models import Customer, OutboxMessage
 from app.models.types import utcnow
 from app.outbox.batch import add_event
-from app.outbox.settings import ADDRESS_FIELD, PERSON_CHANNELS
+from app.outbox.settings import ADDRESS_FIELD
 from app.outbox.states import ON_THE_WAY
 from app.receipts import RECEIPT_TEMPLATE
+from rules.vocabulary import CHANNELS
 
 
 class SendFacts:
@@ -60,7 +61,7 @@ class SendFacts:
     def record_send(self, customer_id: int | None, channel: str) -> None:
         """A message of this batch is going out now: the next ones of the same customer count it against the
         cadence caps (steps that fell due together go one at a time, as the caps allow)."""
-        if customer_id is None or channel not in PERSON_CHANNELS:
+        if customer_id is None or channel not in CHANNELS:
             return
         self._sent_now.setdefault(customer_id, []).append(channel)
 
@@ -100,7 +101,7 @@ def contact_histories(customer_ids: set[int], now: datetime) -> dict[int, Any]:
         rows = db.session.execute(
             sa.select(OutboxMessage.customer_id, OutboxMessage.sent_at, OutboxMessage.channel).where(
                 OutboxMessage.customer_id.in_(customer_ids),
-                OutboxMessage.channel.in_(PERSON_CHANNELS),
+                OutboxMessage.channel.in_(CHANNELS),
                 OutboxMessage.template.is_distinct_from(RECEIPT_TEMPLATE),  # a receipt is no reminder: no cap counts it
                 sa.or_(
                     sa.and_(OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at > now - timedelta(days=8)),

@@ -16,9 +16,10 @@ from flask import Flask
 from app.extensions import db
 from app.models import OutboxMessage
 from app.models.types import utcnow
-from app.outbox.settings import PERSON_CHANNELS, PRIORITY_ORDER, setting
+from app.outbox.settings import setting
 from app.outbox.states import IN_FLIGHT, sources
 from app.outbox.states import OutboxState as S
+from rules.vocabulary import CHANNELS, PRIORITIES, Priority
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def claim_due(now: datetime, limit: int, *, token: str | None = None) -> list[in
         .values(state=S.CLAIMED, claimed_by=token, claimed_at=utcnow())
     )
     db.session.commit()
-    priority = sa.case(PRIORITY_ORDER, value=OutboxMessage.priority, else_=2)
+    priority = sa.case({p: p.rank for p in PRIORITIES}, value=OutboxMessage.priority, else_=Priority.DEFAULT.rank)
     return list(
         db.session.scalars(
             sa.select(OutboxMessage.id)
@@ -90,7 +91,7 @@ def _due_rows(name: str, now: datetime) -> sa.Select[tuple[int]]:
     return (
         sa.select(_OUTBOX.c.id)
         .where(_OUTBOX.c.state.in_(CLAIMABLE), _OUTBOX.c.priority == name, _OUTBOX.c.scheduled_for <= now,
-               _OUTBOX.c.channel.in_(PERSON_CHANNELS))
+               _OUTBOX.c.channel.in_(CHANNELS))
         .order_by(_OUTBOX.c.scheduled_for, _OUTBOX.c.id)
     )
 
@@ -102,7 +103,7 @@ def _lock_due(now: datetime, limit: int) -> list[int]:
     if not db.session().in_transaction():
         db.session.connection(execution_options={"isolation_level": "READ COMMITTED"})
     got: list[int] = []
-    for name in PRIORITY_ORDER:
+    for name in PRIORITIES:
         if len(got) >= limit:
             break
         got += db.session.scalars(_due_rows(name, now).limit(limit - len(got)).with_for_update(skip_locked=True))
@@ -113,7 +114,7 @@ def _due_candidates(now: datetime, limit: int) -> list[int]:
     """Up to ``limit`` due rows' ids, most urgent first, then oldest first: the ``limit`` oldest of each priority,
     merged in one statement."""
     parts = []
-    for rank, name in enumerate(PRIORITY_ORDER):
+    for rank, name in enumerate(PRIORITIES):
         part = _due_rows(name, now).add_columns(_OUTBOX.c.scheduled_for, sa.literal(rank).label("rank"))
         parts.append(sa.select(*part.limit(limit).subquery().c))
     merged = sa.union_all(*parts).subquery()

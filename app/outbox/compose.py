@@ -18,6 +18,7 @@ from app.senders import reference_for
 from app.templates_service import resolve_template, whatsapp_call
 from app.templating import MessageTemplate as TemplateSource
 from app.templating import TemplateContext, render
+from rules.vocabulary import PHONE_CHANNELS
 
 #: template sources read during the current dispatch run (cleared when a run starts: a run sends thousands)
 _TEMPLATES: dict[tuple[Any, ...], TemplateSource] = {}
@@ -57,7 +58,7 @@ def compose(
     if case is not None:
         token = payment_link(case, config["SECRET_KEY"], message.id)
         pay_url = f"{base}/pay/{token}"
-        if channel in ("sms", "whatsapp"):
+        if channel in PHONE_CHANNELS:
             pay_url = short_url(base, token, config["SECRET_KEY"])  # one SMS segment, not two
         tx = case.transaction
         transaction = {
@@ -95,7 +96,7 @@ def compose(
     rendered = render(channel, source, context, locale=message.locale)
     text, html = with_merged(rendered.text, rendered.html, merged or [], message.locale)
     reference = reference_for(message.id)
-    if channel == "whatsapp":
+    if channel == Channel.WHATSAPP:
         language, params = whatsapp_call(source, context, message.locale)  # the approved body's parameters
         return OutboundMessage(
             channel=Channel.WHATSAPP,
@@ -106,7 +107,7 @@ def compose(
             template_language=language,
             template_params=params,
         )
-    if channel == "sms":
+    if channel == Channel.SMS:
         from app.channels.sms import with_reference
 
         callback = with_reference(f"{base}/hooks/twilio/status", reference)

@@ -12,9 +12,11 @@ from flask import current_app
 from app.extensions import db
 from app.models import MessageEvent, OutboxMessage, RecoveryCase
 from app.outbox.batch import add_event, add_event_for, payment_link
-from app.outbox.settings import OPEN_CASE_STATES, PERSON_CHANNELS, setting
+from app.outbox.settings import setting
 from app.outbox.states import OutboxState as S
 from app.outbox.states import sources
+from rules.case_states import ACTIVE
+from rules.vocabulary import CHANNELS, Channel
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ def customers_with_siblings(messages: list[OutboxMessage], now: datetime) -> set
         .join(RecoveryCase, RecoveryCase.id == OutboxMessage.case_id)
         .where(OutboxMessage.customer_id.in_(customer_ids), OutboxMessage.state == S.SCHEDULED,
                OutboxMessage.id.not_in(ours), OutboxMessage.scheduled_for <= now + window,
-               OutboxMessage.channel.in_(PERSON_CHANNELS), RecoveryCase.state.in_(OPEN_CASE_STATES))
+               OutboxMessage.channel.in_(CHANNELS), RecoveryCase.state.in_(ACTIVE))
     ).all()
     cases_of: dict[int, set[int]] = {}
     for m in messages:
@@ -62,7 +64,7 @@ def merge_siblings(
     (a WhatsApp template cannot list them); their rows become ``merged``: rows still scheduled, and rows claimed
     in this same batch and not yet prepared (``batch``; due together, claimed together). Returns every case this
     message carries, including those merged on an earlier attempt (a retry lists them again)."""
-    if channel not in ("email", "sms") or case is None or message.customer_id is None:
+    if channel not in (Channel.EMAIL, Channel.SMS) or case is None or message.customer_id is None:
         return []
     window = timedelta(hours=setting("CONSOLIDATE_WINDOW_HOURS"))
     if window <= timedelta(0):
@@ -79,14 +81,14 @@ def merge_siblings(
         .join(RecoveryCase, RecoveryCase.id == OutboxMessage.case_id)
         .where(OutboxMessage.customer_id == message.customer_id, OutboxMessage.state == S.SCHEDULED,
                OutboxMessage.case_id != case.id, OutboxMessage.scheduled_for <= now + window,
-               OutboxMessage.channel.in_(PERSON_CHANNELS), RecoveryCase.state.in_(OPEN_CASE_STATES))
+               OutboxMessage.channel.in_(CHANNELS), RecoveryCase.state.in_(ACTIVE))
         .order_by(OutboxMessage.scheduled_for, OutboxMessage.id)
     ).all()
     for other in list((batch or {}).values()):
         if other.customer_id != message.customer_id or other.case_id in (None, case.id) or other is message:
             continue
         other_case = db.session.get(RecoveryCase, other.case_id)
-        if other_case is None or other_case.state not in OPEN_CASE_STATES or other_case.paused_at is not None:
+        if other_case is None or other_case.state not in ACTIVE or other_case.paused_at is not None:
             continue
         other.state, other.claimed_by = S.MERGED, None
         add_event(other, "merged", {"into": message.id, "channel": channel})
@@ -112,7 +114,7 @@ def merge_siblings(
     merged: list[MergedCase] = []
     for case_id, row_id in {**carried, **fresh}.items():
         other = db.session.get(RecoveryCase, case_id)
-        if other is None or other.state not in OPEN_CASE_STATES:
+        if other is None or other.state not in ACTIVE:
             continue  # paid (or closed) since: nothing to list
         token = payment_link(other, current_app.config["SECRET_KEY"], message.id)
         amount = format_minor(other.amount_due_minor, other.currency, message.locale or "en_US")

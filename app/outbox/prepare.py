@@ -15,10 +15,11 @@ from app.outbox.batch import BatchRows, Ready, add_event, rows_written_together
 from app.outbox.check import SendFacts, deferred_until, next_usable_channel
 from app.outbox.compose import compose
 from app.outbox.consolidate import MergedCase, customers_with_siblings, merge_siblings
-from app.outbox.settings import OPEN_CASE_STATES
 from app.outbox.states import OutboxState as S
 from app.outbox.states import sources
 from app.receipts import is_receipt
+from rules.case_states import ACTIVE
+from rules.vocabulary import Channel
 
 
 def prepare_batch(
@@ -110,7 +111,7 @@ def _prepare_one(
     now = facts.now
     if is_receipt(message):  # a payment's receipt goes whatever its case's state, opt-outs and contact rules
         return _ready(message, None, customer, senders, facts, set())
-    if case is not None and case.state not in OPEN_CASE_STATES:
+    if case is not None and case.state not in ACTIVE:
         message.state = S.CANCELLED
         add_event(message, "cancelled", {"why": f"case is {case.state}"})
         return "cancelled"
@@ -160,7 +161,7 @@ def _ready(
                                "started_at": facts.started.isoformat(), "by": message.claimed_by}
     if message.contact_override:  # what the contact rules lifted for this send, and who said so
         attempt["override"] = message.contact_override
-    if channel == "sms":
+    if channel == Channel.SMS:
         attempt["body"] = outbound.text
         attempt["from"] = getattr(senders[channel], "from_number", None)
     add_event(message, "attempt", attempt)

@@ -14,10 +14,11 @@ from app.extensions import db
 from app.models import MessageEvent, OutboxMessage
 from app.models.types import utcnow
 from app.outbox.batch import add_event, add_event_for
-from app.outbox.settings import PERSON_CHANNELS, setting
+from app.outbox.settings import setting
 from app.outbox.states import IN_FLIGHT, OutboxState, check_move, sources
 from app.outbox.states import OutboxState as S
 from app.senders import senders_for
+from rules.vocabulary import CHANNELS, Channel, OutboxTask
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ def reclaim_stale(now: datetime | None = None) -> int:
     ).all()
     moved = 0
     for mid, state, channel, owner in rows:
-        if channel not in PERSON_CHANNELS:
-            if channel != "escalation":
+        if channel not in CHANNELS:
+            if channel != OutboxTask.ESCALATION:
                 continue
             # creating the task is idempotent; at worst the team gets its notification twice
             target, why = S.SCHEDULED, "the worker stopped while escalating"
@@ -42,7 +43,7 @@ def reclaim_stale(now: datetime | None = None) -> int:
             target, why = S.SCHEDULED, "the worker stopped before sending; nothing was sent"
         elif state == S.DELIVERING:
             target, why = S.REVIEW, "the worker stopped after the end of DATA went out: the mail server may have it"
-        elif channel == "email":
+        elif channel == Channel.EMAIL:
             target, why = S.SCHEDULED, "the worker stopped before the end of DATA: the mail server dropped it"
         else:
             target, why = S.UNKNOWN, "the worker stopped while sending; asking the provider before anything else"
@@ -70,7 +71,7 @@ def reconcile_unknown(now: datetime | None = None, *, limit: int = 500) -> dict[
     wa_wait = timedelta(seconds=setting("WHATSAPP_RECONCILE_SECONDS"))
     rows = db.session.scalars(
         sa.select(OutboxMessage)
-        .where(OutboxMessage.state == S.UNKNOWN, OutboxMessage.channel.in_(PERSON_CHANNELS),
+        .where(OutboxMessage.state == S.UNKNOWN, OutboxMessage.channel.in_(CHANNELS),
                sa.or_(OutboxMessage.claimed_at.is_(None), OutboxMessage.claimed_at < cutoff))
         .order_by(OutboxMessage.id)
         .limit(limit)
@@ -81,11 +82,11 @@ def reconcile_unknown(now: datetime | None = None, *, limit: int = 500) -> dict[
         attempt = last_attempt(row.id)
         started = parse_time(attempt.get("started_at")) or row.updated_at or real_now
         outcome = "unresolved"
-        if row.channel == "email":
+        if row.channel == Channel.EMAIL:
             outcome = _settle(row, S.REVIEW, "review", {"why": "an email's outcome cannot be looked up over SMTP"})
-        elif row.channel == "sms" and "sms" in senders and attempt.get("body"):
+        elif row.channel == Channel.SMS and Channel.SMS in senders and attempt.get("body"):
             try:
-                found = senders["sms"].find_message(  # type: ignore[attr-defined]
+                found = senders[Channel.SMS].find_message(  # type: ignore[attr-defined]
                     attempt["to"], attempt["body"], since=started, from_=attempt.get("from")
                 )
             except Exception as exc:  # the lookup failing settles nothing; the next pass asks again
@@ -98,7 +99,7 @@ def reconcile_unknown(now: datetime | None = None, *, limit: int = 500) -> dict[
                     outcome = _settle(row, S.SCHEDULED, "reconciled",
                                       {"found": False, "why": "Twilio has no such message: sending again"},
                                       claimed_by=None)
-        elif row.channel == "whatsapp" and real_now - started >= wa_wait and _whatsapp_webhooks_after(
+        elif row.channel == Channel.WHATSAPP and real_now - started >= wa_wait and _whatsapp_webhooks_after(
             started + wa_wait, row.id
         ):
             outcome = _settle(row, S.SCHEDULED, "reconciled",
@@ -132,7 +133,7 @@ def _whatsapp_webhooks_after(after: datetime, except_id: int) -> bool:
         db.session.scalar(
             sa.select(MessageEvent.id)
             .join(OutboxMessage, OutboxMessage.id == MessageEvent.message_id)
-            .where(OutboxMessage.channel == "whatsapp", OutboxMessage.id != except_id,
+            .where(OutboxMessage.channel == Channel.WHATSAPP, OutboxMessage.id != except_id,
                    OutboxMessage.sent_at > after,
                    MessageEvent.kind.in_(("delivered", "read")), MessageEvent.recorded_at > after)
             .limit(1)
@@ -168,7 +169,7 @@ def fall_back_undelivered_whatsapp(now: datetime) -> int:
     timeout = timedelta(minutes=setting("WHATSAPP_DELIVERY_TIMEOUT_MINUTES"))
     rows = db.session.scalars(
         sa.select(OutboxMessage)
-        .where(OutboxMessage.channel == "whatsapp", OutboxMessage.state == S.SENT,
+        .where(OutboxMessage.channel == Channel.WHATSAPP, OutboxMessage.state == S.SENT,
                OutboxMessage.sent_at <= now - timeout, OutboxMessage.sent_at > now - timeout - timedelta(days=2),
                OutboxMessage.case_id.is_not(None))
         .limit(500)

@@ -14,6 +14,8 @@ from app.models.types import utcnow
 from app.outbox.batch import Attempted, BatchRows, Ready, add_event, add_event_for, rows_written_together
 from app.outbox.states import ON_THE_WAY, SENT_STATES, sources
 from app.outbox.states import OutboxState as S
+from rules.case_states import CaseState
+from rules.vocabulary import Channel
 
 RETRY_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 
@@ -84,9 +86,9 @@ def record_sent(sent: list[Attempted]) -> None:
     if why:
         cases = db.session.execute(
             sa.select(RecoveryCase.id, RecoveryCase.state)
-            .where(RecoveryCase.id.in_(sorted(why)), RecoveryCase.state == "open").with_for_update()
+            .where(RecoveryCase.id.in_(sorted(why)), RecoveryCase.state == CaseState.OPEN).with_for_update()
         ).all()
-        move_cases(cases, "contacting", reasons={c.id: why[c.id] for c in cases})
+        move_cases(cases, CaseState.CONTACTING, reasons={c.id: why[c.id] for c in cases})
 
 
 def record_failure(message: OutboxMessage, ready: Ready, result: SendResult, now: datetime) -> str:
@@ -110,7 +112,7 @@ def record_failure(message: OutboxMessage, ready: Ready, result: SendResult, now
     message.error_code = (result.error_code or "")[:32] or None
     message.error_text = (result.error_text or "")[:500] or None
     if result.unknown:
-        if channel == "email":
+        if channel == Channel.EMAIL:
             message.state = S.REVIEW
             add_event(message, "review", {**payload, "why": "connection lost after the end of DATA"})
             return "review"

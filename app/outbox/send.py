@@ -16,19 +16,20 @@ from app.outbox.batch import Attempted, Ready
 from app.outbox.states import OutboxState, sources
 from app.outbox.states import OutboxState as S
 from app.senders import data_checkpoint
+from rules.vocabulary import Channel
 
 _OUTBOX = OutboxMessage.__table__
 
 
 def send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
     """The provider call (a sending thread). An email writes its checkpoint right before the final dot."""
-    if ready.channel != "email":
+    if ready.channel != Channel.EMAIL:
         return Attempted(ready, senders[ready.channel].send(ready.outbound))
     mid, owner = ready.message_id, ready.owner
     with app.app_context():
         try:
             with data_checkpoint(lambda: _checkpoint(mid, owner), lambda code: _delivered(mid, owner, code)) as point:
-                result = senders["email"].send(ready.outbound)
+                result = senders[Channel.EMAIL].send(ready.outbound)
         finally:
             db.session.remove()
     if point.vetoed:

@@ -6,10 +6,12 @@ import os
 
 from flask import current_app
 
-PERSON_CHANNELS = ("email", "sms", "whatsapp")
-ADDRESS_FIELD = {"email": "email", "sms": "phone_e164", "whatsapp": "phone_e164"}
-OPEN_CASE_STATES = ("open", "contacting", "escalated")
-PRIORITY_ORDER = {"urgent": 0, "high": 1, "default": 2, "low": 3}
+from rules.vocabulary import CHANNELS, Channel
+
+#: the outbox channels that reach a person (every other row is an ``OutboxTask``: a charge, an escalation)
+PERSON_CHANNELS: tuple[Channel, ...] = CHANNELS
+#: the customer field that addresses each channel
+ADDRESS_FIELD: dict[Channel, str] = {Channel.EMAIL: "email", Channel.SMS: "phone_e164", Channel.WHATSAPP: "phone_e164"}
 
 #: configuration keys read here (``app.config.get``) and their defaults
 DEFAULTS: dict[str, float] = {

@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, request
 
-from app.channels.base import WebhookPayloadError
+from app.channels.base import Channel, WebhookPayloadError
 from app.hooks_service import HookRejected, handle_nmi_webhook
 from app.senders import channel_secret
 
@@ -31,7 +31,7 @@ def nmi():  # type: ignore[no-untyped-def]
 def _twilio_verified() -> bool:
     from app.channels.sms import verify_twilio_signature
 
-    token = channel_secret(current_app._get_current_object(), "sms", "auth_token", "TWILIO_AUTH_TOKEN")
+    token = channel_secret(current_app._get_current_object(), Channel.SMS, "auth_token", "TWILIO_AUTH_TOKEN")
     if not token:
         return False
     signature = request.headers.get("X-Twilio-Signature")
@@ -74,7 +74,7 @@ def twilio_inbound():  # type: ignore[no-untyped-def]
 def whatsapp_verify():  # type: ignore[no-untyped-def]
     from app.channels.whatsapp import verify_subscription
 
-    token = channel_secret(current_app._get_current_object(), "whatsapp", "verify_token", "WHATSAPP_VERIFY_TOKEN")
+    token = channel_secret(current_app._get_current_object(), Channel.WHATSAPP, "verify_token", "WHATSAPP_VERIFY_TOKEN")
     challenge = verify_subscription(request.args, token) if token else None
     if challenge is None:
         return _refuse("verify token does not match", 403)
@@ -87,7 +87,7 @@ def whatsapp_events():  # type: ignore[no-untyped-def]
     from app.delivery import apply_status, handle_inbound
     from app.templates_service import apply_whatsapp_template_update
 
-    secret = channel_secret(current_app._get_current_object(), "whatsapp", "app_secret", "WHATSAPP_APP_SECRET")
+    secret = channel_secret(current_app._get_current_object(), Channel.WHATSAPP, "app_secret", "WHATSAPP_APP_SECRET")
     body = request.get_data(cache=False)
     if not secret or not verify_whatsapp_signature(secret, body, request.headers.get("X-Hub-Signature-256")):
         return _refuse("bad or missing X-Hub-Signature-256", 401)

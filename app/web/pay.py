@@ -47,6 +47,7 @@ from app.payments import (
     schedule_payment,
 )
 from app.receipts import receipt_reference
+from rules.case_states import ACTIVE, CaseState
 from rules.declines import DeclineInfo, DeclineKind, DeclineReason
 
 bp = Blueprint("pay", __name__, url_prefix="/pay")
@@ -313,7 +314,7 @@ def _result_context(token: str, case: RecoveryCase, outcome: PayOutcome) -> dict
     context = _common(case)
     locale = context["locale"]
     zone = customer_zone(case.customer, case)
-    options = payment_options(case) if case.state in ("open", "contacting", "escalated") else None
+    options = payment_options(case) if case.state in ACTIVE else None
     context.update(
         token=token, outcome=outcome, amount=format_minor(outcome.amount_minor, outcome.currency, locale),
         remaining=format_minor(outcome.remaining_minor, case.currency, locale) if outcome.remaining_minor else None,
@@ -496,7 +497,7 @@ def _closed_link_page(case_id: int) -> Response | None:
     context: dict[str, Any] = {"merchant": brand.name, "support_email": brand.support_email,
                                "website": brand.website_url, "lang": _lang()}
     template = "pay/expired.html"
-    if case.state == "recovered":
+    if case.state == CaseState.RECOVERED:
         template = "pay/paid.html"
         payment = _last_approved_payment(case.id)
         if payment is not None:  # none when it was marked paid elsewhere
