@@ -35,6 +35,7 @@ from app.models import MessageEvent, OutboxMessage, RecoveryCase
 from app.money import format_minor
 from app.outbox.states import OutboxState
 from app.planning import contact_history, message_send_time
+from app.receipts import not_a_receipt
 from rules.case_states import CaseAction, CaseState, refusal
 from rules.contact_rules import SEND_NOW, Override
 from rules.money import currency_exponent
@@ -267,10 +268,11 @@ def _rows(case_id: int, states: tuple[OutboxState, ...]) -> list[OutboxMessage]:
 
 
 def _sent_to(customer_id: int, now: datetime) -> tuple[SentRecord, ...]:
-    """What actually reached the customer lately (the legal caps count it; "send now" lifts the merchant's own)."""
+    """What actually reached the customer lately (the legal caps count it; "send now" lifts the merchant's own).
+    Receipts are no reminders: they count against no cap."""
     rows = db.session.execute(
         sa.select(OutboxMessage.sent_at, OutboxMessage.channel).where(
-            OutboxMessage.customer_id == customer_id, OutboxMessage.channel.in_(CHANNELS),
+            OutboxMessage.customer_id == customer_id, OutboxMessage.channel.in_(CHANNELS), not_a_receipt(),
             OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at > now - timedelta(days=8))
     ).all()
     return tuple(SentRecord(at, channel) for at, channel in rows)

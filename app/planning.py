@@ -22,6 +22,7 @@ from app.money import minor_to_decimal
 from app.outbox.settings import ADDRESS_FIELD
 from app.outbox.states import OutboxState
 from app.policies import active_version, compiled
+from app.receipts import not_a_receipt
 from rules.case_states import CaseState
 from rules.contact_rules import NO_POLICY_TIMING, Override, contact_rules_for
 from rules.facts import Facts
@@ -91,12 +92,13 @@ def _utc(moment: datetime) -> datetime:
 
 def contact_history(customer_id: int, now: datetime) -> tuple[SentRecord, ...]:
     """Messages sent or already scheduled to this customer around ``now``, so caps hold across cases and channels
-    (as the planner counts them)."""
+    (as the planner counts them). Receipts are no reminders: they count against no cap."""
     at = sa.func.coalesce(OutboxMessage.sent_at, OutboxMessage.scheduled_for)
     rows = db.session.execute(
         sa.select(OutboxMessage.channel, at).where(
             OutboxMessage.customer_id == customer_id,
             OutboxMessage.channel.in_(CHANNELS),
+            not_a_receipt(),
             OutboxMessage.state.notin_(NOT_CONTACT),
             at >= now - timedelta(days=8),
         )

@@ -95,6 +95,14 @@ def is_receipt(message: Any) -> bool:
     return getattr(message, "template", None) == RECEIPT_TEMPLATE
 
 
+def not_a_receipt() -> Any:
+    """The SQL condition that leaves receipts out of a query on outbox rows. A receipt is no reminder: no cadence
+    cap counts it (the dispatcher's check at send time, the planner's contact history, an operator's "send now")."""
+    from app.models import OutboxMessage
+
+    return OutboxMessage.template.is_distinct_from(RECEIPT_TEMPLATE)
+
+
 def queue_receipt(payment_id: int) -> int | None:
     """The outbox row of an approved payment's receipt (created once, committed); None when there is nobody to
     send it to."""

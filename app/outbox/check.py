@@ -14,7 +14,7 @@ from app.models.types import utcnow
 from app.outbox.batch import add_event
 from app.outbox.settings import ADDRESS_FIELD
 from app.outbox.states import ON_THE_WAY
-from app.receipts import RECEIPT_TEMPLATE
+from app.receipts import not_a_receipt
 from rules.vocabulary import CHANNELS
 
 
@@ -102,7 +102,7 @@ def contact_histories(customer_ids: set[int], now: datetime) -> dict[int, Any]:
             sa.select(OutboxMessage.customer_id, OutboxMessage.sent_at, OutboxMessage.channel).where(
                 OutboxMessage.customer_id.in_(customer_ids),
                 OutboxMessage.channel.in_(CHANNELS),
-                OutboxMessage.template.is_distinct_from(RECEIPT_TEMPLATE),  # a receipt is no reminder: no cap counts it
+                not_a_receipt(),
                 sa.or_(
                     sa.and_(OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at > now - timedelta(days=8)),
                     OutboxMessage.state.in_(ON_THE_WAY),

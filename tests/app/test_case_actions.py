@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from app.case_actions import (
     CaseActionError,
+    _sent_to,
     cancel_case,
     mark_paid_elsewhere,
     pause_case,
@@ -29,6 +30,7 @@ from app.outbox.prepare import prepare_batch
 from app.outbox.run import dispatch_due
 from app.planning import plan_cases
 from app.policies import activate_text, compiled
+from app.receipts import RECEIPT_TEMPLATE
 from rules.planner import in_holdout
 from tests.builders import make_case, make_customer, make_message, make_transaction
 
@@ -125,6 +127,18 @@ def test_send_now_never_uses_an_opted_out_channel(db, channels):
     with pytest.raises(CaseActionError, match="opted out of email"):
         send_next_step_now(case_id, actor=OPERATOR, now=at(SATURDAY, 20))
     assert snapshot(db, case_id) == before
+
+
+def test_send_now_counts_no_receipt_against_the_caps(db):
+    """What "send now" counts against the legal caps is what reached the customer as a reminder: a receipt is none."""
+    customer = make_customer()
+    paid = make_case(transaction=make_transaction(customer=customer), state="recovered")
+    reminder = make_message(case=paid, channel="sms", state="sent", sent_at=at(SATURDAY, 15),
+                            scheduled_for=at(SATURDAY, 15))
+    make_message(case=paid, channel="email", template=RECEIPT_TEMPLATE, step_n=None, state="sent",
+                 sent_at=at(SATURDAY, 17), scheduled_for=at(SATURDAY, 17))
+    db.session.commit()
+    assert [(r.at, r.channel) for r in _sent_to(customer.id, at(SATURDAY, 20))] == [(reminder.sent_at, "sms")]
 
 
 # -- pause and resume ------------------------------------------------------------------------------------------------

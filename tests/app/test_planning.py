@@ -6,10 +6,11 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.models import OutboxMessage, RecoveryCase
-from app.planning import case_facts, plan_cases
+from app.planning import case_facts, contact_history, plan_cases
 from app.policies import activate_text
+from app.receipts import RECEIPT_TEMPLATE
 from rules.plan import Plan
-from tests.builders import make_case, make_customer, make_transaction
+from tests.builders import make_case, make_customer, make_message, make_transaction
 
 STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()
 NOW = datetime(2026, 11, 27, 1, 30, tzinfo=UTC)
@@ -55,6 +56,22 @@ def test_facts_follow_design_md(db):
     assert facts["now"] == "2026-11-27T01:30:00Z"
     assert facts["transaction"]["amount"] == "249.00" and facts["transaction"]["currency"] == "USD"
     assert facts["customer"]["opted_out"] == []
+
+
+def test_a_receipt_is_no_reminder_the_cadence_caps_count(db):
+    """The customer paid another order an hour ago: the receipt they got is not in the contact history the planner
+    counts the caps against; the reminder they got before it is."""
+    customer = make_customer()
+    paid = make_case(transaction=make_transaction(customer=customer), state="recovered")
+    reminder = make_message(case=paid, channel="sms", state="sent", sent_at=NOW - timedelta(hours=3),
+                            scheduled_for=NOW - timedelta(hours=3))
+    make_message(case=paid, channel="email", template=RECEIPT_TEMPLATE, step_n=None, state="sent",
+                 sent_at=NOW - timedelta(hours=1), scheduled_for=NOW - timedelta(hours=1))
+    case = make_case(transaction=make_transaction(customer=customer))
+    db.session.commit()
+    expected = [(reminder.sent_at, "sms")]
+    assert [(r.at, r.channel) for r in contact_history(customer.id, NOW)] == expected
+    assert [(r.at, r.channel) for r in case_facts(case, NOW).sent] == expected
 
 
 def test_the_stored_plan_reads_back_as_the_plan_made(db):
