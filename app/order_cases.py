@@ -112,6 +112,9 @@ def _cases_by_order(orders: set[str], account_id: int) -> dict[str, _Prior]:
         .join(RecoveryCase, RecoveryCase.transaction_id == Transaction.id)
         .where(Transaction.gateway_account_id == account_id, Transaction.order_id.in_(orders))
         .order_by(RecoveryCase.id)
+        # MariaDB scans every transaction for a chunk's few hundred orders unless told: ingest slowed with each
+        # one stored (a chunk of 500 took 0.3 s at 100,000 transactions, 10 ms with the index)
+        .with_hint(Transaction, "FORCE INDEX (ix_transactions_order)", dialect_name="mysql")
     )
     found: dict[str, _Prior] = {}
     for order, case_id, state, closed_at, failed_at, amount in rows:
