@@ -139,3 +139,23 @@ def test_the_settled_payment_failing_again_opens_no_case(app, sim, account):
     assert fetch(account).result.new_cases == 1
     assert f"#{case.id}" in db.session.scalar(sa.select(CaseTransition.reason).where(
         CaseTransition.case_id == case_of(other.transaction_id)[0].id))
+
+
+def test_the_orders_of_a_chunk_are_found_by_their_index_not_by_a_scan(app, backend):
+    """MariaDB chose to scan every transaction for a chunk's orders, so ingest slowed with every row stored."""
+    if backend != "mysql":
+        pytest.skip("the plan is MariaDB's")
+    from app.order_cases import cases_of_orders
+    from tests.builders import make_case, make_gateway_account, make_transaction
+
+    account = make_gateway_account()
+    for n in range(300):
+        make_case(transaction=make_transaction(gateway_account_id=account.id, order_id=f"ORD-{n % 150}"))
+    db.session.commit()
+    db.session.execute(sa.text("ANALYZE TABLE transactions, recovery_cases"))
+    query = cases_of_orders({f"ORD-{n}" for n in range(0, 150, 3)}, account.id)
+    sql = query.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True})
+    plan = {row.table: row for row in db.session.execute(sa.text(f"EXPLAIN {sql}"))}
+    assert plan["transactions"].type != "ALL"
+    assert plan["transactions"].key == "ix_transactions_order"
+    assert len(db.session.execute(query).all()) == 100
