@@ -224,12 +224,17 @@ class PolicyView(RoleGuard, BaseView):
     def rollback(self, name: str) -> Any:
         try:
             to_number = int(request.form.get("to_number", ""))
-            version = policies.rollback(name, to_number, actor=current_user, reason=request.form.get("reason", ""))
+            version = policies.rollback(name, to_number, actor=current_user, reason=request.form.get("reason", ""),
+                                        four_eyes=four_eyes_required())
         except (ValueError, policies.PolicyServiceError) as exc:
             flash(str(exc) if isinstance(exc, policies.PolicyServiceError) else _("Choose a version."), "error")
         else:
-            flash(_("Rolled back: version %(n)d (a copy of version %(old)d) is now active.", n=version.number,
-                    old=to_number), "success")
+            if version.status == PolicyStatus.ACTIVE:
+                flash(_("Rolled back: version %(n)d (a copy of version %(old)d) is now active.", n=version.number,
+                        old=to_number), "success")
+            else:
+                flash(_("Version %(n)d (a copy of version %(old)d) waits for another approver: four-eyes applies "
+                        "to a rollback too.", n=version.number, old=to_number), "success")
         return redirect(url_for(".history", name=name))
 
     @expose("/diff")

@@ -163,8 +163,16 @@ def activate(version_id: int, *, actor: User | None) -> PolicyVersion:
     return version
 
 
-def rollback(name: str, to_number: int, *, actor: User | None, reason: str) -> PolicyVersion:
-    """Activate an earlier version's text as a new version (history only grows)."""
+#: what a rollback may copy: a version that passed approval and has run (a rejected or unreviewed text never may)
+ROLLBACK_TARGETS = (PolicyStatus.SUPERSEDED, PolicyStatus.APPROVED)
+
+
+def rollback(name: str, to_number: int, *, actor: User | None, reason: str, four_eyes: bool = True) -> PolicyVersion:
+    """Bring back an earlier approved version's text as a new version (history only grows).
+
+    Only a version that was approved can be brought back: a rejected or still pending text would otherwise skip the
+    review by way of a rollback. With four-eyes on, the copy waits for someone other than the person rolling back
+    to approve it (then an approver activates it, as any version); with it off, the copy is active at once."""
     policy = db.session.scalar(sa.select(Policy).where(Policy.name == name))
     if policy is None:
         raise PolicyServiceError(f"no policy {name!r}")
@@ -173,17 +181,22 @@ def rollback(name: str, to_number: int, *, actor: User | None, reason: str) -> P
     )
     if target is None:
         raise PolicyServiceError(f"policy {name!r} has no version {to_number}")
-    version = _new_version(
-        policy,
-        target.source,
-        actor=actor,
-        note=f"rollback to version {to_number}: {reason}",
-        based_on=target,
-        status=PolicyStatus.APPROVED,
-    )
+    if target.status == PolicyStatus.ACTIVE:
+        raise PolicyServiceError(f"version {to_number} is the active version already")
+    if target.status not in ROLLBACK_TARGETS or target.approved_at is None:
+        raise PolicyServiceError(
+            f"version {to_number} is {target.status}: only a version that was approved can be brought back"
+        )
+    if not reason.strip():
+        raise PolicyServiceError("say why you roll back")
+    note = f"rollback to version {to_number}: {reason.strip()}"[:500]
+    if four_eyes:
+        return _new_version(policy, target.source, actor=actor, note=note, based_on=target)
+    version = _new_version(policy, target.source, actor=actor, note=note, based_on=target,
+                           status=PolicyStatus.APPROVED)
     version.approved_by_id = actor.id if actor else None
     version.approved_at = utcnow()
-    version.approval_reason = f"rollback: {reason}"[:500]
+    version.approval_reason = f"rollback: {reason.strip()}"[:500]
     db.session.commit()
     return activate(version.id, actor=actor)
 

@@ -62,7 +62,21 @@ def test_author_to_approver_to_rollback(client, auth, world):
     history = client.get("/admin/policies/history/standard").get_data(as_text=True)
     assert "earlier SMS" in history and "simulated, fine" in history
 
-    client.post("/admin/policies/rollback/standard", data={"to_number": "1", "reason": "complaints"})
+    # four-eyes (the default) holds for a rollback too: the copy waits for another approver
+    rolled = client.post("/admin/policies/rollback/standard", data={"to_number": "1", "reason": "complaints"},
+                         follow_redirects=True).get_data(as_text=True)
+    assert "waits for another approver" in rolled
+    db.session.expire_all()
+    v3 = db.session.scalar(sa.select(PolicyVersion).where(PolicyVersion.number == 3))
+    assert v3.status == "pending_approval" and v3.source == v1.source and v3.based_on_version_id == v1.id
+    assert db.session.scalar(sa.select(Policy).where(Policy.name == "standard")).active_version.number == 2
+    refused = client.post(f"/admin/policies/approve/{v3.id}", data={"reason": "mine"}, follow_redirects=True)
+    assert "someone other than its author" in refused.get_data(as_text=True)
+    auth.logout()
+
+    auth.login("approver")  # another approver
+    client.post(f"/admin/policies/approve/{v3.id}", data={"reason": "complaints confirmed"})
+    client.post(f"/admin/policies/activate/{v3.id}")
     db.session.expire_all()
     policy = db.session.scalar(sa.select(Policy).where(Policy.name == "standard"))
     assert policy.active_version.number == 3 and policy.active_version.source == v1.source
