@@ -65,6 +65,11 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool, fixed_ports: bool
 
     from app.simulators import quiet_access_log
 
+    if app.config.get("ENV_NAME") == "production":  # seeded sign-ins with published passwords, a movable clock
+        raise click.ClickException(
+            "the demo does not run under the production configuration (RECOUP_CONFIG=production): it seeds users "
+            "whose passwords are published and lets the clock be moved; run it without RECOUP_CONFIG"
+        )
     quiet = quiet_access_log()
     app.config.update(DEMO_MODE=True)
     from admin.demo import register

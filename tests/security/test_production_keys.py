@@ -4,6 +4,8 @@ key to the next; development needs no configuration and still reads what it stor
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
@@ -128,3 +130,26 @@ def test_rotate_refuses_when_a_secret_cannot_be_read(app, db):
     db.session.commit()
     with pytest.raises(SecretsError, match="nothing was re-encrypted"):
         rotate_credentials(app.config)
+
+
+def test_the_demo_refuses_to_run_under_the_production_configuration(tmp_path):
+    """Finding 9: `flask demo` seeded the demo admin with its published password under RECOUP_CONFIG=production."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    database = tmp_path / "prod.db"
+    env = {**os.environ, "RECOUP_CONFIG": "production", "SECRET_KEY": STRONG, "RECOUP_ENCRYPTION_KEY": KEY,
+           "RECOUP_AUDIT_KEY": STRONG[::-1], "DATABASE_URL": f"sqlite:///{database}", "RECOUP_DEMO_FREE_PORTS": "1"}
+    env.pop("REDIS_URL", None)
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "demo", "--no-serve"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "does not run under the production configuration" in done.stderr, done.stderr[-2000:]
+    if database.exists():  # nobody was seeded
+        engine = sa.create_engine(f"sqlite:///{database}")
+        with engine.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+            assert "users" not in tables or conn.execute(sa.text("SELECT count(*) FROM users")).scalar() == 0
+        engine.dispose()
