@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.gateway_accounts import ensure_env_account, gateway_for
-from app.gateways.base import WebhookEvent, WebhookSignatureError
+from app.gateways.base import GatewayProtocolError, WebhookEvent, WebhookSignatureError
 from app.ingest import hand_to_planning, ingest_context, ingest_records
 from app.models import GatewayAccount, InboundEvent
 from app.models.types import utcnow
@@ -21,9 +21,13 @@ NMI_FAILURE_EVENTS = ("transaction.sale.failure",)
 
 
 class HookRejected(Exception):
-    def __init__(self, message: str, status: int = 401) -> None:
+    """A webhook refused. ``str(exc)`` is what the sender is told (no account names, no internal errors: a forger
+    learns nothing); ``detail`` is what the log says."""
+
+    def __init__(self, message: str, status: int = 401, detail: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail or message
 
 
 def is_failure_event(event_type: str) -> bool:
@@ -35,16 +39,19 @@ def _verify_with_some_account(headers: dict[str, str], body: bytes) -> tuple[Gat
     accounts = db.session.scalars(
         sa.select(GatewayAccount).where(GatewayAccount.gateway == "nmi", GatewayAccount.enabled.is_(True))
     ).all()
-    last_error = "no NMI account has a webhook signing key"
+    problems: list[str] = [] if accounts else ["no NMI account is enabled"]
     for account in accounts:
         try:
             gateway = gateway_for(account)
             return account, gateway.verify_webhook(headers, body)
         except WebhookSignatureError as exc:
-            last_error = str(exc)
+            problems.append(f"{account.name}: {exc}")
+        except GatewayProtocolError as exc:  # the signature is this account's: the body itself is wrong
+            raise HookRejected("payload not understood", 400, detail=f"{account.name}: {exc}") from None
         except Exception as exc:  # a misconfigured account must not turn a forgery into a 500
-            last_error = f"account {account.name}: {exc}"
-    raise HookRejected(f"signature not accepted: {last_error}")
+            log.exception("NMI account %s could not check a webhook", account.name)
+            problems.append(f"{account.name}: {type(exc).__name__}")
+    raise HookRejected("signature not accepted", 401, detail="; ".join(problems))
 
 
 def handle_nmi_webhook(headers: dict[str, str], body: bytes) -> dict[str, Any]:

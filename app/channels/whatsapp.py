@@ -535,6 +535,8 @@ def parse_webhook(payload: Mapping[str, Any] | bytes | str) -> WhatsAppWebhook:
             payload = json.loads(payload)
         except ValueError as exc:
             raise WebhookPayloadError(f"not JSON: {exc}") from exc
+        except RecursionError:  # signed, yet nested deeper than a parser should follow
+            raise WebhookPayloadError("the body nests too deeply") from None
     if not isinstance(payload, Mapping) or not isinstance(payload.get("entry"), list):
         raise WebhookPayloadError("a WhatsApp webhook has an 'entry' list")
     out = WhatsAppWebhook()

@@ -798,6 +798,8 @@ class NmiGateway(Gateway):
             envelope = json.loads(raw_body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise GatewayProtocolError(f"webhook body is not JSON: {exc}", gateway=self.name) from None
+        except RecursionError:  # signed, yet nested deeper than a parser should follow
+            raise GatewayProtocolError("webhook body nests too deeply", gateway=self.name) from None
         if not isinstance(envelope, dict):
             raise GatewayProtocolError("webhook body is not a JSON object", gateway=self.name)
         event_id = envelope.get("event_id")

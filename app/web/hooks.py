@@ -14,9 +14,14 @@ bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)
 
 
-def _refuse(why: str, status: int = 401):  # type: ignore[no-untyped-def]
-    log.warning("webhook refused at %s: %s", request.path, why)
-    return {"error": why}, status
+#: what a refused sender is told, by status: the reason itself goes to the log only (it may name accounts, parse
+#: errors or configuration, which a forger must not learn)
+_PUBLIC_REASON = {400: "payload not understood", 401: "signature not accepted", 403: "signature not accepted"}
+
+
+def _refuse(why: str, status: int = 401, public: str | None = None):  # type: ignore[no-untyped-def]
+    log.warning("webhook refused at %s (%s): %s", request.path, status, why)
+    return {"error": public or _PUBLIC_REASON.get(status, "refused")}, status
 
 
 @bp.post("/nmi")
@@ -24,7 +29,7 @@ def nmi():  # type: ignore[no-untyped-def]
     try:
         outcome = handle_nmi_webhook(dict(request.headers), request.get_data(cache=False))
     except HookRejected as exc:
-        return _refuse(str(exc), exc.status)
+        return _refuse(exc.detail, exc.status)
     return outcome, 200
 
 
@@ -77,7 +82,7 @@ def whatsapp_verify():  # type: ignore[no-untyped-def]
     token = channel_secret(current_app._get_current_object(), Channel.WHATSAPP, "verify_token", "WHATSAPP_VERIFY_TOKEN")
     challenge = verify_subscription(request.args, token) if token else None
     if challenge is None:
-        return _refuse("verify token does not match", 403)
+        return _refuse("verify token does not match", 403, public="verify token does not match")
     return Response(challenge, mimetype="text/plain")
 
 
