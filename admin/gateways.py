@@ -36,6 +36,10 @@ class GatewayAccountForm(CsrfForm):
                                         description=_l("Leave empty to keep the stored one."))
 
 
+class MovedWithoutSecret(Exception):
+    """The account's API URL changed and its security key was not typed again."""
+
+
 def stored_secrets(account: GatewayAccount) -> dict[str, str]:
     try:
         return decrypt_credentials(current_app.config, account.credentials_encrypted)
@@ -64,10 +68,12 @@ class GatewayAccountView(AuditedModelView):
 
     def _credentials(self, form: GatewayAccountForm, model: GatewayAccount | None) -> dict[str, str]:
         values = stored_secrets(model) if model is not None else {}
-        for name in SECRET_FIELDS:
-            typed = (getattr(form, name).data or "").strip()
-            if typed:
-                values[name] = typed
+        typed = {name: (getattr(form, name).data or "").strip() for name in SECRET_FIELDS}
+        moved = model is not None and (form.api_url.data or None) != model.api_url
+        if moved and values.get("security_key") and not typed.get("security_key"):
+            # the security key goes to the API URL with every call: a stored one is never sent to a new address
+            raise MovedWithoutSecret()
+        values.update({name: value for name, value in typed.items() if value})
         return values
 
     def create_model(self, form: GatewayAccountForm) -> Any:
@@ -85,6 +91,11 @@ class GatewayAccountView(AuditedModelView):
                                    api_url=form.api_url.data or None, actor=current_user.email)
             account.enabled = bool(form.enabled.data)
             db.session.commit()
+        except MovedWithoutSecret:
+            db.session.rollback()
+            flash(_("The API URL changed: type the security key again (a stored key is never sent to a new "
+                    "address)."), "error")
+            return False
         except Exception as exc:  # the message never holds a secret: only names reach save_account's errors
             db.session.rollback()
             flash(_("Could not save the account: %(error)s", error=type(exc).__name__), "error")

@@ -27,6 +27,10 @@ class ChannelFields:
     required: tuple[str, ...]  # settings or secrets without which no sender can be built
 
 
+#: the secrets a sender presents to the account's ``api_url`` (Basic auth, a bearer token): a new URL needs them
+#: typed again
+SENT_TO_API: dict[Channel, tuple[str, ...]] = {Channel.SMS: ("auth_token",), Channel.WHATSAPP: ("token",)}
+
 #: what each channel's account holds; the names match the sender's arguments
 CHANNEL_FIELDS: dict[Channel, ChannelFields] = {
     # smtp_url carries the password (smtp://user:pass@host:port), so all of it is secret
@@ -87,6 +91,13 @@ def save_channel_account(
     if unknown:
         raise ChannelAccountError(f"{channel} accounts have no secret named {', '.join(sorted(unknown))}")
     secrets = {**stored_secrets, **typed} if account.channel == channel else typed
+    moved = not created and str((settings or {}).get("api_url") or "").strip() != (account.settings or {}).get(
+        "api_url", "")
+    untyped = [k for k in SENT_TO_API.get(channel, ()) if k in stored_secrets and k not in typed]
+    if moved and untyped:  # else an admin could send the stored token to an address of their choosing
+        raise ChannelAccountError(
+            f"the API URL changed: type {', '.join(untyped)} again (a stored secret is never sent to a new address)"
+        )
     new_settings = {
         k: str(v).strip() for k, v in (settings or {}).items() if k in fields.settings and str(v or "").strip()
     }
