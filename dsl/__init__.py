@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from dsl.compiler import compile_policy
+from dsl.compiler import build, compile_policy, source_hash
 from dsl.errors import Diagnostic, PolicyError, PolicySyntaxError, PolicyValidationError, Severity
 from dsl.formatter import format_tree
+from dsl.limits import MAX_CONDITION_DEPTH, MAX_POLICY_CHARS, MAX_SEGMENTS
 from dsl.nodes import Policy
 from dsl.parser import parse
 from dsl.validator import DEFAULT_RETRY_BUDGET, validate
@@ -29,19 +30,33 @@ def check(
 ) -> list[Diagnostic]:
     """Every error and warning in ``text``, in source order. An empty list means the policy is clean.
 
-    Syntax errors come alone (what follows a syntax error cannot be checked for meaning).
+    Syntax errors come alone (what follows a syntax error cannot be checked for meaning). A policy without errors
+    is also compiled, so that what passes ``check`` (and can be submitted and approved) is sure to compile; the
+    size limits in dsl.limits keep both steps bounded.
     """
     try:
         tree = parse(text)
     except PolicyError as exc:
         return list(exc.diagnostics)
-    return validate(
+    found = validate(
         tree,
         text,
         known_templates=known_templates,
         fx_currencies=fx_rates.currencies() if fx_rates else None,
         retry_budget=retry_budget,
     )
+    if any(d.is_error for d in found):
+        return found
+    try:
+        build(tree, fx_rates=fx_rates, source_hash=source_hash(text), version=None, warnings=tuple(found))
+    except (RecursionError, MemoryError, SyntaxError, ValueError, OverflowError):
+        # The limits should make this unreachable; if a policy still cannot be compiled, say so rather than
+        # let it through to approval.
+        line = tree.line or 1
+        message = "this policy is too large or complex to compile: make it smaller (fewer segments or conditions)"
+        lines = text.splitlines()
+        return [Diagnostic(line, tree.col or 1, message, source_line=lines[line - 1] if lines else ""), *found]
+    return found
 
 
 def format_policy(text: str) -> str:
@@ -54,6 +69,9 @@ __all__ = [
     "CompiledPolicy",
     "Decision",
     "Diagnostic",
+    "MAX_CONDITION_DEPTH",
+    "MAX_POLICY_CHARS",
+    "MAX_SEGMENTS",
     "FxRates",
     "Policy",
     "PolicyError",

@@ -12,13 +12,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypedDict
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
 from lark.tree import Meta
 
 from dsl import nodes as n
 from dsl.errors import Diagnostic, PolicySyntaxError, did_you_mean, one_of
+from dsl.limits import MAX_CONDITION_DEPTH, MAX_POLICY_CHARS
 from rules.durations import DurationError, parse_short
 
 MAX_ERRORS = 20
@@ -90,6 +91,8 @@ def _keyword_of() -> dict[str, str]:
 def parse(text: str, filename: str = "<policy>") -> n.Policy:
     """Parse policy text. Raises PolicySyntaxError carrying every syntax error found."""
     del filename  # errors carry positions; callers format them with the file name
+    if len(text) > MAX_POLICY_CHARS:
+        raise PolicySyntaxError([_too_long(text)])
     lines = text.splitlines()
     work = text
     diagnostics: list[Diagnostic] = []
@@ -108,6 +111,9 @@ def parse(text: str, filename: str = "<policy>") -> n.Policy:
             continue
         if diagnostics:
             break
+        too_deep = _too_deep(tree, lines)
+        if too_deep is not None:  # before the (recursive) transform: nesting is bounded from here on
+            raise PolicySyntaxError([too_deep])
         try:
             policy: n.Policy = _ToNodes().transform(tree)
         except VisitError as exc:  # a value the grammar accepts but that means nothing (e.g. 25:00)
@@ -128,6 +134,40 @@ def parse(text: str, filename: str = "<policy>") -> n.Policy:
 def _diag(line: int, col: int, message: str, lines: list[str]) -> Diagnostic:
     source = lines[line - 1] if 0 < line <= len(lines) else ""
     return Diagnostic(line=line, col=col, message=message, source_line=source)
+
+
+def _too_long(text: str) -> Diagnostic:
+    """Where the text passes the size cap (the policy is not read any further)."""
+    line = text.count("\n", 0, MAX_POLICY_CHARS) + 1
+    col = MAX_POLICY_CHARS - (text.rfind("\n", 0, MAX_POLICY_CHARS) + 1) + 1
+    source = text[text.rfind("\n", 0, MAX_POLICY_CHARS) + 1 : MAX_POLICY_CHARS]
+    message = (
+        f"the policy is too long ({len(text):,} characters): a policy may have at most {MAX_POLICY_CHARS:,}; "
+        "split it or shorten its conditions"
+    )
+    return Diagnostic(line=line, col=col, message=message, source_line=source)
+
+
+# Conditions nest through these rules: ``not`` and a parenthesised ``(... or ...)`` group.
+_NESTING_RULES = frozenset({"not_", "or_"})
+
+
+def _too_deep(tree: Tree[Token], lines: list[str]) -> Diagnostic | None:
+    """The first condition nested deeper than MAX_CONDITION_DEPTH, walked without recursion."""
+    stack: list[tuple[Tree[Token], int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in _NESTING_RULES:
+            depth += 1
+            if depth > MAX_CONDITION_DEPTH:
+                at = _pos(node.meta)
+                message = (
+                    f"this condition is nested too deeply: at most {MAX_CONDITION_DEPTH} levels of "
+                    "parentheses and not; write it flatter"
+                )
+                return _diag(at["line"] or 1, at["col"] or 1, message, lines)
+        stack.extend((child, depth) for child in reversed(node.children) if isinstance(child, Tree))
+    return None
 
 
 def _blank_line(text: str, line: int) -> str:

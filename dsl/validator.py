@@ -13,6 +13,14 @@ from functools import cache
 
 from dsl import nodes as n
 from dsl.errors import Diagnostic, Severity, did_you_mean, one_of
+from dsl.limits import (
+    MAX_CONDITION_PARTS,
+    MAX_OFFER_RULES,
+    MAX_OVERRIDES,
+    MAX_PLANS,
+    MAX_SEGMENTS,
+    MAX_STEPS_PER_PLAN,
+)
 from dsl.schema import (
     CHANNELS,
     FIELDS,
@@ -71,6 +79,8 @@ class _Checker:
     # --- the policy as a whole ----------------------------------------------------------------------------
 
     def policy(self, policy: n.Policy) -> None:
+        if not self.within_limits(policy):
+            return  # a policy past the size limits is not checked further: it could not be compiled anyway
         if not policy.name.strip():
             self.error(policy, 'give the policy a name, like: policy "standard"')
         segments = [s for s in policy.statements if isinstance(s, n.Segment)]
@@ -99,6 +109,50 @@ class _Checker:
                 self.offers(statement)
         if not segments and not plans:
             self.error(policy, "the policy has no segments and no plans, so it would never contact anyone")
+
+    def within_limits(self, policy: n.Policy) -> bool:
+        """Whether the policy is small enough to compile; an error at the first thing past each limit if not."""
+        counted: dict[str, list[n.Node]] = {"segments": [], "plans": [], "offer rules": [], "overrides": []}
+        conditions: list[n.Expr] = []
+        for statement in policy.statements:
+            if isinstance(statement, n.Segment):
+                counted["segments"].append(statement)
+                conditions += [statement.condition] if statement.condition is not None else []
+            elif isinstance(statement, n.Plan):
+                counted["plans"].append(statement)
+                steps = statement.steps
+                if len(steps) > MAX_STEPS_PER_PLAN:
+                    self.error(
+                        steps[MAX_STEPS_PER_PLAN],
+                        f"this plan has {len(steps)} steps: a plan may have at most {MAX_STEPS_PER_PLAN}",
+                    )
+                conditions += [s.condition for s in steps if s.condition is not None]
+            elif isinstance(statement, n.Offers):
+                counted["offer rules"] += statement.rules
+                conditions += [r.condition for r in statement.rules if r.condition is not None]
+            elif isinstance(statement, n.Override):
+                counted["overrides"].append(statement)
+                conditions.append(statement.condition)
+        limits = {
+            "segments": MAX_SEGMENTS,
+            "plans": MAX_PLANS,
+            "offer rules": MAX_OFFER_RULES,
+            "overrides": MAX_OVERRIDES,
+        }
+        for what, nodes in counted.items():
+            if len(nodes) > limits[what]:
+                self.error(
+                    nodes[limits[what]], f"the policy has {len(nodes)} {what}: it may have at most {limits[what]}"
+                )
+        for condition in conditions:
+            parts = _count_parts(condition)
+            if parts > MAX_CONDITION_PARTS:
+                self.error(
+                    condition,
+                    f"this condition has {parts} parts: a condition may join at most {MAX_CONDITION_PARTS} "
+                    "with and / or",
+                )
+        return not self.found
 
     def once(self, node: n.Node, what: str, seen: dict[str, n.Node]) -> None:
         if what in seen:
@@ -509,6 +563,21 @@ class _Checker:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _count_parts(expr: n.Expr) -> int:
+    """The comparisons in a condition (counted without recursion)."""
+    count = 0
+    stack: list[n.Expr] = [expr]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, n.And | n.Or):
+            stack.extend(item.items)
+        elif isinstance(item, n.Not):
+            stack.append(item.expr)
+        else:
+            count += 1
+    return count
 
 
 def _always_true(expr: n.Expr | None) -> bool:

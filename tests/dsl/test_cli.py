@@ -111,3 +111,21 @@ def test_fmt_prints_the_canonical_form(tmp_path: Path) -> None:
     )
     code, _, _ = run("fmt", str(messy), "--write")
     assert code == 0 and messy.read_text() == out
+
+
+def test_check_refuses_a_policy_over_the_size_cap_with_a_position(tmp_path: Path) -> None:
+    from dsl.limits import MAX_POLICY_CHARS
+
+    huge = tmp_path / "huge.policy"
+    huge.write_text(STANDARD.read_text() + "#" * (2 * 1024 * 1024))
+    code, _, err = run("check", str(huge))
+    assert code == 1
+    assert err.splitlines()[0].startswith(f"{huge}:") and f"at most {MAX_POLICY_CHARS:,}" in err
+    assert "Traceback" not in err
+
+
+def test_check_reports_a_deeply_nested_condition(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.policy"
+    deep.write_text(STANDARD.read_text().replace("customer.vip", "(" * 1000 + "customer.vip" + ")" * 1000, 1))
+    code, _, err = run("check", str(deep))
+    assert code == 1 and "nested too deeply" in err and "Traceback" not in err
