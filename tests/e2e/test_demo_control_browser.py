@@ -165,7 +165,8 @@ def test_changing_the_country_brings_that_countrys_sample_person(demo, browser):
     from playwright.sync_api import expect
 
     context, page = sign_in_as_admin(browser, demo)
-    page.click("nav >> text=Demo control")
+    with page.expect_navigation():  # until "load": the page's script listens to the country field from then on
+        page.click("nav >> text=Demo control")
     page.fill("#demo-country", "GB")
     expect(page.locator("#demo-name")).to_have_value("Oliver Jones")
     expect(page.locator("#demo-phone")).to_have_value("+44 7400 123456")
