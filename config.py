@@ -85,7 +85,8 @@ class Config:
     UNKNOWN_REVIEW_HOURS = env_int("UNKNOWN_REVIEW_HOURS", 24)
     WHATSAPP_DELIVERY_TIMEOUT_MINUTES = env_int("WHATSAPP_DELIVERY_TIMEOUT_MINUTES", 60)
     CONSOLIDATE_WINDOW_HOURS = env_int("CONSOLIDATE_WINDOW_HOURS", 24)
-    # Keys for credentials stored in the database (Fernet, app.secrets): RECOUP_ENCRYPTION_KEY is a list, the first
+    # Keys for credentials stored in the database (Fernet, app.accounts.secrets): RECOUP_ENCRYPTION_KEY is a list,
+    # the first
     # encrypts and every one decrypts (rotation: put the new key first, run `flask secrets rotate`, then drop the old).
     # RECOUP_CREDENTIALS_KEY is the older name of one such key. Without any, development derives one from SECRET_KEY;
     # production refuses to start.
@@ -98,7 +99,7 @@ class Config:
     AUDIT_CHECKPOINT_PATH = env("RECOUP_AUDIT_CHECKPOINT", str(INSTANCE_DIR / "audit-checkpoint.json"))
     PUBLIC_BASE_URL = env("RECOUP_PUBLIC_URL", "http://127.0.0.1:5000")
     MERCHANT_NAME = env("RECOUP_MERCHANT_NAME", "Recoup Demo Store")
-    # What customers see of the merchant (the admin's settings win over these): app.merchant
+    # What customers see of the merchant (the admin's settings win over these): app.messages.merchant
     MERCHANT_LOGO_URL = env("RECOUP_MERCHANT_LOGO_URL")
     MERCHANT_BRAND_COLOUR = env("RECOUP_MERCHANT_BRAND_COLOUR", "#1d4ed8")
     MERCHANT_WEBSITE_URL = env("RECOUP_MERCHANT_WEBSITE_URL")
@@ -138,7 +139,8 @@ class Config:
     SESSION_COOKIE_SECURE = env_bool("RECOUP_SECURE_COOKIES", False)
     REMEMBER_COOKIE_HTTPONLY = True
     WTF_CSRF_ENABLED = True
-    # Sign-in throttling (app.login_throttle): failures of one account from one client, of one client over every
+    # Sign-in throttling (app.accounts.login_throttle): failures of one account from one client, of one client over
+    # every
     # account, of one account over every client; how long a counter at its limit stays locked; when failures are
     # forgotten
     LOGIN_MAX_FAILURES = env_int("RECOUP_LOGIN_MAX_FAILURES", 5)

@@ -17,7 +17,7 @@ from admin.i18n import _l
 from admin.security import CsrfForm
 from admin.ui import CHANNEL_LABELS
 from admin.views import AuditedModelView
-from app.channel_accounts import (
+from app.accounts.channel_accounts import (
     CHANNEL_FIELDS,
     ChannelAccountError,
     credentials_of,
@@ -25,8 +25,8 @@ from app.channel_accounts import (
     enabled_account,
     save_channel_account,
 )
+from app.accounts.secrets import mask
 from app.models import ChannelAccount
-from app.secrets import mask
 from rules.vocabulary import Channel
 
 KEEP = _l("Leave empty to keep the stored one.")
@@ -79,7 +79,8 @@ def _settings(view: Any, context: Any, model: ChannelAccount, name: str) -> Mark
 
 @dataclass(frozen=True)
 class EnvironmentChannel:
-    """A channel the server's environment configures (app.senders builds its sender when no account is enabled)."""
+    """A channel the server's environment configures (app.outbox.senders builds its sender when no account is
+    enabled)."""
 
     channel: str
     provider: str

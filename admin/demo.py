@@ -2,7 +2,7 @@
 business clock forward so the next steps go out, and see what was sent, with links to the sandbox inboxes.
 
 Admin only, and only when the app runs the demo (``DEMO_MODE``): anywhere else every URL here is a 404 and the menu
-does not show it. Everything goes through the real path (app.demo_control); every action is audited there.
+does not show it. Everything goes through the real path (app.demo.control); every action is audited there.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from flask_login import current_user
 
 from admin.i18n import _l
 from admin.security import RoleGuard, has_role
-from app import clock, demo_control
+from app import clock
+from app.demo import control as demo_control
 from app.extensions import db
 from app.models import Customer, RecoveryCase, User
-from app.money import format_minor
+from app.payments.money import format_minor
 
 MAX_AMOUNT = Decimal("1000000")
 #: what the page shows for the service's choices (its own texts are the gateway's English)
@@ -139,7 +140,7 @@ class DemoControlView(RoleGuard, BaseView):
         cases = demo_control.demo_cases()
         zone = _latest_zone(cases)
         inboxes = dict(current_app.config.get("DEMO_INBOXES") or {})
-        from app.demo import DEMO_ACCOUNTS, TEST_CARDS
+        from app.demo.run import DEMO_ACCOUNTS, TEST_CARDS
 
         return self.render(
             "admin/demo/index.html", form=form or FIRST_FORM, errors=errors or {}, now=clock.business_now(),

@@ -28,7 +28,7 @@ from admin.i18n import _l
 from admin.ui import iso_utc
 from app.audit import record
 from app.extensions import db
-from app.money import minor_to_decimal
+from app.payments.money import minor_to_decimal
 
 _NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -14,10 +14,10 @@ from wtforms.validators import URL, DataRequired, Length, Optional, Regexp
 from admin.i18n import _l
 from admin.security import CsrfForm
 from admin.views import AuditedModelView
+from app.accounts.gateway_accounts import save_account
+from app.accounts.secrets import SecretsError, decrypt_credentials, mask
 from app.extensions import db
-from app.gateway_accounts import save_account
 from app.models import GatewayAccount
-from app.secrets import SecretsError, decrypt_credentials, mask
 
 #: the secrets each gateway needs, in the order the form shows them
 SECRET_FIELDS = ("security_key", "webhook_signing_key")

@@ -13,11 +13,10 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from admin.security import EVERYONE, RoleGuard
-from app.default_templates import DEFAULTS, language_of
 from app.extensions import db
-from app.merchant import merchant_profile
-from app.models import MessageTemplate, User
-from app.templates_service import (
+from app.messages.default_templates import DEFAULTS, language_of
+from app.messages.merchant import merchant_profile
+from app.messages.templates_service import (
     TemplateRefused,
     WhatsAppTemplateError,
     refresh_whatsapp_status,
@@ -25,15 +24,16 @@ from app.templates_service import (
     save_template,
     submit_whatsapp_template,
 )
-from app.templating import PRODUCT_TYPES, normalise_locale, render, sample_context, validate_template
-from app.templating import MessageTemplate as Source
+from app.messages.templating import PRODUCT_TYPES, normalise_locale, render, sample_context, validate_template
+from app.messages.templating import MessageTemplate as Source
+from app.models import MessageTemplate, User
 from rules.vocabulary import Channel
 
 WRITERS = ("author", "admin")
 CHANNELS = tuple(c.value for c in Channel)
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 LOCALE = re.compile(r"[A-Za-z]{2}([_-][A-Za-z]{2})?")
-SAMPLE_SHORT_CODE = "Ab3dEf6hIj"  # as long as a real short link's code (app.links.SHORT_LENGTH)
+SAMPLE_SHORT_CODE = "Ab3dEf6hIj"  # as long as a real short link's code (app.payments.links.SHORT_LENGTH)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,7 @@ from admin.i18n import _l
 from admin.security import EVERYONE, RoleGuard
 from admin.ui import CHANNEL_LABELS, REASON_LABELS, when
 from admin.views import AuditedModelView, ReadOnlyView
-from app import case_actions, escalations
 from app.audit import record
-from app.case_search import case_search
-from app.case_timeline import case_timeline
 from app.extensions import db
 from app.models import (
     Customer,
@@ -33,9 +30,12 @@ from app.models import (
     Transaction,
     User,
 )
-from app.money import format_minor, minor_to_decimal
 from app.outbox.review import resolve_review
 from app.outbox.states import OutboxState
+from app.payments.money import format_minor, minor_to_decimal
+from app.recovery import case_actions, escalations
+from app.recovery.case_search import case_search
+from app.recovery.case_timeline import case_timeline
 from rules.case_states import ACTIVE, TERMINAL, allowed_actions
 from rules.vocabulary import CHANNELS
 
@@ -70,8 +70,9 @@ def _case_state(view: Any, context: Any, model: RecoveryCase, name: str) -> Mark
 
 
 class CaseView(ReadOnlyView):
-    """Cases: one search box (name, email, phone, order id, gateway transaction id, case number; app.case_search),
-    filters, and on each case's page its timeline and the operators' actions (app.case_actions)."""
+    """Cases: one search box (name, email, phone, order id, gateway transaction id, case number;
+    app.recovery.case_search),
+    filters, and on each case's page its timeline and the operators' actions (app.recovery.case_actions)."""
 
     write_roles = OPERATORS  # the actions below; cases are never created, edited or deleted through a form
     column_list = ("id", "state", "segment", "priority", "customer", "gateway", "amount_due", "opened_at", "closed_at")
@@ -91,7 +92,8 @@ class CaseView(ReadOnlyView):
     column_default_sort = ("opened_at", True)
     column_details_exclude_list = ("plan",)
 
-    # -- search: one box, app.case_search ---------------------------------------------------------------------------
+    # -- search: one box, app.recovery.case_search
+    # ---------------------------------------------------------------------------
     def init_search(self) -> bool:
         return True
 
@@ -273,7 +275,7 @@ class CustomerView(AuditedModelView):
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(_("“%(zone)s” is not a time zone (try America/New_York).", zone=zone)) from None
         model.timezone_explicit = zone
-        from app.customer_locale import LocaleRefused, edited_by_hand
+        from app.ingest.customer_locale import LocaleRefused, edited_by_hand
 
         typed = model.locale
         try:

@@ -1,7 +1,7 @@
 """Policy authoring for business users: edit with live checking, simulate, submit, approve, activate, roll back.
 
-The view is thin: every change goes through ``app.policies`` (which writes the audit log), every simulation
-through ``app.backtest``.
+The view is thin: every change goes through ``app.recovery.policies`` (which writes the audit log), every simulation
+through ``app.recovery.backtest``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from flask_login import current_user
 
 import dsl
 from admin.security import EVERYONE, RoleGuard, requires
-from app import backtest, policies
 from app.extensions import db
 from app.models import Policy, PolicyVersion, User
+from app.recovery import backtest, policies
 from app.settings import four_eyes_required
 from rules.vocabulary import PolicyStatus
 

@@ -1,6 +1,6 @@
 """The signed-in person's own page: who they are, their roles, their language and time zone, their password.
 
-Not a business change: every role may do it (each change is still audited, by app.users).
+Not a business change: every role may do it (each change is still audited, by app.accounts.users).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from admin.i18n import _l
 from admin.security import EVERYONE, CsrfForm, RoleGuard
 from admin.ui import ROLE_HELP
 from admin.users import LANGUAGES, new_password, time_zone
+from app.accounts.users import UserError, change_password, update_profile
 from app.extensions import db
-from app.users import UserError, change_password, update_profile
 
 
 def _right_password(form: Any, field: Any) -> None:

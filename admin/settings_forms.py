@@ -290,7 +290,7 @@ class MerchantForm(CsrfForm):
 
 
 def merchant_values(form: MerchantForm) -> dict[str, Any]:
-    from app.merchant import MerchantSettingRefused, validate_merchant_setting
+    from app.messages.merchant import MerchantSettingRefused, validate_merchant_setting
 
     values = {}
     for field in form:

@@ -24,8 +24,8 @@ from admin.ui import day, when
 from app.audit import record, verify_chain
 from app.extensions import db
 from app.models import AuditEntry, OutboxMessage, RecoveryCase, Transaction
-from app.money import format_minor
 from app.outbox.states import OutboxState
+from app.payments.money import format_minor
 from rules.case_states import CaseState
 
 

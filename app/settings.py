@@ -77,7 +77,7 @@ DEFAULTS.setdefault(
 #: the settings the admin edits, in the order it shows them
 EDITABLE = ("contact_windows", "value_bands", "product_rules", "default_product_type", "fx_rates", "policy_four_eyes")
 
-#: what customers see of the merchant (app.merchant); None = the config's value (MERCHANT_NAME, ...)
+#: what customers see of the merchant (app.messages.merchant); None = the config's value (MERCHANT_NAME, ...)
 MERCHANT_KEYS = ("merchant_name", "merchant_logo_url", "merchant_brand_colour", "merchant_website_url",
                  "merchant_support_email")
 DEFAULTS.update(dict.fromkeys(MERCHANT_KEYS))
@@ -107,7 +107,7 @@ def validate_setting(key: str, value: Any) -> Any:
     if key not in EDITABLE:
         raise SettingRefused(f"{key!r} cannot be edited here")
     if key in MERCHANT_KEYS:
-        from app.merchant import MerchantSettingRefused, validate_merchant_setting
+        from app.messages.merchant import MerchantSettingRefused, validate_merchant_setting
 
         try:
             return validate_merchant_setting(key, value)

@@ -155,7 +155,7 @@ def prerender(ids: list[int]) -> dict[str, Any]:
     from app.extensions import db
     from app.models import Customer, OutboxMessage, RecoveryCase
     from app.outbox.compose import compose
-    from app.senders import senders_for
+    from app.outbox.senders import senders_for
 
     senders = senders_for(current_app._get_current_object())  # type: ignore[attr-defined]
     wires: list[Wire] = []

@@ -6,7 +6,8 @@ Two runs over the same simulator population, in the same process and database se
   decline code and text, order, times and the raw record as JSON, as Recoup stores them) go straight into a table
   of the same shape (``CREATE TABLE ... LIKE transactions``) with one ``executemany`` per 1,000 rows: fetching and
   parsing plus the cheapest possible insert of what is stored;
-- recoup: ``app.ingest.fetch_account``: customers upserted, timezones detected, declines classified, value bands
+- recoup: ``app.ingest.transactions.fetch_account``: customers upserted, timezones detected, declines classified,
+value bands
   and product types, transactions, one case per failed payment, the cursor.
 
 The baseline runs before and after Recoup and the faster of the two counts, so a machine that gets busier or
@@ -132,9 +133,9 @@ def recoup(api_url: str, key: str, url: str, page_size: int, *, trace: bool) -> 
     from flask_migrate import upgrade
 
     from app import create_app
+    from app.accounts.gateway_accounts import save_account
     from app.extensions import db
-    from app.gateway_accounts import save_account
-    from app.ingest import fetch_account
+    from app.ingest.transactions import fetch_account
     from config import Config
 
     app = create_app(Config, SQLALCHEMY_DATABASE_URI=url, REDIS_URL=None, SECRET_KEY="bench")

@@ -1,7 +1,8 @@
 """One case's facts: what a policy reads and what the planner places steps by.
 
 The Facts JSON (docs/architecture.md: money as decimal strings, times ISO 8601) is read once, at the edge, by
-:meth:`Facts.from_json`; the database side builds :class:`Facts` directly (``app.planning.case_facts``). Inside,
+:meth:`Facts.from_json`; the database side builds :class:`Facts` directly (``app.recovery.planning.case_facts``).
+Inside,
 times are aware UTC datetimes, and messages already sent are :class:`rules.timing.SentRecord`s.
 
 A policy reads the groups by field name (``dsl.schema.FIELDS``: ``customer.country``, ``transaction.amount``,

@@ -3,7 +3,7 @@ rates.
 
 A compiled policy compares (amount, currency) pairs as it reads them from the facts, and value bands cut integer
 minor units (``rules.product_types``), so there is no money object here: the application keeps money as integer
-minor units plus a currency (``app.money`` shows it to people). Minor units follow each currency's own exponent
+minor units plus a currency (``app.payments.money`` shows it to people). Minor units follow each currency's own exponent
 (2 for USD, 0 for JPY, 3 for BHD), from Babel's CLDR data.
 
 Exchange rates are data handed in by the caller (settings), never fetched here; a missing rate raises

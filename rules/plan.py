@@ -1,7 +1,7 @@
 """A plan: what the planner decided for one case, as frozen values.
 
 The planner (``rules.planner.plan``) returns a :class:`Plan`; it becomes JSON only at the edges: the case's
-``plan`` column (``app.planning``), ``flask policy simulate`` and the admin. :meth:`Plan.to_json` writes the
+``plan`` column (``app.recovery.planning``), ``flask policy simulate`` and the admin. :meth:`Plan.to_json` writes the
 shape docs/architecture.md documents (and that rows already stored have), :meth:`Plan.from_json` reads it back::
 
     {"transaction": "t-9", "policy": "standard", "version": 3, "segment": "vip", "priority": "urgent",

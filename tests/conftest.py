@@ -145,7 +145,7 @@ class AuthActions:
         self.app = app
 
     def login(self, role: str = "admin", password: str = "correct horse battery") -> str:
-        from app.users import create_user
+        from app.accounts.users import create_user
 
         email = f"{role}-{uuid.uuid4().hex[:6]}@example.com"
         create_user(email, password, [role])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.default_templates import whatsapp_approved_templates
+from app.messages.default_templates import whatsapp_approved_templates
 from sandbox.smtp.server import SmtpSimulator
 from sandbox.twilio.server import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_FROM, TwilioSimulator
 from sandbox.whatsapp.server import (
@@ -35,7 +35,7 @@ class ChannelSimulators:
             sim.reset()
 
     def configure(self, app, public_url: str | None = None) -> None:  # type: ignore[no-untyped-def]
-        from app.senders import reset_senders
+        from app.outbox.senders import reset_senders
 
         app.config.update(
             SMTP_URL=self.smtp.url,

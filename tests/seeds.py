@@ -17,11 +17,12 @@ def seed_due_messages(
 ) -> list[int]:
     """``n`` due outbox rows, one customer / transaction / case each, channels in turn; returns their ids.
     With ``receipt_every`` k, every k-th row is instead the receipt of an approved payment of its (recovered) case,
-    as app.receipts queues it. Needs an app context. No policy version: the contact windows are not re-checked (the
+    as app.payments.receipts queues it. Needs an app context. No policy version: the contact windows are not
+    re-checked (the
     bench runs at any hour)."""
     from app.extensions import db
     from app.models import Customer, GatewayAccount, OutboxMessage, Payment, RecoveryCase, Transaction
-    from app.receipts import RECEIPT_TEMPLATE, receipt_key
+    from app.payments.receipts import RECEIPT_TEMPLATE, receipt_key
 
     due = due or datetime.now(UTC) - timedelta(minutes=1)
     tag = secrets.token_hex(3)

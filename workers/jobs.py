@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 def fetch_all() -> list[str]:
     """Periodic: one incremental fetch of every enabled gateway account."""
     with job_context():
-        from app.ingest import fetch_accounts
+        from app.ingest.transactions import fetch_accounts
 
         reports = fetch_accounts()
         for report in reports:
@@ -23,7 +23,7 @@ def fetch_all() -> list[str]:
 
 def fetch_account(account_id: int) -> str:
     with job_context():
-        from app.ingest import fetch_account as fetch
+        from app.ingest.transactions import fetch_account as fetch
 
         return fetch(account_id).summary()
 
@@ -31,7 +31,7 @@ def fetch_account(account_id: int) -> str:
 def plan_cases(case_ids: list[int]) -> dict[str, Any]:
     """Plan new cases with the active policy; a case already planned is left alone."""
     with job_context():
-        from app.planning import plan_cases as plan
+        from app.recovery.planning import plan_cases as plan
 
         return plan(case_ids)
 
@@ -48,7 +48,7 @@ def dispatch_due() -> dict[str, Any]:
     """Periodic: claim due outbox messages and send them."""
     with job_context():
         from app.outbox.run import dispatch_due as dispatch
-        from app.payments import run_due_payment_retries
+        from app.payments.charges import run_due_payment_retries
 
         report = dispatch()
         report["payments"] = run_due_payment_retries()

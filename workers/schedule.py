@@ -17,11 +17,11 @@ log = logging.getLogger(__name__)
 
 
 def periodic_jobs(config: Any) -> list[PeriodicJob]:
+    from workers import jobs
+
     return [
-        PeriodicJob("fetch", "workers.jobs.fetch_all", timedelta(seconds=config["FETCH_INTERVAL_SECONDS"]), "high"),
-        PeriodicJob(
-            "dispatch", "workers.jobs.dispatch_due", timedelta(seconds=config["DISPATCH_INTERVAL_SECONDS"]), "urgent"
-        ),
+        PeriodicJob("fetch", jobs.fetch_all, timedelta(seconds=config["FETCH_INTERVAL_SECONDS"]), "high"),
+        PeriodicJob("dispatch", jobs.dispatch_due, timedelta(seconds=config["DISPATCH_INTERVAL_SECONDS"]), "urgent"),
     ]
 
 
@@ -35,7 +35,7 @@ def slot_job_id(job: PeriodicJob, now: float | None = None) -> tuple[str, timede
 
 def schedule_next(queue: RQQueue, job: PeriodicJob, now: float | None = None) -> str:
     job_id, delay = slot_job_id(job, now)
-    queue.enqueue_in(delay, "workers.schedule.run_periodic", job.name, queue=job.queue, job_id=job_id)
+    queue.enqueue_in(delay, run_periodic, job.name, queue=job.queue, job_id=job_id)
     return job_id
 
 

@@ -14,7 +14,8 @@ from app.models.types import MYSQL_TABLE_ARGS, JSONType, UTCDateTime, utcnow
 
 class ChannelAccount(db.Model):
     """One provider account for a channel. ``settings`` holds what is not secret (API URL, sender address, phone
-    number id); ``credentials_encrypted`` a Fernet token of the secrets (see app.secrets). The enabled account of a
+    number id); ``credentials_encrypted`` a Fernet token of the secrets (see app.accounts.secrets). The enabled
+    account of a
     channel wins over the environment's."""
 
     __tablename__ = "channel_accounts"

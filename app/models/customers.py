@@ -31,7 +31,7 @@ class Customer(db.Model):
     email: Mapped[str | None] = mapped_column(sa.String(254))
     phone_e164: Mapped[str | None] = mapped_column(sa.String(20))
     phone_raw: Mapped[str | None] = mapped_column(sa.String(40))
-    # ISO 3166-1 alpha-2; the previous value is kept on change (a guessed locale follows it: app.customer_locale)
+    # ISO 3166-1 alpha-2; the previous value is kept on change (a guessed locale follows it: app.ingest.customer_locale)
     country: Mapped[str | None] = mapped_column(sa.String(2), active_history=True)
     region: Mapped[str | None] = mapped_column(sa.String(64))  # state / province code
     city: Mapped[str | None] = mapped_column(sa.String(100))
@@ -43,7 +43,7 @@ class Customer(db.Model):
     timezone_confidence: Mapped[Decimal | None] = mapped_column(sa.Numeric(4, 3))
     timezone_explicit: Mapped[str | None] = mapped_column(sa.String(64))  # set by an operator; always wins
     locale: Mapped[str | None] = mapped_column(sa.String(16))
-    locale_source: Mapped[str | None] = mapped_column(sa.String(16))  # guessed|manual (app.customer_locale)
+    locale_source: Mapped[str | None] = mapped_column(sa.String(16))  # guessed|manual (app.ingest.customer_locale)
     tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
     vip: Mapped[bool] = mapped_column(default=False)
     successful_payments: Mapped[int] = mapped_column(default=0)

@@ -20,7 +20,7 @@ class GatewayAccount(db.Model):
     name: Mapped[str] = mapped_column(sa.String(64), unique=True)
     gateway: Mapped[str] = mapped_column(sa.String(32))  # nmi|stripe|authorizenet
     api_url: Mapped[str | None] = mapped_column(sa.String(255))
-    # Fernet token of a JSON object of secrets (security key, webhook signing key...). See app.secrets.
+    # Fernet token of a JSON object of secrets (security key, webhook signing key...). See app.accounts.secrets.
     credentials_encrypted: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     enabled: Mapped[bool] = mapped_column(default=True)

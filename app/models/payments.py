@@ -19,7 +19,8 @@ class PaymentLink(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[int] = mapped_column(sa.ForeignKey("recovery_cases.id", ondelete="CASCADE"))
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)  # sha256 hex of the signed token
-    # The short link for SMS/WhatsApp (/p/<code>, app.links): sha256 hex of its code, and the message the token names
+    # The short link for SMS/WhatsApp (/p/<code>, app.payments.links): sha256 hex of its code, and the message the
+    # token names
     short_code_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     message_id: Mapped[int | None] = mapped_column(sa.ForeignKey("outbox_messages.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

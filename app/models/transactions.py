@@ -20,7 +20,7 @@ class Transaction(db.Model):
         sa.UniqueConstraint("gateway", "gateway_account_id", "gateway_transaction_id"),
         sa.Index("ix_transactions_customer", "customer_id", "failed_at"),
         sa.Index("ix_transactions_failed_at", "failed_at"),
-        # "does this order already have a case?" for every ingested chunk (app.order_cases.decide)
+        # "does this order already have a case?" for every ingested chunk (app.ingest.order_cases.decide)
         sa.Index("ix_transactions_order", "order_id", "gateway_account_id"),
         sa.Index("ix_transactions_joined_case", "joined_case_id"),
         MYSQL_TABLE_ARGS,
@@ -62,7 +62,7 @@ class Transaction(db.Model):
         return f"<Transaction {self.gateway}:{self.gateway_transaction_id} {self.amount_minor} {self.currency}>"
 
     def __str__(self) -> str:  # "nmi 9000001: 249.00 USD"
-        from app.money import minor_to_decimal
+        from app.payments.money import minor_to_decimal
 
         amount = minor_to_decimal(self.amount_minor, self.currency)
         return f"{self.gateway} {self.gateway_transaction_id}: {amount} {self.currency}"

@@ -102,7 +102,8 @@ def _a_new_password_ends_every_session(target: User, value: str, oldvalue: objec
 
 
 class SignInThrottle(db.Model):
-    """Failed sign-ins counted per key (an account, a client address, the two together; see app.login_throttle).
+    """Failed sign-ins counted per key (an account, a client address, the two together; see
+    app.accounts.login_throttle).
     Keys are hashes, so no address or email is kept here."""
 
     __tablename__ = "sign_in_throttle"

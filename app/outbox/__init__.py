@@ -33,7 +33,7 @@ States of an outbox row (``rules/`` has no notion of them; :data:`.states.TRANSI
 * **attempt**: right before the provider is called the row moves to ``sending`` and an ``attempt`` event is
   stored with what reconciliation needs (channel, to, from, the SMS body, the time).
 * **check at send time**: a claimed row is sent only if its case is open and not paused (else ``cancelled``, or
-  ``paused`` until an operator resumes it: ``app.case_actions``) and the contact rules allow it now; else it is
+  ``paused`` until an operator resumes it: ``app.recovery.case_actions``) and the contact rules allow it now; else it is
   ``scheduled`` again for the first allowed moment, with a ``deferred`` event naming each reason and the rule behind
   it. The rules are the planner's (``rules.contact_rules.contact_rules_for``) with the override the row carries
   (``contact_override``: a policy's urgent override, an operator's "send now"), so a late worker never undoes them.
@@ -51,7 +51,7 @@ Why a row left by a dead worker is safe to resolve, per channel (:mod:`.reconcil
   holds a one-off payment link, so it is unique) since the attempt. Found → ``sent`` with its SID; not found →
   ``scheduled`` again; lookup failing → stays ``unknown`` and is retried on the next pass.
 * **WhatsApp** (Cloud API). There is no message lookup, but every status webhook echoes our reference
-  (``biz_opaque_callback_data``): any status for the row settles it (``app.delivery.apply_status``), usually
+  (``biz_opaque_callback_data``): any status for the row settles it (``app.outbox.delivery.apply_status``), usually
   within seconds. With no status after ``WHATSAPP_RECONCILE_SECONDS``, the row is sent again only when webhooks
   arrived for *other* WhatsApp messages sent after that wait (their delivered/read statuses), i.e. the webhook
   pipe was working, had caught up past ours, and Meta had nothing to say about ours. Residual risk: Meta's retry
@@ -62,11 +62,12 @@ Why a row left by a dead worker is safe to resolve, per channel (:mod:`.reconcil
 Each step's channel order is a fallback sequence: a synchronous failure (opted out, invalid address, permanent
 provider error) moves on to the next channel at once; an asynchronous one (a failed/undelivered status, or a
 WhatsApp message not delivered within ``WHATSAPP_DELIVERY_TIMEOUT_MINUTES``) becomes a new row for the next
-channel (:func:`app.delivery.fall_back_later`). Several open cases of one customer due within
+channel (:func:`app.outbox.delivery.fall_back_later`). Several open cases of one customer due within
 ``CONSOLIDATE_WINDOW_HOURS`` go as one email or SMS listing the open amounts; the others are ``merged``.
 
 Beside ``scheduled`` wait ``held`` (planned, but the contact rules found no moment yet) and ``paused`` (its case is
-paused by an operator). A payment's receipt is a row too (template ``receipt``, :mod:`app.receipts`): the customer's
+paused by an operator). A payment's receipt is a row too (template ``receipt``, :mod:`app.payments.receipts`): the
+customer's
 request queues it and asks for it to be sent at once (:func:`.run.send_now`, claimed like any row, so the periodic
 run and the request never both send it); it goes whatever its case's state, the customer's opt-outs and the contact
 rules, and counts against no cadence cap.

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from app.channels.base import OutboundMessage, SendResult
 from app.extensions import db
-from app.links import new_payment_link
 from app.models import MessageEvent, OutboxMessage, PaymentLink, RecoveryCase
+from app.payments.links import new_payment_link
 
 
 @dataclass(frozen=True)

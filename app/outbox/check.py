@@ -14,7 +14,7 @@ from app.models.types import utcnow
 from app.outbox.batch import add_event
 from app.outbox.settings import ADDRESS_FIELD
 from app.outbox.states import ON_THE_WAY
-from app.receipts import not_a_receipt
+from app.payments.receipts import not_a_receipt
 from rules.vocabulary import CHANNELS
 
 
@@ -32,7 +32,7 @@ class SendFacts:
 
     def windows(self) -> dict[str, Any]:
         if self._windows is None:
-            from app.planning import contact_windows
+            from app.recovery.planning import contact_windows
 
             self._windows = contact_windows()  # the merchant's settings under the policy's own statements
         return self._windows
@@ -40,7 +40,7 @@ class SendFacts:
     def policy(self, version_id: int) -> Any:
         if version_id not in self._versions:
             from app.models import PolicyVersion
-            from app.policies import compiled
+            from app.recovery.policies import compiled
 
             version = db.session.get(PolicyVersion, version_id)
             self._versions[version_id] = compiled(version) if version is not None else None
@@ -137,7 +137,7 @@ def deferred_until(
     nor past a cap that messages on other channels used up meanwhile. The rules are the planner's own
     (``rules.contact_rules.contact_rules_for``) with the override the row carries, so what the plan allowed (a
     policy's urgent override, an operator's "send now") is not undone here."""
-    from app.planning import customer_zones
+    from app.recovery.planning import customer_zones
     from rules.contact_rules import Override, contact_rules_for, held_by
     from rules.timing import next_send_time
 

@@ -8,16 +8,16 @@ from flask import current_app
 
 from app.channels.base import Channel, OutboundMessage
 from app.extensions import db
-from app.links import short_url, tracking_token
-from app.merchant import merchant_profile
+from app.messages.merchant import merchant_profile
+from app.messages.templates_service import resolve_template, whatsapp_call
+from app.messages.templating import MessageTemplate as TemplateSource
+from app.messages.templating import TemplateContext, render
 from app.models import Customer, OutboxMessage, RecoveryCase
 from app.outbox.batch import payment_link
 from app.outbox.consolidate import MergedCase, with_merged
-from app.receipts import is_receipt, receipt_email, receipt_payment_id
-from app.senders import reference_for
-from app.templates_service import resolve_template, whatsapp_call
-from app.templating import MessageTemplate as TemplateSource
-from app.templating import TemplateContext, render
+from app.outbox.senders import reference_for
+from app.payments.links import short_url, unsubscribe_token
+from app.payments.receipts import is_receipt, receipt_email, receipt_payment_id
 from rules.vocabulary import PHONE_CHANNELS
 
 #: template sources read during the current dispatch run (cleared when a run starts: a run sends thousands)
@@ -82,7 +82,7 @@ def compose(
             "locale": customer.locale,
             "country": customer.country,
         }
-    unsubscribe = f"{base}/t/u/{tracking_token(config['SECRET_KEY'], message.id)}"
+    unsubscribe = f"{base}/t/u/{unsubscribe_token(config['SECRET_KEY'], message.id)}"
     context = TemplateContext(
         customer=who,
         transaction=transaction,
@@ -130,7 +130,7 @@ def compose(
 
 
 def _receipt(message: OutboxMessage) -> OutboundMessage:
-    """A payment's receipt: plain text, from the payment as it is now (app.receipts)."""
+    """A payment's receipt: plain text, from the payment as it is now (app.payments.receipts)."""
     payment_id = receipt_payment_id(message)
     if payment_id is None:
         raise LookupError(f"outbox message {message.id} is a receipt without a payment")

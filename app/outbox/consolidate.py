@@ -108,7 +108,7 @@ def merge_siblings(
                 fresh.setdefault(other_case_id, other_id)
     if fresh:
         add_event(message, "consolidated", {"cases": list(fresh), "messages": list(fresh.values())})
-    from app.money import format_minor
+    from app.payments.money import format_minor
 
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
     merged: list[MergedCase] = []
@@ -132,7 +132,7 @@ def with_merged(
 ) -> tuple[str | None, str | None]:
     if not merged:
         return text, html
-    from app.default_templates import language_of
+    from app.messages.default_templates import language_of
 
     heading, pay = _OTHER_OPEN_PAYMENTS.get(language_of(locale), _OTHER_OPEN_PAYMENTS["en"])
     lines = "\n".join(f"- {m.amount}: {m.pay_url}" for m in merged)

@@ -8,16 +8,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
 
-from app.consent import opted_out_channels_of
 from app.extensions import db
 from app.models import Customer, OutboxMessage, RecoveryCase, Transaction
 from app.outbox.batch import BatchRows, Ready, add_event, rows_written_together
 from app.outbox.check import SendFacts, deferred_until, next_usable_channel
 from app.outbox.compose import compose
+from app.outbox.consent import opted_out_channels_of
 from app.outbox.consolidate import MergedCase, customers_with_siblings, merge_siblings
 from app.outbox.states import OutboxState as S
 from app.outbox.states import sources
-from app.receipts import is_receipt
+from app.payments.receipts import is_receipt
 from rules.case_states import ACTIVE
 from rules.vocabulary import Channel
 

@@ -14,10 +14,10 @@ from app.extensions import db
 from app.models import MessageEvent, OutboxMessage
 from app.models.types import utcnow
 from app.outbox.batch import add_event, add_event_for
+from app.outbox.senders import senders_for
 from app.outbox.settings import setting
 from app.outbox.states import IN_FLIGHT, OutboxState, check_move, sources
 from app.outbox.states import OutboxState as S
-from app.senders import senders_for
 from rules.vocabulary import CHANNELS, Channel, OutboxTask
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def parse_time(value: Any) -> datetime | None:
 
 def fall_back_undelivered_whatsapp(now: datetime) -> int:
     """WhatsApp messages sent but not delivered within the timeout: their step moves on to its next channel."""
-    from app.delivery import fall_back_later, fallback_key
+    from app.outbox.delivery import fall_back_later, fallback_key
 
     timeout = timedelta(minutes=setting("WHATSAPP_DELIVERY_TIMEOUT_MINUTES"))
     rows = db.session.scalars(

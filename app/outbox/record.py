@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from app.cases import move_cases
 from app.channels.base import SendResult
 from app.extensions import db
 from app.models import OutboxMessage, RecoveryCase
@@ -14,6 +13,7 @@ from app.models.types import utcnow
 from app.outbox.batch import Attempted, BatchRows, Ready, add_event, add_event_for, rows_written_together
 from app.outbox.states import ON_THE_WAY, SENT_STATES, sources
 from app.outbox.states import OutboxState as S
+from app.recovery.cases import move_cases
 from rules.case_states import CaseState
 from rules.vocabulary import Channel
 
@@ -122,7 +122,7 @@ def record_failure(message: OutboxMessage, ready: Ready, result: SendResult, now
     if result.permanent:
         add_event(message, "failed", payload)
         if result.opted_out and message.customer_id:
-            from app.consent import opt_out
+            from app.outbox.consent import opt_out
 
             opt_out(message.customer_id, [channel], source="provider", detail=result.error_code)
         if message.fallbacks:

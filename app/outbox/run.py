@@ -25,9 +25,9 @@ from app.outbox.reconcile import (
 )
 from app.outbox.record import record_batch
 from app.outbox.send import send_one, widen_http_pools
+from app.outbox.senders import senders_for
 from app.outbox.settings import setting
 from app.outbox.states import OutboxState as S
-from app.senders import senders_for
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def dispatch_due(
     """Housekeeping (expiries, escalations, dead workers' rows, unknowns, WhatsApp delivery timeouts), then send
     what is due with ``concurrency`` sends in flight until nothing is due, ``limit`` rows were claimed or the
     budget is spent. ``now`` fixes the business clock (tests); leases always use the real clock."""
-    from app.case_lifecycle import expire_due_cases, run_due_escalations
     from app.clock import business_clock
+    from app.recovery.case_lifecycle import expire_due_cases, run_due_escalations
 
     clock: Callable[[], datetime] = (lambda: now) if now is not None else business_clock()  # type: ignore[assignment,return-value]
     concurrency = max(1, int(concurrency or setting("DISPATCH_CONCURRENCY")))

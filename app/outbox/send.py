@@ -13,9 +13,9 @@ from app.extensions import db
 from app.models import OutboxMessage
 from app.models.types import utcnow
 from app.outbox.batch import Attempted, Ready
+from app.outbox.senders import data_checkpoint
 from app.outbox.states import OutboxState, sources
 from app.outbox.states import OutboxState as S
-from app.senders import data_checkpoint
 from rules.vocabulary import Channel
 
 _OUTBOX = OutboxMessage.__table__

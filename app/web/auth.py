@@ -10,10 +10,10 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
+from app.accounts.login_throttle import SignInLimits
+from app.accounts.users import authenticate, end_sessions
 from app.extensions import db, login_manager
-from app.login_throttle import SignInLimits
 from app.models import User
-from app.users import authenticate, end_sessions
 
 bp = Blueprint("auth", __name__)
 

@@ -7,8 +7,8 @@ import logging
 from flask import Blueprint, Response, current_app, request
 
 from app.channels.base import Channel, WebhookPayloadError
-from app.hooks_service import HookRejected, handle_nmi_webhook
-from app.senders import channel_secret
+from app.ingest.webhooks import HookRejected, handle_nmi_webhook
+from app.outbox.senders import channel_secret
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def _twilio_verified() -> bool:
 @bp.post("/twilio/status")
 def twilio_status():  # type: ignore[no-untyped-def]
     from app.channels.sms import parse_status_callback
-    from app.delivery import apply_status
+    from app.outbox.delivery import apply_status
 
     if not _twilio_verified():
         return _refuse("bad or missing X-Twilio-Signature", 403)
@@ -63,7 +63,7 @@ def twilio_status():  # type: ignore[no-untyped-def]
 @bp.post("/twilio/inbound")
 def twilio_inbound():  # type: ignore[no-untyped-def]
     from app.channels.sms import parse_inbound, twiml_response
-    from app.delivery import handle_inbound
+    from app.outbox.delivery import handle_inbound
 
     if not _twilio_verified():
         return _refuse("bad or missing X-Twilio-Signature", 403)
@@ -89,8 +89,8 @@ def whatsapp_verify():  # type: ignore[no-untyped-def]
 @bp.post("/whatsapp")
 def whatsapp_events():  # type: ignore[no-untyped-def]
     from app.channels.whatsapp import parse_webhook, verify_whatsapp_signature
-    from app.delivery import apply_status, handle_inbound
-    from app.templates_service import apply_whatsapp_template_update
+    from app.messages.templates_service import apply_whatsapp_template_update
+    from app.outbox.delivery import apply_status, handle_inbound
 
     secret = channel_secret(current_app._get_current_object(), Channel.WHATSAPP, "app_secret", "WHATSAPP_APP_SECRET")
     body = request.get_data(cache=False)

@@ -1,7 +1,7 @@
 """The payment page a customer reaches from a message: /pay/<token>.
 
 GET shows the amount due, what went wrong and the ways to pay that the case's policy offers; POST carries out
-one of them through :mod:`app.payments` and redirects (303) to a result page, so a refresh never re-submits.
+one of them through :mod:`app.payments.charges` and redirects (303) to a result page, so a refresh never re-submits.
 Card and bank fields are tokenized in the browser by Collect.js (the URL is ``NMI_COLLECT_JS_URL``, the public
 key ``NMI_TOKENIZATION_KEY``): this server only ever receives a single-use ``payment_token``.
 """
@@ -26,12 +26,10 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from app.links import LinkError, OpenedLink, genuine_payment_link, open_payment_link
-from app.merchant import Merchant, merchant_profile
+from app.messages.merchant import Merchant, merchant_profile
 from app.models import RecoveryCase
-from app.money import format_minor
 from app.outbox.states import OutboxState
-from app.payments import (
+from app.payments.charges import (
     CaseBusy,
     PaymentError,
     PaymentOptions,
@@ -46,7 +44,9 @@ from app.payments import (
     plain_reason,
     schedule_payment,
 )
-from app.receipts import receipt_reference
+from app.payments.links import LinkError, OpenedLink, genuine_payment_link, open_payment_link
+from app.payments.money import format_minor
+from app.payments.receipts import receipt_reference
 from rules.case_states import ACTIVE, CaseState
 from rules.declines import DeclineInfo, DeclineKind, DeclineReason
 
@@ -64,7 +64,7 @@ class _Throttle:
     """A sliding window of wrong submissions per client address, in this process.
 
     Enough to stop someone guessing links or hammering a form from one address; the per-case limit on failed
-    payment attempts (``app.payments.failed_attempts_wait``) is kept in the database and holds across hosts.
+    payment attempts (``app.payments.charges.failed_attempts_wait``) is kept in the database and holds across hosts.
     """
 
     def __init__(self, limit: int, window: float) -> None:
@@ -440,7 +440,7 @@ def _replayed_attempt(token: str, attempt: str) -> Any:
     """The same submission again after it paid and closed the link (a double click, a refresh): its result."""
     from app.extensions import db
     from app.models import Payment
-    from app.payments import ATTEMPT_KEY, order_id_for
+    from app.payments.charges import ATTEMPT_KEY, order_id_for
 
     if not ATTEMPT_KEY.match(attempt or ""):
         return None

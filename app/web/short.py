@@ -1,6 +1,6 @@
 """Short payment links for SMS and WhatsApp: GET /p/<code> records the click and continues to /pay/<token>.
 
-The code stands for one payment link (app.links): whatever that link's state, the customer lands on the same
+The code stands for one payment link (app.payments.links): whatever that link's state, the customer lands on the same
 page its long form gives (the payment page, or the page for a paid, expired or revoked link). An unknown code
 gets the page for an unknown link, and counts against the address like a wrong token does.
 """
@@ -11,8 +11,8 @@ import logging
 
 from flask import Blueprint, current_app, redirect, url_for
 
-from app.links import LinkError, resolve_short_code
-from app.tracking import record_message_event
+from app.outbox.tracking import record_message_event
+from app.payments.links import LinkError, resolve_short_code
 from app.web.pay import _limited, _refused, brand_context
 
 bp = Blueprint("short", __name__)

@@ -7,8 +7,8 @@ import logging
 
 from flask import Blueprint, abort, current_app, redirect
 
-from app.links import LinkError, read_open_pixel_token, read_tracking_token, read_unsubscribe_token
-from app.tracking import record_message_event
+from app.outbox.tracking import record_message_event
+from app.payments.links import LinkError, read_open_pixel_token, read_tracking_token, read_unsubscribe_token
 
 bp = Blueprint("track", __name__, url_prefix="/t")
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ def unsubscribe(token: str):  # type: ignore[no-untyped-def]
     """RFC 8058 one-click unsubscribe (POST from the mail client), and the same from a link (GET shows a button)."""
     from flask import render_template_string, request
 
-    from app.delivery import unsubscribe_email
-    from app.merchant import merchant_profile
+    from app.messages.merchant import merchant_profile
+    from app.outbox.delivery import unsubscribe_email
 
     try:
         message_id = read_unsubscribe_token(current_app.config["SECRET_KEY"], token)

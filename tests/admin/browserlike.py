@@ -142,7 +142,7 @@ def _multidict(pairs: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
 
 def sign_in(client, role: str | list[str], *, name: str | None = None) -> str:  # type: ignore[no-untyped-def]
     """A new user with ``role`` signs in through the real sign-in form (its CSRF token included)."""
-    from app.users import create_user
+    from app.accounts.users import create_user
 
     roles = [role] if isinstance(role, str) else list(role)
     email = f"{'-'.join(roles)}-{uuid.uuid4().hex[:6]}@example.com"

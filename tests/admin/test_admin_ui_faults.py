@@ -60,7 +60,7 @@ def test_channel_accounts_name_the_channels_working_from_the_environment(app, cl
     assert "Email</strong>: SMTP from environment (SMTP_URL, MAIL_FROM)" in page and "mail.example.com" in page
     assert "WhatsApp</strong>:" not in page
     assert "secret-token-123" not in page and "smtp-password" not in page
-    from app.channel_accounts import save_channel_account
+    from app.accounts.channel_accounts import save_channel_account
 
     save_channel_account("twilio-own", "sms", settings={"account_sid": "AC9", "from_number": "+15550001111"},
                          credentials={"auth_token": "tok-123456"}, actor="setup")

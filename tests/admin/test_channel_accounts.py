@@ -8,11 +8,11 @@ import logging
 import pytest
 import sqlalchemy as sa
 
-from app.channel_accounts import ChannelAccountError, save_channel_account
+from app.accounts.channel_accounts import ChannelAccountError, save_channel_account
+from app.accounts.secrets import decrypt_credentials
 from app.extensions import db
 from app.models import AuditEntry, ChannelAccount
-from app.secrets import decrypt_credentials
-from app.senders import reset_senders, senders_for
+from app.outbox.senders import reset_senders, senders_for
 
 WA_TOKEN = "EAAG_WHATSAPP_TOKEN_SECRET_0001abcd"
 WA_APP_SECRET = "wa_app_secret_SECRET_7788"
@@ -136,7 +136,7 @@ def test_another_process_notices_a_changed_account(app):
     assert senders_for(app)["whatsapp"].token == "env-token"
     cached = senders_for(app)
     assert senders_for(app) is cached  # unchanged accounts: the same senders
-    from app.secrets import encrypt_credentials
+    from app.accounts.secrets import encrypt_credentials
 
     db.session.add(ChannelAccount(name="wa-other", channel="whatsapp", settings={"phone_number_id": "p2"},
                                   credentials_encrypted=encrypt_credentials(app.config, {"token": WA_TOKEN})))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app.accounts.users import create_user
 from app.extensions import db
 from app.models import AuditEntry, OutboxMessage, RecoveryCase, Transaction
-from app.users import create_user
 from sandbox.nmi.server import NmiSimulator
 from tests.providers import ChannelSimulators
 
@@ -112,8 +112,8 @@ def test_moving_the_clock_with_nothing_scheduled_says_so(admin_client):
 
 @pytest.fixture
 def world(demo_app):
-    from app.gateway_accounts import save_account
-    from app.policies import activate_text
+    from app.accounts.gateway_accounts import save_account
+    from app.recovery.policies import activate_text
 
     channels = ChannelSimulators().start()
     nmi = NmiSimulator(seed=13).start()

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from app.accounts.users import create_user
 from app.audit import entry_hash, verify_chain
 from app.extensions import db
 from app.models import AuditEntry, PolicyVersion
-from app.policies import PolicyServiceError, activate, approve, reject, save_draft, submit_draft
-from app.users import create_user
+from app.recovery.policies import PolicyServiceError, activate, approve, reject, save_draft, submit_draft
 from tests.admin.world import STANDARD
 
 

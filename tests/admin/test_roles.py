@@ -7,11 +7,11 @@ import re
 import pytest
 import sqlalchemy as sa
 
+from app.accounts.users import create_user
 from app.extensions import db
 from app.models import AuditEntry, Policy, PolicyVersion
-from app.policies import save_draft, submit_draft
+from app.recovery.policies import save_draft, submit_draft
 from app.settings import set_setting
-from app.users import create_user
 
 #: POST endpoints that change nothing a business cares about: checks, previews, simulations, one's own language
 HARMLESS_POSTS = {"policies.check", "policies.simulate", "profile.language",

@@ -6,9 +6,9 @@ import logging
 
 import sqlalchemy as sa
 
+from app.accounts.secrets import decrypt_credentials
 from app.extensions import db
 from app.models import AuditEntry, GatewayAccount
-from app.secrets import decrypt_credentials
 from tests.admin.world import GATEWAY_SECRET, WEBHOOK_SECRET
 
 NEW_SECRET = "sk_live_BRANDNEW_0000aaaa1111"

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from app.users import UserError, create_user
+from app.accounts.users import UserError, create_user
 
 
 def test_anonymous_admin_is_sent_to_sign_in(client):

@@ -8,11 +8,11 @@ import re
 
 import sqlalchemy as sa
 
-from app.customer_locale import follow_country
-from app.default_templates import DEFAULTS
 from app.extensions import db
+from app.ingest.customer_locale import follow_country
+from app.messages.default_templates import DEFAULTS
+from app.messages.templates_service import save_template
 from app.models import Customer, MessageTemplate
-from app.templates_service import save_template
 
 
 def _textarea(page: str, name: str) -> str:

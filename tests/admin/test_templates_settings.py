@@ -63,7 +63,7 @@ def test_every_message_has_a_spanish_translation_and_the_catalog_is_compiled():
 def test_the_catalog_holds_every_message_the_code_has_now(tmp_path):
     """The extraction command (first line of app/translations/babel.cfg) run afresh finds no message the committed
     messages.pot lacks: a string moved to a module the command does not list (the receipt's, when it moved to
-    app/receipts.py) would otherwise lose its Spanish at the next update."""
+    app/payments/receipts.py) would otherwise lose its Spanish at the next update."""
     import shlex
     import subprocess
     import sys

@@ -8,12 +8,12 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from app.channel_accounts import save_channel_account
+from app.accounts.channel_accounts import save_channel_account
 from app.channels.base import Channel, OutboundMessage, TemplateParam
 from app.extensions import db
+from app.messages.templates_service import save_template, whatsapp_body, whatsapp_parameters
 from app.models import AuditEntry, MessageTemplate
-from app.senders import senders_for
-from app.templates_service import save_template, whatsapp_body, whatsapp_parameters
+from app.outbox.senders import senders_for
 from sandbox.whatsapp.server import DEFAULT_PHONE_NUMBER_ID, DEFAULT_WABA_ID, WhatsAppSimulator
 from tests.live_server import LiveServer
 

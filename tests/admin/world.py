@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from app.accounts.gateway_accounts import save_account
 from app.audit import record
 from app.extensions import db
-from app.gateway_accounts import save_account
+from app.messages.templates_service import save_template
 from app.models import EscalationTask, MessageEvent, OptOut, Payment, PaymentLink, RecoveryCase
 from app.models.types import utcnow
-from app.planning import plan_case
-from app.policies import activate_text
-from app.templates_service import save_template
+from app.recovery.planning import plan_case
+from app.recovery.policies import activate_text
 from tests.builders import make_case, make_customer, make_transaction
 
 STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()

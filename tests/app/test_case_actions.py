@@ -1,4 +1,5 @@
-"""Operators' actions on a case (app.case_actions), on both databases: each does what it says, is audited, and a
+"""Operators' actions on a case (app.recovery.case_actions), on both databases: each does what it says, is audited,
+and a
 second try (or bad input) gets a clear error with nothing half-written. "Send the next step now" lifts business
 hours and cadence, never quiet hours, legal windows or opt-outs; a paused case is never dispatched."""
 
@@ -11,7 +12,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from app.case_actions import (
+from app.models import AuditEntry, CaseTransition, OutboxMessage, PaymentLink, RecoveryCase
+from app.outbox.claim import claim_due
+from app.outbox.consent import opt_out
+from app.outbox.prepare import prepare_batch
+from app.outbox.run import dispatch_due
+from app.payments.receipts import RECEIPT_TEMPLATE
+from app.recovery.case_actions import (
     CaseActionError,
     _sent_to,
     cancel_case,
@@ -21,16 +28,10 @@ from app.case_actions import (
     resume_case,
     send_next_step_now,
 )
-from app.case_lifecycle import expire_due_cases
-from app.case_timeline import case_timeline
-from app.consent import opt_out
-from app.models import AuditEntry, CaseTransition, OutboxMessage, PaymentLink, RecoveryCase
-from app.outbox.claim import claim_due
-from app.outbox.prepare import prepare_batch
-from app.outbox.run import dispatch_due
-from app.planning import plan_cases
-from app.policies import activate_text, compiled
-from app.receipts import RECEIPT_TEMPLATE
+from app.recovery.case_lifecycle import expire_due_cases
+from app.recovery.case_timeline import case_timeline
+from app.recovery.planning import plan_cases
+from app.recovery.policies import activate_text, compiled
 from rules.planner import in_holdout
 from tests.builders import make_case, make_customer, make_message, make_transaction
 
@@ -161,7 +162,7 @@ def test_a_paused_case_is_never_dispatched_and_pausing_twice_is_refused(db, chan
 
 
 def test_a_message_claimed_just_before_the_pause_is_held_not_sent(db, app, channels):
-    from app.senders import senders_for
+    from app.outbox.senders import senders_for
 
     case_id = planned_case(db)
     monday = at(SATURDAY + timedelta(days=2), 9, 1)
@@ -205,7 +206,7 @@ def test_a_paused_case_does_not_expire(db):
 
 # -- payment link, paid elsewhere, cancel ----------------------------------------------------------------------------
 def test_a_payment_link_to_copy_opens_the_case_payment_page(db, app):
-    from app.links import open_payment_link, resolve_short_code
+    from app.payments.links import open_payment_link, resolve_short_code
 
     case_id = planned_case(db)
     url = payment_link(case_id, actor=OPERATOR)
@@ -241,7 +242,7 @@ def test_paid_elsewhere_waits_for_a_charge_under_way(db, app):
     import threading
     import time
 
-    from app.payments import case_lock
+    from app.payments.charges import case_lock
 
     case_id = planned_case(db)
     held, release = threading.Event(), threading.Event()

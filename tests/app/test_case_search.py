@@ -1,12 +1,12 @@
-"""Finding a case by what an operator has at hand (app.case_search), on both databases."""
+"""Finding a case by what an operator has at hand (app.recovery.case_search), on both databases."""
 
 from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
 
-from app.case_search import case_search
 from app.models import Payment, RecoveryCase
+from app.recovery.case_search import case_search
 from tests.builders import make_case, make_customer, make_transaction
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from app.cases import move_case, open_case
+from app.recovery.cases import move_case, open_case
 from rules.case_states import InvalidTransition
 from tests.builders import make_transaction
 

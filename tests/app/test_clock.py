@@ -109,8 +109,8 @@ def test_dispatch_sends_what_the_moved_clock_makes_due(demo_clock, db, channels)
 
 
 def test_planning_takes_now_from_the_business_clock(demo_clock, db):
-    from app.planning import plan_cases
-    from app.policies import activate_text
+    from app.recovery.planning import plan_cases
+    from app.recovery.policies import activate_text
 
     activate_text("clocked", POLICY, actor=None, note="test")
     case = make_case(transaction=make_transaction(failed_at=datetime.now(UTC) - timedelta(minutes=1)))
@@ -123,7 +123,7 @@ def test_planning_takes_now_from_the_business_clock(demo_clock, db):
 
 
 def test_payment_retries_fall_due_on_the_business_clock(demo_clock, db):
-    from app.payments import run_due_payment_retries
+    from app.payments.charges import run_due_payment_retries
 
     due_at = datetime.now(UTC) + timedelta(days=3)
     retry = make_message(channel="payment_retry", address=None, template=None, scheduled_for=due_at)

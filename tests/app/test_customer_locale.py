@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.customer_locale import LocaleRefused, follow_country, guess_locale, set_by_hand
 from app.extensions import db
 from app.gateways.base import FailedTransaction, GatewayCustomer
-from app.ingest import ingest_context, ingest_records
+from app.ingest.customer_locale import LocaleRefused, follow_country, guess_locale, set_by_hand
+from app.ingest.transactions import ingest_context, ingest_records
 from app.models import Customer, OutboxMessage
 from tests.builders import make_case, make_customer, make_gateway_account, make_message, make_transaction
 

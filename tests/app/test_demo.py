@@ -77,7 +77,7 @@ def werkzeug_level():
 
 
 def test_access_logs_are_quiet_unless_asked_for(werkzeug_level, monkeypatch):
-    from app.cli_ops import quiet_access_log
+    from app.cli.ops import quiet_access_log
 
     werkzeug_level.setLevel(logging.NOTSET)
     monkeypatch.setenv("RECOUP_ACCESS_LOG", "1")
@@ -89,7 +89,7 @@ def test_access_logs_are_quiet_unless_asked_for(werkzeug_level, monkeypatch):
 
 
 def test_the_cards_the_demo_names_are_the_simulators():
-    from app.demo import TEST_CARDS
+    from app.demo.run import TEST_CARDS
     from sandbox.nmi.collect import DECLINING_CARDS, luhn_ok
 
     for number, outcome in TEST_CARDS:
@@ -100,7 +100,7 @@ def test_the_cards_the_demo_names_are_the_simulators():
 
 def run_demo_in_process(db_file):  # type: ignore[no-untyped-def]
     from app import create_app
-    from app.demo import run_demo
+    from app.demo.run import run_demo
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{db_file}", "REDIS_URL": None})
     with app.app_context():
@@ -136,7 +136,7 @@ def in_inbox(started, channel: str) -> list[int]:  # type: ignore[no-untyped-def
 
 
 def test_after_a_restart_the_inboxes_show_what_the_admin_says_was_sent(tmp_path, werkzeug_level):
-    from app import demo_control
+    from app.demo import control as demo_control
     from app.extensions import db
     from app.models import Customer, OutboxMessage
 

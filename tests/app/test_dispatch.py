@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from app.consent import opt_out
 from app.models import MessageEvent, OutboxMessage, RecoveryCase
 from app.outbox.claim import claim_due
+from app.outbox.consent import opt_out
 from app.outbox.run import dispatch_due
 from tests.builders import make_case, make_customer, make_message, make_transaction
 
@@ -115,8 +115,8 @@ def test_two_dispatchers_never_claim_the_same_message(db, channels, app):
 
 
 def test_a_due_escalation_creates_one_task_and_emails_the_team(db, channels):
-    from app.case_lifecycle import run_due_escalations
     from app.models import EscalationTask, Team
+    from app.recovery.case_lifecycle import run_due_escalations
 
     db.session.add(Team(name="collections", email="collections@merchant.example"))
     case = make_case(state="contacting")
@@ -131,7 +131,7 @@ def test_a_due_escalation_creates_one_task_and_emails_the_team(db, channels):
 
 
 def test_a_case_past_its_give_up_time_expires_and_cancels_what_is_left(db, channels):
-    from app.case_lifecycle import expire_due_cases
+    from app.recovery.case_lifecycle import expire_due_cases
 
     case = make_case(state="contacting", give_up_at=NOW - timedelta(hours=1))
     later = make_message(case=case, scheduled_for=NOW + timedelta(days=1))
@@ -274,7 +274,7 @@ def test_an_sms_twilio_never_got_is_sent_again_once(db, channels, monkeypatch):
 
 def test_a_whatsapp_status_webhook_settles_a_row_a_dead_worker_left(db, channels, monkeypatch):
     from app.channels.base import Channel, DeliveryStatus, StatusUpdate
-    from app.delivery import apply_status
+    from app.outbox.delivery import apply_status
 
     customer = make_customer(phone_e164="+13055550173")
     message = due_message(case=make_case(transaction=make_transaction(customer=customer)), channel="whatsapp")

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from app.models import OutboxMessage
 from app.outbox.run import dispatch_due
-from app.policies import activate_text
+from app.recovery.policies import activate_text
 from tests.app.test_dispatch import NOW, due_message
 from tests.builders import make_case, make_customer, make_transaction
 

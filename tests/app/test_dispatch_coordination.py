@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from app.case_lifecycle import cancel_pending
-from app.cases import move_case
 from app.models import MessageEvent, OutboxMessage, RecoveryCase
 from app.outbox.claim import claim_due
 from app.outbox.run import dispatch_due
-from app.policies import activate_text
+from app.recovery.case_lifecycle import cancel_pending
+from app.recovery.cases import move_case
+from app.recovery.policies import activate_text
 from tests.app.test_dispatch import NOW, due_message, events
 from tests.builders import make_case, make_customer, make_message, make_transaction
 
@@ -42,7 +42,7 @@ def payload(message_id: int, kind: str) -> dict:
 
 
 def pay(db, case_id: int) -> None:  # type: ignore[no-untyped-def]
-    """What booking a full payment does to the case and its outbox (``app.payments``)."""
+    """What booking a full payment does to the case and its outbox (``app.payments.charges``)."""
     case = db.session.get(RecoveryCase, case_id)
     move_case(case, "recovered", reason="paid: order test (vault)", actor="customer")
     cancel_pending(case.id, "case recovered")

@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from app.case_timeline import case_timeline
 from app.models import MessageEvent, OutboxMessage, RecoveryCase
 from app.outbox.run import dispatch_due
-from app.planning import plan_cases
-from app.policies import activate_text, compiled
+from app.recovery.case_timeline import case_timeline
+from app.recovery.planning import plan_cases
+from app.recovery.policies import activate_text, compiled
 from rules.planner import in_holdout
 from tests.builders import make_case, make_customer, make_transaction
 

@@ -102,11 +102,11 @@ def test_whatsapp_webhook_needs_its_signature(app, client, db):
 
 
 def test_one_click_unsubscribe_stops_email(app, client, db):
-    from app.links import tracking_token
+    from app.payments.links import unsubscribe_token
 
     message = make_message(channel="email")
     db.session.commit()
-    token = tracking_token(app.config["SECRET_KEY"], message.id)
+    token = unsubscribe_token(app.config["SECRET_KEY"], message.id)
     assert client.post(f"/t/u/{token}", data="List-Unsubscribe=One-Click").status_code == 200
     assert db.session.scalar(sa.select(OptOut.channel).where(OptOut.customer_id == message.customer_id)) == "email"
     assert client.post("/t/u/forged-token").status_code == 404

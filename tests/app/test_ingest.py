@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from app.gateway_accounts import save_account
-from app.ingest import fetch_account
+from app.accounts.gateway_accounts import save_account
+from app.ingest.transactions import fetch_account
 from app.models import Customer, FetchCursor, RecoveryCase, Transaction
 
 SIGNING_KEY = "whsec-ingest-tests"
@@ -114,7 +114,7 @@ def test_a_fetch_lock_is_per_database_on_a_shared_mariadb_server(app, db, backen
     run) holding its own account 1's lock must not make this one's fetch report "another fetch is running"."""
     if backend != "mysql":
         pytest.skip("GET_LOCK is MariaDB's")
-    from app.ingest import FetchBusy, fetch_lock, fetch_lock_name
+    from app.ingest.transactions import FetchBusy, fetch_lock, fetch_lock_name
 
     other = db.engine.connect()
     try:

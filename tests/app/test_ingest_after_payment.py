@@ -16,12 +16,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from app.accounts.gateway_accounts import save_account
 from app.extensions import db
-from app.gateway_accounts import save_account
-from app.ingest import fetch_account
-from app.links import issue_payment_link
+from app.ingest.transactions import fetch_account
 from app.models import Customer, OutboxMessage, Payment, RecoveryCase, Transaction
-from app.policies import activate_text
+from app.payments.links import issue_payment_link
+from app.recovery.policies import activate_text
 from app.web.pay import wrong_submissions
 from tests.live_server import LiveServer
 

@@ -1,4 +1,4 @@
-"""Ingest's customers (app.ingest_customers): matched by gateway customer id, else email, else phone, filled in by
+"""Ingest's customers (app.ingest.customers): matched by gateway customer id, else email, else phone, filled in by
 the newest record, counted from their stored failures; an operator's timezone and locale kept; set-based, so these
 pin what the ORM's change tracking used to do."""
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.gateways.base import FailedTransaction, GatewayCustomer
-from app.ingest import ingest_context, ingest_records
+from app.ingest.transactions import ingest_context, ingest_records
 from app.models import Customer, GatewayAccount, OutboxMessage, RecoveryCase, Transaction
 from tests.builders import make_case, make_gateway_account, make_message, make_transaction
 

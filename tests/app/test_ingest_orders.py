@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from app.case_timeline import case_timeline
-from app.cases import move_case
+from app.accounts.gateway_accounts import save_account
 from app.extensions import db
-from app.gateway_accounts import save_account
-from app.ingest import fetch_account
+from app.ingest.transactions import fetch_account
 from app.models import CaseTransition, FetchCursor, RecoveryCase, Transaction
+from app.recovery.case_timeline import case_timeline
+from app.recovery.cases import move_case
 
 KEY = "whsec-order-tests"
 NMI_SEED = 41  # this module's NMI simulator (tests/app/conftest.py)
@@ -145,7 +145,7 @@ def test_the_orders_of_a_chunk_are_found_by_their_index_not_by_a_scan(app, backe
     """MariaDB chose to scan every transaction for a chunk's orders, so ingest slowed with every row stored."""
     if backend != "mysql":
         pytest.skip("the plan is MariaDB's")
-    from app.order_cases import cases_of_orders
+    from app.ingest.order_cases import cases_of_orders
     from tests.builders import make_case, make_gateway_account, make_transaction
 
     account = make_gateway_account()

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from app.accounts.gateway_accounts import save_account
 from app.extensions import db
-from app.gateway_accounts import save_account
 from app.gateways.base import FailedTransaction, GatewayCustomer
-from app.ingest import fetch_account, ingest_context, ingest_records
+from app.ingest.transactions import fetch_account, ingest_context, ingest_records
 from app.models import Customer, FetchCursor, OutboxMessage, Payment, RecoveryCase, Transaction
 from app.models.types import utcnow
-from app.payments import PayMethod, PayRequest, pay_case, run_due_payment_retries
+from app.payments.charges import PayMethod, PayRequest, pay_case, run_due_payment_retries
 from tests.builders import make_message
 
 KEY = "whsec-own-charges"

@@ -3,7 +3,7 @@
 import pathlib
 import re
 
-from app.ingest import hand_to_planning
+from app.ingest.transactions import hand_to_planning
 from workers import jobs
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import sqlalchemy as sa
 from babel.numbers import get_currency_precision
 
-from app.gateway_accounts import save_account
+from app.accounts.gateway_accounts import save_account
 from app.gateways.base import GatewayUnavailable
 from app.gateways.nmi import NmiGateway
-from app.ingest import fetch_account, record_recovered_payment
+from app.ingest.transactions import fetch_account, record_recovered_payment
 from app.models import Customer, FetchCursor, Payment, RecoveryCase, Transaction
-from app.planning import case_facts
-from app.policies import activate_text
+from app.recovery.planning import case_facts
+from app.recovery.policies import activate_text
 from app.settings import DEFAULTS
 
 SIGNING_KEY = "whsec-sales-tests"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.merchant import merchant_profile
+from app.messages.merchant import merchant_profile
 from app.settings import EDITABLE, SettingRefused, get_setting, save_setting
 
 
@@ -46,7 +46,7 @@ def test_bad_values_are_refused_in_words_and_nothing_is_stored(app, key, value, 
 
 
 def test_a_light_brand_colour_gets_dark_text_and_a_darker_shade_for_links(app):
-    from app.colours import contrast
+    from app.messages.colours import contrast
 
     save_setting("merchant_brand_colour", "#fde047", actor="admin@example.com")
     brand = merchant_profile()

@@ -2,7 +2,7 @@
 
 import sqlalchemy as sa
 
-from app.gateway_accounts import save_account
+from app.accounts.gateway_accounts import save_account
 from app.models import InboundEvent, RecoveryCase, Transaction
 from sandbox.nmi.server import NmiSimulator
 

@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from flask_babel import force_locale
 
 from app.extensions import db
-from app.links import revoke_case_links
 from app.models import PaymentLink
 from app.models.types import utcnow
-from app.payments import plain_reason
+from app.payments.charges import plain_reason
+from app.payments.links import revoke_case_links
 from rules.declines import classify_decline
 from tests.app.test_payments import link_for, make_paying_case, nmi, nmi_server, paying  # noqa: F401
 
@@ -84,7 +84,7 @@ def _spanish_case(paying, nmi):  # noqa: F811
 def test_a_paid_link_says_already_paid_in_the_customers_language_with_the_receipt_reference(
         app, client, paying, nmi):  # noqa: F811
     from app.models import Payment
-    from app.receipts import receipt_reference
+    from app.payments.receipts import receipt_reference
 
     case = _spanish_case(paying, nmi)
     token = link_for(app, case)

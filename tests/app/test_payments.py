@@ -17,12 +17,11 @@ import requests
 import sqlalchemy as sa
 from werkzeug.serving import make_server
 
+from app.accounts.gateway_accounts import save_account
 from app.extensions import db
-from app.gateway_accounts import save_account
-from app.links import issue_payment_link
 from app.models import MessageEvent, OutboxMessage, Payment, PaymentLink, RecoveryCase
 from app.models.types import utcnow
-from app.payments import (
+from app.payments.charges import (
     PayMethod,
     PayRequest,
     card_budget,
@@ -32,7 +31,8 @@ from app.payments import (
     payment_options,
     run_due_payment_retries,
 )
-from app.receipts import receipt_reference
+from app.payments.links import issue_payment_link
+from app.payments.receipts import receipt_reference
 from app.web.pay import wrong_submissions
 from sandbox.nmi.server import NmiSimulator
 from sandbox.smtp.server import SmtpSimulator
@@ -67,7 +67,7 @@ def smtp_server():
 
 @pytest.fixture
 def smtp(smtp_server, app):
-    from app.senders import reset_senders
+    from app.outbox.senders import reset_senders
 
     smtp_server.reset()
     app.config["SMTP_URL"] = smtp_server.url

@@ -6,9 +6,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.models import OutboxMessage, RecoveryCase
-from app.planning import case_facts, contact_history, plan_cases
-from app.policies import activate_text
-from app.receipts import RECEIPT_TEMPLATE
+from app.payments.receipts import RECEIPT_TEMPLATE
+from app.recovery.planning import case_facts, contact_history, plan_cases
+from app.recovery.policies import activate_text
 from rules.plan import Plan
 from tests.builders import make_case, make_customer, make_message, make_transaction
 

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from app.models import OutboxMessage, RecoveryCase
-from app.planning import plan_cases
-from app.policies import activate_text
+from app.recovery.planning import plan_cases
+from app.recovery.policies import activate_text
 from app.settings import save_setting
 from tests.builders import make_case, make_customer, make_transaction
 

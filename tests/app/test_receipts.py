@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from app.receipts import ALPHABET, payment_id_for_reference, receipt_reference
+from app.payments.receipts import ALPHABET, payment_id_for_reference, receipt_reference
 
 SHAPE = re.compile(r"RC-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{3,}")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from app.secrets import SecretsError, decrypt_credentials, encrypt_credentials, mask
+from app.accounts.secrets import SecretsError, decrypt_credentials, encrypt_credentials, mask
 from tests.builders import make_gateway_account
 
 

@@ -9,10 +9,17 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.links import SHORT_LENGTH, issue_payment_link, resolve_short_code, revoke_case_links, short_url, token_hash
 from app.models import MessageEvent, PaymentLink
 from app.models.types import utcnow
 from app.outbox.run import dispatch_due
+from app.payments.links import (
+    SHORT_LENGTH,
+    issue_payment_link,
+    resolve_short_code,
+    revoke_case_links,
+    short_url,
+    token_hash,
+)
 from app.web.pay import wrong_submissions
 from tests.app.test_payments import make_paying_case, nmi, nmi_server, paying  # noqa: F401
 from tests.builders import make_case, make_customer, make_message, make_transaction

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app import policies
-from app.default_templates import DEFAULTS, LANGUAGES
-from app.templates_service import known_template_names, resolve_template, save_template
+from app.messages.default_templates import DEFAULTS, LANGUAGES
+from app.messages.templates_service import known_template_names, resolve_template, save_template
+from app.recovery import policies
 
 STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()
 STANDARD_TEMPLATES = set(re.findall(r'template "([a-z_]+)"', STANDARD))
@@ -71,7 +71,7 @@ def test_an_unknown_name_falls_back_to_payment_failed_in_the_customers_language(
 
 
 def test_one_whatsapp_language_code_for_built_ins_and_saved_templates():
-    from app import default_templates, templates_service
+    from app.messages import default_templates, templates_service
 
     assert templates_service.whatsapp_language is default_templates.whatsapp_language
     language = default_templates.whatsapp_language

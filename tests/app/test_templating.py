@@ -5,9 +5,9 @@ from decimal import Decimal
 import pytest
 
 from app.channels.base import Channel
-from app.colours import contrast
-from app.default_templates import default_template
-from app.templating import (
+from app.messages.colours import contrast
+from app.messages.default_templates import default_template
+from app.messages.templating import (
     MessageTemplate,
     TemplateContext,
     build_context,

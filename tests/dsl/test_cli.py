@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from app.cli_policy import policy_cli
+from app.cli.policy import policy_cli
 from tests.dsl.helpers import EXAMPLES
 
 STANDARD = EXAMPLES / "standard.policy"

@@ -53,10 +53,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     from flask_migrate import upgrade
 
     from app import create_app
+    from app.accounts.users import create_user
     from app.extensions import db
     from app.models import OutboxMessage
-    from app.policies import save_draft, submit_draft
-    from app.users import create_user
+    from app.recovery.policies import save_draft, submit_draft
     from config import TestingConfig
     from tests.admin.world import STANDARD, build_world
 

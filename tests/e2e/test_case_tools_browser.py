@@ -30,9 +30,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     from flask_migrate import upgrade
 
     from app import create_app
+    from app.accounts.users import create_user
     from app.extensions import db
     from app.models import Customer, Transaction
-    from app.users import create_user
     from config import TestingConfig
     from tests.admin.world import build_world
 

@@ -34,8 +34,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
     from admin.demo import register
     from app import create_app
-    from app.demo import seed_users
-    from app.demo_world import start_world
+    from app.demo.run import seed_users
+    from app.demo.world import start_world
     from config import TestingConfig
 
     folder = tmp_path_factory.mktemp("demo")
@@ -59,7 +59,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 
 def sign_in_as_admin(browser: Any, demo: Demo) -> tuple[Any, Any]:
-    from app.demo import DEMO_EMAIL, DEMO_PASSWORD
+    from app.demo.run import DEMO_EMAIL, DEMO_PASSWORD
 
     context = browser.new_context(viewport={"width": 1440, "height": 1000}, locale="en-US")
     context.set_default_timeout(30_000)

@@ -144,9 +144,10 @@ def messages_of(customer_id: int) -> list[tuple[int, str, str, datetime | None, 
 
 
 def fetch_like_the_scheduler(site: Demo) -> Any:
-    """One run of what the periodic "fetch" job runs (workers.jobs.fetch_all: app.ingest.fetch_accounts); while the
+    """One run of what the periodic "fetch" job runs (workers.jobs.fetch_all:
+    app.ingest.transactions.fetch_accounts); while the
     demo's own periodic fetch holds the account's lock, wait for it, as the next tick would."""
-    from app.ingest import fetch_accounts
+    from app.ingest.transactions import fetch_accounts
 
     for _ in range(40):
         [report] = in_app(site, lambda: fetch_accounts(name="nmi-demo"))
@@ -254,7 +255,7 @@ def test_a_newcomer_recovers_a_spanish_payment_and_nobody_is_dunned_after(demo, 
     assert in_app(demo, lambda: case_ids_of(customer_id)) == cases_after_paying
     messages = in_app(demo, lambda: messages_of(customer_id))
     assert [m for m in messages if m[2] in ("scheduled", "claimed", "sending", "paused")] == [], messages
-    # nothing went to her after she paid but her receipt (an outbox row like her reminders: app.receipts)
+    # nothing went to her after she paid but her receipt (an outbox row like her reminders: app.payments.receipts)
     assert [m[4] for m in messages if m[3] is not None and m[3] >= paid_at] == ["receipt"], messages
     assert inbox_subjects(inbox) == mails_after_paying
     shot(inbox, "journey-6-inbox-unchanged")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app.accounts.gateway_accounts import save_account
 from app.extensions import db
-from app.gateway_accounts import save_account
-from app.links import issue_payment_link
 from app.models import Payment, RecoveryCase
+from app.payments.links import issue_payment_link
 from app.web.pay import wrong_submissions
 from sandbox.nmi.server import NmiSimulator
 from sandbox.smtp.server import SmtpSimulator
@@ -46,7 +46,7 @@ def sims():
 @pytest.fixture
 def site(app, sims):
     """The app served over a real socket, its gateway and Collect.js pointing at the NMI simulator."""
-    from app.senders import reset_senders
+    from app.outbox.senders import reset_senders
 
     nmi, smtp = sims
     nmi.clear()

@@ -15,14 +15,15 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from app.gateway_accounts import save_account
+from app.accounts.gateway_accounts import save_account
 from app.models import OutboxMessage, Payment, RecoveryCase
-from app.policies import activate_text
+from app.recovery.policies import activate_text
 from rules.timing import next_send_time
 from sandbox.nmi.server import NmiSimulator
 from tests import backends
 from tests.e2e.harness import LiveServer
 from tests.providers import ChannelSimulators
+from workers import jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,9 +104,9 @@ def test_a_failed_payment_is_recovered_through_an_email_link(app, db, backend, p
                    "RECOUP_PUBLIC_URL": live.url, "SMTP_URL": app.config["SMTP_URL"],
                    "NMI_COLLECT_JS_URL": f"{nmi.url}/token/Collect.js"}
             queue = RQQueue(backends.REDIS_URL)
-            queue.enqueue("workers.jobs.fetch_account", account.id, queue="high")
+            queue.enqueue(jobs.fetch_account, account.id, queue="high")
             run_worker(env)  # fetch, then the plan job the fetch enqueued
-            queue.enqueue("workers.jobs.dispatch_due", queue="urgent")
+            queue.enqueue(jobs.dispatch_due, queue="urgent")
             run_worker(env)
 
             [mail] = channels.smtp.received("zoe@example.com")

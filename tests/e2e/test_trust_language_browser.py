@@ -19,11 +19,11 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from app.default_templates import DEFAULTS
 from app.extensions import db
-from app.links import short_url
+from app.messages.default_templates import DEFAULTS
 from app.models import Customer, PaymentLink
 from app.models.types import utcnow
+from app.payments.links import short_url
 from app.settings import save_setting
 from tests.e2e.harness import BROWSER, shot
 from tests.e2e.test_pay_browser import a_case, check_accessibility, phone, sims, site  # noqa: F401
@@ -157,8 +157,8 @@ def test_a_spanish_customer_pays_from_a_short_link_and_revisits_paid_and_expired
 
 def test_the_template_editor_starts_from_the_live_text_and_saving_keeps_the_policy_valid(
         app, browser, site):  # noqa: F811
-    from app.policies import activate_text
-    from app.users import create_user
+    from app.accounts.users import create_user
+    from app.recovery.policies import activate_text
     from tests.admin.world import STANDARD
 
     base = site[0]

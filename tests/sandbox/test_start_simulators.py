@@ -1,4 +1,4 @@
-"""The simulators are started by app.simulators, which the demo and `flask sandbox` share: no runtime module of the
+"""The simulators are started by app.demo.simulators, which the demo and `flask sandbox` share: no runtime module of the
 app imports the CLI."""
 
 import pathlib
@@ -6,7 +6,7 @@ import re
 
 import requests
 
-from app.simulators import start_simulators
+from app.demo.simulators import start_simulators
 from sandbox.twilio.server import TwilioSimulator
 from sandbox.whatsapp.server import WhatsAppSimulator
 
@@ -27,11 +27,11 @@ def test_the_named_simulators_start_on_free_ports_with_their_options():
 
 
 def test_no_app_module_but_the_cli_imports_the_cli_commands():
-    importing = re.compile(r"^\s*(from app\.cli_ops import|from app import cli_ops|import app\.cli_ops)", re.M)
+    importing = re.compile(r"^\s*(from app\.cli\.ops import|from app\.cli import ops|import app\.cli\.ops)", re.M)
     found = sorted(
         str(path.relative_to(ROOT))
         for folder in ("app", "admin", "workers")
         for path in (ROOT / folder).rglob("*.py")
         if importing.search(path.read_text(encoding="utf-8"))
     )
-    assert found == ["app/cli.py"]
+    assert found == ["app/cli/__init__.py"]

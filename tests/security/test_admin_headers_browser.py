@@ -35,7 +35,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     from flask_migrate import upgrade
 
     from app import create_app
-    from app.users import create_user
+    from app.accounts.users import create_user
     from config import TestingConfig
     from tests.admin.world import build_world
 

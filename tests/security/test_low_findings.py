@@ -8,8 +8,8 @@ import sqlalchemy as sa
 
 from app.channels.base import Channel, ConfigurationError, OutboundMessage
 from app.channels.email import EmailSender, SmtpSettings
-from app.links import open_pixel_token, tracking_token, unsubscribe_token
 from app.models import MessageEvent, OptOut
+from app.payments.links import open_pixel_token, tracking_token, unsubscribe_token
 from sandbox.smtp.server import SmtpSimulator
 from tests.builders import make_message
 
@@ -73,7 +73,7 @@ def test_the_unsubscribe_link_records_no_open(app, client, db):
 
 
 def test_the_pixel_the_sender_puts_in_an_email_is_an_open_pixel_token(app, db):
-    from app.senders import _tracking, reference_for
+    from app.outbox.senders import _tracking, reference_for
 
     message = make_message(channel="email")
     db.session.commit()

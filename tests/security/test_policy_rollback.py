@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from app import policies
-from app.users import create_user
+from app.accounts.users import create_user
+from app.recovery import policies
 from tests.admin.world import STANDARD
 
 CHANGED = STANDARD.replace("step after 1d via sms, whatsapp", "step after 12h via sms, whatsapp")

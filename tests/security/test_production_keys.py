@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from app import create_app
+from app.accounts.secrets import SecretsError, decrypt_credentials, encrypt_credentials, rotate_credentials
 from app.models import ChannelAccount, GatewayAccount
-from app.secrets import SecretsError, decrypt_credentials, encrypt_credentials, rotate_credentials
 from config import DEV_SECRET_KEY, Config, InsecureConfiguration, ProductionConfig, production_problems
 from tests.builders import make_gateway_account
 

@@ -107,7 +107,7 @@ def test_without_a_trusted_proxy_forwarded_headers_are_ignored(app, client):
 
 
 def test_the_sign_in_throttle_keys_on_the_client_behind_the_proxy(behind_one_proxy):
-    from app.users import create_user
+    from app.accounts.users import create_user
 
     with behind_one_proxy.app_context():
         create_user("ops@example.com", "correct horse battery", ["operator"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from app.channel_accounts import ChannelAccountError, credentials_of, save_channel_account
+from app.accounts.channel_accounts import ChannelAccountError, credentials_of, save_channel_account
 from app.models import ChannelAccount, GatewayAccount
 from tests.admin.browserlike import flashes, sign_in, submit
 

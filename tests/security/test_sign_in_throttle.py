@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
+import app.accounts.users as users_service
 import app.models.users as user_models
-import app.users as users_service
+from app.accounts.users import NOT_RIGHT, TOO_MANY, create_user
 from app.extensions import db
 from app.models import User
-from app.users import NOT_RIGHT, TOO_MANY, create_user
 
 PASSWORD = "correct horse battery"
 
@@ -121,7 +121,7 @@ def test_a_right_password_starts_the_count_again(app, client):
 def test_old_counters_are_forgotten(app, client):
     from datetime import timedelta
 
-    from app import login_throttle
+    from app.accounts import login_throttle
     from app.models.types import utcnow
     from app.models.users import SignInThrottle
 
@@ -137,7 +137,7 @@ def test_old_counters_are_forgotten(app, client):
 def test_a_counter_pruned_while_an_attempt_reserves_is_made_again(app, monkeypatch):
     """prune() may delete a stale counter between the attempt making its row and reserving on it: the attempt is
     still counted and checked, not refused as throttled."""
-    from app import login_throttle
+    from app.accounts import login_throttle
 
     limits = login_throttle.SignInLimits.from_config(app.config)
     attempt = login_throttle.counters("late@example.com", "192.0.2.9", limits)

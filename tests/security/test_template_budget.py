@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.template_budget import MAX_OUTPUT, TemplateTooCostly
-from app.templating import MessageTemplate, render, sample_context, validate_template
+from app.messages.template_budget import MAX_OUTPUT, TemplateTooCostly
+from app.messages.templating import MessageTemplate, render, sample_context, validate_template
 
 #: each asks for far more than a message may take; before the budget each stalled or froze the process
 HOSTILE = [

@@ -11,8 +11,8 @@ import logging
 
 import sqlalchemy as sa
 
+from app.accounts.gateway_accounts import save_account
 from app.channels.whatsapp import whatsapp_signature
-from app.gateway_accounts import save_account
 from app.models import InboundEvent
 
 NMI_KEY = "whsec-errors"

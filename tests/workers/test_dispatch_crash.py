@@ -19,11 +19,12 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import MessageEvent, OutboxMessage
-from app.receipts import RECEIPT_TEMPLATE
+from app.payments.receipts import RECEIPT_TEMPLATE
 from tests import backends
 from tests.live_server import LiveServer
 from tests.providers import ChannelSimulators
 from tests.seeds import seed_due_messages
+from workers import jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 N = int(os.environ.get("RECOUP_CRASH_N", "10000"))
@@ -135,7 +136,7 @@ def test_a_worker_killed_five_times_while_sending_delivers_every_message_once(
             deadline = time.monotonic() + float(os.environ.get("RECOUP_CRASH_DEADLINE", 480))
             while time.monotonic() < deadline:
                 if len(queue.queues["urgent"]) == 0:
-                    queue.enqueue("workers.jobs.dispatch_due", queue="urgent")
+                    queue.enqueue(jobs.dispatch_due, queue="urgent")
                 now = states(db)
                 done = sum(now[s] for s in SETTLED)
                 in_flight = now["claimed"] + now["sending"] + now["delivering"]

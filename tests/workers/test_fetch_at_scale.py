@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.gateway_accounts import save_account
-from app.ingest import fetch_account
+from app.accounts.gateway_accounts import save_account
+from app.ingest.transactions import fetch_account
 from app.models import Customer, FetchCursor, RecoveryCase, Transaction
 from sandbox.nmi.server import NmiSimulator
 from tests import backends
+from workers import jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 N = int(os.environ.get("RECOUP_SCALE_N", "10000"))
@@ -113,7 +114,7 @@ def test_with_a_fifth_of_calls_failing_repeated_worker_fetches_get_everything_on
     deadline = time.time() + 300
     while time.time() < deadline:
         runs += 1
-        queue.enqueue("workers.jobs.fetch_account", account.id, queue="high")
+        queue.enqueue(jobs.fetch_account, account.id, queue="high")
         done = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst"],
             cwd=ROOT,

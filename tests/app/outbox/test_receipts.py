@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from app.consent import opt_out
 from app.models import MessageEvent, OutboxMessage, Payment
 from app.models.types import utcnow
+from app.outbox.consent import opt_out
 from app.outbox.run import dispatch_due
-from app.receipts import RECEIPT_TEMPLATE, queue_receipt, receipt_reference, send_receipt
+from app.payments.receipts import RECEIPT_TEMPLATE, queue_receipt, receipt_reference, send_receipt
 from tests.builders import make_case, make_customer, make_message, make_transaction
 
 
 def paid_case(db, **customer):  # type: ignore[no-untyped-def]
-    """A case paid in full by the card on file (as app.payments records it), and its approved payment."""
+    """A case paid in full by the card on file (as app.payments.charges records it), and its approved payment."""
     case = make_case(transaction=make_transaction(customer=make_customer(**customer)), state="recovered")
     payment = Payment(case_id=case.id, order_id=f"rc{case.id}-test", method="vault", initiator="customer",
                       amount_minor=case.amount_due_minor, currency=case.currency, state="approved",

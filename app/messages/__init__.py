@@ -1,0 +1,1 @@
+"""Messages: templates (sandboxed, bounded), the built-in texts and the merchant's branding around them."""
