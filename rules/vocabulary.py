@@ -78,6 +78,16 @@ class PolicyStatus(StrEnum):
     SUPERSEDED = "superseded"
 
 
+class TemplateStatus(StrEnum):
+    """Where a message template version is in its review: a draft, submitted, then approved (customers may receive
+    it: the newest approved version is the template's live one) or rejected (never sent)."""
+
+    DRAFT = "draft"
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
 #: what a policy's ``override ... : ignore ...`` may lift (the DSL's validator allows no more; rules.contact_rules
 #: lifts no more): never quiet hours, legal windows, holidays or cadence caps
 POLICY_LIFTS = frozenset({"business_hours", "weekends"})

@@ -1,6 +1,12 @@
-"""Message templates stored in the database: versions, validation at save, WhatsApp approval status; and which
-template a customer gets (:func:`resolve_template`: the merchant's own over the built-in of the same name, channel
-and language, the built-ins staying known to policies and serving every other language and channel).
+"""Message templates stored in the database: versions, validation at save, four-eyes approval, WhatsApp approval
+status; and which template a customer gets (:func:`resolve_template`: the merchant's own *approved* text over the
+built-in of the same name, channel and language, the built-ins staying known to policies and serving every other
+language and channel).
+
+With four-eyes on (the ``policy_four_eyes`` setting), saving makes a draft that customers never receive; its author
+submits it, and it goes live only when someone else with the approver role approves it (a rejected version never
+goes live). Until then the previously approved version, or the built-in, is what goes out. With four-eyes off a
+saved version is approved, and live, at once. Every step is in the audit log.
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ from app.messages.default_templates import names as builtin_names
 from app.messages.templating import MessageTemplate as Source
 from app.messages.templating import template_errors, validate_template
 from app.models import MessageTemplate, MessageTemplateVersion, User
-from rules.vocabulary import Channel
+from app.models.types import utcnow
+from app.settings import four_eyes_required
+from rules.vocabulary import Channel, TemplateStatus
+
+#: who writes and submits template versions, and who approves or rejects them
+TEMPLATE_WRITERS = ("author", "admin")
+TEMPLATE_APPROVERS = ("approver", "admin")
 
 
 # -- which template a customer gets --------------------------------------------------------------------------------
@@ -62,7 +74,7 @@ def _saved_sources(name: str, channel: str) -> list[tuple[str, Source]]:
     out = []
     for row in rows:
         version = row.current_version
-        if version is not None:
+        if version is not None and version.status == TemplateStatus.APPROVED:  # never a draft, pending or rejected
             out.append((row.locale, Source(body=version.body, subject=version.subject, html=version.html,
                                            locale=row.locale)))
     return out
@@ -94,8 +106,14 @@ def save_template(
     subject: str | None = None,
     html: str | None = None,
     actor: User | None = None,
+    four_eyes: bool | None = None,
 ) -> MessageTemplateVersion:
-    """A new version of a template; refused (nothing stored) when it would fail for a customer."""
+    """A new version of a template; refused (nothing stored) when it would fail for a customer.
+
+    With four-eyes on (``four_eyes``, else the setting) the version is a draft: customers keep receiving the live
+    version (or the built-in) until it is submitted and someone else approves it. With it off it is live at once."""
+    if four_eyes is None:
+        four_eyes = four_eyes_required()
     problems = template_errors(validate_template(channel, subject, body, source_html=html))
     if problems:
         raise TemplateRefused(problems)
@@ -123,19 +141,125 @@ def save_template(
         body=body,
         html=html,
         created_by_id=actor.id if actor else None,
+        status=TemplateStatus.DRAFT if four_eyes else TemplateStatus.APPROVED,
     )
+    if not four_eyes:
+        version.submitted_at = version.approved_at = utcnow()
+        version.approved_by_id = actor.id if actor else None
     db.session.add(version)
     db.session.flush()
-    template.current_version_id = version.id
+    if not four_eyes:
+        template.current_version_id = version.id
     record(
         actor.email if actor else "system",
         "template.saved",
         "message_template",
         template.id,
-        {"name": name, "channel": channel, "locale": locale, "version": number},
+        {"name": name, "channel": channel, "locale": locale, "version": number, "status": version.status,
+         "four_eyes": four_eyes},
     )
     db.session.commit()
     return version
+
+
+# -- four-eyes approval of a version -------------------------------------------------------------------------------
+class TemplateReviewError(ValueError):
+    """A review step refused. ``reason`` names which (the admin says it in the reader's language: own_version,
+    not_draft, not_pending, older_than_live, no_reason, not_allowed, no_version); the message says it in English."""
+
+    def __init__(self, reason: str, message: str, *, number: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.number = number
+
+
+def latest_version(template: MessageTemplate | None) -> MessageTemplateVersion | None:
+    """The newest version saved, whatever its status (what the editor continues from)."""
+    return template.versions[-1] if template is not None and template.versions else None
+
+
+def submit_template_version(version_id: int, *, actor: User | None) -> MessageTemplateVersion:
+    """A draft goes to the approvers; it stays unsent until one of them (not its author) approves it."""
+    version = _review_version(version_id)
+    _check_role(actor, TEMPLATE_WRITERS, "submit")
+    if version.status != TemplateStatus.DRAFT:
+        raise TemplateReviewError("not_draft", f"version {version.number} is {version.status}, not a draft",
+                                  number=version.number)
+    version.status = TemplateStatus.PENDING_APPROVAL
+    version.submitted_at = utcnow()
+    _record(actor, "template.version_submitted", version, {})
+    db.session.commit()
+    return version
+
+
+def approve_template_version(version_id: int, *, actor: User | None,
+                             four_eyes: bool | None = None) -> MessageTemplateVersion:
+    """A submitted version becomes the live one: customers receive it from the next dispatch run on.
+
+    With four-eyes on only a person with the approver role who did not write it may approve it."""
+    version = _review_version(version_id)
+    if four_eyes is None:
+        four_eyes = four_eyes_required()
+    _check_role(actor, TEMPLATE_APPROVERS, "approve")
+    if version.status != TemplateStatus.PENDING_APPROVAL:
+        raise TemplateReviewError("not_pending", f"version {version.number} is {version.status}, not waiting for "
+                                  "approval", number=version.number)
+    if four_eyes and (actor is None or version.created_by_id == actor.id):
+        raise TemplateReviewError("own_version", "a template version must be approved by someone other than its "
+                                  "author", number=version.number)
+    template = version.template
+    live = template.current_version
+    if live is not None and live.number > version.number:
+        raise TemplateReviewError("older_than_live", f"version {version.number} is older than the live version "
+                                  f"{live.number}: save its text again to bring it back", number=version.number)
+    version.status = TemplateStatus.APPROVED
+    version.approved_by_id = actor.id if actor else None
+    version.approved_at = utcnow()
+    template.current_version_id = version.id
+    _record(actor, "template.version_approved", version,
+            {"previous": live.number if live is not None else None, "four_eyes": four_eyes})
+    db.session.commit()
+    return version
+
+
+def reject_template_version(version_id: int, *, actor: User | None, reason: str) -> MessageTemplateVersion:
+    """A draft or submitted version is turned down: it never goes live; the text stays in the history with who
+    rejected it, when and why."""
+    version = _review_version(version_id)
+    _check_role(actor, TEMPLATE_APPROVERS, "reject")
+    if version.status not in (TemplateStatus.DRAFT, TemplateStatus.PENDING_APPROVAL):
+        raise TemplateReviewError("not_pending", f"version {version.number} is {version.status}; only a version "
+                                  "not yet approved can be rejected", number=version.number)
+    if not reason.strip():
+        raise TemplateReviewError("no_reason", "say why you reject this version", number=version.number)
+    previous = version.status
+    version.status = TemplateStatus.REJECTED
+    version.rejected_by_id = actor.id if actor else None
+    version.rejected_at = utcnow()
+    version.rejection_reason = reason.strip()[:500]
+    _record(actor, "template.version_rejected", version, {"was": previous, "reason": version.rejection_reason})
+    db.session.commit()
+    return version
+
+
+def _review_version(version_id: int) -> MessageTemplateVersion:
+    version = db.session.get(MessageTemplateVersion, version_id)
+    if version is None:
+        raise TemplateReviewError("no_version", f"there is no template version {version_id}")
+    return version
+
+
+def _check_role(actor: User | None, roles: tuple[str, ...], what: str) -> None:
+    """A person acts only within their role (the system, ``None``, is set-up and tests)."""
+    if actor is not None and not actor.has_role(*roles):
+        raise TemplateReviewError("not_allowed", f"{actor.email} may not {what} template versions")
+
+
+def _record(actor: User | None, action: str, version: MessageTemplateVersion, details: dict) -> None:  # type: ignore[type-arg]
+    template = version.template
+    record(_who(actor), action, "message_template_version", version.id,
+           {"name": template.name, "channel": template.channel, "locale": template.locale, "version": version.number,
+            "author_id": version.created_by_id, **details})
 
 
 def apply_whatsapp_template_update(update) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 from app.models.types import MYSQL_TABLE_ARGS, LongText, UTCDateTime, utcnow
-from rules.vocabulary import PolicyStatus
+from rules.vocabulary import PolicyStatus, TemplateStatus
 
 
 class Policy(db.Model):
@@ -94,6 +94,7 @@ class MessageTemplate(db.Model):
     locale: Mapped[str] = mapped_column(sa.String(16), default="en")
     segment: Mapped[str | None] = mapped_column(sa.String(64))
     decline_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    #: the live version: the newest approved one, what customers receive (never a draft, pending or rejected one)
     current_version_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("message_template_versions.id", use_alter=True, name="fk_message_templates_current_version")
     )
@@ -115,6 +116,9 @@ class MessageTemplate(db.Model):
 
 
 class MessageTemplateVersion(db.Model):
+    """A saved text. With four-eyes on it is a draft, then submitted, and customers receive it only once someone
+    other than its author approves it (app.messages.templates_service); with it off it is approved as it is saved."""
+
     __tablename__ = "message_template_versions"
     __table_args__ = (sa.UniqueConstraint("template_id", "number"), MYSQL_TABLE_ARGS)
 
@@ -126,5 +130,13 @@ class MessageTemplateVersion(db.Model):
     html: Mapped[str | None] = mapped_column(LongText)
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(sa.String(20), default=TemplateStatus.DRAFT.value,
+                                        server_default=TemplateStatus.DRAFT.value)  # TemplateStatus
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    approved_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rejected_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    rejected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rejection_reason: Mapped[str | None] = mapped_column(sa.String(500))
 
     template: Mapped[MessageTemplate] = relationship(back_populates="versions", foreign_keys=[template_id])

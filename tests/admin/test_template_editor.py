@@ -27,7 +27,8 @@ def test_the_list_shows_every_built_in_until_it_is_customised(client, auth, app)
     for name, channel, language in DEFAULTS:
         assert f'data-template="{name}/{channel}/{language}"' in page
     assert page.count("Customise") == len(DEFAULTS)
-    save_template("reminder_short", "sms", "es_MX", body="{{ brand }}: {{ payment_link }} Baja: responda STOP")
+    save_template("reminder_short", "sms", "es_MX", body="{{ brand }}: {{ payment_link }} Baja: responda STOP",
+                  four_eyes=False)
     page = client.get("/admin/templates/?channel=sms").get_data(as_text=True)
     assert 'data-template="reminder_short/sms/es_MX"' in page and 'data-template="reminder_short/sms/es"' not in page
     assert 'data-template="reminder_short/sms/en"' in page and 'data-template="payment_failed/email/en"' not in page
@@ -54,7 +55,7 @@ def test_after_a_save_other_languages_still_start_from_their_built_in(client, au
     spanish = client.get("/admin/templates/edit?name=payment_failed&channel=email&locale=es").get_data(as_text=True)
     assert _textarea(spanish, "body") == DEFAULTS[("payment_failed", "email", "es")].body
     template = db.session.scalar(sa.select(MessageTemplate).where(MessageTemplate.name == "payment_failed"))
-    assert template.locale == "en" and template.current_version.number == 1
+    assert template.locale == "en" and [v.number for v in template.versions] == [1]
 
 
 def test_a_name_without_a_built_in_starts_from_what_a_policy_naming_it_sends(client, auth, app):

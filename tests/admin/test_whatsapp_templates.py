@@ -37,7 +37,7 @@ def whatsapp(app):  # type: ignore[no-untyped-def]
 
 
 def _template() -> MessageTemplate:
-    version = save_template("card_declined", "whatsapp", "en_US", body=BODY)
+    version = save_template("card_declined", "whatsapp", "en_US", body=BODY, four_eyes=False)
     return db.session.get(MessageTemplate, version.template_id)
 
 
@@ -111,7 +111,7 @@ def test_a_refused_submission_is_explained_and_nothing_changes(app, client, auth
 def test_conditions_cannot_go_to_whatsapp_and_auditors_cannot_submit(app, client, auth, whatsapp):
     version = save_template("with_if", "whatsapp", "en_US",
                             body="Hi{% if customer.first_name %} {{ customer.first_name }}{% endif %}, pay: "
-                                 "{{ payment_link }}")
+                                 "{{ payment_link }}", four_eyes=False)
     auth.login("admin")
     page = client.post(f"/admin/templates/whatsapp/submit/{version.template_id}", follow_redirects=True)
     assert "cannot hold conditions" in page.get_data(True) and not whatsapp.templates

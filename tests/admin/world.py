@@ -67,11 +67,12 @@ def build_world(n_cases: int = 6) -> World:
     record("setup", "world.built", None, None, {"cases": n_cases})
     db.session.commit()
     template = save_template("payment_failed", "email", "en", subject="{{ brand }}: payment problem",
-                             body="Hi {{ customer.first_name }}, your {{ amount }} payment failed. {{ payment_link }}")
+                             body="Hi {{ customer.first_name }}, your {{ amount }} payment failed. {{ payment_link }}",
+                             four_eyes=False)
     for name, channel in (("vip_personal", "whatsapp"), ("vip_followup", "email"), ("reminder_short", "sms"),
                           ("final_notice", "email")):
         save_template(name, channel, "en", subject="{{ brand }}: about your payment" if channel == "email" else None,
-                      body="Hi {{ customer.first_name }}, please pay {{ amount }}: {{ payment_link }}")
+                      body="Hi {{ customer.first_name }}, please pay {{ amount }}: {{ payment_link }}", four_eyes=False)
     return World(case=case, cases=cases, escalation=task, gateway_account_id=account.id,
                  customer_id=case.customer_id, template_id=template.template_id)
 

@@ -30,7 +30,8 @@ def test_the_standard_policy_names_only_built_in_templates_in_every_channel_and_
 
 def test_saving_a_template_keeps_every_policy_valid(app):
     assert _errors(STANDARD) == []
-    save_template("payment_failed", "email", "en", subject="{{ brand }}: payment", body="Pay: {{ payment_link }}")
+    save_template("payment_failed", "email", "en", subject="{{ brand }}: payment", body="Pay: {{ payment_link }}",
+                  four_eyes=False)
     assert STANDARD_TEMPLATES <= known_template_names()
     assert _errors(STANDARD) == []  # was: every other built-in became "unknown template"
     assert policies.save_draft("standard", STANDARD, actor=None) == []
@@ -41,7 +42,8 @@ def test_saving_a_template_keeps_every_policy_valid(app):
 
 
 def test_a_saved_template_overrides_only_its_own_name_channel_and_language(app):
-    save_template("reminder_short", "sms", "en", body="{{ brand }}: ours {{ payment_link }} Reply STOP to opt out")
+    save_template("reminder_short", "sms", "en", body="{{ brand }}: ours {{ payment_link }} Reply STOP to opt out",
+                  four_eyes=False)
     assert resolve_template("reminder_short", "sms", "en_US").body.startswith("{{ brand }}: ours")
     assert resolve_template("reminder_short", "sms", "en_GB").body.startswith("{{ brand }}: ours")
     spanish = resolve_template("reminder_short", "sms", "es_MX")
@@ -51,8 +53,8 @@ def test_a_saved_template_overrides_only_its_own_name_channel_and_language(app):
 
 
 def test_the_most_specific_saved_locale_wins_then_the_language(app):
-    save_template("final_notice", "email", "es", subject="Aviso", body="General {{ payment_link }}")
-    save_template("final_notice", "email", "es_MX", subject="Aviso", body="México {{ payment_link }}")
+    save_template("final_notice", "email", "es", subject="Aviso", body="General {{ payment_link }}", four_eyes=False)
+    save_template("final_notice", "email", "es_MX", subject="Aviso", body="México {{ payment_link }}", four_eyes=False)
     assert resolve_template("final_notice", "email", "es_MX").body.startswith("México")
     assert resolve_template("final_notice", "email", "es_AR").body.startswith("General")
     assert resolve_template("final_notice", "email", "en_US") == DEFAULTS[("final_notice", "email", "en")]
@@ -62,7 +64,7 @@ def test_the_most_specific_saved_locale_wins_then_the_language(app):
 def test_a_language_without_texts_gets_english_the_merchants_english_first(app, locale):
     assert resolve_template("vip_followup", "whatsapp", locale) == DEFAULTS[("vip_followup", "whatsapp", "en")]
     save_template("vip_followup", "whatsapp", "en_US",
-                  body="Hi {{ customer.first_name }}, ours: {{ amount }} {{ payment_link }}")
+                  body="Hi {{ customer.first_name }}, ours: {{ amount }} {{ payment_link }}", four_eyes=False)
     assert resolve_template("vip_followup", "whatsapp", locale).body.startswith("Hi {{ customer.first_name }}, ours")
 
 
