@@ -63,7 +63,8 @@ SECTIONS: tuple[Section, ...] = (
             ("fx_rates",), lambda: sf.fx_data(get_setting("fx_rates")),
             lambda form: {"fx_rates": sf.fx_values(form)}, sf.FxRatesForm),
     Section("policy_four_eyes", _l("Four-eyes approval"),
-            _l("When on, nobody approves a policy version they wrote themselves."),
+            _l("When on, nobody approves a policy version or a message template version they wrote themselves, "
+               "and a saved template reaches customers only once someone else approves it."),
             ("policy_four_eyes",),
             lambda: {"policy_four_eyes": bool(get_setting("policy_four_eyes"))},
             lambda form: {"policy_four_eyes": bool(form.policy_four_eyes.data)}, sf.FourEyesForm),

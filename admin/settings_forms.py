@@ -274,7 +274,8 @@ def fx_data(value: dict[str, Any] | None) -> dict[str, Any]:
 
 # -- approval ------------------------------------------------------------------------------------------------------
 class FourEyesForm(CsrfForm):
-    policy_four_eyes = BooleanField(_l("A policy version must be approved by someone other than its author"))
+    policy_four_eyes = BooleanField(_l("A policy or message template version must be approved by someone other "
+                                       "than its author"))
 
 
 # -- the merchant, as customers see it -----------------------------------------------------------------------------

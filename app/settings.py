@@ -55,7 +55,8 @@ def set_setting(key: str, value: Any, *, actor: str) -> None:
 
 
 # -- added for the admin panel ---------------------------------------------------------------------------------
-#: four-eyes: a policy version must be approved by someone other than its author (admins may turn it off)
+#: four-eyes: a policy or message template version must be approved by someone other than its author (admins may
+#: turn it off)
 DEFAULTS.setdefault("policy_four_eyes", True)
 
 
