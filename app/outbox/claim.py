@@ -134,6 +134,14 @@ class Heartbeat:
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dispatch-heartbeat", daemon=True)
+        # One row's lease renewed by primary key (a statement per row, sent together). ``id IN (...) AND state IN
+        # (...)`` let MariaDB walk the state index and lock its entries before the rows, the opposite order to a
+        # send's own update of one row, and the two deadlocked. (The states are fixed values, not an expanding list,
+        # which a statement sent for many rows cannot have.)
+        outbox = OutboxMessage.__table__
+        in_flight = [sa.literal(s, outbox.c.state.type) for s in IN_FLIGHT]
+        self._renew = sa.update(outbox).where(outbox.c.id == sa.bindparam("mid"), outbox.c.claimed_by == token,
+                                              outbox.c.state.in_(in_flight))
 
     def hold(self, ids: list[int]) -> None:
         with self._guard:
@@ -159,13 +167,10 @@ class Heartbeat:
                 continue
             with self.app.app_context():
                 try:
+                    now = utcnow()
                     for start in range(0, len(held), 500):
-                        db.session.execute(
-                            sa.update(OutboxMessage)
-                            .where(OutboxMessage.id.in_(held[start:start + 500]),
-                                   OutboxMessage.claimed_by == self.token, OutboxMessage.state.in_(IN_FLIGHT))
-                            .values(claimed_at=utcnow())
-                            .execution_options(synchronize_session=False)
+                        db.session.connection().execute(
+                            self._renew.values(claimed_at=now), [{"mid": mid} for mid in held[start:start + 500]]
                         )
                         db.session.commit()
                 except sa.exc.OperationalError as exc:  # a deadlock or a lost connection: the next beat renews
