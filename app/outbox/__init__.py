@@ -52,11 +52,11 @@ Why a row left by a dead worker is safe to resolve, per channel (:mod:`.reconcil
   ``scheduled`` again; lookup failing → stays ``unknown`` and is retried on the next pass.
 * **WhatsApp** (Cloud API). There is no message lookup, but every status webhook echoes our reference
   (``biz_opaque_callback_data``): any status for the row settles it (``app.outbox.delivery.apply_status``), usually
-  within seconds. With no status after ``WHATSAPP_RECONCILE_SECONDS``, the row is sent again only when webhooks
-  arrived for *other* WhatsApp messages sent after that wait (their delivered/read statuses), i.e. the webhook
-  pipe was working, had caught up past ours, and Meta had nothing to say about ours. Residual risk: Meta's retry
-  of a webhook that failed to reach us exactly then is later than the wait while others got through; raise the
-  wait to shrink it.
+  within seconds. With no status after ``WHATSAPP_RECONCILE_SECONDS`` while webhooks arrived for *other* WhatsApp
+  messages sent after that wait (the pipe works and has caught up past ours), the row goes to ``review``: Meta may
+  or may not hold it and cannot be asked, so it is never sent again by itself (a status arriving later still
+  settles it). Before, such a row was sent again, and a status lost or late for a message Meta did hold made a
+  duplicate.
 * Anything still ``unknown`` after ``UNKNOWN_REVIEW_HOURS`` goes to ``review``. Nothing is ever re-sent blindly.
 
 Each step's channel order is a fallback sequence: a synchronous failure (opted out, invalid address, permanent

@@ -102,9 +102,11 @@ def reconcile_unknown(now: datetime | None = None, *, limit: int = 500) -> dict[
         elif row.channel == Channel.WHATSAPP and real_now - started >= wa_wait and _whatsapp_webhooks_after(
             started + wa_wait, row.id
         ):
-            outcome = _settle(row, S.SCHEDULED, "reconciled",
-                              {"found": False, "why": "no status webhook while later ones arrived: sending again"},
-                              claimed_by=None)
+            # Meta may hold it (a status can be lost or late however well the pipe works) and cannot be asked:
+            # never sent again by itself; a person decides, and a status that comes later still settles it
+            outcome = _settle(row, S.REVIEW, "review",
+                              {"why": "no status webhook for it while later ones arrived: Meta may or may not have "
+                                      "it, and the Cloud API cannot be asked"})
         if outcome == "unresolved" and real_now - started >= review_after:
             outcome = _settle(row, S.REVIEW, "review", {"why": "the provider could not tell us in time"})
         counts[outcome] = counts.get(outcome, 0) + 1

@@ -18,7 +18,7 @@ DEFAULTS: dict[str, float] = {
     "DISPATCH_CONCURRENCY": 32,  # provider calls in flight per worker process
     "DISPATCH_LEASE_SECONDS": 60,  # a claim not renewed for this long belongs to a dead worker
     "DISPATCH_BUDGET_SECONDS": 25,  # one dispatch run stops claiming after this long (the next run goes on)
-    "WHATSAPP_RECONCILE_SECONDS": 600,  # wait for a status webhook before re-sending an unknown WhatsApp
+    "WHATSAPP_RECONCILE_SECONDS": 600,  # wait for a status webhook before an unknown WhatsApp goes to review
     "UNKNOWN_REVIEW_HOURS": 24,  # an unknown row nobody could settle by then goes to a person
     "WHATSAPP_DELIVERY_TIMEOUT_MINUTES": 60,  # sent but not delivered by then: the step falls back
     "CONSOLIDATE_WINDOW_HOURS": 24,  # other open cases' reminders due within this go in one message

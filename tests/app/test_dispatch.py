@@ -293,7 +293,13 @@ def test_a_whatsapp_status_webhook_settles_a_row_a_dead_worker_left(db, channels
     assert channels.whatsapp.count(f"m{mid}") == 1
 
 
-def test_a_whatsapp_without_any_status_is_resent_only_while_other_webhooks_arrive(db, channels, app):
+def test_a_whatsapp_without_any_status_goes_to_review_never_sent_again(db, channels, app):
+    """Meta may hold a message whose status was lost or is late, and the Cloud API cannot be asked: once the
+    webhook pipe has caught up past it, the row goes to review (it used to be sent again: a duplicate when Meta had
+    it), and a status that comes later still settles it."""
+    from app.channels.base import Channel, DeliveryStatus, StatusUpdate
+    from app.outbox.delivery import apply_status
+
     customer = make_customer(phone_e164="+13055550174")
     message = due_message(case=make_case(transaction=make_transaction(customer=customer)), channel="whatsapp")
     mid = message.id
@@ -317,8 +323,16 @@ def test_a_whatsapp_without_any_status_is_resent_only_while_other_webhooks_arriv
     db.session.add(MessageEvent(message_id=other.id, kind="delivered", recorded_at=datetime.now(UTC)))
     db.session.commit()
     report = dispatch_due(now=NOW)
-    assert report.get("reconcile_resend") == 1 and report.get("sent") == 1
-    assert channels.whatsapp.count(f"m{mid}") == 1
+    assert report.get("reconcile_review") == 1 and not report.get("reconcile_resend") and not report.get("sent")
+    assert db.session.get(OutboxMessage, mid).state == "review"
+    dispatch_due(now=NOW)
+    assert channels.whatsapp.count(f"m{mid}") == 0  # never sent again by itself
+    # Meta did have it: its status, late, settles the row
+    apply_status(StatusUpdate(channel=Channel.WHATSAPP, provider_message_id="wamid.late",
+                              status=DeliveryStatus.DELIVERED, reference=f"m{mid}"))
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.get(OutboxMessage, mid).state == "delivered"
 
 
 def test_an_unknown_nobody_can_settle_goes_to_review_in_time(db, channels, app):
