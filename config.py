@@ -214,6 +214,12 @@ def production_problems(config: Mapping[str, Any]) -> list[str]:
         )
     elif audit_keys and audit_keys[0] == secret:
         problems.append("RECOUP_AUDIT_KEY must differ from SECRET_KEY")
+    public = str(config.get("PUBLIC_BASE_URL") or "")
+    if not public.lower().startswith("https://"):
+        problems.append(
+            f"RECOUP_PUBLIC_URL must be an https:// URL (it is {public or 'unset'!r}): customers' payment and "
+            "unsubscribe links are built from it, and one-click unsubscribe (RFC 8058) needs HTTPS"
+        )
     if not config.get("SQLALCHEMY_DATABASE_URI"):
         problems.append("DATABASE_URL must be set (mysql+pymysql://USER:PASSWORD@HOST/DB, a user of its own)")
     elif "://root:@" in str(config["SQLALCHEMY_DATABASE_URI"]):

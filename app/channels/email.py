@@ -13,6 +13,7 @@ store it before sending, or let the sender make one; it comes back as ``SendResu
 from __future__ import annotations
 
 import html as html_lib
+import ipaddress
 import logging
 import os
 import re
@@ -223,10 +224,11 @@ def list_unsubscribe_headers(url: str | None, mailto: str | None) -> dict[str, s
     """``List-Unsubscribe`` (URL first, then mailto) and, when there is a URL, ``List-Unsubscribe-Post`` (RFC
     8058).
 
-    RFC 8058 requires an https URL in production; http is accepted so the sandbox works on loopback."""
+    RFC 8058 one-click needs an https URL; plain http is accepted only on a loopback host, so the sandbox and the
+    demo work (production refuses a public URL that is not https at start: config.production_problems)."""
     uris = []
     if url:
-        if not url.startswith(("https://", "http://")):
+        if not (url.startswith("https://") or (url.startswith("http://") and _loopback(url))):
             raise InvalidMessageError(f"the one-click unsubscribe URL must be https: {url!r}")
         uris.append(f"<{url}>")
     if mailto:
@@ -237,6 +239,19 @@ def list_unsubscribe_headers(url: str | None, mailto: str | None) -> dict[str, s
     if url:
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     return headers
+
+
+def _loopback(url: str) -> bool:
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # -- HTML helpers --------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ KEY = Fernet.generate_key().decode()
 
 def _production(tmp_path, **overrides):  # type: ignore[no-untyped-def]
     settings = {"SECRET_KEY": STRONG, "ENCRYPTION_KEYS": (KEY,), "CREDENTIALS_KEY": None, "REDIS_URL": None,
-                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'prod.db'}", "AUDIT_KEYS": (STRONG[::-1],)}
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'prod.db'}", "AUDIT_KEYS": (STRONG[::-1],),
+                "PUBLIC_BASE_URL": "https://pay.acme.example"}
     settings.update(overrides)
     return create_app(ProductionConfig, **settings)
 
@@ -57,6 +58,19 @@ def test_production_refuses_to_start_without_a_database_url(tmp_path):
         _production(tmp_path, SQLALCHEMY_DATABASE_URI="")
     with pytest.raises(InsecureConfiguration, match="root user with no password"):
         _production(tmp_path, SQLALCHEMY_DATABASE_URI="mysql+pymysql://root:@127.0.0.1/recoup?charset=utf8mb4")
+
+
+@pytest.mark.parametrize("public", ["http://pay.acme.example", "http://127.0.0.1:5000", "", "pay.acme.example"])
+def test_production_refuses_a_public_url_that_is_not_https(tmp_path, public):
+    """Issue 16, point 5: customers' one-click unsubscribe (RFC 8058) and payment links are built from the public URL,
+    so production refuses to start unless it is https (even on loopback: production is not the sandbox)."""
+    with pytest.raises(InsecureConfiguration, match="RECOUP_PUBLIC_URL must be an https:// URL"):
+        _production(tmp_path, PUBLIC_BASE_URL=public)
+
+
+def test_production_refuses_its_default_public_url():
+    problems = production_problems({"PUBLIC_BASE_URL": ProductionConfig.PUBLIC_BASE_URL})
+    assert any("RECOUP_PUBLIC_URL" in p for p in problems)
 
 
 def test_the_production_class_has_no_default_database(monkeypatch):
@@ -141,7 +155,8 @@ def test_the_demo_refuses_to_run_under_the_production_configuration(tmp_path):
     root = Path(__file__).resolve().parents[2]
     database = tmp_path / "prod.db"
     env = {**os.environ, "RECOUP_CONFIG": "production", "SECRET_KEY": STRONG, "RECOUP_ENCRYPTION_KEY": KEY,
-           "RECOUP_AUDIT_KEY": STRONG[::-1], "DATABASE_URL": f"sqlite:///{database}", "RECOUP_DEMO_FREE_PORTS": "1"}
+           "RECOUP_AUDIT_KEY": STRONG[::-1], "DATABASE_URL": f"sqlite:///{database}", "RECOUP_DEMO_FREE_PORTS": "1",
+           "RECOUP_PUBLIC_URL": "https://pay.acme.example"}
     env.pop("REDIS_URL", None)
     done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "demo", "--no-serve"], cwd=root, env=env,
                           capture_output=True, text=True, timeout=120)

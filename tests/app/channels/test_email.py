@@ -102,6 +102,20 @@ def test_no_one_click_header_without_an_https_url():
         list_unsubscribe_headers("javascript:alert(1)", None)
 
 
+@pytest.mark.parametrize("url", ["http://pay.example.com/t/u/tok", "http://10.0.0.5/t/u/tok", "ftp://pay.example.com/u"])
+def test_one_click_unsubscribe_needs_https_off_loopback(url):
+    """Issue 16, point 5: RFC 8058 one-click needs HTTPS; plain http only on loopback (the sandbox and the demo)."""
+    with pytest.raises(InvalidMessageError, match="must be https"):
+        list_unsubscribe_headers(url, None)
+
+
+@pytest.mark.parametrize("url", ["https://pay.example.com/t/u/tok", "http://127.0.0.1:5000/t/u/tok",
+                                 "http://localhost/t/u/tok", "http://[::1]:8080/t/u/tok"])
+def test_one_click_unsubscribe_over_https_or_on_loopback(url):
+    headers = list_unsubscribe_headers(url, None)
+    assert headers == {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
 def test_a_message_id_given_by_the_caller_is_kept():
     kept = make_message_id("m-5", FROM)
     built = build_email_message(email(headers={"Message-ID": kept}), from_address=FROM)
