@@ -269,7 +269,12 @@ def apply_whatsapp_template_update(update) -> None:  # type: ignore[no-untyped-d
             sa.or_(MessageTemplate.whatsapp_name == update.name, MessageTemplate.name == update.name),
         )
     ).all()
+    # Meta names a template by name AND language: an update for one language leaves the others as they are (a
+    # payload without a language, which Meta does not send, still goes by the name alone)
+    language = getattr(update, "language", None)
     for row in rows:
+        if language and language not in (whatsapp_language(row.locale), row.locale):
+            continue
         row.whatsapp_status = (update.event or "")[:16] or None
     db.session.commit()
 
