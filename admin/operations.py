@@ -15,7 +15,7 @@ from markupsafe import Markup
 from wtforms import StringField
 
 from admin.i18n import _l
-from admin.security import EVERYONE, RoleGuard
+from admin.security import EVERYONE, RoleGuard, personal_data
 from admin.ui import CHANNEL_LABELS, REASON_LABELS, when
 from admin.views import AuditedModelView, ReadOnlyView
 from app.audit import record
@@ -91,6 +91,7 @@ class CaseView(ReadOnlyView):
     }
     column_default_sort = ("opened_at", True)
     column_details_exclude_list = ("plan",)
+    pii_columns = {"customer": "customer"}
 
     # -- search: one box, app.recovery.case_search
     # ---------------------------------------------------------------------------
@@ -98,10 +99,12 @@ class CaseView(ReadOnlyView):
         return True
 
     def search_placeholder(self) -> str:
+        if not personal_data().full:  # no search by what they see masked (app.accounts.pii)
+            return str(_l("Case number, order or transaction id"))
         return str(_l("Name, email, phone, order or transaction id"))
 
     def _apply_search(self, query: Any, count_query: Any, joins: Any, count_joins: Any, search: str) -> Any:
-        condition = case_search(search)
+        condition = case_search(search, personal=personal_data().full)
         return (query.filter(condition), count_query.filter(condition) if count_query is not None else None,
                 joins, count_joins)
 
@@ -252,6 +255,9 @@ class CustomerView(AuditedModelView):
                      "opt_outs": _l("Opted out of"), "successful_payments": _l("Paid"),
                      "failed_payments": _l("Failed"), "timezone_explicit": _l("Time zone (set by hand)")}
     column_searchable_list = ("email", "phone_e164", "last_name")
+    pii_search = True  # nothing else to search by: not offered to those who see customers masked
+    pii_columns = {"name": "name", "first_name": "name", "last_name": "name", "company": "place", "email": "email",
+                   "phone_e164": "phone", "phone_raw": "phone", "city": "place", "postal_code": "postal"}
     column_filters = ("country", "vip", "timezone_source")
     column_formatters = {"opt_outs": _opt_outs, "tags": lambda v, c, m, n: ", ".join(m.tags or [])}
     column_formatters_detail = column_formatters

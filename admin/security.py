@@ -16,6 +16,8 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError
 
+from app.accounts.pii import MASKED, Mask, mask_for
+
 EVERYONE = ("admin", "author", "approver", "operator", "auditor")
 
 #: Flask-Admin model-view endpoints that change rows, whatever the HTTP method
@@ -31,6 +33,14 @@ def signed_in() -> bool:
 
 def has_role(*roles: str) -> bool:
     return signed_in() and current_user.has_role(*roles)
+
+
+def personal_data() -> Mask:
+    """What the signed-in reader sees of customers' personal data (app.accounts.pii): whole for operators and
+    admins, masked for everyone else. Pages, details, exports and the audit log's details all ask here."""
+    if not signed_in():
+        return MASKED
+    return mask_for(r.name for r in current_user.roles)
 
 
 def requires(*roles: str) -> Callable[[F], F]:

@@ -97,3 +97,11 @@ def init_ui(app: Flask) -> None:
         case_state_label=_label(CASE_STATE_LABELS),
         reason_label=_label(REASON_LABELS), role_label=_label(ROLE_LABELS), get_locale=get_locale,
     )
+
+    @app.context_processor
+    def _personal_data() -> dict[str, Any]:
+        # ``pii``: what this reader sees of customers' personal data; every template that shows a customer's name,
+        # email, phone, address or what was said to them goes through it (app.accounts.pii)
+        from admin.security import personal_data
+
+        return {"pii": personal_data()}

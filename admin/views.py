@@ -19,7 +19,7 @@ from markupsafe import Markup
 from admin import export
 from admin.forms import drop_generic_refusal, explain_refusal
 from admin.i18n import _l
-from admin.security import EVERYONE, CsrfForm, RoleGuard
+from admin.security import EVERYONE, CsrfForm, RoleGuard, personal_data
 from admin.ui import day, when
 from app.audit import record, verify_chain
 from app.extensions import db
@@ -80,6 +80,33 @@ class AuditedModelView(RoleGuard, ModelView):
 
     audit_hidden_fields: tuple[str, ...] = ()
 
+    # -- customers' personal data (app.accounts.pii): masked for the roles that do not work with customers ----------
+    #: column -> the kind of personal data it holds; its value is masked for those readers in the list, the details
+    #: and the CSV export alike, and the list is not sorted by it for them (the order would tell the hidden value)
+    pii_columns: dict[str, str] = {}
+    #: the view's search looks only at personal data: not offered to readers who see it masked (a search would tell
+    #: them whether someone is a customer)
+    pii_search = False
+
+    def _get_field_value(self, model: Any, name: Any) -> Any:
+        value = super()._get_field_value(model, name)
+        kind = self.pii_columns.get(name)
+        return personal_data().value(kind, value) if kind else value
+
+    def _apply_sorting(self, query: Any, joins: Any, sort_column: Any, sort_desc: bool) -> Any:
+        if sort_column in self.pii_columns and not personal_data().full:
+            sort_column = None
+        return super()._apply_sorting(query, joins, sort_column, sort_desc)
+
+    @property
+    def _search_supported(self) -> bool:  # type: ignore[override]
+        configured = bool(self.__dict__.get("_search_configured"))
+        return configured and (not self.pii_search or personal_data().full)
+
+    @_search_supported.setter
+    def _search_supported(self, value: bool) -> None:  # Flask-Admin sets it once, from init_search()
+        self.__dict__["_search_configured"] = value
+
     def validate_form(self, form: Any) -> bool:
         valid = bool(super().validate_form(form))
         if not valid and is_form_submitted() and request.endpoint in (f"{self.endpoint}.create_view",
@@ -132,6 +159,7 @@ class TransactionView(ReadOnlyView):
                      "created_at": _l("Fetched")}
     column_filters = ("gateway", "decline_reason", "decline_kind", "value_band", "product_type")
     column_searchable_list = ("gateway_transaction_id", "order_id")
+    pii_columns = {"customer": "customer", "order_description": "text"}
     column_formatters = {"amount": lambda v, c, m, n: format_minor(m.amount_minor, m.currency)}
     column_details_list = ("id", "gateway", "gateway_transaction_id", "order_id", "order_description", "customer",
                            "amount", "value_band", "decline_code", "decline_text", "merchant_advice_code",
@@ -155,6 +183,7 @@ class OutboxView(ReadOnlyView):
     column_labels = {"case_id": _l("Case"), "rule_line": _l("Policy line"), "policy_version_id": _l("Policy version")}
     column_filters = ("channel", "state", "priority", "variant")
     column_default_sort = ("scheduled_for", True)
+    pii_columns = {"address": "contact", "error_text": "text", "customer": "customer"}
 
 
 FAILED = "failed"  # Transaction.status of a failed payment (the others: approved, refunded)
@@ -192,9 +221,15 @@ class AuditBetween(sqla_filters.DateBetweenFilter):
         return str(_l("between (days)"))
 
 
+def _shown_details(model: AuditEntry) -> Any:
+    """An entry's details as this reader may see them: customers' details inside masked for the roles that do not
+    work with customers (app.accounts.pii); the stored entry, and its hash, are untouched."""
+    return personal_data().audit_details(model.target_type, model.details or {})
+
+
 def _details(view: Any, context: Any, model: AuditEntry, name: str) -> Markup:
     return Markup("<code class=\"small\">{}</code>").format(
-        json.dumps(model.details or {}, ensure_ascii=False, sort_keys=True)[:400])
+        json.dumps(_shown_details(model), ensure_ascii=False, sort_keys=True)[:400])
 
 
 class AuditLogView(ReadOnlyView):
@@ -211,7 +246,7 @@ class AuditLogView(ReadOnlyView):
     column_searchable_list = ("actor", "action", "target_id")
     column_formatters = {"details": _details,
                          "hash": lambda v, c, m, n: Markup('<code class="small">{}…</code>').format(m.hash[:12])}
-    column_formatters_export = {"details": lambda v, c, m, n: json.dumps(m.details or {}, sort_keys=True)}
+    column_formatters_export = {"details": lambda v, c, m, n: json.dumps(_shown_details(m), sort_keys=True)}
     column_default_sort = ("id", True)
 
     @expose("/verify")

@@ -31,14 +31,17 @@ def _like_within(text: str) -> str:
     return "%" + _escaped(text) + "%"
 
 
-def case_search(text: str) -> sa.ColumnElement[bool]:
-    """The cases ``text`` finds, as a condition on ``RecoveryCase`` (always false for blank text)."""
+def case_search(text: str, *, personal: bool = True) -> sa.ColumnElement[bool]:
+    """The cases ``text`` finds, as a condition on ``RecoveryCase`` (always false for blank text).
+
+    ``personal=False``: not by the customer's name, email or phone, for a reader who sees those masked
+    (app.accounts.pii): the case number, the order id and gateway transaction ids only."""
     q = " ".join(text.split())
     if not q:
         return sa.false()
     ids = sa.or_(Transaction.order_id == q, Transaction.gateway_transaction_id == q)
     found: list[sa.ColumnElement[bool]] = [
-        RecoveryCase.customer_id.in_(sa.select(Customer.id).where(_customer(q))),
+        RecoveryCase.customer_id.in_(sa.select(Customer.id).where(_customer(q))) if personal else sa.false(),
         RecoveryCase.transaction_id.in_(sa.select(Transaction.id).where(ids)),
         # a later failure of the same order joins its case (app.ingest.order_cases)
         RecoveryCase.id.in_(sa.select(Transaction.joined_case_id).where(ids, Transaction.joined_case_id.is_not(None))),
