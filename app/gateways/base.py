@@ -56,6 +56,16 @@ class WebhookSignatureError(GatewayError):
     """A webhook's signature is missing, malformed or wrong. Answer 401 and store nothing."""
 
 
+class RecordUnreadable(GatewayProtocolError):
+    """One record of a page (or one webhook's transaction) cannot be read as a transaction: an amount or a date
+    that is not one, no transaction id. The rest of the page is fine: the client hands it on as an
+    :class:`InvalidRecord` (quarantined by ingest) instead of giving the page up."""
+
+    def __init__(self, message: str, *, field: str, gateway: str = "") -> None:
+        super().__init__(message, gateway=gateway)
+        self.field = field
+
+
 # -- values ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GatewayCustomer:
@@ -79,6 +89,31 @@ class GatewayCustomer:
     @property
     def vault_id(self) -> str | None:
         return self.customer_id
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    """What is wrong with one field of a gateway record: ``field`` names it as the gateway's record does (``amount``,
+    ``currency``, ``email``, ``first_name``, ...), ``problem`` says what, in words an operator can act on."""
+
+    field: str
+    problem: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "problem": self.problem}
+
+
+@dataclass(frozen=True)
+class InvalidRecord:
+    """A record a gateway sent that could not even be read as a transaction (see :class:`RecordUnreadable`). It
+    travels in the page like the others, so ingest can quarantine it and go on; it is never stored as a
+    transaction. ``gateway_transaction_id`` is None when the record has none."""
+
+    gateway: str
+    gateway_transaction_id: str | None
+    problems: tuple[RecordProblem, ...]
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    modified_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +193,8 @@ class FetchPage(Generic[R]):
     """One page of fetched transactions, *streamed*.
 
     ``records`` is an iterator that parses the gateway's response as the caller consumes it, so a page of
-    100,000 records never sits in memory. Iterate it once, to the end, then commit; ``count`` and ``more``
+    100,000 records never sits in memory. A record that cannot be read comes as an :class:`InvalidRecord` in its
+    place (one bad record never ends a page). Iterate it once, to the end, then commit; ``count`` and ``more``
     are final only after that. An error while iterating (a truncated document, say) means the page did not
     complete: roll back or keep what is idempotent, but do not move the cursor past this window.
     """
@@ -185,8 +221,9 @@ class FetchPage(Generic[R]):
 
     def _track(self) -> Iterator[R]:
         for record in self._source:
-            if self.last_modified_at is None or record.modified_at > self.last_modified_at:
-                self.last_modified_at = record.modified_at
+            at = record.modified_at  # None: an InvalidRecord whose dates could not be read
+            if at is not None and (self.last_modified_at is None or at > self.last_modified_at):
+                self.last_modified_at = at
             self.yielded += 1
             yield record
         self.complete = True
@@ -249,7 +286,7 @@ class WebhookEvent:
 
     event_id: str
     event_type: str
-    transaction: FailedTransaction | None
+    transaction: FailedTransaction | InvalidRecord | None  # InvalidRecord: signed, but not readable (quarantined)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 

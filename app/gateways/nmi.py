@@ -38,7 +38,10 @@ from app.gateways.base import (
     GatewayProtocolError,
     GatewayUnavailable,
     Initiator,
+    InvalidRecord,
     OrderLine,
+    RecordProblem,
+    RecordUnreadable,
     SaleTransaction,
     WebhookEvent,
     WebhookSignatureError,
@@ -269,7 +272,10 @@ class NmiGateway(Gateway):
                     if seen <= handed_out:
                         continue
                     handed_out += 1
-                    converted = convert(record)
+                    try:
+                        converted = convert(record)
+                    except RecordUnreadable as exc:  # this record only: the page goes on, ingest quarantines it
+                        converted = self._unreadable(record.get("transaction_id"), exc, record.as_dict())
                     if converted is None:
                         page.skipped += 1
                         continue
@@ -333,10 +339,16 @@ class NmiGateway(Gateway):
         return GatewayProtocolError(f"NMI query error: {text}", gateway=self.name, detail=text)
 
     # -- records -------------------------------------------------------------------------------------------
+    def _unreadable(self, txn_id: str | None, exc: RecordUnreadable, raw: Mapping[str, Any]) -> InvalidRecord:
+        logger.warning("NMI transaction %s cannot be read (%s: %s); handed on to be quarantined",
+                       txn_id or "(without an id)", exc.field, exc)
+        return InvalidRecord(gateway=self.name, gateway_transaction_id=txn_id,
+                             problems=(RecordProblem(exc.field, str(exc)),), raw=dict(raw))
+
     def _failed_from_record(self, record: NmiRecord) -> FailedTransaction | None:
         txn_id = record.get("transaction_id")
         if not txn_id:
-            raise GatewayProtocolError("a transaction without a transaction_id", gateway=self.name)
+            raise RecordUnreadable("a transaction without a transaction_id", field="transaction_id", gateway=self.name)
         condition = record.get("condition")
         sale = _last(record.actions, "sale")
         if condition != "failed" or sale is None or sale.get("success", "").strip() == "1":
@@ -352,7 +364,7 @@ class NmiGateway(Gateway):
         return FailedTransaction(
             gateway=self.name,
             gateway_transaction_id=txn_id,
-            amount_minor=to_minor(sale.get("amount") or "0", currency),
+            amount_minor=record_amount(sale.get("amount"), currency),
             currency=currency,
             decline_code=_clean(sale.get("response_code")),
             decline_text=_clean(sale.get("response_text")),
@@ -373,7 +385,7 @@ class NmiGateway(Gateway):
         action and no sale); anything else (a failed or voided record, an auth) is skipped with a log line."""
         txn_id = record.get("transaction_id")
         if not txn_id:
-            raise GatewayProtocolError("a transaction without a transaction_id", gateway=self.name)
+            raise RecordUnreadable("a transaction without a transaction_id", field="transaction_id", gateway=self.name)
         condition = record.get("condition")
         currency = (record.get("currency") or "USD").upper()
         sale = _last(record.actions, "sale")
@@ -387,10 +399,10 @@ class NmiGateway(Gateway):
             if not _succeeded(sale):
                 logger.warning("NMI transaction %s (condition %s) has a failed sale action", txn_id, condition)
                 return None
-            kind, occurred, amount = "sale", sale, to_minor(sale.get("amount") or "0", currency)
+            kind, occurred, amount = "sale", sale, record_amount(sale.get("amount"), currency)
         elif refunds:
             kind, occurred = "refund", refunds[0]
-            amount = sum(to_minor(a.get("amount") or "0", currency) for a in refunds)
+            amount = sum(record_amount(a.get("amount"), currency) for a in refunds)
         else:
             logger.info("NMI transaction %s is neither a sale nor a refund; skipped", txn_id)
             return None
@@ -473,11 +485,15 @@ class NmiGateway(Gateway):
         except InvalidOperation:
             quantity = None
         amount = product.get("amount", "").strip()
+        try:
+            amount_minor = to_minor(amount, currency) if amount else None
+        except RecordUnreadable as exc:
+            raise RecordUnreadable(f"a product line's {exc}", field="product.amount", gateway=self.name) from None
         return OrderLine(
             sku=_clean(product.get("sku")),
             description=_clean(product.get("description")),
             quantity=quantity,
-            amount_minor=to_minor(amount, currency) if amount else None,
+            amount_minor=amount_minor,
         )
 
     # == Payment API =======================================================================================
@@ -809,13 +825,17 @@ class NmiGateway(Gateway):
         body = envelope.get("event_body")
         transaction = None
         if isinstance(body, dict) and _is_failed_sale_event(event_type, body):
-            transaction = self._failed_from_webhook(body)
+            try:
+                transaction = self._failed_from_webhook(body)
+            except RecordUnreadable as exc:  # signed and understood, but its transaction is not one: quarantined
+                transaction = self._unreadable(_s(body.get("transaction_id")) or None, exc, body)
         return WebhookEvent(event_id=event_id, event_type=event_type, transaction=transaction, raw=envelope)
 
     def _failed_from_webhook(self, body: Mapping[str, Any]) -> FailedTransaction:
         txn_id = _s(body.get("transaction_id"))
         if not txn_id:
-            raise GatewayProtocolError("failure webhook without a transaction_id", gateway=self.name)
+            raise RecordUnreadable("failure webhook without a transaction_id", field="transaction_id",
+                                   gateway=self.name)
         action, billing, card = _obj(body, "action"), _obj(body, "billing_address"), _obj(body, "card")
         flat = {**billing, **card, "customerid": body.get("customerid")}
 
@@ -831,7 +851,7 @@ class NmiGateway(Gateway):
         return FailedTransaction(
             gateway=self.name,
             gateway_transaction_id=txn_id,
-            amount_minor=to_minor(_s(action.get("amount")) or "0", currency),
+            amount_minor=record_amount(_s(action.get("amount")), currency),
             currency=currency,
             decline_code=_clean(_s(action.get("response_code"))),
             decline_text=_clean(_s(action.get("response_text"))),
@@ -871,13 +891,39 @@ def currency_exponent(currency: str) -> int:
 
 def to_minor(amount: str, currency: str) -> int:
     """``"49.00"`` USD -> 4900; ``"4900.00"`` JPY -> 4900. Half-up on excess precision."""
+    value = _decimal(amount)
+    scaled = value.scaleb(currency_exponent(currency)).quantize(Decimal("1"), rounding=ROUND_HALF_UP)
+    return int(scaled)
+
+
+#: digits before the point past which a text is no amount (ingest's own bound is far lower; this keeps a hostile
+#: ``1e999999`` from becoming a million-digit integer on the way there)
+_MAX_AMOUNT_DIGITS = 24
+
+
+def _decimal(amount: str) -> Decimal:
     try:
         value = Decimal(amount.strip())
     except InvalidOperation:
-        raise GatewayProtocolError(f"not an amount: {amount!r}", gateway="nmi") from None
-    if not value.is_finite():
-        raise GatewayProtocolError(f"not an amount: {amount!r}", gateway="nmi")
-    scaled = value.scaleb(currency_exponent(currency)).quantize(Decimal("1"), rounding=ROUND_HALF_UP)
+        raise RecordUnreadable(f"not an amount: {amount[:40]!r}", field="amount", gateway="nmi") from None
+    if not value.is_finite() or value.adjusted() >= _MAX_AMOUNT_DIGITS:
+        raise RecordUnreadable(f"not an amount: {amount[:40]!r}", field="amount", gateway="nmi")
+    return value
+
+
+def record_amount(amount: str | None, currency: str) -> int:
+    """A transaction's own amount as its record states it, in minor units and exactly: a record without one, or
+    with more decimal places than its currency has (``"12.345"`` USD), is unreadable, never rounded into an amount
+    the gateway did not say. Whether the amount is one Recoup accepts (not negative, not absurd) is ingest's
+    question (:mod:`app.ingest.validation`)."""
+    if amount is None or not amount.strip():
+        raise RecordUnreadable("no amount", field="amount", gateway="nmi")
+    value = _decimal(amount)
+    exponent = currency_exponent(currency)
+    scaled = value.scaleb(exponent)
+    if scaled != scaled.to_integral_value():
+        raise RecordUnreadable(f"{amount.strip()[:40]} has more decimal places than {currency[:8]} has ({exponent})",
+                               field="amount", gateway="nmi")
     return int(scaled)
 
 
@@ -920,7 +966,7 @@ def _parse_nmi_date(value: str, txn_id: str) -> datetime:
             int(v[:4]), int(v[4:6]), int(v[6:8]), int(v[8:10]), int(v[10:12]), int(v[12:]), tzinfo=UTC
         )
     except ValueError:
-        raise GatewayProtocolError(f"transaction {txn_id}: bad date {value!r}", gateway="nmi") from None
+        raise RecordUnreadable(f"transaction {txn_id}: bad date {value[:40]!r}", field="date", gateway="nmi") from None
 
 
 def _last(actions: list[dict[str, str]], action_type: str) -> dict[str, str] | None:

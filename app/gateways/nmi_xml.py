@@ -8,7 +8,8 @@ The parser itself never loads a DTD, never resolves entities and never touches t
 Before bytes reach the parser, :class:`XmlGuard` refuses what a Query API response never contains and an
 attacker would use: a DOCTYPE (so no entity declarations, hence no entity expansion and no external
 entities), non-UTF-8 encodings, and over-long markup. Over-long *text* nodes are cut to ``max_text`` bytes
-instead of refused, so one merchant's 10 MB order description cannot make every later fetch fail.
+instead of refused, so one merchant's 10 MB order description cannot make every later fetch fail; a control
+character XML cannot carry becomes U+FFFD, so one merchant's stray ESC cannot either.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ _RECORD_END = b"</transaction>"
 _CARRY = 16  # bytes held back between chunks, so no marker or cut point is split across chunk boundaries
 _ENCODING_RE = re.compile(rb"""^\s*<\?xml[^>]*\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _ALLOWED_ENCODINGS = {"utf-8", "utf8", "us-ascii", "ascii"}
+#: what XML 1.0 cannot carry, raw or as a character reference: the C0 controls but tab, line feed and carriage
+#: return. One in a merchant's field would make the whole page unparseable (and every later fetch of it fail), so
+#: it becomes U+FFFD, the replacement character: the field arrives with a visible mark where the character was, and
+#: the page and the records around it arrive at all. A UTF-8
+#: multi-byte sequence never holds these bytes, so the replacement is exact at the byte level.
+_ILLEGAL_CHARS = re.compile(
+    rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|&#(?:[xX]0*(?:[0-8bBcCeEfF]|1[0-9a-fA-F])|0*(?:[0-8]|1[124-9]|2[0-9]|3[01]));"
+)
 
 
 class NmiXmlError(Exception):
@@ -101,6 +110,7 @@ class XmlGuard:
         self.max_text = max_text
         self.max_record_bytes = max_record_bytes
         self.truncated_texts = 0
+        self.replaced_characters = 0
         self._carry = b""
         self._started = False
         self._run = 0  # bytes since the last markup delimiter
@@ -117,6 +127,7 @@ class XmlGuard:
                 return b""
             self._check_prologue(data)
             self._started = True
+        data = self._legal(data)
         if _FORBIDDEN.search(data):
             raise HostileXmlError("document type declarations are refused (no DTDs, no entities)")
         if len(data) <= _CARRY:
@@ -132,9 +143,18 @@ class XmlGuard:
                 return b""
             self._check_prologue(data)
             self._started = True
+        data = self._legal(data)
         if _FORBIDDEN.search(data):
             raise HostileXmlError("document type declarations are refused (no DTDs, no entities)")
         return self._pass(data)
+
+    def _legal(self, data: bytes) -> bytes:
+        """``data`` with what XML cannot carry made U+FFFD (after the prologue's check, which looks for NULs)."""
+        if _ILLEGAL_CHARS.search(data) is None:
+            return data
+        data, count = _ILLEGAL_CHARS.subn(lambda m: b"\xef\xbf\xbd" if len(m.group()) == 1 else b"&#xFFFD;", data)
+        self.replaced_characters += count
+        return data
 
     def _check_prologue(self, data: bytes) -> None:
         if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00", b"\x4c\x6f\xa7\x94")) or data[1:2] == b"\x00":

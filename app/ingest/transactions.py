@@ -25,7 +25,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from itertools import islice
@@ -35,11 +35,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from app.accounts.gateway_accounts import AccountError, ensure_env_account, gateway_for
+from app.clock import business_now
 from app.extensions import db
-from app.gateways.base import FailedTransaction, GatewayError, SaleTransaction
-from app.ingest import order_cases
+from app.gateways.base import FailedTransaction, GatewayError, InvalidRecord, SaleTransaction
+from app.ingest import order_cases, quarantine
 from app.ingest.customers import customer_key, upsert_customers
 from app.ingest.own_charges import note_own_charges, own_charges
+from app.ingest.validation import check_record, problems_as_dicts
 from app.models import CaseTransition, Customer, FetchCursor, GatewayAccount, RecoveryCase, Transaction
 from app.models.types import utcnow
 from app.queue import get_queue
@@ -66,10 +68,12 @@ class IngestResult:
     new_cases: int = 0
     joined: int = 0  # failures of an order that has a case: attached to it (app.ingest.order_cases), no new case
     own_charges: int = 0  # Recoup's own charges reported back: payment history, not failures (app.ingest.own_charges)
+    quarantined: int = 0  # refused by the checks (app.ingest.validation): kept in quarantine, nothing opened
     case_ids: list[int] = field(default_factory=list)
 
     def add(self, other: IngestResult) -> None:
         self.seen += other.seen
+        self.quarantined += other.quarantined
         self.new_transactions += other.new_transactions
         self.new_customers += other.new_customers
         self.new_cases += other.new_cases
@@ -83,6 +87,8 @@ class IngestResult:
             parts.append(f", {self.joined} joined an order's case")
         if self.own_charges:
             parts.append(f", {self.own_charges} of Recoup's own charge(s) recognised")
+        if self.quarantined:
+            parts.append(f", {self.quarantined} quarantined")
         return "".join(parts)
 
 
@@ -95,9 +101,11 @@ class SalesResult:
     without_customer: int = 0  # stored, but nothing ties them to a customer (no id, email, phone or sale)
     customers_updated: int = 0
     own_charges: int = 0  # Recoup's own sales (and refunds of them): booked to their case's customer
+    quarantined: int = 0  # refused by the checks (app.ingest.validation): kept in quarantine, not stored
 
     def add(self, other: SalesResult) -> None:
         self.own_charges += other.own_charges
+        self.quarantined += other.quarantined
         self.seen += other.seen
         self.new_sales += other.new_sales
         self.new_refunds += other.new_refunds
@@ -124,6 +132,7 @@ class SalesReport:
         head = (
             f"sales:{_window_text(self.window)} {self.pages} page(s), {r.seen} sale(s)/refund(s) seen, "
             f"{r.new_sales} new sale(s), {r.new_refunds} new refund(s), {r.new_customers} new customer(s)"
+            + (f", {r.quarantined} quarantined" if r.quarantined else "")
         )
         if self.ok:
             return head
@@ -193,17 +202,27 @@ def _fx_rates() -> FxRates | None:
         return None
 
 
-def ingest_records(records: Iterable[FailedTransaction], ctx: IngestContext) -> IngestResult:
-    """Store failed transactions, committing every chunk. Safe to call with records already stored."""
-    return _store_in_chunks(records, ctx, _ingest_chunk, IngestResult)
+def ingest_records(
+    records: Iterable[FailedTransaction | InvalidRecord], ctx: IngestContext, *, source: str = quarantine.FETCH
+) -> IngestResult:
+    """Store failed transactions, committing every chunk. Safe to call with records already stored. A record the
+    checks refuse (or the gateway could not read) is quarantined instead, and the others go on."""
+    return _store_in_chunks(records, ctx, _ingest_chunk, IngestResult, kind=quarantine.FAILED_SALE, source=source)
 
 
-def _store_in_chunks(records: Iterable[Any], ctx: IngestContext, store: Any, result_type: Any) -> Any:
-    """Store ``records`` a chunk at a time with ``store(chunk, ctx)``, committing each chunk. When another writer
-    (a webhook, Recoup's own payment, a second fetch) stored some of a chunk meanwhile, that chunk goes one by one."""
+def _store_in_chunks(
+    records: Iterable[Any], ctx: IngestContext, store: Any, result_type: Any, *, kind: str,
+    source: str = quarantine.FETCH,
+) -> Any:
+    """Store ``records`` a chunk at a time with ``store(chunk, ctx)``, committing each chunk, after the checks
+    (:func:`accepted`). When another writer (a webhook, Recoup's own payment, a second fetch) stored some of a chunk
+    meanwhile, that chunk goes one by one."""
     total = result_type()
     iterator = iter(records)
     while chunk := list(islice(iterator, CHUNK)):
+        chunk = accepted(chunk, ctx, total, kind=kind, source=source)
+        if not chunk:
+            continue
         try:
             total.add(store(chunk, ctx))
             db.session.commit()
@@ -217,6 +236,35 @@ def _store_in_chunks(records: Iterable[Any], ctx: IngestContext, store: Any, res
                     db.session.rollback()
                     total.seen += 1
     return total
+
+
+def accepted(chunk: Sequence[Any], ctx: IngestContext, total: Any, *, kind: str, source: str) -> list[Any]:
+    """The records of ``chunk`` that pass the checks (cleaned); the others are quarantined (committed) and counted
+    in ``total`` as seen and quarantined. A field dropped from an accepted record is noted in its raw data."""
+    now = max(utcnow(), business_now())
+    kept: list[Any] = []
+    refused: list[InvalidRecord] = []
+    for record in chunk:
+        if isinstance(record, InvalidRecord):
+            refused.append(record)
+            continue
+        checked = check_record(record, now)
+        if checked.record is None:
+            refused.append(InvalidRecord(record.gateway, record.gateway_transaction_id, checked.refused,
+                                         raw=record.raw, modified_at=record.modified_at))
+            continue
+        if checked.dropped:
+            log.info("%s %s: %s", record.gateway, record.gateway_transaction_id,
+                     "; ".join(f"{p.field} dropped: {p.problem}" for p in checked.dropped))
+            kept.append(replace(checked.record, raw={**checked.record.raw,
+                                                     "recoup_dropped": problems_as_dicts(checked.dropped)}))
+        else:
+            kept.append(checked.record)
+    if refused:
+        quarantine.quarantine(refused, ctx.account_id, kind=kind, source=source)
+        total.seen += len(refused)
+        total.quarantined += len(refused)
+    return kept
 
 
 def _dedupe(chunk: Sequence[Any]) -> list[Any]:
@@ -355,7 +403,7 @@ def _transaction_row(
 def ingest_sales(records: Iterable[SaleTransaction], ctx: IngestContext) -> SalesResult:
     """Store approved sales (status ``approved``) and refunds (status ``refunded``) and recompute the history of
     the customers they belong to, committing every chunk. Never opens a case. Safe to call with records stored."""
-    return _store_in_chunks(records, ctx, _sales_chunk, SalesResult)
+    return _store_in_chunks(records, ctx, _sales_chunk, SalesResult, kind=quarantine.SALE)
 
 
 def _sales_chunk(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesResult:

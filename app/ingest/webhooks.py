@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from app.accounts.gateway_accounts import ensure_env_account, gateway_for
 from app.extensions import db
 from app.gateways.base import GatewayProtocolError, WebhookEvent, WebhookSignatureError
+from app.ingest.quarantine import WEBHOOK, storable
 from app.ingest.transactions import hand_to_planning, ingest_context, ingest_records
 from app.models import GatewayAccount, InboundEvent
 from app.models.types import utcnow
@@ -62,17 +64,19 @@ def handle_nmi_webhook(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     if already is not None:
         return {"ok": True, "duplicate": True}
     opened: list[int] = []
-    joined = own = 0
+    joined = own = quarantined = 0
     if is_failure_event(event.event_type) and event.transaction is not None:
-        result = ingest_records([event.transaction], ingest_context(account))
-        opened, joined, own = result.case_ids, result.joined, result.own_charges
+        # checked like a fetched record: a refused one is quarantined, and the event still counts as received
+        record = replace(event.transaction, raw=storable(dict(event.transaction.raw)))
+        result = ingest_records([record], ingest_context(account), source=WEBHOOK)
+        opened, joined, own, quarantined = result.case_ids, result.joined, result.own_charges, result.quarantined
     try:
         db.session.add(
             InboundEvent(
                 provider="nmi",
                 event_id=event.event_id[:128],
                 event_type=event.event_type[:64],
-                payload=dict(event.raw),
+                payload=storable(dict(event.raw)),  # a lone surrogate in a JSON body cannot be stored as it is
                 processed_at=utcnow(),
             )
         )
@@ -82,4 +86,7 @@ def handle_nmi_webhook(headers: dict[str, str], body: bytes) -> dict[str, Any]:
         return {"ok": True, "duplicate": True}
     if opened:
         hand_to_planning(opened)
-    return {"ok": True, "cases_opened": len(opened), "joined_a_case": joined, "own_charges": own}
+    answer: dict[str, Any] = {"ok": True, "cases_opened": len(opened), "joined_a_case": joined, "own_charges": own}
+    if quarantined:
+        answer["quarantined"] = quarantined
+    return answer

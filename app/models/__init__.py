@@ -8,6 +8,7 @@ from app.models.gateways import FetchCursor, GatewayAccount, InboundEvent
 from app.models.messages import MessageEvent, OutboxMessage
 from app.models.payments import Payment, PaymentLink
 from app.models.policies import MessageTemplate, MessageTemplateVersion, Policy, PolicyVersion
+from app.models.quarantine import QuarantinedRecord
 from app.models.transactions import Transaction
 from app.models.users import ROLES, Role, User, user_roles
 
@@ -31,6 +32,7 @@ __all__ = [
     "PaymentLink",
     "Policy",
     "PolicyVersion",
+    "QuarantinedRecord",
     "RecoveryCase",
     "Role",
     "Setting",
