@@ -7,7 +7,6 @@ through ``app.recovery.backtest``.
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +25,6 @@ from rules.vocabulary import PolicyStatus
 
 AUTHORS = ("author", "admin")
 APPROVERS = ("approver", "admin")
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 MAX_SIMULATION_DAYS = 365
 
 NEW_POLICY = '''policy "{name}"
@@ -107,11 +105,11 @@ class PolicyView(RoleGuard, BaseView):
     @requires(*AUTHORS)
     def new(self) -> Any:
         name = (request.form.get("name") or "").strip().lower().replace(" ", "_")
-        if not NAME.match(name):
-            flash(_("A policy name is lower-case letters, digits, - and _ (for example “standard”)."), "error")
-            return redirect(url_for(".index"))
         if db.session.scalar(sa.select(Policy).where(Policy.name == name)) is None:
-            policies.save_draft(name, NEW_POLICY.format(name=name), actor=current_user)
+            try:
+                policies.save_draft(name, NEW_POLICY.format(name=name), actor=current_user)
+            except policies.PolicyNameError as exc:
+                return _bad_name(exc)
         return redirect(url_for(".edit", name=name))
 
     @expose("/edit/<name>", methods=["GET", "POST"])
@@ -121,7 +119,10 @@ class PolicyView(RoleGuard, BaseView):
             if not _can(AUTHORS):
                 return _forbidden()
             source = request.form.get("source", "")
-            problems = policies.save_draft(name, source, actor=current_user)
+            try:
+                problems = policies.save_draft(name, source, actor=current_user)
+            except policies.PolicyNameError as exc:  # the URL named a policy that does not exist, badly
+                return _bad_name(exc)
             errors = [d for d in problems if d.is_error]
             if errors:
                 flash(_("Draft saved, with %(n)d problem(s) to fix before it can be submitted.", n=len(errors)),
@@ -169,7 +170,10 @@ class PolicyView(RoleGuard, BaseView):
     def submit(self, name: str) -> Any:
         source = request.form.get("source")
         if source is not None:
-            policies.save_draft(name, source, actor=current_user)
+            try:
+                policies.save_draft(name, source, actor=current_user)
+            except policies.PolicyNameError as exc:
+                return _bad_name(exc)
         try:
             version = policies.submit_draft(name, actor=current_user, note=(request.form.get("note") or None))
         except policies.PolicyServiceError as exc:
@@ -270,6 +274,14 @@ class PolicyView(RoleGuard, BaseView):
 
 def _can(roles: tuple[str, ...]) -> bool:
     return bool(current_user.has_role(*roles))
+
+
+def _bad_name(error: policies.PolicyNameError) -> Any:
+    """A new policy's name refused by the service (app.recovery.policies.POLICY_NAME): nothing was saved."""
+    db.session.rollback()
+    flash(_("“%(name)s” is not a policy name: use lower-case letters, digits, - and _, starting with a letter, at "
+            "most 64 characters (for example “standard”). Nothing was saved.", name=error.name), "error")
+    return redirect(url_for(".index"))
 
 
 def _forbidden() -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -24,6 +25,26 @@ from rules.vocabulary import PolicyStatus
 
 class PolicyServiceError(ValueError):
     pass
+
+
+#: what a policy may be called: it is part of URLs, file names and the audit log
+POLICY_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+class PolicyNameError(PolicyServiceError):
+    """A new policy's name breaks :data:`POLICY_NAME` (whichever way it came: the "new policy" form, an edit or a
+    submit URL, set-up code); nothing was created."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"{name!r} is not a policy name: a name is 1 to 64 lower-case letters, digits, - and _, "
+                         "starting with a letter (for example 'standard'); no policy was created")
+
+
+def check_policy_name(name: str) -> str:
+    if not isinstance(name, str) or not POLICY_NAME.fullmatch(name):
+        raise PolicyNameError(str(name))
+    return name
 
 
 def sha256(text: str) -> str:
@@ -48,9 +69,11 @@ def check_source(text: str) -> list[dsl.Diagnostic]:
 
 
 def get_or_create_policy(name: str) -> Policy:
+    """The policy called ``name``; a new one only under a name :data:`POLICY_NAME` allows (every path that makes a
+    policy comes here)."""
     policy = db.session.scalar(sa.select(Policy).where(Policy.name == name))
     if policy is None:
-        policy = Policy(name=name)
+        policy = Policy(name=check_policy_name(name))
         db.session.add(policy)
         db.session.flush()
     return policy
