@@ -199,12 +199,14 @@ class StatusUpdate:
     reference: str | None = None
     opted_out: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict)
+    recipient_user_id: str | None = None  # WhatsApp: the recipient's business-scoped user id (BSUID)
 
 
 @dataclass(frozen=True)
 class InboundMessage:
     """A message a customer sent us. ``sender`` is the customer (E.164 for SMS/WhatsApp), ``recipient`` is
-    us."""
+    us. On WhatsApp ``sender_user_id`` is the sender's business-scoped user id (BSUID); ``sender`` is empty when
+    Meta withholds the number (a user with a username), and then the user id alone says who wrote."""
 
     channel: Channel
     sender: str
@@ -214,6 +216,7 @@ class InboundMessage:
     provider_message_id: str
     timestamp: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    sender_user_id: str | None = None
 
 
 class ChannelError(Exception):

@@ -559,6 +559,7 @@ def parse_webhook(payload: Mapping[str, Any] | bytes | str) -> WhatsAppWebhook:
             if change.get("field") != "messages":
                 continue
             business_number = str((value.get("metadata") or {}).get("display_phone_number", ""))
+            contacts = [c for c in value.get("contacts") or [] if isinstance(c, Mapping)]
             for status in value.get("statuses", []):
                 normalised = _STATUS_MAP.get(str(status.get("status", "")).lower())
                 if normalised is None or not status.get("id"):
@@ -579,22 +580,45 @@ def parse_webhook(payload: Mapping[str, Any] | bytes | str) -> WhatsAppWebhook:
                         reference=status.get("biz_opaque_callback_data"),
                         opted_out=_int(code) in OPTED_OUT_ERRORS,
                         raw=dict(status),
+                        recipient_user_id=_user_id(
+                            status.get("recipient_user_id"), contacts, status.get("recipient_id")
+                        ),
                     )
                 )
             for message in value.get("messages", []):
-                if not message.get("id") or not message.get("from"):
+                phone = _digits(message.get("from"))
+                user_id = _user_id(message.get("from_user_id"), contacts, phone)
+                if not message.get("id") or not (phone or user_id):
                     continue
                 body = _inbound_text(message)
                 out.messages.append(
                     InboundMessage(
                         channel=Channel.WHATSAPP,
-                        sender="+" + wa_number(str(message["from"])),
+                        sender="+" + phone if phone else "",  # withheld: the user id alone says who wrote
                         recipient=business_number,
                         body=body,
                         keyword=detect_keyword(body),
                         provider_message_id=str(message["id"]),
                         timestamp=_timestamp(message.get("timestamp")),
                         raw={"message": dict(message), "contacts": value.get("contacts", [])},
+                        sender_user_id=user_id,
                     )
                 )
     return out
+
+
+def _digits(value: Any) -> str:
+    return re.sub(r"\D", "", value) if isinstance(value, str) else ""
+
+
+def _user_id(given: Any, contacts: list[Mapping[str, Any]], phone: Any) -> str | None:
+    """The business-scoped user id (BSUID) of a status's recipient or a message's sender: as the entry names it,
+    else from the contact with that phone number, else from the only contact there is."""
+    if isinstance(given, str) and given.strip():
+        return given.strip()[:160]
+    digits = _digits(phone)
+    match = [c for c in contacts if digits and _digits(c.get("wa_id")) == digits] or (
+        contacts if len(contacts) == 1 else []
+    )
+    found = match[0].get("user_id") if match else None
+    return found.strip()[:160] if isinstance(found, str) and found.strip() else None

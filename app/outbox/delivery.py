@@ -14,6 +14,7 @@ from app.models import MessageEvent, OutboxMessage
 from app.outbox.consent import customers_with_phone, opt_in, opt_out, skip_scheduled
 from app.outbox.senders import message_id_from_reference
 from app.outbox.states import OutboxState
+from app.outbox.whatsapp_users import keep_opt_out, phone_of, remember
 from rules.vocabulary import PHONE_CHANNELS, Channel
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,21 @@ def find_message(update: StatusUpdate) -> OutboxMessage | None:
     return None
 
 
+def _e164(number: str | None) -> str | None:
+    digits = "".join(ch for ch in number or "" if ch.isdigit())
+    return "+" + digits if digits else None
+
+
 def apply_status(update: StatusUpdate) -> OutboxMessage | None:
+    if update.channel is Channel.WHATSAPP and update.recipient_user_id:
+        _learn_user_id(update.recipient_user_id, _e164(update.recipient),
+                       seen_in=f"status {update.provider_message_id}")
     message = find_message(update)
     if message is None:
         log.info(
             "status %s for unknown message %s/%s ignored", update.status, update.reference, update.provider_message_id
         )
+        db.session.commit()  # what was learned about the user id
         return None
     db.session.add(
         MessageEvent(
@@ -115,16 +125,43 @@ def fall_back_later(message: OutboxMessage, *, why: str, at: datetime | None = N
     return True
 
 
+def _stop(customer_ids: list[int], source: str, detail: str) -> None:
+    for customer_id in customer_ids:
+        opt_out(customer_id, PHONE_CHANNELS, source=source, detail=detail[:255])
+        skip_scheduled(customer_id, PHONE_CHANNELS, "customer replied STOP")
+
+
+def _learn_user_id(user_id: str, phone: str | None, *, seen_in: str) -> None:
+    """A webhook carried a WhatsApp user id with its number: remember it, and apply a STOP the user id sent while
+    its number was still unknown."""
+    pending = remember(user_id, phone, seen_in=seen_in)
+    if pending is not None and phone:
+        _stop([c.id for c in customers_with_phone(phone)], "whatsapp_stop", f"{pending} (user id {user_id})")
+
+
 def handle_inbound(message: InboundMessage) -> dict[str, Any]:
-    """STOP ends SMS and WhatsApp for everyone with that number at once; START brings them back."""
-    customers = customers_with_phone(message.sender)
+    """STOP ends SMS and WhatsApp for everyone with that number at once; START brings them back.
+
+    On WhatsApp the number may be withheld (a user with a username): the sender's user id then finds the number
+    through an earlier webhook that carried both (:mod:`app.outbox.whatsapp_users`); a STOP from a user id not
+    known yet is kept and takes effect once its number is learned."""
+    user_id = message.sender_user_id if message.channel is Channel.WHATSAPP else None
+    phone = message.sender or None
+    if user_id and phone:
+        _learn_user_id(user_id, phone, seen_in=f"message {message.provider_message_id}")
+    elif user_id:
+        phone = phone_of(user_id)
+    customers = customers_with_phone(phone) if phone else []
+    detail = message.body if not user_id or message.sender else f"{message.body[:200]} (user id {user_id})"
     if message.keyword is Keyword.STOP:
-        for customer in customers:
-            opt_out(customer.id, PHONE_CHANNELS, source=f"{message.channel.value}_stop", detail=message.body[:255])
-            skip_scheduled(customer.id, PHONE_CHANNELS, "customer replied STOP")
+        _stop([c.id for c in customers], f"{message.channel.value}_stop", detail)
+        if phone is None and user_id:
+            keep_opt_out(user_id, message.body)
     elif message.keyword is Keyword.START:
         for customer in customers:
-            opt_in(customer.id, PHONE_CHANNELS, source=f"{message.channel.value}_start", detail=message.body[:255])
+            opt_in(customer.id, PHONE_CHANNELS, source=f"{message.channel.value}_start", detail=detail[:255])
+        if phone is None and user_id:
+            keep_opt_out(user_id, None)
     db.session.commit()
     return {"customers": len(customers), "keyword": message.keyword.value if message.keyword else None}
 

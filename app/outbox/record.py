@@ -10,6 +10,7 @@ from app.channels.base import SendResult
 from app.extensions import db
 from app.models import OutboxMessage, RecoveryCase
 from app.models.types import utcnow
+from app.ops.metrics import count_send
 from app.outbox.batch import Attempted, BatchRows, Ready, add_event, add_event_for, rows_written_together
 from app.outbox.states import ON_THE_WAY, SENT_STATES, sources
 from app.outbox.states import OutboxState as S
@@ -52,6 +53,8 @@ def _record_rows(attempts: list[Attempted], now: datetime, rows_added: BatchRows
     record_sent(sent)
     rows_added.write()
     db.session.commit()
+    for a in todo:  # counted once recorded (app.ops.metrics)
+        count_send(a.ready.channel, a.result.outcome)  # type: ignore[union-attr]
     return outcomes  # type: ignore[return-value]
 
 

@@ -12,6 +12,8 @@ from flask import Flask, current_app
 from app.extensions import db
 from app.models import OutboxMessage
 from app.models.types import utcnow
+from app.ops.logs import log_context
+from app.ops.metrics import provider_call
 from app.outbox.batch import Attempted, Ready
 from app.outbox.senders import data_checkpoint
 from app.outbox.states import OutboxState, sources
@@ -23,12 +25,19 @@ _OUTBOX = OutboxMessage.__table__
 
 def send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
     """The provider call (a sending thread). An email writes its checkpoint right before the final dot."""
+    with log_context(message_id=ready.message_id, case_id=ready.case_id):
+        return _send_one(app, ready, senders)
+
+
+def _send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
     if ready.channel != Channel.EMAIL:
-        return Attempted(ready, senders[ready.channel].send(ready.outbound))
+        with provider_call(ready.channel, "send"):
+            return Attempted(ready, senders[ready.channel].send(ready.outbound))
     mid, owner = ready.message_id, ready.owner
     with app.app_context():
         try:
-            with data_checkpoint(lambda: _checkpoint(mid, owner), lambda code: _delivered(mid, owner, code)) as point:
+            with data_checkpoint(lambda: _checkpoint(mid, owner), lambda code: _delivered(mid, owner, code)) as point, \
+                    provider_call(Channel.EMAIL, "send"):
                 result = senders[Channel.EMAIL].send(ready.outbound)
         finally:
             db.session.remove()

@@ -7,6 +7,13 @@ Graph envelope ``{"error": {"message", "type", "code", "error_data", "fbtrace_id
 ``X-Hub-Signature-256``, after small delays and, for a share ``out_of_order`` of messages, in shuffled order,
 as Meta does.
 
+Every WhatsApp user has a business-scoped user id (BSUID, ``US.1349...``: country, a dot, digits; stable per
+number, see :meth:`WhatsAppSimulator.user_id_for`), which webhooks carry as Meta's do now: ``contacts[].user_id``
+on statuses and inbound messages, ``statuses[].recipient_user_id`` and ``messages[].from_user_id``. A user who
+adopted a username may have the phone number withheld (``withhold_phone`` on an inbound message): then
+``contacts[].wa_id`` and ``messages[].from`` are left out and only the user id says who wrote. Template status
+updates carry ``entry[].time``.
+
 As on the real service, a free-form text outside the 24-hour window and a number that is not on WhatsApp are
 accepted (200) and then fail by webhook (131047, 131026). A number can also be set to answer synchronously
 with any Graph error (``reject:131026``, ``reject:131056``, ``reject:130429`` ...).
@@ -15,9 +22,9 @@ Control routes (besides the harness's ``requests``, ``reset``, ``faults``):
 
     GET/POST /_control/numbers        {"number": "15551234567", "behaviour": "deliver|read|not_on_whatsapp|
                                        reject:CODE|silent"}
-    POST /_control/inbound            {"from": "15551234567", "text": "STOP", "name"?: "Ana"}: the customer
-    writes
-                                       (opens the 24-hour window) and a signed webhook is POSTed
+    POST /_control/inbound            {"from": "15551234567", "text": "STOP", "name"?: "Ana",
+                                       "withhold_phone"?: true}: the customer writes (opens the 24-hour
+                                       window) and a signed webhook is POSTed
     POST /_control/window             {"number": ..., "last_inbound_at": UNIX_SECONDS | null}
     GET  /_control/templates          every template; POST adds one directly:
                                        {"name", "language", "body", "category"?, "status"?: "APPROVED"}
@@ -34,6 +41,7 @@ start, so the inbox outlives a restart.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import random
@@ -104,6 +112,18 @@ def _wamid() -> str:
     return "wamid." + base64.b64encode(b"HBgL" + uuid.uuid4().bytes + uuid.uuid4().bytes[:4]).decode().rstrip(
         "="
     )
+
+
+#: ISO 3166 country of a number's calling code, for the BSUID's prefix (the simulator's few; others are "US")
+_COUNTRY_BY_PREFIX = {"1": "US", "7": "RU", "33": "FR", "34": "ES", "39": "IT", "44": "GB", "49": "DE", "52": "MX",
+                      "54": "AR", "55": "BR", "57": "CO", "91": "IN"}
+
+
+def _country(number: str) -> str:
+    for length in (2, 1):
+        if number[:length] in _COUNTRY_BY_PREFIX:
+            return _COUNTRY_BY_PREFIX[number[:length]]
+    return "US"
 
 
 def _body_text(components: list[dict[str, Any]], kind: str = "BODY") -> str:
@@ -219,6 +239,13 @@ class WhatsAppSimulator(SimulatorServer):
     def count(self, reference: str) -> int:
         with self._lock:
             return self.references[reference]
+
+    def user_id_for(self, number: str) -> str:
+        """The number's business-scoped user id in this business portfolio: always the same for one number (Meta
+        makes a new one only when the user changes number)."""
+        digits = _digits(number)
+        seed = hashlib.sha256(f"{self.waba_id}:{digits}".encode()).digest()
+        return f"{_country(digits)}.{int.from_bytes(seed[:8], 'big') % 10**19:019d}"
 
     def set_number(self, number: str, behaviour: str) -> None:
         if behaviour.partition(":")[0] not in BEHAVIOURS:
@@ -462,12 +489,16 @@ class WhatsAppSimulator(SimulatorServer):
             if order[status] > order.get(message["status"], 0):
                 message["status"] = status
                 self._keep({"kind": "status", "id": message["id"], "status": status})
+        on_whatsapp = code != 131026  # a number not on WhatsApp has no user, so no user id
+        user_id = self.user_id_for(message["to"]) if on_whatsapp else None
         entry: dict[str, Any] = {
             "id": message["id"],
             "status": status,
             "timestamp": str(int(time.time())),
             "recipient_id": message["to"],
         }
+        if user_id:
+            entry["recipient_user_id"] = user_id
         if message.get("reference"):
             entry["biz_opaque_callback_data"] = message["reference"]
         if code is not None:
@@ -489,20 +520,24 @@ class WhatsAppSimulator(SimulatorServer):
                 "display_phone_number": self.display_phone_number,
                 "phone_number_id": self.phone_number_id,
             },
+            "contacts": [{"wa_id": message["to"], **({"user_id": user_id} if user_id else {})}],
             "statuses": [entry],
         }
         self._deliver(self._envelope("messages", value), "status")
 
     def send_inbound(
-        self, sender: str, text: str, *, name: str = "Customer", url: str | None = None
+        self, sender: str, text: str, *, name: str = "Customer", url: str | None = None,
+        withhold_phone: bool = False,
     ) -> dict[str, Any]:
-        """The customer writes to us: opens the 24-hour window and POSTs the signed webhook."""
+        """The customer writes to us: opens the 24-hour window and POSTs the signed webhook. ``withhold_phone``:
+        the user adopted a username and Meta leaves the number out (``wa_id``, ``from``); the user id remains."""
         number = _digits(sender)
+        user_id = self.user_id_for(number)
         now = time.time()
         wamid = _wamid()
         with self._lock:
             self.last_inbound[number] = now
-            record: dict[str, Any] = {"id": wamid, "from": number, "text": text, "at": now}
+            record: dict[str, Any] = {"id": wamid, "from": number, "user_id": user_id, "text": text, "at": now}
             self.inbound.append(record)
         self._keep({"kind": "inbound", "record": record})
         value = {
@@ -511,10 +546,11 @@ class WhatsAppSimulator(SimulatorServer):
                 "display_phone_number": self.display_phone_number,
                 "phone_number_id": self.phone_number_id,
             },
-            "contacts": [{"profile": {"name": name}, "wa_id": number}],
+            "contacts": [{"profile": {"name": name}, "wa_id": number, "user_id": user_id}],
             "messages": [
                 {
                     "from": number,
+                    "from_user_id": user_id,
                     "id": wamid,
                     "timestamp": str(int(now)),
                     "type": "text",
@@ -522,6 +558,8 @@ class WhatsAppSimulator(SimulatorServer):
                 }
             ],
         }
+        if withhold_phone:
+            del value["contacts"][0]["wa_id"], value["messages"][0]["from"]
         outcome = self._deliver(self._envelope("messages", value), "inbound", url)
         return {**record, **(outcome or {})}
 
@@ -580,7 +618,9 @@ class WhatsAppSimulator(SimulatorServer):
             "message_template_category": template["category"],
             "reason": reason if status != "APPROVED" else None,
         }
-        self._deliver(self._envelope("message_template_status_update", value), "template")
+        payload = self._envelope("message_template_status_update", value)
+        payload["entry"][0]["time"] = int(time.time())  # template updates say when, on the entry
+        self._deliver(payload, "template")
         return dict(template)
 
     # -- control ---------------------------------------------------------------------------------------------
@@ -601,7 +641,8 @@ class WhatsAppSimulator(SimulatorServer):
                 return json_response({"error": "'from' is required"}, 400)
             return json_response(
                 self.send_inbound(
-                    str(spec["from"]), str(spec.get("text", "")), name=spec.get("name", "Customer")
+                    str(spec["from"]), str(spec.get("text", "")), name=spec.get("name", "Customer"),
+                    withhold_phone=bool(spec.get("withhold_phone")),
                 )
             )
         if action == "window" and request.method == "POST":
