@@ -155,6 +155,14 @@ class Config:
     TRUSTED_PROXY_HOPS = env_int("RECOUP_TRUSTED_PROXIES", 0)
     # A signed-in session lasts this long at most (its cookie is refused after), and ends at sign-out everywhere
     PERMANENT_SESSION_LIFETIME = env_int("RECOUP_SESSION_HOURS", 12) * 3600
+    # Operations (docs/operations.md): /readyz fails when the oldest due outbox row or waiting RQ job is older than
+    # this; /metrics answers a bearer token when one is set, else only clients in these networks; logs as JSON lines
+    # with RECOUP_LOG_FORMAT=json; a request's X-Request-ID is kept only when a trusted proxy sets it
+    READY_MAX_LAG_SECONDS = env_int("RECOUP_READY_MAX_LAG_SECONDS", 900)
+    METRICS_TOKEN = env("RECOUP_METRICS_TOKEN")
+    METRICS_ALLOW = env_list("RECOUP_METRICS_ALLOW") or ("127.0.0.0/8", "::1/128")
+    LOG_FORMAT = env("RECOUP_LOG_FORMAT", "plain")
+    TRUST_REQUEST_ID = env_bool("RECOUP_TRUST_REQUEST_ID", TRUSTED_PROXY_HOPS > 0)
 
 
 class ProductionConfig(Config):

@@ -37,7 +37,9 @@ def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides:
         engine_options.setdefault("max_overflow", 20)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options
     _ensure_sqlite_folder(app.config["SQLALCHEMY_DATABASE_URI"])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.ops.logs import configure as configure_logs
+
+    configure_logs(app.config.get("LOG_FORMAT"))  # plain text, or JSON lines (RECOUP_LOG_FORMAT=json)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     from app.extensions import babel, csrf, db, login_manager, migrate

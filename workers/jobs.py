@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from app.ops.metrics import timed_job
 from workers.context import job_context
 
 log = logging.getLogger(__name__)
 
 
+@timed_job
 def fetch_all() -> list[str]:
     """Periodic: one incremental fetch of every enabled gateway account."""
     with job_context():
@@ -21,6 +23,7 @@ def fetch_all() -> list[str]:
         return [report.summary() for report in reports]
 
 
+@timed_job
 def fetch_account(account_id: int) -> str:
     with job_context():
         from app.ingest.transactions import fetch_account as fetch
@@ -28,6 +31,7 @@ def fetch_account(account_id: int) -> str:
         return fetch(account_id).summary()
 
 
+@timed_job
 def plan_cases(case_ids: list[int]) -> dict[str, Any]:
     """Plan new cases with the active policy; a case already planned is left alone."""
     with job_context():
@@ -36,6 +40,7 @@ def plan_cases(case_ids: list[int]) -> dict[str, Any]:
         return plan(case_ids)
 
 
+@timed_job
 def send_message(message_id: int) -> str:
     """One outbox row sent now (a receipt), not at the next periodic run; a row already claimed is left alone."""
     with job_context() as app, app.app_context():  # a session of its own, also when a request enqueued it in-process
@@ -44,6 +49,7 @@ def send_message(message_id: int) -> str:
         return send_now(message_id)
 
 
+@timed_job
 def dispatch_due() -> dict[str, Any]:
     """Periodic: claim due outbox messages and send them."""
     with job_context():

@@ -63,6 +63,8 @@ from app.gateways.base import (
 )
 from app.models import Customer, GatewayAccount, MessageEvent, OutboxMessage, Payment, RecoveryCase
 from app.models.types import utcnow
+from app.ops.logs import log_context
+from app.ops.metrics import count_payment, provider_call
 from app.outbox.states import OutboxState, sources
 from app.payments.links import revoke_case_links
 from app.payments.receipts import send_receipt
@@ -329,7 +331,7 @@ def pay_case(request: PayRequest, *, now: datetime | None = None) -> PayOutcome:
         raise PaymentError("no_token", "a new card or bank account needs a payment token")
     # End whatever the caller read: everything below is read after the lock is taken, so it is current.
     db.session.rollback()
-    with case_lock(request.case_id):
+    with log_context(case_id=request.case_id), case_lock(request.case_id):
         try:
             return _pay_locked(request, method, now or utcnow())
         finally:
@@ -373,6 +375,7 @@ def _pay_locked(request: PayRequest, method: PayMethod, now: datetime) -> PayOut
         payment.state = "unknown"
         payment.response_text = str(exc)[:255]
         db.session.commit()
+        count_payment(payment.initiator, payment.method, "unknown")
         _resolve(payment, case, now)
         return _outcome(payment, case)
     except GatewayError as exc:  # unavailable / refused credentials: the client made sure nothing was charged
@@ -456,6 +459,7 @@ def _apply_result(payment: Payment, result: ChargeResult, case: RecoveryCase, no
         payment.state = "approved"
         finished = _record_recovery(case, payment, now)
         db.session.commit()
+        count_payment(payment.initiator, payment.method, "approved")
         if payment.method in NEW_METHODS:
             _adopt_new_method(payment, case)
         _book_sale(payment.id)
@@ -464,6 +468,7 @@ def _apply_result(payment: Payment, result: ChargeResult, case: RecoveryCase, no
         return
     payment.state = "declined" if result.status.value == "declined" else "error"
     db.session.commit()
+    count_payment(payment.initiator, payment.method, payment.state)
 
 
 def _book_sale(payment_id: int) -> None:
@@ -490,6 +495,7 @@ def _finish(payment: Payment, state: str, now: datetime, *, code: str | None = N
     payment.response_text = (text or "")[:255] or None
     payment.completed_at = now
     db.session.commit()
+    count_payment(payment.initiator, payment.method, state)
 
 
 def _record_recovery(case: RecoveryCase, payment: Payment, now: datetime) -> bool:
@@ -723,7 +729,8 @@ def run_due_payment_retries(now: datetime | None = None, limit: int = 100) -> di
         if not claimed:
             continue
         try:
-            count(_run_due_row(row_id, now))
+            with log_context(message_id=row_id):
+                count(_run_due_row(row_id, now))
         except CaseBusy:
             db.session.rollback()
             _release_row(row_id, now + timedelta(minutes=5), "case busy")
@@ -794,6 +801,7 @@ def _run_due_row(row_id: int, now: datetime) -> str:
                 payment.state = "unknown"
                 payment.response_text = str(exc)[:255]
                 _finish_row(row, OutboxState.UNKNOWN, {"order_id": order_id, "error": str(exc)[:200]})
+                count_payment(payment.initiator, payment.method, "unknown")
                 return "unknown"
             except GatewayAuthError as exc:
                 _finish(payment, "error", now, text=str(exc))
@@ -917,6 +925,15 @@ def _charge_vault(gateway: Gateway, vault: str, amount_minor: int, currency: str
                   initiator: Initiator, order_description: str | None,
                   initial_transaction_id: str | None = None, ip_address: str | None = None) -> ChargeResult:
     """``Gateway.charge_vault``, with NMI's duplicate window (and the payer's address) when the gateway is NMI."""
+    with provider_call(_provider(gateway), "charge_vault"):
+        return _charge_vault_call(gateway, vault, amount_minor, currency, order_id=order_id, initiator=initiator,
+                                  order_description=order_description,
+                                  initial_transaction_id=initial_transaction_id, ip_address=ip_address)
+
+
+def _charge_vault_call(gateway: Gateway, vault: str, amount_minor: int, currency: str, *, order_id: str,
+                       initiator: Initiator, order_description: str | None,
+                       initial_transaction_id: str | None, ip_address: str | None) -> ChargeResult:
     from app.gateways.nmi import NmiGateway
 
     if isinstance(gateway, NmiGateway):
@@ -933,12 +950,18 @@ def _charge_token(gateway: Gateway, token: str, amount_minor: int, currency: str
     """``Gateway.charge_token``, with NMI's duplicate window (and the payer's address) when the gateway is NMI."""
     from app.gateways.nmi import NmiGateway
 
-    if isinstance(gateway, NmiGateway):
+    with provider_call(_provider(gateway), "charge_token"):
+        if isinstance(gateway, NmiGateway):
+            return gateway.charge_token(token, amount_minor, currency, order_id=order_id,
+                                        order_description=order_description, dup_seconds=DUP_SECONDS,
+                                        ip_address=ip_address)
         return gateway.charge_token(token, amount_minor, currency, order_id=order_id,
-                                    order_description=order_description, dup_seconds=DUP_SECONDS,
-                                    ip_address=ip_address)
-    return gateway.charge_token(token, amount_minor, currency, order_id=order_id,
-                                order_description=order_description)
+                                    order_description=order_description)
+
+
+def _provider(gateway: Gateway) -> str:
+    """The metrics' provider label of a gateway client: ``nmi`` for NmiGateway."""
+    return type(gateway).__name__.removesuffix("Gateway").lower() or "gateway"
 
 
 def _description(case: RecoveryCase) -> str | None:

@@ -10,6 +10,8 @@ def register_blueprints(app: Flask) -> None:
     from app.web.api import bp as api_bp
     from app.web.auth import bp as auth_bp
     from app.web.hooks import bp as hooks_bp
+    from app.web.ops import bp as ops_bp
+    from app.web.ops import install as install_request_ids
     from app.web.pay import bp as pay_bp
     from app.web.short import bp as short_bp
     from app.web.track import bp as track_bp
@@ -20,6 +22,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(track_bp)
     app.register_blueprint(hooks_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(ops_bp)  # /healthz, /readyz, /metrics
+    install_request_ids(app)
     # Providers cannot send our CSRF token: webhooks are authenticated by their signatures instead.
     csrf.exempt(hooks_bp)
     csrf.exempt(api_bp)
@@ -30,7 +34,3 @@ def register_blueprints(app: Flask) -> None:
         from flask import redirect, url_for
 
         return redirect(url_for("admin.index"))
-
-    @app.get("/healthz")
-    def healthz():  # type: ignore[no-untyped-def]
-        return {"ok": True}

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, request
 
 from app.channels.base import Channel, WebhookPayloadError
 from app.ingest.webhooks import HookRejected, handle_nmi_webhook
+from app.ops.metrics import count_webhook
 from app.outbox.senders import channel_secret
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
@@ -17,6 +18,14 @@ log = logging.getLogger(__name__)
 #: what a refused sender is told, by status: the reason itself goes to the log only (it may name accounts, parse
 #: errors or configuration, which a forger must not learn)
 _PUBLIC_REASON = {400: "payload not understood", 401: "signature not accepted", 403: "signature not accepted"}
+
+
+@bp.after_request
+def _count(response: Response) -> Response:
+    """Every webhook answered, by provider and outcome (app.ops.metrics), refusals and oversized bodies too."""
+    provider = request.path.removeprefix("/hooks/").split("/", 1)[0] or "unknown"
+    count_webhook(provider if provider in ("nmi", "twilio", "whatsapp") else "unknown", response.status_code)
+    return response
 
 
 def _refuse(why: str, status: int = 401, public: str | None = None):  # type: ignore[no-untyped-def]
