@@ -236,9 +236,11 @@ class TwilioSender:
         self, to: str, body: str, *, since: datetime, from_: str | None = None
     ) -> dict[str, Any] | None:
         """The newest message to ``to`` with exactly ``body`` created at or after ``since`` (minus clock
-        skew)."""
+        skew). Through a Messaging Service Twilio leaves ``from`` null until it has picked a sender, so a
+        service's messages are never looked up by ``From`` (that would miss the one just accepted and send it
+        twice)."""
         params = {"To": to, "PageSize": "50"}
-        if from_:
+        if from_ and not self.messaging_service_sid:
             params["From"] = from_
         response = self.session.get(self.messages_url, params=params, timeout=self.timeout)
         response.raise_for_status()

@@ -304,7 +304,7 @@ class TwilioSimulator(SimulatorServer):
             "sid": sid,
             "account_sid": self.account_sid,
             "messaging_service_sid": service or None,
-            "from": sender or self.from_number,
+            "from": sender or None,  # a Messaging Service picks the sender later: null until then, as on Twilio
             "to": to,
             "body": body,
             "status": "accepted" if service else "queued",
@@ -361,6 +361,7 @@ class TwilioSimulator(SimulatorServer):
             if message is None:  # reset in between
                 return
             message["status"] = status
+            message["from"] = message["from"] or self.from_number  # the service's sender, chosen by now
             message["date_updated"] = _now_rfc2822()
             if status == "sent":
                 message["date_sent"] = message["date_updated"]

@@ -96,6 +96,8 @@ def test_created_message_resource(sim):
 def test_messaging_service_messages_start_accepted(sim):
     response = post(sim, To="+13055550142", MessagingServiceSid="MG" + "0" * 32, Body="x")
     assert response.json()["status"] == "accepted"
+    # as Twilio: no sender yet, so `from` is null (issue 16, point 5); the service picks one before it is sent
+    assert response.json()["from"] is None and response.json()["messaging_service_sid"] == "MG" + "0" * 32
 
 
 def test_control_api_numbers_inbound_references_and_inbox(sim, hooks):

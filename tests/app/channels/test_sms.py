@@ -1,3 +1,4 @@
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
@@ -176,6 +177,31 @@ def test_500_after_twilio_accepted_is_reconciled_not_resent(twilio):
     assert result.accepted and result.provider_message_id.startswith("SM")
     assert twilio.count("r-500") == 1
     assert len([r for r in twilio.received("Messages.json") if r.method == "POST"]) == 1
+
+
+def test_a_messaging_service_message_has_from_null_until_a_sender_is_chosen_and_is_still_found(twilio):
+    """Issue 16, point 5: through a Messaging Service Twilio answers ``from: null`` (status ``accepted``) until it
+    picks a sender. The client takes that as accepted, and the lookup dispatch's reconciliation makes (with the
+    From number it recorded for the attempt) still finds the message instead of sending it a second time."""
+    twilio.set_number("+13055550177", "silent")  # no sender chosen yet: the message stays as created
+    sender = sender_for(twilio, messaging_service_sid="MG" + "1" * 32)
+    started = datetime.now(UTC)
+    result = sender.send(sms(to="+13055550177", ref="r-service"))
+    assert result.accepted and result.status == "accepted" and result.provider_message_id.startswith("SM")
+    assert result.raw["from"] is None and result.raw["messaging_service_sid"] == "MG" + "1" * 32
+    found = sender.find_message("+13055550177", sms().text, since=started, from_=sender.from_number)
+    assert found is not None and found["sid"] == result.provider_message_id and found["from"] is None
+
+
+def test_a_messaging_service_message_gets_its_from_once_twilio_picks_the_sender(twilio, receiver):
+    sender = TwilioSender(SID, TOKEN, messaging_service_sid="MG" + "2" * 32, api_url=twilio.url)
+    result = sender.send(sms(ref="r-picked", callback=f"{receiver.url}/status"))
+    assert result.accepted and result.raw["from"] is None
+    assert twilio.wait_for_callbacks(2)
+    [*_, last] = receiver.received("/status")
+    callback = dict(parse_qsl(last.body.decode()))
+    assert callback["From"] == FROM and callback["MessagingServiceSid"] == "MG" + "2" * 32
+    assert sender.fetch(result.provider_message_id)["from"] == FROM
 
 
 def test_timeout_after_twilio_accepted_does_not_send_a_second_sms(twilio):
