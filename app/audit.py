@@ -181,12 +181,19 @@ def _adopt(head: AuditChainHead, key: bytes) -> None:
 
 
 # -- checking --------------------------------------------------------------------------------------------------------
+#: where a problem is (ChainCheck.kind): an entry, the signed head row, or the checkpoint file
+ENTRY, HEAD, CHECKPOINT = "entry", "head", "checkpoint"
+
+
 @dataclass(frozen=True)
 class ChainCheck:
     ok: bool
     checked: int
+    #: the entry where the problem shows (for a head problem, the newest entry the head is about; none for the
+    #: checkpoint, or when no entry is left)
     first_broken_id: int | None = None
     problem: str | None = None
+    kind: str | None = None  # ENTRY, HEAD or CHECKPOINT when not ok
 
 
 def verify_chain(config: Any = None) -> ChainCheck:
@@ -200,7 +207,7 @@ def verify_chain(config: Any = None) -> ChainCheck:
         head.last_id, head.last_hash, head.entries, head.legacy_until_id, head.recreated_at_id), head.signature)
     if head is not None and not head_ok:
         return ChainCheck(False, 0, head.last_id, "the chain's signed head was altered (its signature does not "
-                                                  "match): the newest entries cannot be vouched for")
+                                                  "match): the newest entries cannot be vouched for", HEAD)
     prev = GENESIS
     count = 0
     keyed_seen = False
@@ -209,28 +216,28 @@ def verify_chain(config: Any = None) -> ChainCheck:
         count += 1
         if entry.prev_hash != prev:
             return ChainCheck(False, count, entry.id, "it does not follow the entry before it: an entry before it "
-                                                      "was altered or removed, or two writers forked the chain")
+                                                      "was altered or removed, or two writers forked the chain", ENTRY)
         problem = _entry_problem(entry, prev, keys, head)
         if problem:
-            return ChainCheck(False, count, entry.id, problem)
+            return ChainCheck(False, count, entry.id, problem, ENTRY)
         keyed_seen = keyed_seen or entry.hash_version == KEYED
         prev = entry.hash
         last = entry
     if head is None:
         if keyed_seen:
             return ChainCheck(False, count, last.id if last else None,
-                              "the chain's signed head is missing: the newest entries may have been removed")
+                              "the chain's signed head is missing: the newest entries may have been removed", HEAD)
         return ChainCheck(True, count)
     if head.recreated_at_id is not None:
         return ChainCheck(False, count, head.recreated_at_id,
                           f"the chain's signed head was removed and made again at entry #{head.recreated_at_id}: "
-                          "entries written before that may have been removed")
+                          "entries written before that may have been removed", HEAD)
     problem = _head_problem(head, last, count)
     if problem:
-        return ChainCheck(False, count, last.id if last else None, problem)
+        return ChainCheck(False, count, last.id if last else None, problem, HEAD)
     problem = _checkpoint_problem(config, keys)
     if problem:
-        return ChainCheck(False, count, None, problem)
+        return ChainCheck(False, count, None, problem, CHECKPOINT)
     return ChainCheck(True, count)
 
 

@@ -54,7 +54,10 @@ def audit_verify() -> None:
     if result.ok:
         click.echo(f"audit log intact: {result.checked} entries")
         return
-    where = f" at entry {result.first_broken_id}" if result.first_broken_id is not None else ""
+    if result.kind == "entry":
+        where = f" at entry {result.first_broken_id}"
+    else:  # the signed head or the checkpoint file: no entry of its own is wrong
+        where = f" ({'checkpoint file' if result.kind == 'checkpoint' else 'signed head'})"
     click.echo(f"audit log BROKEN{where}: {result.problem}", err=True)
     raise SystemExit(1)
 
