@@ -1,4 +1,8 @@
-"""Recording what the providers answered, a batch in one transaction."""
+"""Recording what the providers answered, a batch in one transaction.
+
+What can never go as it is waits for a person, never for a retry: a message our builder refused (``unbuildable``,
+:mod:`app.outbox.send`) goes to ``review`` after its one attempt, and so does one a provider refused for good when no
+fallback channel is left (but an opt-out, which is the customer's answer, fails it)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from app.models import OutboxMessage, RecoveryCase
 from app.models.types import utcnow
 from app.ops.metrics import count_send
 from app.outbox.batch import Attempted, BatchRows, Ready, add_event, add_event_for, rows_written_together
+from app.outbox.send import UNBUILDABLE
 from app.outbox.states import ON_THE_WAY, SENT_STATES, sources
 from app.outbox.states import OutboxState as S
 from app.recovery.cases import move_cases
@@ -114,6 +119,11 @@ def record_failure(message: OutboxMessage, ready: Ready, result: SendResult, now
         return "lost"
     message.error_code = (result.error_code or "")[:32] or None
     message.error_text = (result.error_text or "")[:500] or None
+    if result.error_code == UNBUILDABLE:  # the same row would build the same message: a person fixes it first
+        message.state = S.REVIEW
+        add_event(message, "review", {**payload, "why": f"{result.error_text}; it is not sent again until someone "
+                                                        "corrects the customer's details or the template"})
+        return "review"
     if result.unknown:
         if channel == Channel.EMAIL:
             message.state = S.REVIEW
@@ -133,8 +143,14 @@ def record_failure(message: OutboxMessage, ready: Ready, result: SendResult, now
             message.state = S.CLAIMED
             add_event(message, "fallback", {"to": message.channel, "after": channel})
             return "fallback"
-        message.state = S.FAILED
-        return "failed"
+        if result.opted_out:
+            message.state = S.FAILED
+            return "failed"
+        message.state = S.REVIEW  # an address or content the provider will never take: not retried, a person looks
+        refusal = " ".join(filter(None, (result.error_code, result.error_text))) or "no reason given"
+        add_event(message, "review", {**payload, "why": f"{channel} refused it for good ({refusal[:300]}) and no "
+                                                        "other channel is left"})
+        return "review"
     if result.retryable and message.attempts < MAX_ATTEMPTS:
         wait_for = RETRY_BACKOFF[min(message.attempts - 1, len(RETRY_BACKOFF) - 1)]
         if result.retry_after:

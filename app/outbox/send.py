@@ -1,26 +1,68 @@
-"""The provider call, on a sending thread; an email records its checkpoint right before its final dot."""
+"""The provider call, on a sending thread; an email records its checkpoint right before its final dot.
+
+A message that can never be built (a header our builder refuses because it would be injected, an address or a body
+a channel refuses as built, text that cannot be encoded) raises in the sender before anything goes out. That is no
+transient fault: the same row would build the same message next time. It comes back as an *unbuildable* result,
+which :mod:`app.outbox.record` sends to review at once with the reason, instead of leaving the row in ``sending``
+for the lease to run out and the dispatcher to claim it again, for ever.
+"""
 
 from __future__ import annotations
 
+import email.errors
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import requests
 import sqlalchemy as sa
 from flask import Flask, current_app
 
+from app.channels.base import OutboundMessage, SendResult
 from app.extensions import db
 from app.models import OutboxMessage
 from app.models.types import utcnow
 from app.ops.logs import log_context
 from app.ops.metrics import provider_call
 from app.outbox.batch import Attempted, Ready
-from app.outbox.senders import data_checkpoint
+from app.outbox.senders import DataCheckpoint, data_checkpoint
 from app.outbox.states import OutboxState, sources
 from app.outbox.states import OutboxState as S
 from rules.vocabulary import Channel
 
 _OUTBOX = OutboxMessage.__table__
+log = logging.getLogger(__name__)
+
+#: the ``error_code`` of a message that cannot be built as it is (:func:`unbuildable`)
+UNBUILDABLE = "unbuildable"
+#: what a sender raises for a message it can never build or send as it is (channels' InvalidMessageError is a
+#: ValueError; so are the email package's refusal of a line break in a header and an encoding error); a database or
+#: network error is none of these, and stays what it was (the lease runs out, the row is claimed again)
+_UNBUILDABLE_ERRORS = (ValueError, email.errors.MessageError)
+
+
+def unbuildable(exc: BaseException) -> SendResult:
+    """The result of a send that raised because the message cannot be built: nothing was sent."""
+    text = f"the message cannot be built: {type(exc).__name__}: {exc}"
+    return SendResult(accepted=False, status="failed", error_code=UNBUILDABLE, error_text=text[:500], permanent=True,
+                      attempts=1)
+
+
+def _guarded(send: Callable[[OutboundMessage], SendResult], ready: Ready,
+             point: DataCheckpoint | None = None) -> SendResult:
+    """``send(ready.outbound)``; a message the sender refuses to build comes back as :func:`unbuildable`. Not after
+    an email's final dot, nor a ValueError raised while reading a provider's answer (requests' JSONDecodeError):
+    then the provider may have it, and it is not ours to call unbuildable."""
+    try:
+        return send(ready.outbound)
+    except Exception as exc:
+        if (not isinstance(exc, _UNBUILDABLE_ERRORS) or isinstance(exc, requests.RequestException)
+                or (point is not None and point.reached_dot)):
+            raise
+        log.warning("message %s cannot be built for %s: %s", ready.message_id, ready.channel, exc)
+        return unbuildable(exc)
 
 
 def send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
@@ -32,13 +74,13 @@ def send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
 def _send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
     if ready.channel != Channel.EMAIL:
         with provider_call(ready.channel, "send"):
-            return Attempted(ready, senders[ready.channel].send(ready.outbound))
+            return Attempted(ready, _guarded(senders[ready.channel].send, ready))
     mid, owner = ready.message_id, ready.owner
     with app.app_context():
         try:
             with data_checkpoint(lambda: _checkpoint(mid, owner), lambda code: _delivered(mid, owner, code)) as point, \
                     provider_call(Channel.EMAIL, "send"):
-                result = senders[Channel.EMAIL].send(ready.outbound)
+                result = _guarded(senders[Channel.EMAIL].send, ready, point)
         finally:
             db.session.remove()
     if point.vetoed:
