@@ -80,8 +80,8 @@ def mask_phone(value: str) -> str:
 def mask_name(value: str) -> str:
     if "@" in value:  # a customer with no name is named by their email
         return mask_email(value)
-    words = [w for w in re.split(r"[\s,]+", value.strip()) if w]
-    return " ".join(f"{w[0].upper()}." for w in words) if words else ""
+    words = [w for w in re.split(r"[\s,]+", value.strip()) if w[:1].isalpha()]  # no digits, no punctuation
+    return " ".join(f"{w[0].upper()}." for w in words) if words else DOT * 3
 
 
 def mask_place(value: str) -> str:
