@@ -56,6 +56,11 @@ class WebhookSignatureError(GatewayError):
     """A webhook's signature is missing, malformed or wrong. Answer 401 and store nothing."""
 
 
+class WebhookUnusable(GatewayProtocolError):
+    """A correctly signed webhook that cannot be used. ``str(exc)`` says why in Recoup's own words (safe to tell the
+    sender, who holds the signing key; it names no account and quotes no parser); ``detail`` is the log's."""
+
+
 class RecordUnreadable(GatewayProtocolError):
     """One record of a page (or one webhook's transaction) cannot be read as a transaction: an amount or a date
     that is not one, no transaction id. The rest of the page is fine: the client hands it on as an

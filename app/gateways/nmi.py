@@ -45,6 +45,7 @@ from app.gateways.base import (
     SaleTransaction,
     WebhookEvent,
     WebhookSignatureError,
+    WebhookUnusable,
 )
 from app.gateways.nmi_xml import (
     DEFAULT_MAX_TEXT,
@@ -794,7 +795,9 @@ class NmiGateway(Gateway):
     def verify_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> WebhookEvent:
         """Verify ``Webhook-Signature: t=<nonce>,s=<hex>`` (HMAC over ``nonce + "." + raw_body``), parse.
 
-        Re-deliveries carry the same ``event_id``: the caller de-duplicates on it.
+        Re-deliveries carry the same ``event_id``: the caller de-duplicates on it. A transaction event's fields come
+        directly under ``event_body`` or nested under ``event_body.transaction`` (both shapes are in use). Once the
+        signature holds, whatever stops the body from being used is a :class:`WebhookUnusable` that says why.
         """
         if not self.webhook_signing_key:
             raise WebhookSignatureError("no NMI webhook signing key is configured", gateway=self.name)
@@ -811,18 +814,27 @@ class NmiGateway(Gateway):
         if not hmac.compare_digest(expected, signature):
             raise WebhookSignatureError("webhook signature does not match", gateway=self.name)
         try:
+            return self._parse_webhook(raw_body)
+        except WebhookUnusable:
+            raise
+        except Exception as exc:  # signed: never blamed on the signature, and the sender is told it is the body
+            logger.exception("NMI webhook signed correctly but cannot be read")
+            raise WebhookUnusable("the event cannot be read", gateway=self.name, detail=repr(exc)[:500]) from None
+
+    def _parse_webhook(self, raw_body: bytes) -> WebhookEvent:
+        try:
             envelope = json.loads(raw_body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise GatewayProtocolError(f"webhook body is not JSON: {exc}", gateway=self.name) from None
+            raise WebhookUnusable("the body is not JSON", gateway=self.name, detail=str(exc)) from None
         except RecursionError:  # signed, yet nested deeper than a parser should follow
-            raise GatewayProtocolError("webhook body nests too deeply", gateway=self.name) from None
+            raise WebhookUnusable("the body nests too deeply", gateway=self.name) from None
         if not isinstance(envelope, dict):
-            raise GatewayProtocolError("webhook body is not a JSON object", gateway=self.name)
+            raise WebhookUnusable("the body is not a JSON object", gateway=self.name)
         event_id = envelope.get("event_id")
         event_type = envelope.get("event_type")
         if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str) or not event_type:
-            raise GatewayProtocolError("webhook without event_id / event_type", gateway=self.name)
-        body = envelope.get("event_body")
+            raise WebhookUnusable("no event_id or event_type", gateway=self.name)
+        body = _transaction_body(envelope.get("event_body"))
         transaction = None
         if isinstance(body, dict) and _is_failed_sale_event(event_type, body):
             try:
@@ -990,6 +1002,19 @@ def _clean(value: str | None) -> str | None:
 def _obj(body: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = body.get(name)
     return value if isinstance(value, dict) else {}
+
+
+def _transaction_body(body: object) -> object:
+    """A transaction event's fields as one flat record: NMI's usual shape has them directly under ``event_body``;
+    another puts them under ``event_body.transaction`` (its id as ``transaction_id`` or ``id``), beside the event's
+    own ``merchant`` and ``features``. Anything else is returned as it came."""
+    if not isinstance(body, dict) or body.get("transaction_id") or not isinstance(body.get("transaction"), dict):
+        return body
+    nested = body["transaction"]
+    flat = {k: v for k, v in body.items() if k != "transaction"}
+    flat.update(nested)
+    flat["transaction_id"] = nested.get("transaction_id") or nested.get("id")
+    return flat
 
 
 def _s(value: object) -> str:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.accounts.gateway_accounts import ensure_env_account, gateway_for
 from app.extensions import db
-from app.gateways.base import GatewayProtocolError, WebhookEvent, WebhookSignatureError
+from app.gateways.base import GatewayProtocolError, WebhookEvent, WebhookSignatureError, WebhookUnusable
 from app.ingest.quarantine import WEBHOOK, storable
 from app.ingest.transactions import hand_to_planning, ingest_context, ingest_records
 from app.models import GatewayAccount, InboundEvent
@@ -24,12 +24,14 @@ NMI_FAILURE_EVENTS = ("transaction.sale.failure",)
 
 class HookRejected(Exception):
     """A webhook refused. ``str(exc)`` is what the sender is told (no account names, no internal errors: a forger
-    learns nothing); ``detail`` is what the log says."""
+    learns nothing); ``why``, only for a correctly signed body, says in our own words what is wrong with it;
+    ``detail`` is what the log says."""
 
-    def __init__(self, message: str, status: int = 401, detail: str | None = None) -> None:
+    def __init__(self, message: str, status: int = 401, detail: str | None = None, why: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.detail = detail or message
+        self.why = why
 
 
 def is_failure_event(event_type: str) -> bool:
@@ -48,6 +50,9 @@ def _verify_with_some_account(headers: dict[str, str], body: bytes) -> tuple[Gat
             return account, gateway.verify_webhook(headers, body)
         except WebhookSignatureError as exc:
             problems.append(f"{account.name}: {exc}")
+        except WebhookUnusable as exc:  # the signature is this account's: the body itself is wrong, and it says why
+            raise HookRejected("payload not understood", 400, detail=f"{account.name}: {exc} ({exc.detail or '-'})",
+                               why=str(exc)) from None
         except GatewayProtocolError as exc:  # the signature is this account's: the body itself is wrong
             raise HookRejected("payload not understood", 400, detail=f"{account.name}: {exc}") from None
         except Exception as exc:  # a misconfigured account must not turn a forgery into a 500

@@ -28,9 +28,13 @@ def _count(response: Response) -> Response:
     return response
 
 
-def _refuse(why: str, status: int = 401, public: str | None = None):  # type: ignore[no-untyped-def]
+def _refuse(why: str, status: int = 401, public: str | None = None, reason: str | None = None):  # type: ignore[no-untyped-def]
+    """``reason``: what is wrong with a correctly signed body, in our own words (the sender holds the key)."""
     log.warning("webhook refused at %s (%s): %s", request.path, status, why)
-    return {"error": public or _PUBLIC_REASON.get(status, "refused")}, status
+    answer = {"error": public or _PUBLIC_REASON.get(status, "refused")}
+    if reason:
+        answer["why"] = reason
+    return answer, status
 
 
 @bp.post("/nmi")
@@ -38,7 +42,7 @@ def nmi():  # type: ignore[no-untyped-def]
     try:
         outcome = handle_nmi_webhook(dict(request.headers), request.get_data(cache=False))
     except HookRejected as exc:
-        return _refuse(exc.detail, exc.status)
+        return _refuse(exc.detail, exc.status, reason=exc.why)
     return outcome, 200
 
 

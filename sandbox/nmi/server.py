@@ -6,7 +6,9 @@ streams its XML; the Payment API charges Customer Vault records or a single-use 
 token or card number names only the payer the request names), swaps a vault record's card for a token's or for
 the card an earlier transaction was paid with (``source_transaction_id``), refunds, detects duplicates with
 ``dup_seconds`` and, in test mode, declines amounts under 1.00. Webhooks are signed
-``Webhook-Signature: t=<nonce>,s=<hmac-sha256(nonce + "." + body)>``.
+``Webhook-Signature: t=<nonce>,s=<hmac-sha256(nonce + "." + body)>``. A transaction event's fields come directly
+under ``event_body`` (``webhook_shape="flat"``, the default) or nested under ``event_body.transaction`` beside the
+event's ``merchant`` and ``features`` (``"nested"``): both shapes are in use.
 
 Faults beyond the harness's generic ones (``POST /_control/faults {"kind": ...}``):
 ``truncated_xml``, ``malformed_xml``, ``error_response``, ``entity_bomb``, ``huge_text`` (query.php),
@@ -21,12 +23,14 @@ Control routes (JSON):
     POST /_control/transactions/<id>/settle   {"at": ISO time}    (moves the modified time)
     POST /_control/transactions/<id>/refund   {"amount": "5.00", "at": ISO time}
     POST /_control/webhook               {"event_type": "transaction.sale.failure", "transaction_id": "...",
-                                          "sign": "good"|"bad"|"missing", "url": optional}
+                                          "sign": "good"|"bad"|"missing", "url": optional,
+                                          "shape": "flat"|"nested" (default: the configured webhook_shape)}
     GET  /_control/webhooks              the webhooks sent so far
     POST /_control/vault                 {"customer_vault_id": "CV-1", "decline_code": "202",
                                           "merchant_advice_code": "24", ...customer fields}
     GET  /_control/vault/<id>
-    GET|POST /_control/config            {"webhook_url": ..., "test_mode": ..., "transact_webhooks": true}
+    GET|POST /_control/config            {"webhook_url": ..., "test_mode": ..., "transact_webhooks": true,
+                                          "webhook_shape": "flat"|"nested"}
                                          (the last: push a webhook for every transact.php sale, as NMI does)
     POST /_control/clear                 forget every transaction and vault record
 
@@ -126,6 +130,7 @@ class NmiSimulator(SimulatorServer):
         self.security_key = security_key
         self.webhook_url = webhook_url
         self.webhook_signing_key = webhook_signing_key
+        self.webhook_shape = "flat"  # or "nested": the transaction under event_body.transaction
         #: push ``transaction.sale.success|failure`` for every transact.php sale, as NMI does for a subscribed
         #: merchant (off by default: tests that count deliveries send their own)
         self.transact_webhooks = transact_webhooks
@@ -930,21 +935,29 @@ class NmiSimulator(SimulatorServer):
         sign: str = "good",
         event_id: str | None = None,
         timeout: float = 10.0,
+        shape: str | None = None,
     ) -> WebhookDelivery:
         """POST a signed event about ``transaction`` to ``url`` (default: the configured webhook URL).
 
         ``sign``: ``good``, ``bad`` (a wrong signature) or ``missing`` (no header), for testing receivers.
-        Re-sending with the same ``event_id`` imitates NMI's re-delivery.
+        Re-sending with the same ``event_id`` imitates NMI's re-delivery. ``shape``: ``flat`` or ``nested`` (the
+        transaction's fields under ``event_body.transaction``); default the configured ``webhook_shape``.
         """
         txn = transaction if isinstance(transaction, Transaction) else self._require(transaction)
         target = url or self.webhook_url
         if not target:
             raise ValueError("no webhook URL configured")
         event_id = event_id or str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        event_body = self.webhook_body(event_type, txn)
+        if (shape or self.webhook_shape) == "nested":
+            event_body = {"merchant": event_body.pop("merchant"), "features": event_body.pop("features"),
+                          "transaction": event_body}
+        elif (shape or self.webhook_shape) != "flat":
+            raise ValueError(f"unknown webhook shape {shape or self.webhook_shape!r}; flat or nested")
         envelope = {
             "event_id": event_id,
             "event_type": event_type,
-            "event_body": self.webhook_body(event_type, txn),
+            "event_body": event_body,
         }
         body = json.dumps(envelope).encode()
         headers = {"Content-Type": "application/json"}
@@ -990,7 +1003,7 @@ class NmiSimulator(SimulatorServer):
                 if request.method == "POST":
                     spec = _json(request)
                     for name in ("webhook_url", "test_mode", "security_key", "webhook_signing_key",
-                                 "transact_webhooks"):
+                                 "transact_webhooks", "webhook_shape"):
                         if name in spec:
                             setattr(self, name, spec[name])
                 return json_response(

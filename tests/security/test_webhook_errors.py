@@ -42,7 +42,8 @@ def test_a_signed_whatsapp_body_nested_thousands_deep_is_a_400_not_a_500(app, cl
 def test_a_signed_nmi_body_nested_thousands_deep_is_a_400_not_a_500(client, db):
     nmi_account(db)
     answer = client.post("/hooks/nmi", data=DEEP, headers=nmi_signed(DEEP))
-    assert answer.status_code == 400 and answer.json == {"error": "payload not understood"}
+    assert answer.status_code == 400
+    assert answer.json == {"error": "payload not understood", "why": "the body nests too deeply"}
 
 
 def test_a_signed_nmi_payload_that_is_wrong_is_a_400_and_names_nothing_internal(client, db, caplog):
@@ -51,7 +52,8 @@ def test_a_signed_nmi_payload_that_is_wrong_is_a_400_and_names_nothing_internal(
     with caplog.at_level(logging.WARNING):
         answer = client.post("/hooks/nmi", data=body, headers=nmi_signed(body))
     assert answer.status_code == 400  # not 401: the signature was right, a retry of the same body cannot help
-    assert answer.json == {"error": "payload not understood"}
+    # signed, so the sender (who holds the key) is told what is wrong, in our words: no account, no parser's text
+    assert answer.json == {"error": "payload not understood", "why": "no event_id or event_type"}
     assert "event_id" in caplog.text and "nmi-secret-name" in caplog.text  # the operator's log says what and where
     assert db.session.scalar(sa.select(sa.func.count()).select_from(InboundEvent)) == 0
 
