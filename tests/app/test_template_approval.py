@@ -270,3 +270,51 @@ def test_whatsapp_keeps_metas_status_alongside_our_approval(people, channels):
     assert channels.whatsapp.count(f"m{mid}") == 1
     [sent] = [m for m in channels.whatsapp.messages.values() if m["reference"] == f"m{mid}"]
     assert sent["type"] == "template" and sent["template"] == "payment_failed"
+
+
+@pytest.fixture
+def empty_database_url(backend, tmp_path, pytestconfig):  # type: ignore[no-untyped-def]
+    from tests import backends
+
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'before-approval.db'}"
+        return
+    if not pytestconfig._recoup_mysql:
+        pytest.skip("MariaDB/MySQL not available")
+    with backends.temporary_mysql_database("recoup_tpl") as url:
+        yield url
+
+
+def test_the_migration_approves_every_version_saved_before_approval_existed(empty_database_url):
+    from flask_migrate import downgrade, upgrade
+
+    from app import create_app
+    from config import TestingConfig
+
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=empty_database_url)
+    with app.app_context():
+        upgrade(revision="c2a0c0de0002")
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO message_templates (id, name, channel, locale, created_at) "
+                                 "VALUES (1, 'payment_failed', 'email', 'en', '2026-11-01 10:00:00')"))
+            for n in (1, 2):
+                conn.execute(sa.text("INSERT INTO message_template_versions (id, template_id, number, body, "
+                                     "created_at) VALUES (:n, 1, :n, :body, '2026-11-0' || :n || ' 10:00:00')"
+                                     if db.engine.dialect.name == "sqlite" else
+                                     "INSERT INTO message_template_versions (id, template_id, number, body, "
+                                     "created_at) VALUES (:n, 1, :n, :body, CONCAT('2026-11-0', :n, ' 10:00:00'))"),
+                             {"n": n, "body": f"Old text {n}: {{{{ payment_link }}}}"})
+            conn.execute(sa.text("UPDATE message_templates SET current_version_id = 2 WHERE id = 1"))
+        upgrade(revision="c3a0c0de0003")
+        with db.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT number, status, approved_at, created_at FROM "
+                                        "message_template_versions ORDER BY number")).all()
+        assert [(r[0], r[1]) for r in rows] == [(1, "approved"), (2, "approved")]
+        assert all(r[2] is not None and str(r[2])[:10] == str(r[3])[:10] for r in rows)
+        assert resolve_template("payment_failed", "email", "en").body == "Old text 2: {{ payment_link }}"
+        db.session.remove()  # its transaction would hold the table's metadata lock on MariaDB
+        downgrade(revision="c2a0c0de0002")  # and back: the columns go, the texts stay
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT COUNT(*) FROM message_template_versions")).scalar() == 2
+        db.session.remove()
+        db.engine.dispose()
