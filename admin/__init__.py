@@ -30,6 +30,9 @@ def init_admin(app: Flask) -> Admin:
         theme=Bootstrap4Theme(swatch=app.config.get("FLASK_ADMIN_SWATCH", "default"), fluid=True),
     )
     register_views(admin)
+    from admin.queues import register as register_queues
+
+    register_queues(admin)  # Operations > Job queues (admins only, read-only)
     app.register_error_handler(403, _forbidden)
     from flask_wtf.csrf import CSRFError
 
