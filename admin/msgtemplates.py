@@ -149,7 +149,7 @@ def review_refusal(exc: TemplateReviewError) -> str:
 class TemplateView(RoleGuard, BaseView):
     read_roles = EVERYONE
     # writers save and submit versions, approvers approve and reject them: each action names its own roles (the
-    # preview too: rendering is work, so only those who may write templates ask for it)
+    # preview too: rendering is work, so only those who write or approve templates ask for it)
     write_roles = WRITERS + APPROVERS
 
     @expose("/")
@@ -268,7 +268,7 @@ class TemplateView(RoleGuard, BaseView):
         return redirect(back)
 
     @expose("/preview", methods=["POST"])
-    @requires(*WRITERS)
+    @requires(*WRITERS, *APPROVERS)  # an approver sees what they approve
     def preview_json(self) -> Any:
         data = request.get_json(silent=True) or {}
         channel = data.get("channel")
