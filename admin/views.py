@@ -264,6 +264,7 @@ def register_views(admin: Any) -> None:
     from admin.operations import CaseView, CustomerView, EscalationView, ReviewView
     from admin.policies import PolicyView
     from admin.profile import ProfileView
+    from admin.quarantine import QuarantineView
     from admin.settings import SettingsView
     from admin.users import UserView
     from app.models import ChannelAccount, Customer, GatewayAccount, User
@@ -277,6 +278,8 @@ def register_views(admin: Any) -> None:
     admin.add_view(EscalationView(name=_l("Escalations"), category=_l("Operations"), endpoint="escalations",
                                   url="/admin/escalations"))
     admin.add_view(ReviewView(name=_l("Review"), category=_l("Operations"), endpoint="review", url="/admin/review"))
+    admin.add_view(QuarantineView(name=_l("Quarantine"), category=_l("Operations"), endpoint="quarantine",
+                                  url="/admin/quarantine"))
     admin.add_view(CustomerView(Customer, session, name=_l("Customers"), category=_l("Operations"),
                                 endpoint="customers"))
     admin.add_view(TransactionView(Transaction, session, name=_l("Failed payments"), category=_l("Operations"),
