@@ -30,6 +30,8 @@ FAILED_SALE = "failed_sale"
 SALE = "sale"
 FETCH = "fetch"
 WEBHOOK = "webhook"
+#: who closed a row whose record came in accepted later (corrected at the gateway)
+ACCEPTED_LATER = "ingest: accepted when it came again"
 
 
 def record_key(record: InvalidRecord) -> str:
@@ -106,6 +108,24 @@ def _upsert(records: Sequence[InvalidRecord], account_id: int, kind: str, source
             row.dismissed_at = row.dismissed_by = None
     db.session.flush()
     return added
+
+
+def release(records: Sequence[Any], account_id: int) -> int:
+    """Records accepted now that were quarantined before (the merchant corrected them at the gateway): their rows
+    are closed, dismissed by ingest. In the caller's transaction; returns how many rows it closed."""
+    by_gateway: dict[str, list[str]] = {}
+    for record in records:
+        by_gateway.setdefault(record.gateway, []).append(record.gateway_transaction_id)
+    closed = 0
+    for gateway, ids in by_gateway.items():
+        closed += db.session.execute(
+            sa.update(QuarantinedRecord)
+            .where(QuarantinedRecord.gateway_account_id == account_id, QuarantinedRecord.gateway == gateway,
+                   QuarantinedRecord.record_key.in_(ids), QuarantinedRecord.dismissed_at.is_(None))
+            .values(dismissed_at=utcnow(), dismissed_by=ACCEPTED_LATER)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    return closed
 
 
 # -- for the admin ------------------------------------------------------------------------------------------------

@@ -264,6 +264,8 @@ def accepted(chunk: Sequence[Any], ctx: IngestContext, total: Any, *, kind: str,
         quarantine.quarantine(refused, ctx.account_id, kind=kind, source=source)
         total.seen += len(refused)
         total.quarantined += len(refused)
+    if kept and quarantine.release(kept, ctx.account_id):  # corrected at the gateway since it was quarantined
+        db.session.commit()
     return kept
 
 

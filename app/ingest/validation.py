@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 import phonenumbers
@@ -55,6 +56,10 @@ _FORBIDDEN = re.compile(f"[{_FORBIDDEN_CLASS}]")
 _EMAIL_BREAK = re.compile(f"[{_FORBIDDEN_CLASS}]|[^\\S ]")
 _TXN_ID = re.compile(f"[^\\s{_FORBIDDEN_CLASS}]{{1,64}}")
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
+#: an address nobody could doubt (a subset of what :func:`is_email` accepts), checked first
+_PLAIN_EMAIL = re.compile(r"[A-Za-z0-9._%+'-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+#: joins a record's texts for :func:`_all_clean` (any printable character would do)
+_JOIN = "\u2603"
 _LOCAL = re.compile(r"[^\s@,;:<>()\[\]\\\"]{1,64}")
 _LABEL = re.compile(r"(?!-)[^\W_](?:[\w-]{0,61}[^\W_])?", re.UNICODE)
 _EXPIRY = re.compile(r"(0[1-9]|1[0-2])\d\d")
@@ -64,6 +69,9 @@ _CUSTOMER_TEXT = ("customer_id", "first_name", "last_name", "address_1", "city",
 _RECORD_TEXT = ("order_id", "order_description", "source", "condition")
 _FAILED_TEXT = ("decline_code", "decline_text", "merchant_advice_code")
 _SALE_TEXT = ("original_transaction_id",)
+_FAILED_TEXTS = attrgetter(*_RECORD_TEXT, *_FAILED_TEXT)
+_SALE_TEXTS = attrgetter(*_RECORD_TEXT, *_SALE_TEXT)
+_CUSTOMER_TEXTS = attrgetter(*_CUSTOMER_TEXT, "phone_raw")
 #: codes stored whole in a column of this width: a longer one is no such code (and would not fit)
 _WIDTHS = {"decline_code": 16, "merchant_advice_code": 4}
 
@@ -111,18 +119,24 @@ def check_record(record: FailedTransaction | SaleTransaction, now: datetime) -> 
         value = getattr(record, name, None)
         if value is not None and len(value) > width:
             found.refuse(name, f"{_shown(value)} is longer than {width} characters")
-    texts = _RECORD_TEXT + (_SALE_TEXT if isinstance(record, SaleTransaction) else _FAILED_TEXT)
-    for name in texts:
-        _clean_into(changes, name, getattr(record, name), found)
-    times = ("occurred_at", "modified_at") if isinstance(record, SaleTransaction) else ("failed_at", "modified_at")
+    sale = isinstance(record, SaleTransaction)
+    texts = _RECORD_TEXT + (_SALE_TEXT if sale else _FAILED_TEXT)
+    customer = record.customer
+    clean = _all_clean([*(_SALE_TEXTS if sale else _FAILED_TEXTS)(record), *_CUSTOMER_TEXTS(customer),
+                        *(t for line in record.products for t in (line.sku, line.description))])
+    if not clean:
+        for name in texts:
+            _clean_into(changes, name, getattr(record, name), found)
+    times = ("occurred_at", "modified_at") if sale else ("failed_at", "modified_at")
     for name in times:
         _check_time(name, getattr(record, name), now, found)
-    customer = _checked_customer(record.customer, found)
-    if customer is not record.customer:
-        changes["customer"] = customer
-    products = tuple(_checked_line(line, n, found) for n, line in enumerate(record.products, 1))
-    if products != record.products:
-        changes["products"] = products
+    checked = _checked_customer(customer, found, clean)
+    if checked is not customer:
+        changes["customer"] = checked
+    if not clean:
+        products = tuple(_checked_line(line, n, found) for n, line in enumerate(record.products, 1))
+        if products != record.products:
+            changes["products"] = products
     if found.refused:
         return Checked(None, tuple(found.refused), tuple(found.dropped))
     return Checked(replace(record, **changes) if changes else record, (), tuple(found.dropped))
@@ -149,6 +163,8 @@ def check_email(value: str | None) -> tuple[str | None, str | None, bool]:
     the address dropped (malformed)."""
     if value is None or not value.strip():
         return None, None, False
+    if len(value) <= 254 and _PLAIN_EMAIL.fullmatch(value):  # the common case, at once
+        return value.lower(), None, False
     address = value.strip()
     bad = _EMAIL_BREAK.search(address)
     if bad is not None:
@@ -238,10 +254,12 @@ def _clean_into(changes: dict[str, Any], name: str, value: str | None, found: _F
         changes[name] = cleaned
 
 
-def _checked_customer(customer: GatewayCustomer, found: _Findings) -> GatewayCustomer:
+def _checked_customer(customer: GatewayCustomer, found: _Findings, clean: bool) -> GatewayCustomer:
+    """``clean``: its texts are known to need no cleaning (:func:`_all_clean`)."""
     changes: dict[str, Any] = {}
-    for name in _CUSTOMER_TEXT:
-        _clean_into(changes, name, getattr(customer, name), found)
+    if not clean:
+        for name in _CUSTOMER_TEXT:
+            _clean_into(changes, name, getattr(customer, name), found)
     email, problem, refuse = check_email(customer.email)
     if problem and refuse:
         found.refuse("email", problem)
@@ -249,7 +267,7 @@ def _checked_customer(customer: GatewayCustomer, found: _Findings) -> GatewayCus
         found.drop("email", problem)
     if email != customer.email:
         changes["email"] = email
-    phone_raw, problem = clean_text(customer.phone_raw)
+    phone_raw, problem = (customer.phone_raw, None) if clean else clean_text(customer.phone_raw)
     if problem:
         found.refuse("phone", problem)
     else:
@@ -283,6 +301,17 @@ def _checked_line(line: OrderLine, n: int, found: _Findings) -> OrderLine:
         elif cleaned != getattr(line, name):
             changes[name] = cleaned
     return replace(line, **changes) if changes else line
+
+
+def _all_clean(values: list[str | None]) -> bool:
+    """Do all these texts need no cleaning: printable (no control character, line break or separator but a plain
+    space), no run of spaces, no space at either end? One pass in C over all of them (a record has twenty)."""
+    texts = [v for v in values if v]
+    if not texts:
+        return True
+    joined = _JOIN.join(texts)
+    return (joined.isprintable() and "  " not in joined and joined[0] != " " and joined[-1] != " "
+            and f" {_JOIN}" not in joined and f"{_JOIN} " not in joined)
 
 
 def _codepoint(ch: str) -> str:

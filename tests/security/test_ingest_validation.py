@@ -91,6 +91,21 @@ def test_a_bad_record_is_quarantined_and_the_rest_of_the_batch_goes_on(db, sim, 
     assert len(held) == 1 and held[0].times_seen == 2  # seen again, not quarantined twice
 
 
+def test_a_record_corrected_at_the_gateway_comes_in_and_leaves_quarantine(db, sim):
+    from app.ingest.quarantine import ACCEPTED_LATER
+
+    txn = sim.add_transaction(condition="failed", decline_code="202", currency="XYZ")
+    row = account(db, sim)
+    assert fetch_account(row.id).result.quarantined == 1
+    sim.transaction(txn.transaction_id).currency = "USD"  # the merchant corrects it at the gateway
+    again = fetch_account(row.id)
+    assert again.ok and again.result.new_cases == 1 and again.result.quarantined == 0
+    assert stored_ids(db) == {txn.transaction_id}
+    db.session.expire_all()
+    [held] = quarantined(db)
+    assert held.dismissed_at is not None and held.dismissed_by == ACCEPTED_LATER
+
+
 def test_a_control_character_xml_cannot_carry_does_not_poison_the_page(db, sim):
     """An ESC in a merchant's field made NMI's whole XML page unparseable: every fetch failed on it, for ever. It
     arrives as U+FFFD now, and the page with it."""
