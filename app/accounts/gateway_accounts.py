@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.exc import IntegrityError
 
 from app.accounts.secrets import decrypt_credentials, encrypt_credentials
 from app.audit import record
@@ -84,8 +85,16 @@ def ensure_env_account() -> GatewayAccount | None:
         and account.api_url == config["NMI_API_URL"]
     ):
         return account
-    account = save_account(
-        ENV_ACCOUNT_NAME, "nmi", credentials=creds, api_url=config["NMI_API_URL"], actor="environment"
-    )
-    db.session.commit()
+    try:
+        account = save_account(
+            ENV_ACCOUNT_NAME, "nmi", credentials=creds, api_url=config["NMI_API_URL"], actor="environment"
+        )
+        db.session.commit()
+    except IntegrityError:
+        # requests that arrive together on a new server each find no account and create it: one wins, the
+        # others use the one it made (from the same environment)
+        db.session.rollback()
+        account = db.session.scalar(sa.select(GatewayAccount).where(GatewayAccount.name == ENV_ACCOUNT_NAME))
+        if account is None:
+            raise
     return account
