@@ -26,6 +26,7 @@ counts (fine for the embedded default, which is one process). See docs/operation
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +41,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.outbox.states import OutboxState as S
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -170,9 +173,7 @@ class DatabaseCollector(Collector):
             with self.engine.connect() as conn:
                 found = [*fetch_lag(conn, datetime.now(UTC)), outbox_depth(conn, self.business_now())]
         except Exception:
-            import logging
-
-            logging.getLogger(__name__).exception("metrics: could not read the database")
+            log.exception("metrics: could not read the database")
             up.add_metric([], 0.0)
             return [up]
         up.add_metric([], 1.0)

@@ -158,3 +158,13 @@ def test_counts_made_in_other_processes_add_up_with_a_multiprocess_folder(app, c
     assert value(samples, "recoup_messages_sent_total", channel="sms") == 2
     assert value(samples, "recoup_webhooks_total", provider="nmi", outcome="accepted", status="200") == 2
     assert value(samples, "recoup_metrics_database_up") == 1
+
+
+def test_a_scrape_without_the_database_still_answers_and_says_so():
+    from app import create_app
+    from config import TestingConfig
+
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI="mysql+pymysql://recoup:x@127.0.0.1:1/recoup")
+    samples = scrape(app.test_client())
+    assert value(samples, "recoup_metrics_database_up") == 0
+    assert not any(name == "recoup_outbox_messages" for name, _ in samples)
