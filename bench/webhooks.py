@@ -1,0 +1,330 @@
+"""Webhooks under load: the provider webhook endpoints served by gunicorn, driven by wrk on loopback for a bounded
+time, against a trivial endpoint (``/healthz``) of the same server measured in the same run.
+
+The requests are the providers' own: the simulators (Twilio, WhatsApp Cloud API, NMI) send their real, signed
+status callbacks and event webhooks for real sends to a recorder listening where Recoup will listen; wrk then
+replays each recorded request once against gunicorn. Afterwards the database is the judge: every status
+recorded as an event of its message, every NMI failure ingested once (an inbound event and a case each).
+
+Prints requests/s for the webhooks and for ``/healthz`` and their ratio (target: at least 0.5), p50/p99 latency,
+non-2xx answers and lost events (target: 0 and 0).
+
+    .venv/bin/python bench/webhooks.py [--messages 1500] [--nmi 1000] [--workers 4] [--threads 4]
+                                       [--connections 32] [--seconds 120]
+
+Needs ``wrk`` (Debian: apt-get install wrk) and MariaDB (``RECOUP_BENCH_MYSQL_URL``, a server URL, default
+``mysql+pymysql://root:@127.0.0.1:3306``; a database of its own is created and dropped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+
+TARGET_RATIO = 0.5
+STATUS_KINDS = ("sent", "delivered", "read", "failed", "undelivered", "queued", "accepted", "sending")
+KEEP_HEADERS = ("content-type", "x-twilio-signature", "x-hub-signature-256", "webhook-signature")
+
+
+# -- recording what the providers send ---------------------------------------------------------------------------------
+class Recorder:
+    """A server on ``port`` that answers every webhook 200 and keeps it (path with query, headers, body)."""
+
+    def __init__(self, port: int) -> None:
+        from werkzeug.serving import make_server
+        from werkzeug.wrappers import Request, Response
+
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+        @Request.application
+        def app(request: Request) -> Response:
+            with self._lock:
+                self.requests.append({
+                    "path": request.full_path.rstrip("?"),
+                    "headers": {k: v for k, v in request.headers.items() if k.lower() in KEEP_HEADERS},
+                    "body": request.get_data(),
+                })
+            return Response("", 200)
+
+        self.server = make_server("127.0.0.1", port, app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Recorder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def lua_string(data: bytes) -> str:
+    """A Lua long string holding ``data`` exactly (a level no ``]=...=]`` in it closes)."""
+    text = data.decode("latin-1")
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    eq = "=" * level
+    return f"[{eq}[\n{text}]{eq}]"  # a newline right after the opening bracket is dropped by Lua
+
+
+def write_lua(requests: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", encoding="latin-1") as out:
+        out.write("return {\n")
+        for r in requests:
+            headers = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in r["headers"].items())
+            out.write(f"{{path = {json.dumps(r['path'])}, headers = {{{headers}}}, body = {lua_string(r['body'])}}},\n")
+        out.write("}\n")
+
+
+def statuses_in(recorded: dict[str, Any]) -> int:
+    """How many delivery statuses one recorded request carries (a WhatsApp webhook may batch several)."""
+    if recorded["path"].startswith("/hooks/twilio/status"):
+        return 1
+    if recorded["path"].startswith("/hooks/whatsapp"):
+        payload = json.loads(recorded["body"])
+        return sum(len(change.get("value", {}).get("statuses", []))
+                   for entry in payload.get("entry", []) for change in entry.get("changes", []))
+    return 0
+
+
+# -- the run -----------------------------------------------------------------------------------------------------------
+def wrk(url: str, *, threads: int, connections: int, seconds: int, script: Path | None = None,
+        env: dict[str, str] | None = None) -> str:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "30s"]
+    if script is not None:
+        command += ["-s", str(script)]
+    done = subprocess.run([*command, url], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=seconds + 120)
+    if done.returncode != 0:
+        raise SystemExit(f"wrk failed: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def requests_per_second(output: str) -> float:
+    found = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    return float(found.group(1)) if found else 0.0
+
+
+def latency_ms(output: str, percentile: str) -> float:
+    found = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+    if not found:
+        return 0.0
+    value, unit = float(found.group(1)), found.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1500, help="SMS and WhatsApp messages whose statuses replay")
+    parser.add_argument("--nmi", type=int, default=1000, help="NMI failure webhooks")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=120, help="the most the webhook replay may take")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.extensions import db
+    from app.models import GatewayAccount, InboundEvent, MessageEvent, RecoveryCase
+    from app.outbox.run import dispatch_due
+    from sandbox.nmi.server import NmiSimulator
+    from tests.providers import ChannelSimulators
+    from tests.seeds import seed_due_messages
+
+    server = os.environ.get("RECOUP_BENCH_MYSQL_URL", "mysql+pymysql://root:@127.0.0.1:3306").rstrip("/")
+    name = f"recoup_bench_hooks_{os.getpid()}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+    url = f"{server}/{name}?charset=utf8mb4"
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    sims = ChannelSimulators()
+    sims.start()
+    nmi = NmiSimulator()
+    scratch = Path(tempfile.mkdtemp(prefix="recoup-bench-hooks-"))
+    gunicorn: subprocess.Popen[bytes] | None = None
+    try:
+        secret = "bench-" + os.urandom(8).hex()
+        app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": secret, "CONSOLIDATE_WINDOW_HOURS": 0,
+                          "NMI_SECURITY_KEY": nmi.security_key, "NMI_WEBHOOK_SIGNING_KEY": nmi.webhook_signing_key,
+                          "NMI_API_URL": "http://127.0.0.1:9/api"})
+        sims.configure(app, public_url=public)
+        sims.whatsapp.webhook_url = f"{public}/hooks/whatsapp"
+        with app.app_context():
+            upgrade(directory=str(ROOT / "migrations"))
+            seed_due_messages(args.messages, channels=("sms", "whatsapp"))
+            # the seeds' own gateway account has no credentials: not one an NMI webhook could be signed for
+            db.session.execute(sa.update(GatewayAccount).where(GatewayAccount.name.like("bench-%")).values(enabled=False))
+            db.session.commit()
+            with Recorder(port) as recorder:
+                while True:  # dispatch until nothing is due: the simulators call the recorder back
+                    report = dispatch_due()
+                    if not report.get("claimed"):
+                        break
+                sims.twilio.wait_for_callbacks(60)
+                sims.whatsapp.wait_for_webhooks(60)
+                for _ in range(args.nmi):
+                    nmi.send_webhook("transaction.sale.failure", nmi.add_transaction(), url=f"{public}/hooks/nmi")
+                time.sleep(1)
+                recorded = list(recorder.requests)
+            db.session.remove()
+        if os.environ.get("RECOUP_BENCH_DEBUG"):
+            from collections import Counter
+
+            print(Counter(r["path"].split("?")[0] for r in recorded))
+        statuses = sum(statuses_in(r) for r in recorded)
+        nmi_hooks = sum(1 for r in recorded if r["path"].startswith("/hooks/nmi"))
+        write_lua(recorded, scratch / "requests.lua")
+        if os.environ.get("RECOUP_BENCH_PROFILE"):  # where a webhook's time goes, in this process
+            import cProfile
+            import pstats
+
+            client = app.test_client()
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for r in recorded:
+                client.post(r["path"], data=r["body"], headers=r["headers"], base_url=public)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(60)
+            return 0
+
+        env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": secret, "RECOUP_PUBLIC_URL": public,
+               "TWILIO_AUTH_TOKEN": app.config["TWILIO_AUTH_TOKEN"],
+               "TWILIO_ACCOUNT_SID": app.config["TWILIO_ACCOUNT_SID"],
+               "WHATSAPP_APP_SECRET": app.config["WHATSAPP_APP_SECRET"], "NMI_SECURITY_KEY": nmi.security_key,
+               "NMI_WEBHOOK_SIGNING_KEY": nmi.webhook_signing_key, "NMI_API_URL": "http://127.0.0.1:9/api",
+               "REDIS_URL": os.environ.get("RECOUP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"),
+               "CONSOLIDATE_WINDOW_HOURS": "0"}
+        gunicorn = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", str(args.workers), "--threads", str(args.threads),
+             "--worker-class", "gthread", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=(scratch / "gunicorn.log").open("wb"), stderr=subprocess.STDOUT,
+        )
+        import requests
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # every worker booted: a run of answers in a row
+            try:
+                answers = [requests.get(f"{public}/healthz", timeout=5).status_code for _ in range(4 * args.workers)]
+                if all(status == 200 for status in answers):
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            raise SystemExit("gunicorn did not answer /healthz within two minutes")
+        wrk(f"{public}/healthz", threads=2, connections=args.connections, seconds=3)  # warm every worker
+        trivial = wrk(f"{public}/healthz", threads=2, connections=args.connections, seconds=10)
+        if "Requests/sec" not in trivial or "Non-2xx" in trivial:
+            raise SystemExit(f"/healthz did not answer as it should:\n{trivial}")
+        with app.app_context():
+            before = db.session.scalar(sa.select(sa.func.max(MessageEvent.id))) or 0
+            cases_before = db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase)) or 0
+            db.session.remove()
+
+        def effects() -> tuple[int, int, int]:
+            """(status events, NMI inbound events, cases opened) recorded since the replay began."""
+            with app.app_context():
+                try:
+                    return (
+                        db.session.scalar(sa.select(sa.func.count()).select_from(MessageEvent).where(
+                            MessageEvent.id > before, MessageEvent.kind.in_(STATUS_KINDS))) or 0,
+                        db.session.scalar(sa.select(sa.func.count()).select_from(InboundEvent)
+                                          .where(InboundEvent.provider == "nmi")) or 0,
+                        (db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase)) or 0) - cases_before,
+                    )
+                finally:
+                    db.session.remove()
+
+        replay_started = time.monotonic()
+        load = subprocess.Popen(
+            ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "--timeout", "30s",
+             "-s", str(ROOT / "bench" / "wrk" / "replay.lua"), public],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "RECOUP_WRK_DATA": str(scratch / "requests.lua"), "RECOUP_WRK_THREADS": "2"},
+        )
+        finished_at = None
+        while load.poll() is None:
+            events, inbound, _ = effects()
+            if events >= statuses and inbound >= nmi_hooks:
+                finished_at = time.monotonic()
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)  # the last answers on their way back to wrk
+        load.send_signal(signal.SIGINT)
+        hooks = load.communicate(timeout=60)[0]
+        events, inbound, cases = effects()
+        if os.environ.get("RECOUP_BENCH_DEBUG"):
+            print(trivial, hooks, (scratch / "gunicorn.log").read_text(errors="replace")[-5000:], sep="\n")
+        result = dict(re.findall(r"(\w+)=([\d.]+)", hooks.split("RESULT", 1)[1])) if "RESULT" in hooks else {}
+        answered, non2xx = int(result.get("answered", 0)), int(result.get("non2xx", 0))
+        # from the replay's start to the moment the database held every webhook's effect (polled every 0.2 s)
+        seconds = (finished_at or time.monotonic()) - replay_started
+        hooks_rate = answered / seconds
+        trivial_rate = requests_per_second(trivial)
+        ratio = hooks_rate / (trivial_rate or 1e-9)
+        lost_status, lost_nmi = statuses - int(events or 0), nmi_hooks - int(inbound or 0)
+        print(f"recorded: {len(recorded)} webhook requests ({statuses} delivery statuses in "
+              f"{len(recorded) - nmi_hooks} Twilio/WhatsApp requests, {nmi_hooks} NMI failures); gunicorn "
+              f"{args.workers} workers x {args.threads} threads, wrk 2 threads x {args.connections} connections")
+        print(f"/healthz     {trivial_rate:9.1f} req/s   p50 {latency_ms(trivial, '50'):6.2f} ms   "
+              f"p99 {latency_ms(trivial, '99'):6.2f} ms")
+        print(f"webhooks     {hooks_rate:9.1f} req/s   p50 {float(result.get('p50_ms', 0)):6.2f} ms   "
+              f"p99 {float(result.get('p99_ms', 0)):6.2f} ms   ({answered} answered in {seconds:.1f} s)")
+        print(f"non-2xx answers: {non2xx}; lost: {lost_status} status event(s), {lost_nmi} NMI failure(s) "
+              f"({inbound} inbound events, {cases} cases)")
+        ok_rate, ok_errors = ratio >= TARGET_RATIO, not non2xx and answered == len(recorded)
+        ok_lost = lost_status == 0 and lost_nmi == 0 and cases == nmi_hooks
+        print(f"\nwebhooks vs /healthz: {ratio:.2f} (target >= {TARGET_RATIO:g}): "
+              f"{'meets the target' if ok_rate else 'MISSES the target'}")
+        print(f"errors and losses: {'none' if ok_errors and ok_lost else 'SOME'}")
+        if not (ok_errors and ok_lost):
+            print((scratch / "gunicorn.log").read_text(errors="replace")[-3000:])
+        return 0 if ok_rate and ok_errors and ok_lost else 1
+    finally:
+        if gunicorn is not None:
+            gunicorn.send_signal(signal.SIGTERM)
+            try:
+                gunicorn.wait(20)
+            except subprocess.TimeoutExpired:
+                gunicorn.kill()
+        sims.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
