@@ -31,10 +31,12 @@ def states(db: Any) -> Counter[str]:
     return Counter({state: count for state, count in rows})
 
 
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], log_path: Path, prefix: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """``flask worker`` (RQ), its output appended to ``log_path``; ``prefix`` runs it through another command (e.g.
+    ``ip netns exec <ns>``, which execs it: the process is the worker)."""
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "worker"],
+        [*prefix, sys.executable, "-m", "flask", "--app", "wsgi", "worker"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
 
@@ -66,6 +68,36 @@ def kill_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> int
             pass
     proc.wait(30)
     return len(victims)
+
+
+def worker_env(app: Any, redis_url: str, concurrency: int) -> dict[str, str]:
+    """The environment of a worker process of a crash round: ``app``'s database and provider settings (the
+    simulators), ``redis_url``, and short clocks."""
+    return {
+        **os.environ,
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        # SMS status callbacks go nowhere (SMS is reconciled from Twilio's message list; fewer webhooks
+        # keep the round within its time); WhatsApp's status webhooks reach the live app
+        "RECOUP_PUBLIC_URL": "http://127.0.0.1:9",
+        "SMTP_URL": app.config["SMTP_URL"],
+        "TWILIO_ACCOUNT_SID": app.config["TWILIO_ACCOUNT_SID"],
+        "TWILIO_AUTH_TOKEN": app.config["TWILIO_AUTH_TOKEN"],
+        "TWILIO_FROM": app.config["TWILIO_FROM"],
+        "TWILIO_API_URL": app.config["TWILIO_API_URL"],
+        "WHATSAPP_TOKEN": app.config["WHATSAPP_TOKEN"],
+        "WHATSAPP_PHONE_NUMBER_ID": app.config["WHATSAPP_PHONE_NUMBER_ID"],
+        "WHATSAPP_API_URL": app.config["WHATSAPP_API_URL"],
+        "RECOUP_FETCH_INTERVAL": "3600",
+        "RECOUP_DISPATCH_INTERVAL": "2",
+        # short clocks, so the deaths are settled within the round
+        "DISPATCH_LEASE_SECONDS": "3",
+        "DISPATCH_BUDGET_SECONDS": "8",
+        "DISPATCH_CONCURRENCY": str(concurrency),
+        "WHATSAPP_RECONCILE_SECONDS": "3",
+        "CONSOLIDATE_WINDOW_HOURS": "0",
+    }
 
 
 @dataclass
@@ -112,28 +144,35 @@ class CrashRound:
         return out
 
 
-def crash_round(app: Any, db: Any, *, n: int, redis_url: str, work_dir: Path, kills: int = 5,
-                concurrency: int = 32, receipt_every: int = 10, deadline_seconds: float = 480) -> CrashRound:
-    """Seed ``n`` due messages in ``db`` (empty outbox expected), dispatch them with a worker killed ``kills`` times,
-    wait until everything settled (or the deadline), and count what the simulators received."""
-    from redis import Redis
-
-    from app.models import MessageEvent, OutboxMessage
+def seed_round(db: Any, *, n: int, concurrency: int, receipt_every: int = 10) -> tuple[list[int], CrashRound]:
+    """``n`` due messages (every ``receipt_every``-th a receipt) and the round that will judge them."""
+    from app.models import OutboxMessage
     from app.payments.receipts import RECEIPT_TEMPLATE
-    from app.queue import RQQueue
-    from tests.live_server import LiveServer
-    from tests.providers import ChannelSimulators
     from tests.seeds import seed_due_messages
-    from workers import jobs
 
-    redis = Redis.from_url(redis_url)
-    redis.flushdb()
     ids = seed_due_messages(n, receipt_every=receipt_every)
     result = CrashRound(n=n, concurrency=concurrency)
     result.receipts = set(db.session.scalars(sa.select(OutboxMessage.id)
                                              .where(OutboxMessage.template == RECEIPT_TEMPLATE)))
     result.channel = dict(db.session.execute(sa.select(OutboxMessage.id, OutboxMessage.channel)
                                              .where(OutboxMessage.id.in_(ids))).all())
+    return ids, result
+
+
+def crash_round(app: Any, db: Any, *, n: int, redis_url: str, work_dir: Path, kills: int = 5,
+                concurrency: int = 32, receipt_every: int = 10, deadline_seconds: float = 480) -> CrashRound:
+    """Seed ``n`` due messages in ``db`` (empty outbox expected), dispatch them with a worker killed ``kills`` times,
+    wait until everything settled (or the deadline), and count what the simulators received."""
+    from redis import Redis
+
+    from app.queue import RQQueue
+    from tests.live_server import LiveServer
+    from tests.providers import ChannelSimulators
+    from workers import jobs
+
+    redis = Redis.from_url(redis_url)
+    redis.flushdb()
+    ids, result = seed_round(db, n=n, concurrency=concurrency, receipt_every=receipt_every)
     sims = ChannelSimulators()
     sims.start()
     worker: subprocess.Popen[bytes] | None = None
@@ -143,31 +182,7 @@ def crash_round(app: Any, db: Any, *, n: int, redis_url: str, work_dir: Path, ki
         with LiveServer(app) as live:
             sims.configure(app, public_url=live.url)
             sims.whatsapp.webhook_url = f"{live.url}/hooks/whatsapp"
-            env = {
-                **os.environ,
-                "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-                "REDIS_URL": redis_url,
-                "SECRET_KEY": app.config["SECRET_KEY"],
-                # SMS status callbacks go nowhere (SMS is reconciled from Twilio's message list; fewer webhooks
-                # keep the round within its time); WhatsApp's status webhooks reach the live app
-                "RECOUP_PUBLIC_URL": "http://127.0.0.1:9",
-                "SMTP_URL": app.config["SMTP_URL"],
-                "TWILIO_ACCOUNT_SID": app.config["TWILIO_ACCOUNT_SID"],
-                "TWILIO_AUTH_TOKEN": app.config["TWILIO_AUTH_TOKEN"],
-                "TWILIO_FROM": app.config["TWILIO_FROM"],
-                "TWILIO_API_URL": app.config["TWILIO_API_URL"],
-                "WHATSAPP_TOKEN": app.config["WHATSAPP_TOKEN"],
-                "WHATSAPP_PHONE_NUMBER_ID": app.config["WHATSAPP_PHONE_NUMBER_ID"],
-                "WHATSAPP_API_URL": app.config["WHATSAPP_API_URL"],
-                "RECOUP_FETCH_INTERVAL": "3600",
-                "RECOUP_DISPATCH_INTERVAL": "2",
-                # short clocks, so the deaths are settled within the round
-                "DISPATCH_LEASE_SECONDS": "3",
-                "DISPATCH_BUDGET_SECONDS": "8",
-                "DISPATCH_CONCURRENCY": str(concurrency),
-                "WHATSAPP_RECONCILE_SECONDS": "3",
-                "CONSOLIDATE_WINDOW_HOURS": "0",
-            }
+            env = worker_env(app, redis_url, concurrency)
             queue = RQQueue(redis_url)
             thresholds = [int(n * (0.1 + 0.6 * k / max(kills - 1, 1))) for k in range(kills)]
             worker = start_worker(env, log_path)
@@ -199,6 +214,14 @@ def crash_round(app: Any, db: Any, *, n: int, redis_url: str, work_dir: Path, ki
         redis.flushdb()
     result.seconds = time.monotonic() - started
     result.log_tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+    judge(result, db, sims, ids)
+    return result
+
+
+def judge(result: CrashRound, db: Any, sims: Any, ids: list[int]) -> None:
+    """Fill in what the simulators received per message, the final states and the recovery events."""
+    from app.models import MessageEvent, OutboxMessage
+
     result.received = {i: sims.smtp.count(f"m{i}") + sims.twilio.count(f"m{i}") + sims.whatsapp.count(f"m{i}")
                        for i in ids}
     result.state = dict(db.session.execute(sa.select(OutboxMessage.id, OutboxMessage.state)
@@ -208,7 +231,6 @@ def crash_round(app: Any, db: Any, *, n: int, redis_url: str, work_dir: Path, ki
             MessageEvent.kind.in_(("reclaimed", "unknown", "reconciled", "review", "attempt"))
         ).group_by(MessageEvent.kind)
     ).all()))
-    return result
 
 
 def story(db: Any, message_ids: list[int]) -> str:
