@@ -71,9 +71,6 @@ class Config:
     SQLALCHEMY_DATABASE_URI = normalise_database_url(env("DATABASE_URL", "sqlite:///instance/recoup.db") or "")
     SQLALCHEMY_ENGINE_OPTIONS: dict = {}
     DB_POOL_SIZE = env_int("RECOUP_DB_POOL_SIZE", 20)  # connections kept per process (MySQL/MariaDB)
-    # MariaDB ends a session idle this long (its open transaction rolled back, its row locks freed): a worker host
-    # that drops off the network mid-transaction blocks the others this long at most, not hours
-    DB_IDLE_TIMEOUT_SECONDS = env_int("RECOUP_DB_IDLE_TIMEOUT_SECONDS", 300)
     REDIS_URL = env("REDIS_URL")  # unset = in-process queue
     RQ_QUEUES = ("urgent", "high", "default", "low")
     FETCH_INTERVAL_SECONDS = env_int("RECOUP_FETCH_INTERVAL", 300)

@@ -35,14 +35,6 @@ def create_app(config: type[Config] | dict[str, Any] | None = None, **overrides:
         # more than the message (PyMySQL builds a TLS context for each)
         engine_options.setdefault("pool_size", int(app.config.get("DB_POOL_SIZE") or 20))
         engine_options.setdefault("max_overflow", 20)
-        # a host cut off mid-transaction leaves its session open on the server, holding row locks (the server
-        # sees no FIN): MariaDB ends sessions idle longer than this; a pooled connection it ended is replaced
-        idle = int(app.config.get("DB_IDLE_TIMEOUT_SECONDS") or 0)
-        if idle:
-            connect_args = dict(engine_options.get("connect_args") or {})
-            connect_args.setdefault("init_command", f"SET SESSION wait_timeout={idle}")
-            engine_options["connect_args"] = connect_args
-            engine_options.setdefault("pool_pre_ping", True)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options
     _ensure_sqlite_folder(app.config["SQLALCHEMY_DATABASE_URI"])
     from app.ops.logs import configure as configure_logs

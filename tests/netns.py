@@ -41,9 +41,25 @@ def netns_refused() -> str | None:
     return None
 
 
+# The forwarder stands in for the server's end of a host's connections, so it detects a host that vanished as the
+# servers do when configured as docs/operations.md says (MariaDB's tcp_keepalive_*, Redis's tcp-keepalive), only
+# faster: a silent peer is dropped after ~5 s, and then the server's side closes (a session's open transaction is
+# rolled back and its row locks freed; a GET_LOCK is released)
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, USER_TIMEOUT_MS = 2, 1, 3, 5000
+
+
+def _detect_dead_peer(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)  # unacknowledged data too
+
+
 class TcpForwarder:
     """Accepts on ``listen`` (address, port 0 = any free port) and carries each connection to ``target``, bytes
-    both ways, one thread per direction. A connection's two halves close together."""
+    both ways, one thread per direction. A connection's two halves close together; a client that stops answering
+    (its link is down) is dropped after a few seconds of keepalive probes, closing the upstream half too."""
 
     def __init__(self, listen_host: str, target: tuple[str, int]) -> None:
         self.target = target
@@ -52,6 +68,7 @@ class TcpForwarder:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self.accepted = 0  # connections so far
         threading.Thread(target=self._accept, name=f"forward-{self.address}", daemon=True).start()
 
     def _accept(self) -> None:
@@ -60,6 +77,8 @@ class TcpForwarder:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            _detect_dead_peer(client)
+            self.accepted += 1
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
                 upstream.settimeout(None)
@@ -127,6 +146,10 @@ class Host:
         credentials = parts.netloc.rpartition("@")[0]
         netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
         return urlunsplit(parts._replace(netloc=netloc))
+
+    def connections(self) -> int:
+        """Connections this host has opened so far, to every service."""
+        return sum(f.accepted for f in self.forwarders.values())
 
     def argv(self, *command: str) -> list[str]:
         return ["ip", "netns", "exec", self.name, *command]

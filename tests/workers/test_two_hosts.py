@@ -7,8 +7,9 @@ simulators' counts per reference are the judge (tests/crash.py): every message r
 held for a person (``review``: sent or maybe sent where the provider cannot be asked), received at most once.
 
 A cut-off host's open transaction stays open on MariaDB (the server sees no FIN) and its row locks block the other
-host until the server ends the idle session: RECOUP_DB_IDLE_TIMEOUT_SECONDS (short here). Without it this test
-fails with the other host's dispatch runs ending in lock wait timeouts.
+host until the server notices the host is gone: by TCP keepalive (MariaDB's tcp_keepalive_*, docs/operations.md),
+which the forwarders stand in for (tests/netns.py); without it the other host's dispatch runs end in lock wait
+timeouts until MariaDB's wait_timeout (8 hours by default) and this test fails.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from tests.netns import Hosts, netns_refused
 
 N = int(os.environ.get("RECOUP_TWO_HOSTS_N", "1500"))
 CONCURRENCY = 16
-IDLE_TIMEOUT = 10
 IN_FLIGHT = ("claimed", "sending", "delivering")
 REROUTED = ("DATABASE_URL", "REDIS_URL", "SMTP_URL", "TWILIO_API_URL", "WHATSAPP_API_URL")
 
@@ -80,12 +80,10 @@ def test_a_host_cut_off_mid_dispatch_is_taken_over_and_every_message_arrives_onc
         with Hosts(2) as hosts, LiveServer(app) as live:
             sims.configure(app, public_url=live.url)
             sims.whatsapp.webhook_url = f"{live.url}/hooks/whatsapp"
-            # a host cut off mid-transaction keeps its session (and row locks) open on MariaDB until the server
-            # ends it for idleness: short here, so that the other host waits seconds, not minutes
-            base = {**worker_env(app, redis_url, CONCURRENCY), "RECOUP_DB_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT)}
+            base = worker_env(app, redis_url, CONCURRENCY)
+            envs = [{**base, **{key: host.reroute(base[key]) for key in REROUTED}} for host in hosts]
             for i, host in enumerate(hosts):
-                env = {**base, **{key: host.reroute(base[key]) for key in REROUTED}}
-                workers[i] = start_worker(env, logs[i], prefix=tuple(host.argv()))
+                workers[i] = start_worker(envs[i], logs[i], prefix=tuple(host.argv()))
             victim = hosts[0]
             queue = RQQueue(redis_url)
             deadline = time.monotonic() + 150
@@ -114,7 +112,16 @@ def test_a_host_cut_off_mid_dispatch_is_taken_over_and_every_message_arrives_onc
                                f"{logs[1].read_text(errors='replace')[-3000:]}")
             # the cut-off host comes back, in the middle of a batch it no longer owns
             victim.restore()
-            time.sleep(20)
+            before = victim.connections()
+            returned = time.monotonic()
+            restarted = False
+            while time.monotonic() < returned + 20:
+                if workers[0].poll() is not None and not restarted:  # type: ignore[union-attr]
+                    # RQ quits when it finds its Redis connection gone: a supervisor starts it again, as here
+                    workers[0] = start_worker(envs[0], logs[0], prefix=tuple(victim.argv()))
+                    restarted = True
+                time.sleep(0.5)
+            back = victim.connections() - before
             after = states(db)
             kill_worker(workers[1], signal.SIGTERM)  # type: ignore[arg-type]
             workers[1] = None
@@ -132,9 +139,11 @@ def test_a_host_cut_off_mid_dispatch_is_taken_over_and_every_message_arrives_onc
     judge(run, db, sims, ids)
 
     print(f"\ntwo hosts: {N} messages; host 0 cut off holding {len(stranded)} rows, host 1 finished "
-          f"{taken_over_in:.1f}s later; after the link came back {dict(after)}; events {dict(run.events)}; "
+          f"{taken_over_in:.1f}s later; after the link came back ({back} connections from host 0, its worker "
+          f"{'restarted' if restarted else 'still running'}) {dict(after)}; events {dict(run.events)}; "
           f"per channel {run.by_channel()}")
     assert stranded, "the cut caught no rows in flight"
+    assert back, "host 0 never reached the services again after its link came back"
     assert run.settled == N, f"not everything settled: {run.final}"
     assert sum(after[s] for s in SETTLED) == N, f"the returning host unsettled rows: {after}"
     twice = run.twice()
