@@ -97,7 +97,9 @@ def test_a_host_cut_off_mid_dispatch_is_taken_over_and_every_message_arrives_onc
                     if horses and held_by(db, horses):
                         victim.cut()
                         cut_at = time.monotonic()
-                        # what it holds now it can no longer give back: only the other host can finish it
+                        # what it holds once the statements it had already sent have landed, it can no longer
+                        # give back: only the other host can finish it
+                        time.sleep(1)
                         stranded = held_by(db, horses)
                         if not stranded:
                             victim.restore()
