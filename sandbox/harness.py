@@ -9,6 +9,7 @@ running the demo, can look and poke:
     POST /_control/reset               empty the journal and clear the faults
     POST /_control/faults              {"kind": "http_429", "count": 3, "path": "/api/query.php"}
                                        {"kind": "timeout", "rate": 0.2, "seed": 7}
+                                       {"kind": "http_500", "count": 9, "after": 3} (the first 3 pass)
     GET  /_control/faults              the faults still armed
 
 Faults a simulator understands beyond the generic ones are its own business (``truncated_xml`` for NMI, say); the
@@ -42,6 +43,7 @@ class Fault:
     rate: float | None = None
     seconds: float = 5.0  # how long a "timeout" stalls
     seed: int | None = None
+    after: int = 0  # let this many matching requests through first
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +56,9 @@ class Fault:
         return self.path is None or path.endswith(self.path)
 
     def fire(self) -> bool:
+        if self.after > 0:
+            self.after -= 1
+            return False
         if self.count is not None:
             if self.count <= 0:
                 return False

@@ -219,6 +219,7 @@ class FetchPage(Generic[R]):
         self.until = until
         self.yielded = 0
         self.skipped = 0  # records the gateway returned that are not of the kind asked for (logged, not yielded)
+        self.repeated = 0  # records already handed out by an earlier page of the same fetch (not yielded again)
         self.complete = False
         self.last_modified_at: datetime | None = None
         self._source = source(self)
@@ -235,11 +236,17 @@ class FetchPage(Generic[R]):
 
     @property
     def count(self) -> int:
-        """Records the gateway returned on this page so far (yielded + skipped)."""
-        return self.yielded + self.skipped
+        """Records the gateway returned on this page so far (yielded + skipped + repeated)."""
+        return self.yielded + self.skipped + self.repeated
 
     def __iter__(self) -> Iterator[R]:
         return self.records
+
+    @property
+    def closes(self) -> bool:
+        """Has everything modified in ``[since, until]`` been read? (A complete page short of full: a cursor may
+        move to ``until``. A full page means the window is read again in smaller parts, or paged on.)"""
+        return self.complete and self.count < self.page_size
 
     @property
     def more(self) -> bool:

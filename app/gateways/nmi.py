@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://secure.nmi.com/api"
 NMI_DATE = "%Y%m%d%H%M%S"
+_SECOND = timedelta(seconds=1)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: statuses after which a charge surely did not happen, so it may be sent again without looking first
 _REJECTED_STATUSES = frozenset({429, 503})
@@ -84,7 +85,8 @@ class NmiGateway(Gateway):
     seconds (read is the longest silence while streaming, not the whole download). Failed attempts (timeouts,
     connection errors, HTTP 429/5xx, ``response_code=301``, a truncated document) are retried up to
     ``max_attempts`` times with exponential backoff and full jitter starting at ``backoff`` seconds, capped at
-    ``max_backoff``; a ``Retry-After`` header is honoured up to ``max_retry_after`` seconds.
+    ``max_backoff``; a ``Retry-After`` header is honoured up to ``max_retry_after`` seconds. Fetches walk time
+    windows of at most ``max_window_seconds``, each read in one request of at most ``page_size`` records.
     """
 
     name = "nmi"
@@ -101,6 +103,7 @@ class NmiGateway(Gateway):
         max_backoff: float = 30.0,
         max_retry_after: float = 60.0,
         page_size: int = 1000,
+        max_window_seconds: int = 86400,
         dup_seconds: int | None = None,
         default_phone_region: str | None = "US",
         max_text: int = DEFAULT_MAX_TEXT,
@@ -113,6 +116,8 @@ class NmiGateway(Gateway):
             raise ValueError("max_attempts must be at least 1")
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
+        if max_window_seconds < 1:
+            raise ValueError("max_window_seconds must be at least 1")
         self.security_key = security_key
         self.api_url = api_url.rstrip("/")
         self.webhook_signing_key = webhook_signing_key
@@ -122,6 +127,7 @@ class NmiGateway(Gateway):
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
         self.page_size = page_size
+        self.max_window = timedelta(seconds=max_window_seconds)
         self.dup_seconds = dup_seconds
         self.default_phone_region = default_phone_region
         self.max_text = max_text
@@ -154,6 +160,8 @@ class NmiGateway(Gateway):
     # == Query API =========================================================================================
     #: what an approved sale's (or refund's) record looks like: approved, settled or awaiting settlement
     APPROVED_CONDITIONS = ("pendingsettlement", "complete")
+    #: what the history asks for: approved records and voided ones (``canceled``)
+    HISTORY_CONDITIONS = (*APPROVED_CONDITIONS, "canceled")
 
     def fetch_failed(
         self,
@@ -161,14 +169,14 @@ class NmiGateway(Gateway):
         until: datetime,
         *,
         page_size: int | None = None,
-        start_page: int = 0,
     ) -> Iterator[FetchPage[FailedTransaction]]:
-        """Failed card sales modified in ``[since, until]`` (inclusive, whole seconds, UTC), page by page.
+        """Failed card sales modified in ``[since, until]`` (inclusive, whole seconds, UTC), window by window.
 
         NMI filters on the last-modified time, so a window that overlaps the previous one returns some
         transactions again: de-duplicate on ``gateway_transaction_id``. Each page must be consumed before the
-        next is requested. Paging stops at the first short page. After the last page, the window is done
-        (store ``until`` as the cursor, ideally a little in the past so late-arriving rows are not missed).
+        next is requested. Pages are time windows read whole (see :meth:`_pages`): a page whose ``closes`` is
+        true has read everything modified in ``[page.since, page.until]``, so a cursor may move to its
+        ``until`` (ideally kept a little in the past so late-arriving rows are not missed).
         """
         return self._fetch_pages(
             {"condition": "failed", "action_type": "sale"},
@@ -176,7 +184,6 @@ class NmiGateway(Gateway):
             since,
             until,
             page_size=page_size,
-            start_page=start_page,
         )
 
     def fetch_sales(
@@ -185,9 +192,8 @@ class NmiGateway(Gateway):
         until: datetime,
         *,
         page_size: int | None = None,
-        start_page: int = 0,
     ) -> Iterator[FetchPage[SaleTransaction]]:
-        """Approved sales and refunds modified in ``[since, until]``, page by page, like :meth:`fetch_failed`.
+        """Approved sales and refunds modified in ``[since, until]``, window by window, like :meth:`fetch_failed`.
 
         Asks for ``condition=pendingsettlement,complete`` and ``action_type=sale,refund``. A sale comes back
         whenever it is modified again (settled, refunded), so de-duplicate on ``gateway_transaction_id``. A
@@ -200,7 +206,6 @@ class NmiGateway(Gateway):
             since,
             until,
             page_size=page_size,
-            start_page=start_page,
         )
 
     def _fetch_pages(
@@ -211,14 +216,13 @@ class NmiGateway(Gateway):
         until: datetime,
         *,
         page_size: int | None,
-        start_page: int,
     ) -> Iterator[FetchPage[Any]]:
-        """The pager behind every incremental fetch: one query per page until a short page."""
+        """The walker behind every incremental fetch: time windows, each read whole (:meth:`_pages`)."""
         since_utc, until_utc = _utc(since, "since"), _utc(until, "until")
         if until_utc < since_utc:
             raise ValueError("until is before since")
         size = page_size or self.page_size
-        return self._pages(filters, convert, since_utc, until_utc, size, start_page)
+        return self._pages(filters, convert, since_utc, until_utc, size)
 
     def _pages(
         self,
@@ -227,36 +231,83 @@ class NmiGateway(Gateway):
         since_utc: datetime,
         until_utc: datetime,
         size: int,
-        page_number: int,
     ) -> Iterator[FetchPage[Any]]:
-        while True:
-            params = {
-                **filters,
-                "start_date": since_utc.strftime(NMI_DATE),
-                "end_date": until_utc.strftime(NMI_DATE),
-                "result_limit": str(size),
-                "page_number": str(page_number),
-                "result_order": "standard",
-            }
-            page: FetchPage[Any] = FetchPage(
-                page_number=page_number,
-                page_size=size,
-                since=since_utc,
-                until=until_utc,
-                source=functools.partial(self._page_records, params=params, convert=convert),
-            )
+        """Time windows of at most ``max_window``, oldest first, each asked for in one request (page 0).
+
+        Paging a window with ``page_number`` can skip a record: a transaction modified between two page requests
+        leaves the window (its modified time moves past it) and every record after it moves up a page, so the
+        first of the next page is never seen (and one moving in the other way is seen twice). A window read in
+        one request cannot shift. When a window's answer is full (``result_limit`` records: there may be more),
+        the window is halved and read again, and the next windows start at the size that fitted (doubling back
+        while answers are small). Only a single second holding a page or more is paged by number (the one
+        place left where a record can shift; NMI's dates are whole seconds).
+
+        The records of a full answer are handed out too (they are real), and not again when its halves bring
+        them back (``FetchPage.repeated``): the ids handed out are kept until the full window is closed.
+        """
+        start, span = since_utc, self.max_window
+        handed: set[str] = set()
+        split_until: datetime | None = None  # the end of the outermost full window not yet read whole
+        while start <= until_utc:
+            end = min(start + span - _SECOND, until_utc)
+            page = self._page(filters, convert, start, end, size, 0, handed)
             yield page
-            if not page.complete:
-                raise RuntimeError(f"page {page.page_number} was not consumed before asking for the next one")
-            if not page.more:
-                return
-            page_number += 1
+            _require_consumed(page)
+            if page.more and end > start:
+                split_until = split_until or end
+                span = timedelta(seconds=max(1, int((end - start + _SECOND).total_seconds()) // 2))
+                continue
+            number = 0
+            while page.more:  # a single second with a page or more in it
+                number += 1
+                page = self._page(filters, convert, start, end, size, number, handed)
+                yield page
+                _require_consumed(page)
+            if split_until is None or end >= split_until:
+                handed.clear()
+                split_until = None
+            if page.count * 4 < size:
+                span = min(span * 2, self.max_window)
+            start = end + _SECOND
+
+    def _page(
+        self,
+        filters: Mapping[str, str],
+        convert: Callable[[NmiRecord], Any],
+        start: datetime,
+        end: datetime,
+        size: int,
+        number: int,
+        handed: set[str],
+    ) -> FetchPage[Any]:
+        params = {
+            **filters,
+            "start_date": start.strftime(NMI_DATE),
+            "end_date": end.strftime(NMI_DATE),
+            "result_limit": str(size),
+            "page_number": str(number),
+            "result_order": "standard",
+        }
+        return FetchPage(
+            page_number=number,
+            page_size=size,
+            since=start,
+            until=end,
+            source=functools.partial(self._page_records, params=params, convert=convert, handed=handed),
+        )
 
     def _page_records(
-        self, page: FetchPage[Any], *, params: dict[str, str], convert: Callable[[NmiRecord], Any]
+        self,
+        page: FetchPage[Any],
+        *,
+        params: dict[str, str],
+        convert: Callable[[NmiRecord], Any],
+        handed: set[str] | None = None,
     ) -> Iterator[Any]:
         """Stream one page. A document cut short is re-requested and the records already handed out skipped,
-        so the caller sees each record of the page once (barring a gateway that reorders between attempts)."""
+        so the caller sees each record of the page once (barring a gateway that reorders between attempts).
+        A record whose id is in ``handed`` (read whole by an earlier, full answer) is counted, not handed out;
+        the ids handed out are added to it."""
         handed_out = 0
         attempt = 0
         while True:
@@ -273,6 +324,12 @@ class NmiGateway(Gateway):
                     if seen <= handed_out:
                         continue
                     handed_out += 1
+                    txn_id = record.get("transaction_id")
+                    if handed is not None and txn_id:
+                        if txn_id in handed:
+                            page.repeated += 1
+                            continue
+                        handed.add(txn_id)
                     try:
                         converted = convert(record)
                     except RecordUnreadable as exc:  # this record only: the page goes on, ingest quarantines it
@@ -961,6 +1018,11 @@ def _normalise_phone(raw: str, region: str | None) -> str | None:
     if not phonenumbers.is_valid_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _require_consumed(page: FetchPage[Any]) -> None:
+    if not page.complete:
+        raise RuntimeError(f"page {page.page_number} was not consumed before asking for the next one")
 
 
 def _utc(value: datetime, name: str) -> datetime:

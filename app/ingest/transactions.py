@@ -880,9 +880,8 @@ def _fetch_window(account: GatewayAccount, report: FetchReport, now: datetime) -
     for page in gateway.fetch_failed(since, until):
         report.pages += 1
         report.result.add(ingest_records(page.records, ctx))
-    # Every page of the window is committed: only now may the cursor move.
-    _advance(account.id, FAILED_KIND, until, report.result.seen)
-    report.cursor_after = until
+        if page.closes:  # this time window is read whole and committed: the cursor may pass it
+            report.cursor_after = _advance(account.id, FAILED_KIND, page.until, report.result.seen, now)
 
 
 def _fetch_sales(account: GatewayAccount, report: SalesReport, now: datetime) -> None:
@@ -900,6 +899,8 @@ def _fetch_sales(account: GatewayAccount, report: SalesReport, now: datetime) ->
         for page in pages:
             report.pages += 1
             report.result.add(ingest_sales(page.records, ctx))
+            if page.closes:  # this time window is read whole and committed: the cursor may pass it
+                report.cursor_after = _advance(account.id, SALES_KIND, page.until, report.result.seen, now)
     except NotImplementedError as exc:
         db.session.rollback()
         report.skipped, report.error = True, str(exc)
@@ -910,18 +911,27 @@ def _fetch_sales(account: GatewayAccount, report: SalesReport, now: datetime) ->
         log.error("sales fetch of %s failed: %s", account.name, report.error)
         _note_cursor(account.id, SALES_KIND, "error", report.error, report.result.seen)
         return
-    _advance(account.id, SALES_KIND, until, report.result.seen)
-    report.cursor_after = until
 
 
-def _advance(account_id: int, kind: str, until: datetime, rows: int) -> None:
+#: the cursor stays this far behind the moment of the fetch, whatever was read: a row that reaches the gateway's
+#: results late, with a modified time a little in the past, is read again by the next fetch (beside the overlap)
+SAFETY_LAG = timedelta(seconds=60)
+
+
+def _advance(account_id: int, kind: str, until: datetime, rows: int, now: datetime) -> datetime:
+    """Move the cursor to ``until`` (a window read whole), never past ``now`` minus :data:`SAFETY_LAG` and never
+    back. Commits; returns the position."""
     cursor = _cursor(account_id, kind)
-    cursor.position = until
+    position = min(until, now.replace(microsecond=0) - SAFETY_LAG)
+    if cursor.position is not None and _as_utc(cursor.position) > position:
+        position = _as_utc(cursor.position)
+    cursor.position = position
     cursor.last_run_at = utcnow()
     cursor.last_status = "ok"
     cursor.last_error = None
     cursor.rows_last_run = rows
     db.session.commit()
+    return position
 
 
 def _note_cursor(account_id: int, kind: str, status: str, error: str | None, rows: int) -> None:

@@ -22,6 +22,10 @@ Control routes (JSON):
                                          &limit=&offset=
     POST /_control/transactions/<id>/settle   {"at": ISO time}    (moves the modified time)
     POST /_control/transactions/<id>/refund   {"amount": "5.00", "at": ISO time}
+    POST /_control/transactions/<id>/touch    {"at": ISO time, "before_query": 2}
+                                         (moves the modified time, as an edit at the gateway does; with
+                                          ``before_query`` k, just before the k-th next query.php request is
+                                          answered: a record that changes in the middle of a fetch)
     POST /_control/webhook               {"event_type": "transaction.sale.failure", "transaction_id": "...",
                                           "sign": "good"|"bad"|"missing", "url": optional,
                                           "shape": "flat"|"nested" (default: the configured webhook_shape)}
@@ -148,6 +152,7 @@ class NmiSimulator(SimulatorServer):
         self._builder = PopulationBuilder(seed)
         self._rng = random.Random(seed + 1)
         self._store_lock = threading.RLock()
+        self._query_hooks: list[list[Any]] = []  # [requests to go, transaction id, at]: see :meth:`touch`
         self.collect = collect.CollectTokens(tokenization_key)
         if population:
             self.seed_population(**population)
@@ -172,6 +177,7 @@ class NmiSimulator(SimulatorServer):
             self._by_id.clear()
             self._vault.clear()
             self._used_tokens.clear()
+            self._query_hooks.clear()
             self.collect.clear()
             self.webhooks_sent.clear()
 
@@ -254,7 +260,7 @@ class NmiSimulator(SimulatorServer):
         for txn in to_refund:
             at = txn.created + timedelta(seconds=rng.randint(7200, 10 * 86400))
             if at >= end:
-                at = txn.created + (end - txn.created) / 2
+                at = (txn.created + (end - txn.created) / 2).replace(microsecond=0)  # NMI: whole seconds
             full = Decimal(txn.amount)
             amount = full if rng.random() < 0.7 else (full / 2).quantize(Decimal("0.01"))
             refund_events.append((at, txn, amount))
@@ -437,6 +443,33 @@ class NmiSimulator(SimulatorServer):
             self._settle(txn, _parse_time(at) if at is not None else utc_now())
             return txn
 
+    def touch(
+        self, transaction_id: str, at: datetime | str | None = None, *, before_query: int | None = None
+    ) -> Transaction:
+        """Move a transaction's last-modified time to ``at`` (default: the moment it happens), as an edit at the
+        gateway does. With ``before_query`` k, the move happens just before the k-th next ``query.php`` request
+        is answered (1: the next one): between two requests of one fetch."""
+        with self._store_lock:
+            txn = self._require(transaction_id)
+            if before_query is not None:
+                if int(before_query) < 1:
+                    raise ValueError("before_query must be at least 1")
+                self._query_hooks.append([int(before_query), txn.transaction_id, at])
+                return txn
+            txn.modified = _parse_time(at) if at is not None else utc_now()
+            return txn
+
+    def _run_query_hooks(self) -> None:
+        with self._store_lock:
+            due = []
+            for hook in self._query_hooks:
+                hook[0] -= 1
+                if hook[0] == 0:
+                    due.append(hook)
+            self._query_hooks = [h for h in self._query_hooks if h[0] > 0]
+            for _n, txn_id, at in due:
+                self.touch(txn_id, at)
+
     def refund(
         self, transaction_id: str, amount: str | None = None, at: datetime | str | None = None
     ) -> Transaction:
@@ -506,6 +539,7 @@ class NmiSimulator(SimulatorServer):
             return self._xml(xml_writer.entity_bomb_document())
         if not self._authorised(params):
             return self._xml(xml_writer.error_document("Authentication Failed"))
+        self._run_query_hooks()
         report = params.get("report_type", "") or "transaction"
         if report != "transaction":
             return self._xml(xml_writer.error_document(f"Unsupported report_type {report}"))
@@ -551,9 +585,10 @@ class NmiSimulator(SimulatorServer):
             snapshot.reverse()
 
         def matches(t: Transaction) -> bool:
-            if start is not None and t.modified < start:
+            modified = t.modified.replace(microsecond=0)  # NMI's times are whole seconds
+            if start is not None and modified < start:
                 return False
-            if end is not None and t.modified > end:
+            if end is not None and modified > end:
                 return False
             if conditions is not None and t.condition not in conditions:
                 return False
@@ -1031,6 +1066,8 @@ class NmiSimulator(SimulatorServer):
             if verb == "refund":
                 refund = self.refund(txn_id, spec.get("amount"), spec.get("at"))
                 return json_response(summary(refund), 201)
+            if verb == "touch":
+                return json_response(summary(self.touch(txn_id, spec.get("at"), before_query=spec.get("before_query"))))
             return json_response({"error": f"unknown verb {verb!r}"}, 404)
         if rest:
             return json_response(summary(self._require(rest[0]), full=True))

@@ -37,23 +37,44 @@ def expected_failed(sim, since=SINCE, until=NOW):
     }
 
 
-def test_pages_until_a_short_page_and_returns_exactly_the_failed_sales(seeded, gateway):
+def assert_windows_read_whole(pages, since=SINCE, until=NOW, size=50):
+    """Each window asked for in one request; a full one halved and read again; the closed ones cover the range."""
+    closed = [p for p in pages if p.closes]
+    assert all(p.page_number == 0 for p in pages) and all(p.count < size for p in closed)
+    assert all(p.count == size for p in pages if not p.closes)
+    assert closed[0].since == since and closed[-1].until == until
+    assert all(b.since == a.until + timedelta(seconds=1) for a, b in zip(closed, closed[1:], strict=False))
+
+
+def test_windows_are_halved_until_each_is_read_whole_and_return_exactly_the_failed_sales(seeded, gateway):
     records, pages = fetch_all(gateway)
-    assert [p.page_number for p in pages] == [0, 1, 2]
-    assert [p.count for p in pages] == [50, 50, 20] and not pages[-1].more
+    assert_windows_read_whole(pages)
+    assert pages[0].since == SINCE and pages[0].until == NOW and pages[0].count == 50 and not pages[0].closes
     ids = [r.gateway_transaction_id for r in records]
-    assert len(ids) == len(set(ids)) == 120
-    assert set(ids) == expected_failed(seeded)
+    assert set(ids) == expected_failed(seeded)  # a full page is read again in halves: some ids twice
     sent = [r.form() for r in seeded.received("/api/query.php")]
-    assert [s["page_number"] for s in sent] == ["0", "1", "2"]
+    assert {s["page_number"] for s in sent} == {"0"} and len(sent) == len(pages)
     assert {(s["condition"], s["action_type"], s["result_limit"]) for s in sent} == {("failed", "sale", "50")}
     assert sent[0]["start_date"] == SINCE.strftime("%Y%m%d%H%M%S") and sent[0]["end_date"] == "20260314120000"
 
 
-def test_an_exactly_full_last_page_costs_one_empty_page(sim, gateway):
-    sim.seed_population(failed=100, days=30, now=NOW)
+def test_a_narrow_window_steps_through_the_range(seeded):
+    gateway = make_gateway(seeded, max_window_seconds=7 * 86400)
     records, pages = fetch_all(gateway)
-    assert len(records) == 100 and [p.count for p in pages] == [50, 50, 0]
+    assert_windows_read_whole(pages)
+    assert all(p.until - p.since < timedelta(days=7) for p in pages)
+    assert {r.gateway_transaction_id for r in records} == expected_failed(seeded)
+
+
+def test_one_second_fuller_than_a_page_is_paged_by_number(sim, gateway):
+    moment = NOW - timedelta(hours=1)
+    for _ in range(60):
+        sim.add_transaction(at=moment)
+    records, pages = fetch_all(gateway)
+    assert {r.gateway_transaction_id for r in records} == expected_failed(sim)
+    second = [p for p in pages if p.since == p.until == moment]
+    assert [p.page_number for p in second] == [0, 1] and [p.count for p in second] == [50, 10]
+    assert second[-1].closes and not second[0].closes
 
 
 def test_records_carry_customer_amount_decline_and_products(seeded, gateway):
@@ -123,11 +144,6 @@ def test_a_page_must_be_consumed_before_the_next(seeded, gateway):
         next(pages)
 
 
-def test_resume_from_a_page(seeded, gateway):
-    records, pages = fetch_all(gateway, start_page=2)
-    assert [p.page_number for p in pages] == [2] and len(records) == 20
-
-
 @pytest.mark.parametrize("kind", ["http_429", "http_500", "http_502", "http_503", "reset"])
 def test_transient_http_failures_are_retried(seeded, gateway, kind):
     seeded.inject(kind, count=2, path="/api/query.php")
@@ -152,10 +168,10 @@ def test_timeouts_are_retried(seeded, gateway):
 
 def test_truncated_page_is_refetched_without_handing_out_a_record_twice(seeded, gateway):
     seeded.inject("truncated_xml", count=1, path="/api/query.php")
-    records, pages = fetch_all(gateway)
-    ids = [r.gateway_transaction_id for r in records]
-    assert len(ids) == len(set(ids)) == 120
-    assert len(seeded.received("/api/query.php")) == 4  # page 0 twice
+    per_page = [[r.gateway_transaction_id for r in page.records] for page in gateway.fetch_failed(SINCE, NOW)]
+    assert {i for ids in per_page for i in ids} == expected_failed(seeded)
+    assert len(seeded.received("/api/query.php")) == len(per_page) + 1  # the first window twice
+    assert len(per_page[0]) == len(set(per_page[0])) == 50  # none of the cut page handed out twice
 
 
 def test_malformed_page_is_refetched(seeded, gateway):
@@ -259,8 +275,8 @@ def test_fetch_sales_returns_exactly_the_approved_sales_and_the_refunds(sim, gat
     refunds = {t.transaction_id: t for t in sim.transactions if t.sale_action is None}
     assert len(approved) == 80 and len(refunds) == 10
     ids = [r.gateway_transaction_id for r in records]
-    assert len(ids) == len(set(ids)) == 90 and set(ids) == set(approved) | set(refunds)
-    assert [p.count for p in pages] == [50, 40] and sum(p.skipped for p in pages) == 0
+    assert set(ids) == set(approved) | set(refunds)  # a full window is read again in halves: some twice
+    assert_windows_read_whole(pages) and sum(p.skipped for p in pages) == 0
     sent = [r.form() for r in sim.received("/api/query.php")]
     assert {(s["condition"], s["action_type"]) for s in sent} == {("pendingsettlement,complete", "sale,refund")}
     for record in records:
@@ -285,8 +301,9 @@ def test_fetch_sales_shares_the_retries_of_fetch_failed(sim, gateway, kind):
     sim.seed_population(failed=30, succeeded=120, refunds=0, days=30, now=NOW)
     sim.inject(kind, count=1, path="/api/query.php")
     records, pages = fetch_all_sales(gateway)
-    assert len({r.gateway_transaction_id for r in records}) == len(records) == 120
-    assert [p.page_number for p in pages] == [0, 1, 2]
+    assert {r.gateway_transaction_id for r in records} == {
+        t.transaction_id for t in sim.transactions if t.condition != "failed"}
+    assert_windows_read_whole(pages)
 
 
 def test_fetch_sales_with_a_bad_key_is_an_auth_error(sim):
