@@ -165,12 +165,14 @@ class SaleTransaction:
     given back, a gateway transaction of its own (``amount_minor`` is the refunded amount, positive);
     ``original_transaction_id`` names the refunded sale when the gateway says so. Refund *actions* recorded
     on a sale are reported in ``refunded_minor`` for information only: the refund transaction is what counts,
-    so a refund is never counted twice.
+    so a refund is never counted twice. ``kind="void"``: a sale (or a captured authorisation) voided before it
+    settled: no payment at all (``amount_minor`` is what had been approved; ``occurred_at`` when it was voided). An
+    authorisation counts as a ``sale`` once it is captured, at its capture; one never captured is not reported.
     """
 
     gateway: str
     gateway_transaction_id: str
-    kind: Literal["sale", "refund"]
+    kind: Literal["sale", "refund", "void"]
     amount_minor: int
     currency: str
     occurred_at: datetime  # UTC, aware: when the sale was approved / the refund made
@@ -188,6 +190,10 @@ class SaleTransaction:
     @property
     def is_refund(self) -> bool:
         return self.kind == "refund"
+
+    @property
+    def is_void(self) -> bool:
+        return self.kind == "void"
 
 
 #: what a page yields: failed sales (``fetch_failed``) or sales and refunds (``fetch_sales``)

@@ -193,15 +193,18 @@ class NmiGateway(Gateway):
         *,
         page_size: int | None = None,
     ) -> Iterator[FetchPage[SaleTransaction]]:
-        """Approved sales and refunds modified in ``[since, until]``, window by window, like :meth:`fetch_failed`.
+        """Sales, refunds, voids and captures modified in ``[since, until]``, window by window, like
+        :meth:`fetch_failed`.
 
-        Asks for ``condition=pendingsettlement,complete`` and ``action_type=sale,refund``. A sale comes back
-        whenever it is modified again (settled, refunded), so de-duplicate on ``gateway_transaction_id``. A
-        refund is a transaction of its own (NMI also adds a ``refund`` action to the refunded sale; that is
-        reported as ``refunded_minor`` on the sale, for information: count the refund transaction).
+        Asks for ``condition=pendingsettlement,complete,canceled`` and ``action_type=sale,refund,capture,void``.
+        A sale comes back whenever it is modified again (settled, refunded, voided), so de-duplicate on
+        ``gateway_transaction_id`` and keep the latest. A refund is a transaction of its own (NMI also adds a
+        ``refund`` action to the refunded sale; that is reported as ``refunded_minor`` on the sale, for
+        information: count the refund transaction). A voided sale comes as ``kind="void"`` (it was no payment);
+        an authorisation counts once, as a sale, when it is captured (an auth never captured is skipped).
         """
         return self._fetch_pages(
-            {"condition": ",".join(self.APPROVED_CONDITIONS), "action_type": "sale,refund"},
+            {"condition": ",".join(self.HISTORY_CONDITIONS), "action_type": "sale,refund,capture,void"},
             self._sale_from_record,
             since,
             until,
@@ -439,8 +442,10 @@ class NmiGateway(Gateway):
         )
 
     def _sale_from_record(self, record: NmiRecord) -> SaleTransaction | None:
-        """An approved sale (a successful ``sale`` action) or a refund transaction (a successful ``refund``
-        action and no sale); anything else (a failed or voided record, an auth) is skipped with a log line."""
+        """An approved sale (a successful ``sale`` action, or an ``auth`` with a successful ``capture``: a sale at
+        capture), a refund transaction (a successful ``refund`` action and no sale) or a voided sale or capture
+        (``condition=canceled`` with a successful ``void``: ``kind="void"``, no payment); anything else (a failed
+        record, an auth never captured) is skipped with a log line."""
         txn_id = record.get("transaction_id")
         if not txn_id:
             raise RecordUnreadable("a transaction without a transaction_id", field="transaction_id", gateway=self.name)
@@ -450,10 +455,22 @@ class NmiGateway(Gateway):
         refunds = [
             a for a in record.actions if a.get("action_type", "").strip() == "refund" and _succeeded(a)
         ]
-        if condition not in self.APPROVED_CONDITIONS:
+        auth, capture, void = (_last(record.actions, name) for name in ("auth", "capture", "void"))
+        if condition == "canceled" and void is not None and _succeeded(void):
+            paid = sale or capture or auth  # what the void cancels: the sale, or the capture of an auth
+            if paid is None or not _succeeded(paid):
+                logger.info("NMI transaction %s: a void of nothing approved; skipped", txn_id)
+                return None
+            kind, occurred, amount = "void", void, record_amount(paid.get("amount"), currency)
+        elif condition not in self.APPROVED_CONDITIONS:
             logger.warning("NMI returned transaction %s (condition %s) for a sales query", txn_id, condition)
             return None
-        if sale is not None:
+        elif sale is None and auth is not None:
+            if capture is None or not _succeeded(capture) or not _succeeded(auth):
+                logger.info("NMI transaction %s: an authorisation not captured is no payment; skipped", txn_id)
+                return None
+            kind, occurred, amount = "sale", capture, record_amount(capture.get("amount"), currency)
+        elif sale is not None:
             if not _succeeded(sale):
                 logger.warning("NMI transaction %s (condition %s) has a failed sale action", txn_id, condition)
                 return None

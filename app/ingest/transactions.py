@@ -7,8 +7,9 @@ case by its transaction. The fetch cursor moves only after a whole window's page
 window overlaps the last one (NMI filters on the *last-modified* time), so nothing is skipped and nothing doubled.
 
 Each account has two cursors: ``failed_sales`` (failed sales: transactions with status ``failed`` and their
-cases) and ``sales`` (approved sales, stored as status ``approved``, and refunds, stored as status ``refunded``;
-they never open a case). One run fetches the failed sales first, then the sales, then hands new cases to planning,
+cases) and ``sales`` (approved sales, stored as status ``approved``, refunds, stored as status ``refunded``, and
+voided sales, stored or turned to status ``voided``, no payment; an authorisation is a sale once captured; they never
+open a case). One run fetches the failed sales first, then the sales, then hands new cases to planning,
 so a plan sees the history fetched in the same run. A customer's history is recomputed from their stored rows
 (never incremented), so a sale seen twice, by a fetch and by Recoup's own payment, counts once.
 
@@ -98,6 +99,7 @@ class SalesResult:
     seen: int = 0
     new_sales: int = 0
     new_refunds: int = 0
+    voided: int = 0  # sales (or captures) voided: stored, or turned from approved, as status ``voided``
     new_customers: int = 0
     without_customer: int = 0  # stored, but nothing ties them to a customer (no id, email, phone or sale)
     customers_updated: int = 0
@@ -110,6 +112,7 @@ class SalesResult:
         self.seen += other.seen
         self.new_sales += other.new_sales
         self.new_refunds += other.new_refunds
+        self.voided += other.voided
         self.new_customers += other.new_customers
         self.without_customer += other.without_customer
         self.customers_updated += other.customers_updated
@@ -133,6 +136,7 @@ class SalesReport:
         head = (
             f"sales:{_window_text(self.window)} {self.pages} page(s), {r.seen} sale(s)/refund(s) seen, "
             f"{r.new_sales} new sale(s), {r.new_refunds} new refund(s), {r.new_customers} new customer(s)"
+            + (f", {r.voided} voided" if r.voided else "")
             + (f", {r.quarantined} quarantined" if r.quarantined else "")
         )
         if self.ok:
@@ -438,7 +442,10 @@ def _sales_chunk(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesR
     records = _dedupe(chunk)
     existing = _existing_ids(records, ctx)
     fresh = [r for r in records if (r.gateway, r.gateway_transaction_id) not in existing]
+    stored_voids = [r for r in records if r.is_void and (r.gateway, r.gateway_transaction_id) in existing]
+    voided_customers = _void_stored(stored_voids, ctx, result)
     if not fresh:
+        refresh_history(_customers_by_id(voided_customers), ctx.fx)
         return result
     # Recoup's own sales (and their refunds) are its case's customer's, whatever the gateway names as payer:
     # a new card's sale names nobody, and what it does name must not overwrite the customer's contact data.
@@ -470,14 +477,37 @@ def _sales_chunk(chunk: Sequence[SaleTransaction], ctx: IngestContext) -> SalesR
         rows.append(_sale_row(record, customer_id, ctx, payment_id=charge.payment_id if charge else None))
         if record.is_refund:
             result.new_refunds += 1
+        elif record.is_void:
+            result.voided += 1
         else:
             result.new_sales += 1
     db.session.execute(Transaction.__table__.insert(), rows)
-    touched = {row["customer_id"] for row in rows if row["customer_id"] is not None}
+    touched = {row["customer_id"] for row in rows if row["customer_id"] is not None} | voided_customers
     _refresh_counters(touched)
     refresh_history(_customers_by_id(touched), ctx.fx)
     result.customers_updated = len(touched)
     return result
+
+
+def _void_stored(voids: Sequence[SaleTransaction], ctx: IngestContext, result: SalesResult) -> set[int]:
+    """Sales stored as approved that the gateway has since voided become ``voided`` (no payment: the history
+    recomputed from the rows leaves them out). Returns the customers whose history changes."""
+    customers: set[int] = set()
+    for record in voids:
+        row = db.session.execute(
+            sa.select(Transaction.id, Transaction.customer_id).where(
+                Transaction.gateway == record.gateway, Transaction.gateway_account_id == ctx.account_id,
+                Transaction.gateway_transaction_id == record.gateway_transaction_id,
+                Transaction.status == "approved")
+        ).first()
+        if row is None:  # stored as voided already
+            continue
+        db.session.execute(sa.update(Transaction).where(Transaction.id == row.id).values(
+            status="voided", is_first_payment=None, modified_at=record.modified_at))
+        result.voided += 1
+        if row.customer_id is not None:
+            customers.add(row.customer_id)
+    return customers
 
 
 def _case_customers(case_ids: set[int]) -> dict[int, int]:
@@ -561,7 +591,7 @@ def _sale_row(
         "gateway_account_id": ctx.account_id,
         "gateway_transaction_id": record.gateway_transaction_id,
         "customer_id": customer_id,
-        "status": "refunded" if record.is_refund else "approved",
+        "status": {"refund": "refunded", "void": "voided"}.get(record.kind, "approved"),
         "amount_minor": record.amount_minor,
         "currency": record.currency.upper(),
         "value_band": value_band(record.amount_minor, record.currency, ctx.bands),

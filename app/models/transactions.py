@@ -31,7 +31,7 @@ class Transaction(db.Model):
     gateway_account_id: Mapped[int] = mapped_column(sa.ForeignKey("gateway_accounts.id"))
     gateway_transaction_id: Mapped[str] = mapped_column(sa.String(64))
     customer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("customers.id"))
-    status: Mapped[str] = mapped_column(sa.String(16), default="failed")  # failed|approved|refunded
+    status: Mapped[str] = mapped_column(sa.String(16), default="failed")  # failed|approved|refunded|voided
     amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
     currency: Mapped[str] = mapped_column(sa.String(3))
     value_band: Mapped[str | None] = mapped_column(sa.String(16))

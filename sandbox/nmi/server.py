@@ -22,6 +22,9 @@ Control routes (JSON):
                                          &limit=&offset=
     POST /_control/transactions/<id>/settle   {"at": ISO time}    (moves the modified time)
     POST /_control/transactions/<id>/refund   {"amount": "5.00", "at": ISO time}
+    POST /_control/transactions          {"action": "auth", "condition": "pending", ...}: an authorisation
+    POST /_control/transactions/<id>/capture  {"amount": "5.00", "at": ISO time}  (an auth: pendingsettlement)
+    POST /_control/transactions/<id>/void     {"at": ISO time}   (a sale or capture not settled: canceled)
     POST /_control/transactions/<id>/touch    {"at": ISO time, "before_query": 2}
                                          (moves the modified time, as an edit at the gateway does; with
                                           ``before_query`` k, just before the k-th next query.php request is
@@ -387,11 +390,19 @@ class NmiSimulator(SimulatorServer):
         source: str = "api",
         at: datetime | str | None = None,
         send_webhook: bool = False,
+        action: str = "sale",
     ) -> Transaction:
         """Add one transaction (failed sale by default) created ``at`` (default now). Unset details are drawn
-        from the seeded population (a new customer, an order, a realistic decline)."""
-        if condition not in ("failed", "pendingsettlement", "complete"):
-            raise ValueError("condition must be failed, pendingsettlement or complete")
+        from the seeded population (a new customer, an order, a realistic decline). ``action="auth"``: an
+        authorisation (``condition`` ``pending`` unless failed), to be captured or voided."""
+        if action not in ("sale", "auth"):
+            raise ValueError("action must be sale or auth")
+        if action == "auth" and condition in ("pendingsettlement", "complete"):
+            condition = "pending"
+        if condition not in ("failed", "pendingsettlement", "complete", "pending"):
+            raise ValueError("condition must be failed, pendingsettlement, complete or pending (an auth)")
+        if condition == "pending" and action != "auth":
+            raise ValueError("only an auth is pending")
         builder = self._builder
         created = _parse_time(at) if at is not None else utc_now()
         with self._store_lock:
@@ -416,6 +427,10 @@ class NmiSimulator(SimulatorServer):
                 txn.amount = money(Decimal(str(amount)), txn.currency)
             txn.actions[0].amount = txn.actions[0].requested_amount = txn.amount
             txn.actions[0].source = source
+            if action == "auth":
+                txn.actions[0].action_type = "auth"
+                if condition == "pending":
+                    txn.condition = "pending"
             if order_id is not None:
                 txn.order_id = order_id
             if order_description is not None:
@@ -441,6 +456,35 @@ class NmiSimulator(SimulatorServer):
         with self._store_lock:
             txn = self._require(transaction_id)
             self._settle(txn, _parse_time(at) if at is not None else utc_now())
+            return txn
+
+    def capture(
+        self, transaction_id: str, amount: str | None = None, at: datetime | str | None = None
+    ) -> Transaction:
+        """Capture an authorisation (all of it by default): it becomes a sale awaiting settlement."""
+        with self._store_lock:
+            txn = self._require(transaction_id)
+            auth = next((a for a in txn.actions if a.action_type == "auth" and a.success), None)
+            if auth is None or txn.condition != "pending":
+                raise ValueError(f"transaction {transaction_id} is no authorisation awaiting capture")
+            value = money(Decimal(amount if amount is not None else auth.amount), txn.currency)
+            if Decimal(value) <= 0 or Decimal(value) > Decimal(auth.amount):
+                raise ValueError("a capture is more than zero and at most the authorised amount")
+            when = _parse_time(at) if at is not None else utc_now()
+            txn.add_action(Action(value, "capture", when, True, "api", "SUCCESS", "100", "APPROVED", "00"))
+            txn.amount = value
+            txn.condition = "pendingsettlement"
+            return txn
+
+    def void(self, transaction_id: str, at: datetime | str | None = None) -> Transaction:
+        """Void a sale, a capture or an authorisation not yet settled: condition ``canceled``, no money moves."""
+        with self._store_lock:
+            txn = self._require(transaction_id)
+            if txn.condition not in ("pendingsettlement", "pending"):
+                raise ValueError(f"transaction {transaction_id} cannot be voided (condition {txn.condition})")
+            when = _parse_time(at) if at is not None else utc_now()
+            txn.add_action(Action(txn.amount, "void", when, True, "api", "Transaction Void Successful", "100"))
+            txn.condition = "canceled"
             return txn
 
     def touch(
@@ -1066,6 +1110,10 @@ class NmiSimulator(SimulatorServer):
             if verb == "refund":
                 refund = self.refund(txn_id, spec.get("amount"), spec.get("at"))
                 return json_response(summary(refund), 201)
+            if verb == "capture":
+                return json_response(summary(self.capture(txn_id, spec.get("amount"), spec.get("at"))))
+            if verb == "void":
+                return json_response(summary(self.void(txn_id, spec.get("at"))))
             if verb == "touch":
                 return json_response(summary(self.touch(txn_id, spec.get("at"), before_query=spec.get("before_query"))))
             return json_response({"error": f"unknown verb {verb!r}"}, 404)

@@ -278,7 +278,8 @@ def test_fetch_sales_returns_exactly_the_approved_sales_and_the_refunds(sim, gat
     assert set(ids) == set(approved) | set(refunds)  # a full window is read again in halves: some twice
     assert_windows_read_whole(pages) and sum(p.skipped for p in pages) == 0
     sent = [r.form() for r in sim.received("/api/query.php")]
-    assert {(s["condition"], s["action_type"]) for s in sent} == {("pendingsettlement,complete", "sale,refund")}
+    assert {(s["condition"], s["action_type"]) for s in sent} == {
+        ("pendingsettlement,complete,canceled", "sale,refund,capture,void")}
     for record in records:
         if record.kind == "sale":
             txn = approved[record.gateway_transaction_id]
