@@ -218,6 +218,7 @@ def main() -> int:
             for r in recorded:
                 client.post(r["path"], data=r["body"], headers=r["headers"], base_url=public)
             profiler.disable()
+            profiler.dump_stats(os.environ["RECOUP_BENCH_PROFILE"])
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(60)
             return 0
 
