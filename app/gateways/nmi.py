@@ -86,7 +86,8 @@ class NmiGateway(Gateway):
     connection errors, HTTP 429/5xx, ``response_code=301``, a truncated document) are retried up to
     ``max_attempts`` times with exponential backoff and full jitter starting at ``backoff`` seconds, capped at
     ``max_backoff``; a ``Retry-After`` header is honoured up to ``max_retry_after`` seconds. Fetches walk time
-    windows of at most ``max_window_seconds``, each read in one request of at most ``page_size`` records.
+    windows of at most ``max_window_seconds`` (default 31 days: a backfill of a quiet month is one request, and a
+    busy one is halved until each window fits a page), each read in one request of at most ``page_size`` records.
     """
 
     name = "nmi"
@@ -103,7 +104,7 @@ class NmiGateway(Gateway):
         max_backoff: float = 30.0,
         max_retry_after: float = 60.0,
         page_size: int = 1000,
-        max_window_seconds: int = 86400,
+        max_window_seconds: int = 31 * 86400,
         dup_seconds: int | None = None,
         default_phone_region: str | None = "US",
         max_text: int = DEFAULT_MAX_TEXT,
