@@ -26,7 +26,8 @@ def test_two_soak_rounds_lose_and_duplicate_nothing(backend, pytestconfig):
     index = 1 + (os.getpid() + 7) % 14
     env = {**os.environ, "RECOUP_BENCH_MYSQL_URL": backends.MYSQL_SERVER_URL,
            "RECOUP_BENCH_REDIS_URL": backends.REDIS_URL.rsplit("/", 1)[0] + f"/{index}"}
-    done = subprocess.run([sys.executable, "bench/soak.py", "--rounds", "2", "--n", "200", "--kills", "3"],
+    done = subprocess.run([sys.executable, "bench/soak.py", "--rounds", "2", "--n", "300", "--kills", "2",
+                           "--deadline", "300"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     report = done.stdout[-3000:] + done.stderr[-2000:]
     assert done.returncode == 0, report
