@@ -448,18 +448,18 @@ def _static_problems(field_name: str, ast: nodes.Template) -> list[TemplateProbl
 
 def _check_source(
     field_name: str, source: str, env: BoundedSandbox
-) -> tuple[list[TemplateProblem], bool]:
-    """Problems found without rendering, and whether the source compiled."""
+) -> tuple[list[TemplateProblem], Template | None]:
+    """Problems found without rendering, and the compiled template (None if the source did not compile)."""
     try:
-        env.from_string(source)  # compiling also catches unknown filters and tests (and refuses a huge source)
-        return _static_problems(field_name, env.parse(source)), True
+        compiled = env.from_string(source)  # compiling also catches unknown filters and tests (and a huge source)
+        return _static_problems(field_name, env.parse(source)), compiled
     except TemplateSyntaxError as exc:
-        return [TemplateProblem(field_name, exc.message or str(exc), exc.lineno, "syntax")], False
+        return [TemplateProblem(field_name, exc.message or str(exc), exc.lineno, "syntax")], None
     except TemplateTooCostly as exc:
-        return [TemplateProblem(field_name, str(exc), None, "cost")], False
+        return [TemplateProblem(field_name, str(exc), None, "cost")], None
     except TemplateError as exc:
         # Jinja folds constant expressions while it compiles or looks for variables: ('a' ~ (7|attr('x'))) fails there
-        return [_render_problem(field_name, exc)], False
+        return [_render_problem(field_name, exc)], None
 
 
 def _render_problem(field_name: str, exc: Exception) -> TemplateProblem:
@@ -495,13 +495,17 @@ def validate_template(
     sources = [("subject", source_subject, _TEXT_ENV), ("body", source_body, _TEXT_ENV)]
     if source_html:
         sources.append(("html", source_html, _HTML_ENV))
-    compiled = True
+    compiled: dict[str, Template] = {}
+    failed = False
     for field_name, source, env in sources:
         if source is None:
             continue
-        found, ok = _check_source(field_name, source, env)
+        found, template = _check_source(field_name, source, env)
         problems.extend(found)
-        compiled = compiled and ok
+        if template is None:
+            failed = True
+        elif source:
+            compiled[field_name] = template
     if not source_body.strip():
         problems.append(TemplateProblem("body", "the body is empty", None, "missing"))
     if channel is Channel.EMAIL and not (source_subject or "").strip():
@@ -512,33 +516,29 @@ def validate_template(
                 "subject", f"a {channel} message has no subject; it is ignored", None, "missing", "warning"
             )
         )
-    if not compiled or any(p.severity == "error" for p in problems):
+    if failed or any(p.severity == "error" for p in problems):
         return _dedupe(problems)
 
     template = MessageTemplate(body=source_body, subject=source_subject, html=source_html)
-    sources = {"subject": source_subject, "body": source_body, "html": source_html}
     with bounded(VALIDATION_SECONDS):  # every sample render together, however many there are
-        longest = _render_samples(channel, template, sources, problems)
+        longest = _render_samples(channel, template, compiled, problems)
     if longest is not None and longest.sms is not None:
         problems.extend(_sms_length_notes(longest.text, longest.sms))
     return _dedupe(problems)
 
 
-def _render_samples(channel: Channel, template: MessageTemplate, sources: dict[str, str | None],
+def _render_samples(channel: Channel, template: MessageTemplate, compiled: dict[str, Template],
                     problems: list[TemplateProblem]) -> RenderedMessage | None:
-    """Render each field against every sample context, adding what fails to ``problems``; the longest SMS. A
-    template found too costly is not rendered again (its next render would cost as much)."""
+    """Render each compiled field against every sample context, adding what fails to ``problems``; the longest SMS.
+    A template found too costly is not rendered again (its next render would cost as much)."""
     longest: RenderedMessage | None = None
     for product_type in PRODUCT_TYPES:
         for with_offers in (True, False):
             context = sample_context(product_type, with_offers=with_offers)
-            for field_name, source in sources.items():
-                if not source:
-                    continue
-                env = _HTML_ENV if field_name == "html" else _TEXT_ENV
+            for field_name, field_template in compiled.items():
                 try:
                     with bounded(RENDER_SECONDS):
-                        env.from_string(source).render(build_context(context))
+                        field_template.render(build_context(context))
                 except Exception as exc:  # any failure here would have failed for a customer
                     problems.append(_render_problem(field_name, exc))
                     if isinstance(exc, TemplateTooCostly):

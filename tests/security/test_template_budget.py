@@ -46,19 +46,19 @@ HOSTILE = [
 
 @pytest.mark.parametrize("source", HOSTILE)
 def test_a_hostile_template_is_refused_fast_when_checked(source):
-    started = time.process_time()
+    started = time.thread_time()
     problems = [p for p in validate_template("sms", None, source) if p.severity == "error"]
     assert problems, f"{source} was accepted"
-    assert time.process_time() - started < 2.0
+    assert time.thread_time() - started < 2.0
 
 
 @pytest.mark.parametrize("source", HOSTILE[:11])
 def test_a_hostile_template_that_skipped_the_check_is_refused_when_sent(source):
     """A template stored before the budget (or written to the database directly) is refused at render time."""
-    started = time.process_time()
+    started = time.thread_time()
     with pytest.raises(TemplateTooCostly):
         render("email", MessageTemplate(body=source, subject="s"), sample_context())
-    assert time.process_time() - started < 2.0
+    assert time.thread_time() - started < 2.0
 
 
 def test_what_is_too_costly_is_said_in_words():
@@ -110,13 +110,13 @@ def _expressions() -> st.SearchStrategy[str]:
 def test_fuzz_every_render_is_bounded_by_its_budget(expression, looped):
     source = ("{% for a in 'x'*500 %}{% for b in 'x'*500 %}{{ " + expression + " }}{% endfor %}{% endfor %}"
               if looped else "{{ " + expression + " }}")
-    started = time.process_time()
+    started = time.thread_time()
     validate_template("sms", None, source)  # problems or none, but never an exception and never a stall
     try:
         render("sms", MessageTemplate(body=source), sample_context())
     except Exception:  # noqa: BLE001 - any Jinja error is a refusal; what matters is that it comes fast
         pass
-    assert time.process_time() - started < 3.0, source
+    assert time.thread_time() - started < 3.0, source
 
 
 # -- the preview and the save, through the admin ----------------------------------------------------------------------
@@ -128,9 +128,9 @@ def test_the_preview_is_refused_to_roles_that_cannot_write_templates(client, aut
 
 def test_a_hostile_preview_answers_with_a_problem_not_a_hang(client, auth):
     auth.login("author")
-    started = time.process_time()
+    started = time.thread_time()
     response = client.post("/admin/templates/preview", json={"channel": "sms", "body": "{{ 99999999**99999999 }}"})
-    assert response.status_code == 200 and time.process_time() - started < 2.0
+    assert response.status_code == 200 and time.thread_time() - started < 2.0
     problems = response.get_json()["problems"]
     assert problems and "too costly" in problems[0]["message"]
 
@@ -150,9 +150,9 @@ def test_a_hostile_template_is_not_saved(client, auth):
     "{% for a in offers %}" * 25 + "x" + "{% endfor %}" * 25,  # more blocks than Python nests (the same)
 ])
 def test_templates_at_the_size_cap_are_bounded_too(source):
-    started = time.process_time()
+    started = time.thread_time()
     problems = [p for p in validate_template("sms", None, source[:65_536]) if p.severity == "error"]
-    assert problems and time.process_time() - started < 3.0
+    assert problems and time.thread_time() - started < 3.0
 
 
 def test_a_template_that_fails_while_compiling_is_a_problem_not_an_error():
@@ -168,6 +168,6 @@ def test_fuzz_statements_around_hostile_expressions_are_bounded(expression, shap
     body = {"macro": "{% macro m(n) %}{{ " + expression + " }}{{ m(n) }}{% endmacro %}{{ m(1) }}",
             "set": "{% set v = " + expression + " %}{{ v ~ v }}",
             "if": "{% if " + expression + " %}{{ " + expression + " }}{% endif %}"}[shape]
-    started = time.process_time()
+    started = time.thread_time()
     validate_template("sms", None, body)  # never an exception, never a stall
-    assert time.process_time() - started < 3.0, body
+    assert time.thread_time() - started < 3.0, body
