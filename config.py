@@ -33,6 +33,16 @@ def env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be a whole number, got {raw!r}") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    raw = env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
 def env_list(name: str) -> tuple[str, ...]:
     """A list in one variable, separated by commas or spaces: ``KEY_NEW,KEY_OLD``."""
     raw = env(name) or ""
@@ -82,7 +92,7 @@ class Config:
     DISPATCH_LEASE_SECONDS = env_int("DISPATCH_LEASE_SECONDS", 60)
     DISPATCH_BUDGET_SECONDS = env_int("DISPATCH_BUDGET_SECONDS", 25)
     WHATSAPP_RECONCILE_SECONDS = env_int("WHATSAPP_RECONCILE_SECONDS", 600)
-    UNKNOWN_REVIEW_HOURS = env_int("UNKNOWN_REVIEW_HOURS", 24)
+    UNKNOWN_REVIEW_HOURS = env_float("UNKNOWN_REVIEW_HOURS", 24)
     WHATSAPP_DELIVERY_TIMEOUT_MINUTES = env_int("WHATSAPP_DELIVERY_TIMEOUT_MINUTES", 60)
     CONSOLIDATE_WINDOW_HOURS = env_int("CONSOLIDATE_WINDOW_HOURS", 24)
     # Keys for credentials stored in the database (Fernet, app.accounts.secrets): RECOUP_ENCRYPTION_KEY is a list,

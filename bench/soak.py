@@ -89,6 +89,8 @@ def main() -> int:
                             for ch, r in sorted(per.items()))
         print(f"round {number:2}/{args.rounds}: {run.n} messages, {kills} kills, {run.seconds:5.1f} s, "
               f"unsettled {unsettled}  |  {summary}{'  <- FAILED' if bad else ''}", flush=True)
+        if bad and run.trouble:
+            print(run.trouble[-3000:], flush=True)
         if bad and run.log_tail:
             print(run.log_tail[-1500:], flush=True)
 

@@ -96,6 +96,9 @@ def worker_env(app: Any, redis_url: str, concurrency: int) -> dict[str, str]:
         "DISPATCH_BUDGET_SECONDS": "8",
         "DISPATCH_CONCURRENCY": str(concurrency),
         "WHATSAPP_RECONCILE_SECONDS": "3",
+        # a WhatsApp request cut off by a kill that Meta never read has no status, and the last of a round has no
+        # later traffic to show the pipe works: it waits for this fallback (a day in production), then review
+        "UNKNOWN_REVIEW_HOURS": "0.01",
         "CONSOLIDATE_WINDOW_HOURS": "0",
     }
 
@@ -115,6 +118,7 @@ class CrashRound:
     events: Counter[str] = field(default_factory=Counter)
     log_tail: str = ""
     seconds: float = 0.0
+    trouble: str = ""  # the states and events of a few messages lost or never settled, for whoever reads a failure
 
     @property
     def settled(self) -> int:
@@ -231,6 +235,12 @@ def judge(result: CrashRound, db: Any, sims: Any, ids: list[int]) -> None:
             MessageEvent.kind.in_(("reclaimed", "unknown", "reconciled", "review", "attempt"))
         ).group_by(MessageEvent.kind)
     ).all()))
+    unsettled = [i for i in ids if result.state.get(i) not in SETTLED]
+    troubled = sorted(set(unsettled) | set(result.lost()) | set(result.twice()))[:5]
+    if troubled:
+        result.trouble = "\n".join(
+            [f"  m{i} ({result.channel.get(i)}): {result.state.get(i)}, received {result.received.get(i)}"
+             for i in troubled] + [story(db, troubled)])
 
 
 def story(db: Any, message_ids: list[int]) -> str:

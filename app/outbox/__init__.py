@@ -11,13 +11,13 @@ States of an outbox row (``rules/`` has no notion of them; :data:`.states.TRANSI
 
                        +-------------------- lease expired: nothing was sent ---------------------+
                        v                                                                          |
-    scheduled --claim--> claimed --attempt recorded--> sending --(email: checkpoint)--> delivering |
+    scheduled --claim--> claimed --attempt recorded--> sending ----checkpoint----> delivering      |
         ^   |                |                            |                                 |      |
-        |   |                +--------------------------- | --------------------------------| -----+
-        |   +--> cancelled | skipped | merged             v                                 v
+        |   |                +----------------------------+---------------------------------| -----+
+        |   +--> cancelled | skipped | merged                                               v
         |                                   sent -> delivered -> read | failed | undelivered
-        |                                                 |                                 |
-        |           (sms/whatsapp: lease expired while    v     (email: lease expired after |
+        |                                                 ^                                 |
+        |           (sms/whatsapp: lease expired after    |     (email: lease expired after |
         +--- not at the provider --------------------- unknown    the checkpoint, or lost   |
                                                           |       after the dot)           v
                                                           +-- cannot tell in time ----> review
@@ -30,8 +30,12 @@ States of an outbox row (``rules/`` has no notion of them; :data:`.states.TRANSI
   quarter of ``DISPATCH_LEASE_SECONDS``). A row in ``claimed``/``sending``/``delivering`` whose lease expired
   belongs to a dead (or cut-off) worker and is taken over by :func:`.reconcile.reclaim_stale`. Every step a worker
   takes on a row is conditional on still holding it (row lock + token check), so a worker that lost its lease stops.
-* **attempt**: right before the provider is called the row moves to ``sending`` and an ``attempt`` event is
-  stored with what reconciliation needs (channel, to, from, the SMS body, the time).
+* **attempt**: when a batch is handed to the sending threads its rows move to ``sending`` and an ``attempt`` event
+  is stored with what reconciliation needs (channel, to, from, the SMS body, the time).
+* **checkpoint**: right before the provider may have a message (an SMS or WhatsApp request is written, an email's
+  final dot) its sending thread moves the row to ``delivering``, committed, if the row is still its own (else it
+  sends nothing). So a row a dead worker left in ``sending`` (waiting for a thread, or being built) was certainly
+  not sent, and is due again; only ``delivering`` rows are in doubt.
 * **check at send time**: a claimed row is sent only if its case is open and not paused (else ``cancelled``, or
   ``paused`` until an operator resumes it: ``app.recovery.case_actions``) and the contact rules allow it now; else it is
   ``scheduled`` again for the first allowed moment, with a ``deferred`` event naming each reason and the rule behind
@@ -46,11 +50,13 @@ Why a row left by a dead worker is safe to resolve, per channel (:mod:`.reconcil
   was delivered → ``scheduled`` again. ``delivering`` → the server may have it and SMTP offers no way to ask
   (no message lookup; a success DSN, RFC 3461, is not relayed by most providers) → ``review``: a person decides
   (:func:`.review.resolve_review`). The uncertain window is only the server's end-of-data processing plus one commit.
-* **SMS** (Twilio). The Messages API lists what was created: after the lease expired (so any request the dead
-  worker had in flight has been processed), ``GET Messages.json?To=&From=`` is searched for our exact body (it
+* **SMS** (Twilio). A row left in ``sending`` is due again; one left in ``delivering`` is ``unknown``. The
+  Messages API lists what was created: after the lease expired (so any request the dead worker had in flight has
+  been processed), ``GET Messages.json?To=&From=`` is searched for our exact body (it
   holds a one-off payment link, so it is unique) since the attempt. Found → ``sent`` with its SID; not found →
   ``scheduled`` again; lookup failing → stays ``unknown`` and is retried on the next pass.
-* **WhatsApp** (Cloud API). There is no message lookup, but every status webhook echoes our reference
+* **WhatsApp** (Cloud API). A row left in ``sending`` is due again; one left in ``delivering`` is ``unknown``.
+  There is no message lookup, but every status webhook echoes our reference
   (``biz_opaque_callback_data``): any status for the row settles it (``app.outbox.delivery.apply_status``), usually
   within seconds. With no status after ``WHATSAPP_RECONCILE_SECONDS`` while webhooks arrived for *other* WhatsApp
   messages sent after that wait (the pipe works and has caught up past ours), the row goes to ``review``: Meta may

@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 
 S = OutboxState
 #: states a status update may move a message out of (the highest status seen wins; see DeliveryStatus.rank)
-STATUS_STATES = frozenset({S.SENT, S.DELIVERED, S.READ, S.FAILED, S.UNDELIVERED, S.UNKNOWN, S.SENDING, S.REVIEW})
+STATUS_STATES = frozenset({S.SENT, S.DELIVERED, S.READ, S.FAILED, S.UNDELIVERED, S.UNKNOWN, S.SENDING, S.DELIVERING,
+                           S.REVIEW})
 #: a status for a row in one of these proves the provider took the message
-UNSETTLED = frozenset({S.UNKNOWN, S.SENDING, S.REVIEW})
+UNSETTLED = frozenset({S.UNKNOWN, S.SENDING, S.DELIVERING, S.REVIEW})
 #: the states a provider's status names (the others are ours alone)
 _STATUS_NAMED = frozenset(S(s.value) for s in DeliveryStatus if s.value in S.__members__.values())
 

@@ -173,6 +173,10 @@ def _ready(
                                "started_at": facts.started.isoformat(), "by": message.claimed_by}
     if message.contact_override:  # what the contact rules lifted for this send, and who said so
         attempt["override"] = message.contact_override
+    if channel != Channel.EMAIL:
+        # its sending thread commits a checkpoint (``delivering``) before the request: a row a dead worker left in
+        # ``sending`` with this mark never reached the provider (app.outbox.reconcile.reclaim_stale)
+        attempt["checkpoint"] = True
     if channel == Channel.SMS:
         attempt["body"] = outbound.text
         attempt["from"] = getattr(senders[channel], "from_number", None)

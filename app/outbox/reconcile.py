@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def reclaim_stale(now: datetime | None = None) -> int:
-    """Rows whose owner's lease expired: back to the queue when nothing can have been sent, else ``unknown``
-    (SMS, WhatsApp: the provider is asked) or ``review`` (an email past its checkpoint)."""
+    """Rows whose owner's lease expired: back to the queue when nothing can have been sent (before the checkpoint),
+    else ``unknown`` (SMS, WhatsApp: the provider is asked) or ``review`` (an email: SMTP cannot be asked)."""
     cutoff = utcnow() - timedelta(seconds=setting("DISPATCH_LEASE_SECONDS"))
     rows = db.session.execute(
         sa.select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.channel, OutboxMessage.claimed_by)
@@ -41,11 +41,15 @@ def reclaim_stale(now: datetime | None = None) -> int:
             target, why = S.SCHEDULED, "the worker stopped while escalating"
         elif state == S.CLAIMED:
             target, why = S.SCHEDULED, "the worker stopped before sending; nothing was sent"
-        elif state == S.DELIVERING:
+        elif state == S.DELIVERING and channel == Channel.EMAIL:
             target, why = S.REVIEW, "the worker stopped after the end of DATA went out: the mail server may have it"
+        elif state == S.DELIVERING:
+            target, why = S.UNKNOWN, "the worker stopped with its request maybe on its way; asking the provider"
         elif channel == Channel.EMAIL:
             target, why = S.SCHEDULED, "the worker stopped before the end of DATA: the mail server dropped it"
-        else:
+        elif last_attempt(mid).get("checkpoint"):
+            target, why = S.SCHEDULED, "the worker stopped before its checkpoint: the request never went out"
+        else:  # left by a worker of a version before the checkpoint (an upgrade): its request may have gone
             target, why = S.UNKNOWN, "the worker stopped while sending; asking the provider before anything else"
         check_move(mid, state, target)
         changed = db.session.execute(

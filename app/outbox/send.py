@@ -1,4 +1,7 @@
-"""The provider call, on a sending thread; an email records its checkpoint right before its final dot.
+"""The provider call, on a sending thread, after a checkpoint: ``sending`` → ``delivering``, committed, right before
+the provider may have the message (an SMS or WhatsApp request is about to be written; an email's final dot is). A
+worker that dies before its checkpoint sent nothing, and the row is simply due again; one that dies after it leaves a
+row the provider is asked about, or a person decides (:mod:`app.outbox.reconcile`).
 
 A message that can never be built (a header our builder refuses because it would be injected, an address or a body
 a channel refuses as built, text that cannot be encoded) raises in the sender before anything goes out. That is no
@@ -66,15 +69,29 @@ def _guarded(send: Callable[[OutboundMessage], SendResult], ready: Ready,
 
 
 def send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
-    """The provider call (a sending thread). An email writes its checkpoint right before the final dot."""
+    """The provider call (a sending thread), after its checkpoint: an SMS or WhatsApp right before the request, an
+    email right before the final dot. A row no longer ours at its checkpoint is not sent (``lost``)."""
     with log_context(message_id=ready.message_id, case_id=ready.case_id):
-        return _send_one(app, ready, senders)
+        if ready.channel == Channel.EMAIL:
+            return _send_email(app, ready, senders)
+        return _send_request(app, ready, senders)
 
 
-def _send_one(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
-    if ready.channel != Channel.EMAIL:
-        with provider_call(ready.channel, "send"):
-            return Attempted(ready, _guarded(senders[ready.channel].send, ready))
+def _send_request(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
+    """An HTTP provider (Twilio, the WhatsApp Cloud API): the checkpoint, then the request. Messages wait on the
+    sending threads' queue in ``sending``; only those whose request may have left are in ``delivering``."""
+    with app.app_context():
+        try:
+            ours = _checkpoint(ready.message_id, ready.owner)
+        finally:
+            db.session.remove()
+    if not ours:
+        return Attempted(ready, None, "lost")
+    with provider_call(ready.channel, "send"):
+        return Attempted(ready, _guarded(senders[ready.channel].send, ready))
+
+
+def _send_email(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
     mid, owner = ready.message_id, ready.owner
     with app.app_context():
         try:
@@ -142,7 +159,8 @@ def _mark(statement: sa.Update, params: dict[str, Any]) -> int:
 
 
 def _checkpoint(message_id: int, owner: str | None) -> bool:
-    """Right before an email's final dot: still ours? then record (committed) that the server may now have it."""
+    """Right before the provider may have the message (an email's final dot, an SMS or WhatsApp request): still
+    ours? then record (committed) that it may now have it."""
     return bool(_mark(_TO_DELIVERING, {"mid": message_id, "owner": owner}))
 
 

@@ -19,8 +19,8 @@ class OutboxState(StrEnum):
     HELD = "held"  # planned, but the contact rules found no moment yet (an operator or a replan moves it)
     SCHEDULED = "scheduled"  # waiting for ``scheduled_for``; the dispatcher claims it then
     CLAIMED = "claimed"  # a dispatch run holds it (lease: ``claimed_at``, owner: ``claimed_by``); nothing sent
-    SENDING = "sending"  # the attempt is recorded; the provider is being called
-    DELIVERING = "delivering"  # email: past the checkpoint before the final dot; the server may have it
+    SENDING = "sending"  # the attempt is recorded; the message waits for a sending thread, or is being written
+    DELIVERING = "delivering"  # past the checkpoint: the provider may have it (an email's final dot, a request)
     SENT = "sent"  # the provider has it
     DELIVERED = "delivered"
     READ = "read"
@@ -53,7 +53,8 @@ TRANSITIONS: dict[OutboxState, frozenset[OutboxState]] = {
     # CLAIMED again: a synchronous failure moved it to its next channel (prepared again at once)
     S.SENDING: frozenset({S.DELIVERING, S.SENT, S.DELIVERED, S.READ, S.FAILED, S.UNDELIVERED, S.UNKNOWN, S.REVIEW,
                           S.SCHEDULED, S.CLAIMED, S.CANCELLED, S.PAUSED}),
-    S.DELIVERING: frozenset({S.SENT, S.SENDING, S.REVIEW, S.FAILED, S.SCHEDULED, S.CLAIMED}),
+    S.DELIVERING: frozenset({S.SENT, S.DELIVERED, S.READ, S.FAILED, S.UNDELIVERED, S.UNKNOWN, S.REVIEW, S.SENDING,
+                             S.SCHEDULED, S.CLAIMED}),
     # settled by reconciliation, a status webhook or a person
     S.UNKNOWN: frozenset({S.SENT, S.DELIVERED, S.READ, S.FAILED, S.UNDELIVERED, S.SCHEDULED, S.REVIEW}),
     S.REVIEW: frozenset({S.SENT, S.DELIVERED, S.READ, S.FAILED, S.UNDELIVERED, S.SCHEDULED}),

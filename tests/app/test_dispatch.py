@@ -3,6 +3,7 @@
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from app.models import MessageEvent, OutboxMessage, RecoveryCase
@@ -227,6 +228,71 @@ def test_the_checkpoint_is_recorded_before_the_dot_and_a_lost_claim_sends_nothin
     assert channels.smtp.count(f"m{mid}") == 0 and channels.smtp.received() == []
 
 
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+def test_a_request_left_before_its_checkpoint_was_not_sent_and_goes_out_once(db, channels, monkeypatch, channel):
+    """Rows wait in ``sending`` for a sending thread; the checkpoint moves each to ``delivering`` right before its
+    request. One a dead worker left in ``sending`` never reached the provider: due again, nobody asked, no review."""
+    import app.outbox.send as send
+
+    customer = make_customer(phone_e164="+13055550177")
+    message = due_message(case=make_case(transaction=make_transaction(customer=customer)), channel=channel)
+    mid = message.id
+    db.session.commit()
+    with monkeypatch.context() as patch:  # the worker dies while the row waits for a sending thread
+        patch.setattr(send, "_checkpoint", lambda *args: (_ for _ in ()).throw(RuntimeError("killed")))
+        dispatch_due(now=NOW)
+    db.session.expire_all()
+    assert db.session.get(OutboxMessage, mid).state == "sending"
+    expire_leases(db, mid)
+    report = dispatch_due(now=NOW)
+    assert report["reclaimed"] == 1 and report["sent"] == 1
+    assert events(mid) == ["attempt", "reclaimed", "attempt", "sent"]
+    simulator = channels.twilio if channel == "sms" else channels.whatsapp
+    assert simulator.count(f"m{mid}") == 1
+
+
+def test_a_request_left_in_sending_by_a_worker_before_the_checkpoint_is_not_sent_again(db, channels):
+    """A worker of an older version wrote no checkpoint: its ``sending`` row may have reached the provider (an
+    upgrade while it sent). Its attempt carries no checkpoint mark, so the row is in doubt, never simply due."""
+    customer = make_customer(phone_e164="+13055550179")
+    message = due_message(case=make_case(transaction=make_transaction(customer=customer)), channel="whatsapp")
+    mid = message.id
+    left_by_a_dead_worker(db, message, "sending")
+    db.session.add(MessageEvent(message_id=mid, kind="attempt", provider_payload={
+        "channel": "whatsapp", "to": "+13055550179", "started_at": datetime.now(UTC).isoformat()}))
+    db.session.commit()
+    report = dispatch_due(now=NOW)
+    assert not report.get("sent") and channels.whatsapp.count(f"m{mid}") == 0
+    assert db.session.get(OutboxMessage, mid).state == "unknown"
+
+
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+def test_a_request_is_checkpointed_before_it_leaves_and_a_lost_claim_sends_nothing(db, channels, monkeypatch,
+                                                                                    channel):
+    import app.outbox.send as send
+
+    customer = make_customer(phone_e164="+13055550178")
+    message = due_message(case=make_case(transaction=make_transaction(customer=customer)), channel=channel)
+    mid = message.id
+    db.session.commit()
+    simulator = channels.twilio if channel == "sms" else channels.whatsapp
+    seen = []
+    real = send._checkpoint
+
+    def checkpoint(message_id, owner):
+        seen.append((db.session.get(OutboxMessage, message_id).state, simulator.count(f"m{message_id}")))
+        db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == message_id)
+                           .values(claimed_by="someone-else"))  # our lease ran out just before the request
+        db.session.commit()
+        return real(message_id, owner)
+
+    monkeypatch.setattr(send, "_checkpoint", checkpoint)
+    assert dispatch_due(now=NOW).get("lost") == 1
+    assert seen == [("sending", 0)]  # the checkpoint comes before anything is written to the provider
+    assert simulator.count(f"m{mid}") == 0
+    assert db.session.get(OutboxMessage, mid).state == "sending"
+
+
 def test_a_connection_lost_after_the_dot_is_held_for_a_person(db, channels):
     message = due_message(channel="email")
     mid = message.id
@@ -246,7 +312,7 @@ def test_an_sms_twilio_has_is_found_by_its_body_and_not_sent_again(db, channels,
         die_after_the_provider_call(patch)
         dispatch_due(now=NOW)
     db.session.expire_all()
-    assert db.session.get(OutboxMessage, mid).state == "sending"
+    assert db.session.get(OutboxMessage, mid).state == "delivering"  # past its checkpoint: Twilio may have it
     assert channels.twilio.count(f"m{mid}") == 1
     expire_leases(db, mid)
     report = dispatch_due(now=NOW)
@@ -303,7 +369,7 @@ def test_a_whatsapp_without_any_status_goes_to_review_never_sent_again(db, chann
     customer = make_customer(phone_e164="+13055550174")
     message = due_message(case=make_case(transaction=make_transaction(customer=customer)), channel="whatsapp")
     mid = message.id
-    left_by_a_dead_worker(db, message, "sending")
+    left_by_a_dead_worker(db, message, "delivering")
     long_ago = datetime.now(UTC) - timedelta(hours=2)
     db.session.add(MessageEvent(message_id=mid, kind="attempt",
                                 provider_payload={"channel": "whatsapp", "started_at": long_ago.isoformat()}))
