@@ -88,6 +88,9 @@ class Config:
     # The dispatcher: sends in flight per worker, how long a claim lives without a heartbeat, how long one
     # dispatch job keeps claiming; when an unanswered WhatsApp send may be re-sent, when an unknown send goes to
     # a person, when an undelivered WhatsApp message falls back, and the window for merging a customer's reminders.
+    # How often each worker does RQ's maintenance and makes sure the periodic jobs are scheduled (a Redis restart
+    # loses them): workers.schedule.chain_keeping.
+    WORKER_MAINTENANCE_SECONDS = env_int("RECOUP_WORKER_MAINTENANCE_SECONDS", 30)
     DISPATCH_CONCURRENCY = env_int("DISPATCH_CONCURRENCY", 32)
     DISPATCH_LEASE_SECONDS = env_int("DISPATCH_LEASE_SECONDS", 60)
     DISPATCH_BUDGET_SECONDS = env_int("DISPATCH_BUDGET_SECONDS", 25)
@@ -116,7 +119,7 @@ class Config:
     # The demo (`flask demo` turns it on): its control page at /admin/demo/ and a business clock that can be moved
     # forward (app.clock). DEMO_CLOCK alone enables the clock (tests). Never honoured by ProductionConfig.
     DEMO_MODE = False
-    DEMO_CLOCK = False
+    DEMO_CLOCK = env_bool("RECOUP_DEMO_CLOCK", False)  # a worker process of a time-warped test (tests/chaos.py)
 
     # Providers (normally entered in the admin; a default one may come from the environment)
     NMI_SECURITY_KEY = env("NMI_SECURITY_KEY")

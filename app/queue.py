@@ -50,8 +50,11 @@ class JobQueue(Protocol):
     kind: str
 
     def enqueue(
-        self, func: str | Callable[..., Any], *args: Any, queue: str = "default", job_id: str | None = None, **kw: Any
-    ) -> Any: ...
+        self, func: str | Callable[..., Any], *args: Any, queue: str = "default", job_id: str | None = None,
+        retries: tuple[int, ...] = (), **kw: Any
+    ) -> Any:
+        """Run ``func(*args, **kw)`` on ``queue``; ``retries``: seconds to wait before each new try of a job that
+        failed (a database restarting under it), on Redis (in-process jobs run at once, and raise)."""
 
     def enqueue_in(
         self,
@@ -79,7 +82,7 @@ class InProcessQueue:
         self.app = app
         self.ran: list[tuple[str, str]] = []  # (queue, func path), newest last: handy for tests and the demo log
 
-    def enqueue(self, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]
+    def enqueue(self, func, *args, queue="default", job_id=None, retries=(), **kw):  # type: ignore[no-untyped-def]
         check_queue_name(queue)
         self.ran.append((queue, func_path(func)))
         return resolve(func)(*args, **kw)
@@ -117,10 +120,12 @@ class RQQueue:
         self.connection = Redis.from_url(redis_url)
         self.queues = {name: Queue(name, connection=self.connection) for name in QUEUE_NAMES}
 
-    def enqueue(self, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]
+    def enqueue(self, func, *args, queue="default", job_id=None, retries=(), **kw):  # type: ignore[no-untyped-def]
+        from rq import Retry
+
         return self.queues[check_queue_name(queue)].enqueue(
             func_path(func), args=args, kwargs=kw, job_id=job_id, result_ttl=3600, failure_ttl=7 * 86400,
-            job_timeout=JOB_TIMEOUT,
+            job_timeout=JOB_TIMEOUT, retry=Retry(max=len(retries), interval=list(retries)) if retries else None,
         )
 
     def enqueue_in(self, delay, func, *args, queue="default", job_id=None, **kw):  # type: ignore[no-untyped-def]

@@ -55,7 +55,11 @@ def dispatch_due() -> dict[str, Any]:
     with job_context():
         from app.outbox.run import dispatch_due as dispatch
         from app.payments.charges import run_due_payment_retries
+        from app.recovery.planning import plan_stragglers
 
+        late = plan_stragglers()  # cases whose planning job was lost; their first steps may be due right away
         report = dispatch()
+        if late.get("planned"):
+            report["planned_late"] = late["planned"]
         report["payments"] = run_due_payment_retries()
         return report

@@ -1,7 +1,9 @@
 """Periodic jobs, run by RQ's own scheduler (``rq worker --with-scheduler``) or in-process on the embedded default.
 
 Each periodic run schedules the next one first, with a job id made of the job's name and its time slot, so two
-workers that both schedule the next run schedule the same job, not two.
+workers that both schedule the next run schedule the same job, not two. A Redis restart loses every chain (the
+machine's Redis keeps nothing on disk): each worker schedules them again every ``WORKER_MAINTENANCE_SECONDS``
+(:func:`chain_keeping`), which for a chain still running schedules the run it had already scheduled.
 """
 
 from __future__ import annotations
@@ -42,6 +44,21 @@ def schedule_next(queue: RQQueue, job: PeriodicJob, now: float | None = None) ->
 def ensure_scheduled(queue: RQQueue, jobs: list[PeriodicJob]) -> list[str]:
     """Called when a worker starts: make sure every periodic chain has its next run scheduled."""
     return [schedule_next(queue, job) for job in jobs]
+
+
+def chain_keeping(base: type[Any], queue: RQQueue, jobs: list[PeriodicJob]) -> type[Any]:
+    """``base`` (an RQ worker class) that also schedules the periodic chains in its maintenance."""
+
+    class ChainKeepingWorker(base):  # type: ignore[misc,valid-type]
+        def run_maintenance_tasks(self) -> None:
+            super().run_maintenance_tasks()
+            try:
+                ensure_scheduled(queue, jobs)
+            except Exception as exc:  # Redis away: the next maintenance tries again
+                log.warning("could not schedule the periodic jobs: %s", exc)
+
+    ChainKeepingWorker.__name__ = f"ChainKeeping{base.__name__}"
+    return ChainKeepingWorker
 
 
 def run_periodic(name: str) -> Any:

@@ -45,7 +45,7 @@ def worker_command(burst: bool, simple: bool) -> None:
 
     from app.queue import RQQueue, get_queue
     from workers.context import set_worker_app
-    from workers.schedule import ensure_scheduled, periodic_jobs
+    from workers.schedule import chain_keeping, ensure_scheduled, periodic_jobs
 
     queue = get_queue()
     if not isinstance(queue, RQQueue):
@@ -53,10 +53,14 @@ def worker_command(burst: bool, simple: bool) -> None:
             "REDIS_URL is not set: on the embedded default, jobs run in-process (see `flask demo`)."
         )
     set_worker_app(current_app._get_current_object())  # type: ignore[attr-defined]
-    ids = ensure_scheduled(queue, periodic_jobs(current_app.config))
+    chains = periodic_jobs(current_app.config)
+    ids = ensure_scheduled(queue, chains)
     click.echo(f"periodic jobs scheduled: {', '.join(ids)}")
-    cls = SimpleWorker if simple else Worker
-    worker = cls(queue.ordered_queues(), connection=queue.connection)
+    cls = chain_keeping(SimpleWorker if simple else Worker, queue, chains)
+    # maintenance (and so the chains' check) every WORKER_MAINTENANCE_SECONDS; an idle worker wakes as often for it
+    every = max(1, int(current_app.config.get("WORKER_MAINTENANCE_SECONDS") or 30))
+    worker = cls(queue.ordered_queues(), connection=queue.connection, maintenance_interval=every,
+                 worker_ttl=every + 15)
     worker.work(with_scheduler=True, burst=burst)
 
 

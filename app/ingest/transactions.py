@@ -973,8 +973,14 @@ def _note_cursor(account_id: int, kind: str, status: str, error: str | None, row
     db.session.commit()
 
 
+#: seconds before each new try of a planning job that failed
+PLAN_RETRIES = (5, 30, 120)
+
+
 def hand_to_planning(case_ids: list[int]) -> None:
-    """New cases go to the planner, in batches, on the high queue."""
+    """New cases go to the planner, in batches, on the high queue; a batch whose job fails (the database away) is
+    tried again after 5 s, 30 s and 2 min (and a case whose job was lost is planned by the dispatch job's sweep,
+    :func:`app.recovery.planning.plan_stragglers`)."""
     queue = get_queue()
     for start in range(0, len(case_ids), 200):
-        queue.enqueue(jobs.plan_cases, case_ids[start : start + 200], queue="high")
+        queue.enqueue(jobs.plan_cases, case_ids[start : start + 200], queue="high", retries=PLAN_RETRIES)

@@ -170,7 +170,8 @@ def _ready(
     outbound = compose(message, case, customer, channel, merged)
     # state, attempts and lease are set for the whole batch in one statement (prepare_batch)
     attempt: dict[str, Any] = {"channel": channel, "to": outbound.to, "n": message.attempts + 1,
-                               "started_at": facts.started.isoformat(), "by": message.claimed_by}
+                               "started_at": facts.started.isoformat(), "by": message.claimed_by,
+                               "checked_at": facts.now.isoformat()}  # the business time the contact rules saw
     if message.contact_override:  # what the contact rules lifted for this send, and who said so
         attempt["override"] = message.contact_override
     if channel != Channel.EMAIL:

@@ -127,6 +127,32 @@ def plan_cases(case_ids: list[int], *, now: datetime | None = None) -> dict[str,
     return {"planned": planned, "skipped": skipped, "policy": version.policy.name, "version": version.number}
 
 
+#: a new case is handed to the planner by a job; one still unplanned this long after it opened lost its job (a
+#: Redis restart drops queued jobs, a worker can die between the commit and the enqueue) and is planned here
+STRAGGLER_AFTER = timedelta(minutes=1)
+#: how far back stragglers are looked for (a bounded range of the (state, opened_at) index, every dispatch run)
+STRAGGLER_WINDOW = timedelta(days=3)
+
+
+def plan_stragglers(*, limit: int = 200) -> dict[str, Any]:
+    """Plan open cases whose planning job was lost: unplanned a minute after they opened (real time, like
+    ``opened_at``). Nothing to do, and no query beyond one, when there is no active policy."""
+    real_now = datetime.now(UTC)
+    ids = list(db.session.scalars(
+        sa.select(RecoveryCase.id)
+        .where(RecoveryCase.state == CaseState.OPEN,
+               RecoveryCase.opened_at.between(real_now - STRAGGLER_WINDOW, real_now - STRAGGLER_AFTER),
+               RecoveryCase.plan.is_(None))
+        .order_by(RecoveryCase.opened_at)
+        .limit(limit)
+    ))
+    if not ids or active_version() is None:
+        return {"planned": 0}
+    log.warning("%d case(s) still unplanned a minute after they opened (their planning job was lost): planning "
+                "them now", len(ids))
+    return plan_cases(ids)
+
+
 def contact_windows() -> dict[str, Any]:
     """The merchant's contact windows (admin settings): the default every policy's own statements override."""
     from app.settings import get_setting

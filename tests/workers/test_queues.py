@@ -94,3 +94,23 @@ def test_slot_ids_move_with_time():
 def test_the_four_queues():
     assert QUEUE_NAMES == ("urgent", "high", "default", "low")
     assert InProcessQueue.kind == "in-process"
+
+
+def test_a_redis_restart_loses_the_periodic_chains_and_a_worker_schedules_them_again(queue, app):
+    """The machine's Redis keeps nothing on disk: a restart empties it, and with it every chain's next run. A
+    running worker's maintenance schedules them again (before, dispatch and fetch stopped until a worker restart)."""
+    if not isinstance(queue, RQQueue):
+        pytest.skip("RQ's scheduler is a Redis feature")
+    from workers.schedule import chain_keeping
+
+    chains = periodic_jobs(app.config)
+    worker = chain_keeping(SimpleWorker, queue, chains)(queue.ordered_queues(), connection=queue.connection,
+                                                         maintenance_interval=30)
+    queue.connection.flushdb()  # what a restart leaves
+    assert not any(ScheduledJobRegistry(j.queue, connection=queue.connection).get_job_ids() for j in chains)
+    worker.run_maintenance_tasks()
+    for job in chains:
+        [scheduled] = ScheduledJobRegistry(job.queue, connection=queue.connection).get_job_ids()
+        assert scheduled.startswith(f"periodic-{job.name}-")
+    worker.run_maintenance_tasks()  # again: the same runs, not a second chain
+    assert [len(ScheduledJobRegistry(j.queue, connection=queue.connection).get_job_ids()) for j in chains] == [1, 1]
