@@ -24,23 +24,21 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 def env_int(name: str, default: int) -> int:
-    raw = env(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {name} must be a whole number, got {raw!r}") from exc
+    return _env_number(name, default, int, "a whole number")
 
 
 def env_float(name: str, default: float) -> float:
+    return _env_number(name, default, float, "a number")
+
+
+def _env_number(name: str, default: Any, kind: Any, what: str) -> Any:
     raw = env(name)
     if raw is None:
         return default
     try:
-        return float(raw)
+        return kind(raw)
     except ValueError as exc:
-        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+        raise ValueError(f"environment variable {name} must be {what}, got {raw!r}") from exc
 
 
 def env_list(name: str) -> tuple[str, ...]:

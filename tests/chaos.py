@@ -128,6 +128,8 @@ def chaos_plan(steps: int, without: tuple[str, ...] = ()) -> dict[int, str]:
 
 
 def worker_env(app: Any, redis_url: str, public_url: str) -> dict[str, str]:
+    from tests.crash import provider_env
+
     return {
         **os.environ,
         "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
@@ -135,14 +137,7 @@ def worker_env(app: Any, redis_url: str, public_url: str) -> dict[str, str]:
         "SECRET_KEY": app.config["SECRET_KEY"],
         "RECOUP_DEMO_CLOCK": "1",
         "RECOUP_PUBLIC_URL": public_url,
-        "SMTP_URL": app.config["SMTP_URL"],
-        "TWILIO_ACCOUNT_SID": app.config["TWILIO_ACCOUNT_SID"],
-        "TWILIO_AUTH_TOKEN": app.config["TWILIO_AUTH_TOKEN"],
-        "TWILIO_FROM": app.config["TWILIO_FROM"],
-        "TWILIO_API_URL": app.config["TWILIO_API_URL"],
-        "WHATSAPP_TOKEN": app.config["WHATSAPP_TOKEN"],
-        "WHATSAPP_PHONE_NUMBER_ID": app.config["WHATSAPP_PHONE_NUMBER_ID"],
-        "WHATSAPP_API_URL": app.config["WHATSAPP_API_URL"],
+        **provider_env(app),
         "NMI_SECURITY_KEY": app.config["NMI_SECURITY_KEY"],
         "NMI_API_URL": app.config["NMI_API_URL"],
         "NMI_WEBHOOK_SIGNING_KEY": app.config["NMI_WEBHOOK_SIGNING_KEY"],

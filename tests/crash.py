@@ -70,6 +70,15 @@ def kill_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> int
     return len(victims)
 
 
+#: the settings that point a worker process's provider clients at the simulators an app was configured with
+PROVIDER_SETTINGS = ("SMTP_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_API_URL",
+                     "WHATSAPP_TOKEN", "WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_API_URL")
+
+
+def provider_env(app: Any) -> dict[str, str]:
+    return {name: str(app.config[name]) for name in PROVIDER_SETTINGS}
+
+
 def worker_env(app: Any, redis_url: str, concurrency: int) -> dict[str, str]:
     """The environment of a worker process of a crash round: ``app``'s database and provider settings (the
     simulators), ``redis_url``, and short clocks."""
@@ -81,14 +90,7 @@ def worker_env(app: Any, redis_url: str, concurrency: int) -> dict[str, str]:
         # SMS status callbacks go nowhere (SMS is reconciled from Twilio's message list; fewer webhooks
         # keep the round within its time); WhatsApp's status webhooks reach the live app
         "RECOUP_PUBLIC_URL": "http://127.0.0.1:9",
-        "SMTP_URL": app.config["SMTP_URL"],
-        "TWILIO_ACCOUNT_SID": app.config["TWILIO_ACCOUNT_SID"],
-        "TWILIO_AUTH_TOKEN": app.config["TWILIO_AUTH_TOKEN"],
-        "TWILIO_FROM": app.config["TWILIO_FROM"],
-        "TWILIO_API_URL": app.config["TWILIO_API_URL"],
-        "WHATSAPP_TOKEN": app.config["WHATSAPP_TOKEN"],
-        "WHATSAPP_PHONE_NUMBER_ID": app.config["WHATSAPP_PHONE_NUMBER_ID"],
-        "WHATSAPP_API_URL": app.config["WHATSAPP_API_URL"],
+        **provider_env(app),
         "RECOUP_FETCH_INTERVAL": "3600",
         "RECOUP_DISPATCH_INTERVAL": "2",
         # short clocks, so the deaths are settled within the round
