@@ -58,7 +58,7 @@ def worker_command(burst: bool, simple: bool) -> None:
     click.echo(f"periodic jobs scheduled: {', '.join(ids)}")
     cls = chain_keeping(SimpleWorker if simple else Worker, queue, chains)
     # maintenance (and so the chains' check) every WORKER_MAINTENANCE_SECONDS; an idle worker wakes as often for it
-    every = max(1, int(current_app.config.get("WORKER_MAINTENANCE_SECONDS") or 30))
+    every = max(1, int(current_app.config["WORKER_MAINTENANCE_SECONDS"]))
     worker = cls(queue.ordered_queues(), connection=queue.connection, maintenance_interval=every,
                  worker_ttl=every + 15)
     worker.work(with_scheduler=True, burst=burst)

@@ -136,7 +136,7 @@ STRAGGLER_WINDOW = timedelta(days=3)
 
 def plan_stragglers(*, limit: int = 200) -> dict[str, Any]:
     """Plan open cases whose planning job was lost: unplanned a minute after they opened (real time, like
-    ``opened_at``). Nothing to do, and no query beyond one, when there is no active policy."""
+    ``opened_at``). With no active policy nothing is planned: the cases wait, as :func:`plan_cases` says."""
     real_now = datetime.now(UTC)
     ids = list(db.session.scalars(
         sa.select(RecoveryCase.id)
