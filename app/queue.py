@@ -66,6 +66,14 @@ class JobQueue(Protocol):
         **kw: Any,
     ) -> Any: ...
 
+    def enqueue_once(self, key: str, func: str | Callable[..., Any], *args: Any, queue: str = "default") -> Any:
+        """Enqueue ``func(*args)`` unless a job enqueued under ``key`` has not started yet (it calls
+        :meth:`started` first): a burst of callers wakes one job, not one each."""
+
+    def started(self, key: str) -> None:
+        """Called by a job enqueued with :meth:`enqueue_once` before it reads its work: a caller from now on enqueues
+        a new one."""
+
 
 def check_queue_name(queue: str) -> str:
     if queue not in QUEUE_NAMES:
@@ -106,6 +114,12 @@ class InProcessQueue:
         timer.start()
         return timer
 
+    def enqueue_once(self, key, func, *args, queue="default"):  # type: ignore[no-untyped-def]
+        return self.enqueue(func, *args, queue=queue)  # it runs at once: nothing can be waiting
+
+    def started(self, key: str) -> None:
+        pass
+
 
 class RQQueue:
     """The four RQ queues on one Redis connection; ``connection=`` passed explicitly everywhere (RQ 2)."""
@@ -119,6 +133,7 @@ class RQQueue:
         self.redis_url = redis_url
         self.connection = Redis.from_url(redis_url)
         self.queues = {name: Queue(name, connection=self.connection) for name in QUEUE_NAMES}
+        self._once_at: dict[str, float] = {}  # enqueue_once: when this process last enqueued under each key
 
     def enqueue(self, func, *args, queue="default", job_id=None, retries=(), **kw):  # type: ignore[no-untyped-def]
         from rq import Retry
@@ -133,6 +148,29 @@ class RQQueue:
             delay, func_path(func), args=args, kwargs=kw, job_id=job_id, result_ttl=3600, failure_ttl=7 * 86400,
             job_timeout=JOB_TIMEOUT,
         )
+
+    #: how long an enqueue_once mark holds if its job never starts (lost with a Redis restart, say): then the next
+    #: caller enqueues again
+    ONCE_SECONDS = 60
+    #: a process that enqueued under a key this recently does not ask Redis again (a burst's callers, a few ms
+    #: apart): the job it enqueued has not started, or has just started and looks again before it ends (its caller
+    #: says so, e.g. app.inbox.SETTLE_SECONDS)
+    ONCE_QUIET_SECONDS = 0.05
+
+    def enqueue_once(self, key, func, *args, queue="default"):  # type: ignore[no-untyped-def]
+        import time
+
+        now = time.monotonic()
+        if now - self._once_at.get(key, -1e9) < self.ONCE_QUIET_SECONDS:
+            return None
+        self._once_at[key] = now  # from here on a job is waiting: this one, or the one whose mark is set
+        if self.connection.set(f"recoup:once:{key}", 1, nx=True, ex=self.ONCE_SECONDS):
+            return self.enqueue(func, *args, queue=queue)
+        return None
+
+    def started(self, key: str) -> None:
+        self._once_at.pop(key, None)
+        self.connection.delete(f"recoup:once:{key}")
 
     def ordered_queues(self) -> list[Any]:
         return [self.queues[name] for name in QUEUE_NAMES]

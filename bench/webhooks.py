@@ -3,11 +3,13 @@ time, against a trivial endpoint (``/healthz``) of the same server measured in t
 
 The requests are the providers' own: the simulators (Twilio, WhatsApp Cloud API, NMI) send their real, signed
 status callbacks and event webhooks for real sends to a recorder listening where Recoup will listen; wrk then
-replays each recorded request once against gunicorn. Afterwards the database is the judge: every status
-recorded as an event of its message, every NMI failure ingested once (an inbound event and a case each).
+replays each recorded request once against gunicorn, while an RQ worker (``flask worker``) applies what the
+webhooks stored (app.inbox). The database is the judge: every webhook stored before its answer (the rate is
+webhooks stored per second, from the replay's start to the last one stored), then every status recorded as an
+event of its message and every NMI failure ingested once (a case each), however long the worker takes.
 
 Prints requests/s for the webhooks and for ``/healthz`` and their ratio (target: at least 0.5), p50/p99 latency,
-non-2xx answers and lost events (target: 0 and 0).
+the rate at which the worker applied them, non-2xx answers and lost events (target: 0 and 0).
 
     .venv/bin/python bench/webhooks.py [--messages 1500] [--nmi 1000] [--workers 4] [--threads 4]
                                        [--connections 32] [--seconds 120]
@@ -127,6 +129,26 @@ def wrk(url: str, *, threads: int, connections: int, seconds: int, script: Path 
     return done.stdout
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system, and of reaped children: an RQ worker's work-horses) of ``pids`` so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(gunicorn_pid: int) -> dict[str, list[int]]:
+    """gunicorn's workers, and MariaDB's server process when it runs on this machine."""
+    from tests.crash import descendants
+
+    found = subprocess.run(["pgrep", "-x", "mariadbd|mysqld"], capture_output=True, text=True).stdout.split()
+    return {"gunicorn": descendants(gunicorn_pid), "mariadb": [int(p) for p in found]}
+
+
 def requests_per_second(output: str) -> float:
     found = re.search(r"Requests/sec:\s+([\d.]+)", output)
     return float(found.group(1)) if found else 0.0
@@ -155,9 +177,10 @@ def main() -> int:
 
     from flask_migrate import upgrade
 
-    from app import create_app
+    from app import create_app, inbox
     from app.extensions import db
     from app.models import GatewayAccount, InboundEvent, MessageEvent, RecoveryCase
+    from app.outbox import whatsapp_users
     from app.outbox.run import dispatch_due
     from sandbox.nmi.server import NmiSimulator
     from tests.providers import ChannelSimulators
@@ -176,6 +199,7 @@ def main() -> int:
     nmi = NmiSimulator()
     scratch = Path(tempfile.mkdtemp(prefix="recoup-bench-hooks-"))
     gunicorn: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
     try:
         secret = "bench-" + os.urandom(8).hex()
         app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": secret, "CONSOLIDATE_WINDOW_HOURS": 0,
@@ -212,8 +236,9 @@ def main() -> int:
             import cProfile
             import pstats
 
-            client = app.test_client()
-            profiler = cProfile.Profile()
+            redis_url = os.environ.get("RECOUP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+            client = create_app({**app.config, "REDIS_URL": redis_url}).test_client()  # the answers only
+            profiler = cProfile.Profile(time.process_time)  # CPU, not waiting
             profiler.enable()
             for r in recorded:
                 client.post(r["path"], data=r["body"], headers=r["headers"], base_url=public)
@@ -229,6 +254,9 @@ def main() -> int:
                "NMI_WEBHOOK_SIGNING_KEY": nmi.webhook_signing_key, "NMI_API_URL": "http://127.0.0.1:9/api",
                "REDIS_URL": os.environ.get("RECOUP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"),
                "CONSOLIDATE_WINDOW_HOURS": "0"}
+        from redis import Redis
+
+        Redis.from_url(env["REDIS_URL"]).flushdb()  # the bench's own database: no jobs or marks of an earlier run
         gunicorn = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--workers", str(args.workers), "--threads", str(args.threads),
              "--worker-class", "gthread", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "wsgi:app"],
@@ -247,7 +275,10 @@ def main() -> int:
         else:
             raise SystemExit("gunicorn did not answer /healthz within two minutes")
         wrk(f"{public}/healthz", threads=2, connections=args.connections, seconds=3)  # warm every worker
+        pids = server_pids(gunicorn.pid)
+        cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
         trivial = wrk(f"{public}/healthz", threads=2, connections=args.connections, seconds=10)
+        trivial_cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
         if "Requests/sec" not in trivial or "Non-2xx" in trivial:
             raise SystemExit(f"/healthz did not answer as it should:\n{trivial}")
         with app.app_context():
@@ -256,19 +287,33 @@ def main() -> int:
             db.session.remove()
 
         def effects() -> tuple[int, int, int]:
-            """(status events, NMI inbound events, cases opened) recorded since the replay began."""
+            """(status events, NMI failures applied, cases opened) recorded since the replay began."""
             with app.app_context():
                 try:
                     return (
                         db.session.scalar(sa.select(sa.func.count()).select_from(MessageEvent).where(
                             MessageEvent.id > before, MessageEvent.kind.in_(STATUS_KINDS))) or 0,
                         db.session.scalar(sa.select(sa.func.count()).select_from(InboundEvent)
-                                          .where(InboundEvent.provider == "nmi")) or 0,
+                                          .where(InboundEvent.provider == "nmi",
+                                                 InboundEvent.processed_at.is_not(None))) or 0,
                         (db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase)) or 0) - cases_before,
                     )
                 finally:
                     db.session.remove()
 
+        def stored() -> int:
+            """Webhooks stored (and so answered, or about to be) since the replay began."""
+            with app.app_context():
+                try:
+                    return db.session.scalar(sa.select(sa.func.count()).select_from(InboundEvent).where(
+                        InboundEvent.provider.in_(inbox.PROVIDERS),
+                        InboundEvent.event_type != whatsapp_users.EVENT_TYPE)) or 0
+                finally:
+                    db.session.remove()
+
+        worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT, env=env,
+                                  stdout=(scratch / "worker.log").open("wb"), stderr=subprocess.STDOUT)
+        cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
         replay_started = time.monotonic()
         load = subprocess.Popen(
             ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "--timeout", "30s",
@@ -276,24 +321,37 @@ def main() -> int:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "RECOUP_WRK_DATA": str(scratch / "requests.lua"), "RECOUP_WRK_THREADS": "2"},
         )
-        finished_at = None
-        while load.poll() is None:
-            events, inbound, _ = effects()
-            if events >= statuses and inbound >= nmi_hooks:
+        finished_at = applied_at = None
+        while load.poll() is None and finished_at is None:
+            if stored() >= len(recorded):
                 finished_at = time.monotonic()
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
+        hooks_cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
         time.sleep(0.5)  # the last answers on their way back to wrk
         load.send_signal(signal.SIGINT)
         hooks = load.communicate(timeout=60)[0]
+        drain_deadline = time.monotonic() + args.seconds
+        while time.monotonic() < drain_deadline:
+            events, inbound, _ = effects()
+            if events >= statuses and inbound >= nmi_hooks:
+                applied_at = time.monotonic()
+                break
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
         events, inbound, cases = effects()
         if os.environ.get("RECOUP_BENCH_DEBUG"):
             print(trivial, hooks, (scratch / "gunicorn.log").read_text(errors="replace")[-5000:], sep="\n")
         result = dict(re.findall(r"(\w+)=([\d.]+)", hooks.split("RESULT", 1)[1])) if "RESULT" in hooks else {}
         answered, non2xx = int(result.get("answered", 0)), int(result.get("non2xx", 0))
-        # from the replay's start to the moment the database held every webhook's effect (polled every 0.2 s)
+        # from the replay's start to the moment the database held every webhook (polled every 0.05 s)
         seconds = (finished_at or time.monotonic()) - replay_started
         hooks_rate = answered / seconds
+        applied_seconds = (applied_at or time.monotonic()) - replay_started
         trivial_rate = requests_per_second(trivial)
         ratio = hooks_rate / (trivial_rate or 1e-9)
         lost_status, lost_nmi = statuses - int(events or 0), nmi_hooks - int(inbound or 0)
@@ -304,8 +362,14 @@ def main() -> int:
               f"p99 {latency_ms(trivial, '99'):6.2f} ms")
         print(f"webhooks     {hooks_rate:9.1f} req/s   p50 {float(result.get('p50_ms', 0)):6.2f} ms   "
               f"p99 {float(result.get('p99_ms', 0)):6.2f} ms   ({answered} answered in {seconds:.1f} s)")
+        print(f"applied      {len(recorded) / applied_seconds:9.1f} webhooks/s by one worker, alongside "
+              f"({'all' if applied_at else 'NOT all'} applied {applied_seconds:.1f} s after the replay began)")
+        trivial_n = trivial_rate * 10
+        print("CPU per request: " + "; ".join(
+            f"{name} {1000 * trivial_cpu[name] / max(trivial_n, 1):.2f} ms /healthz, "
+            f"{1000 * hooks_cpu[name] / max(len(recorded), 1):.2f} ms webhook" for name in pids))
         print(f"non-2xx answers: {non2xx}; lost: {lost_status} status event(s), {lost_nmi} NMI failure(s) "
-              f"({inbound} inbound events, {cases} cases)")
+              f"({inbound} NMI failures applied, {cases} cases)")
         ok_rate, ok_errors = ratio >= TARGET_RATIO, not non2xx and answered == len(recorded)
         ok_lost = lost_status == 0 and lost_nmi == 0 and cases == nmi_hooks
         print(f"\nwebhooks vs /healthz: {ratio:.2f} (target >= {TARGET_RATIO:g}): "
@@ -313,8 +377,11 @@ def main() -> int:
         print(f"errors and losses: {'none' if ok_errors and ok_lost else 'SOME'}")
         if not (ok_errors and ok_lost):
             print((scratch / "gunicorn.log").read_text(errors="replace")[-3000:])
+            print((scratch / "worker.log").read_text(errors="replace")[-3000:])
         return 0 if ok_rate and ok_errors and ok_lost else 1
     finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
         if gunicorn is not None:
             gunicorn.send_signal(signal.SIGTERM)
             try:
@@ -322,7 +389,10 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 gunicorn.kill()
         sims.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+        if os.environ.get("RECOUP_BENCH_DEBUG"):
+            print(f"logs kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
 

@@ -32,6 +32,17 @@ def fetch_account(account_id: int) -> str:
 
 
 @timed_job
+def apply_webhooks() -> dict[str, int]:
+    """Woken by a burst of webhooks: apply the stored ones that wait (app.inbox)."""
+    with job_context():
+        from app import inbox
+        from app.queue import get_queue
+
+        inbox.woken()
+        return inbox.apply_waiting(settle=get_queue().kind == "rq")
+
+
+@timed_job
 def plan_cases(case_ids: list[int]) -> dict[str, Any]:
     """Plan new cases with the active policy; a case already planned is left alone."""
     with job_context():
@@ -53,12 +64,16 @@ def send_message(message_id: int) -> str:
 def dispatch_due() -> dict[str, Any]:
     """Periodic: claim due outbox messages and send them."""
     with job_context():
+        from app import inbox
         from app.outbox.run import dispatch_due as dispatch
         from app.payments.charges import run_due_payment_retries
         from app.recovery.planning import plan_stragglers
 
         late = plan_stragglers()  # cases whose planning job was lost; their first steps may be due right away
+        swept = inbox.apply_waiting(older_than=inbox.SWEEP_AFTER, budget_seconds=5)  # webhooks whose wake-up was lost
         report = dispatch()
+        if swept["applied"] or swept["failed"]:
+            report["webhooks_swept"] = swept
         if late.get("planned"):
             report["planned_late"] = late["planned"]
         report["payments"] = run_due_payment_retries()

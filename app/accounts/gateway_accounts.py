@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
+from app.accounts.fresh import NMI_VERIFIERS, forget
 from app.accounts.secrets import decrypt_credentials, encrypt_credentials
 from app.audit import record
 from app.extensions import db
@@ -58,6 +59,7 @@ def save_account(
     if settings is not None:
         account.settings = settings
     db.session.flush()
+    forget(current_app._get_current_object(), NMI_VERIFIERS)  # type: ignore[attr-defined]
     # the audit entry names which secrets changed, never their values
     record(
         actor,

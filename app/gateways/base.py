@@ -381,5 +381,10 @@ class Gateway(abc.ABC):
     def verify_webhook(self, headers: Mapping[str, str], raw_body: bytes) -> WebhookEvent:
         """Check the signature over the raw body and parse it. Raises :class:`WebhookSignatureError`."""
 
+    @abc.abstractmethod
+    def parse_webhook(self, raw_body: bytes) -> WebhookEvent:
+        """Parse a body whose signature was checked when it arrived (a stored webhook, applied later by a worker).
+        Raises :class:`WebhookUnusable` when it cannot be used."""
+
     def classify(self, code: str | None, mac: str | None = None, *, text: str | None = None) -> DeclineInfo:
         return classify_decline(code, mac, gateway=self.name, text=text)

@@ -889,14 +889,14 @@ class NmiGateway(Gateway):
         if not hmac.compare_digest(expected, signature):
             raise WebhookSignatureError("webhook signature does not match", gateway=self.name)
         try:
-            return self._parse_webhook(raw_body)
+            return self.parse_webhook(raw_body)
         except WebhookUnusable:
             raise
         except Exception as exc:  # signed: never blamed on the signature, and the sender is told it is the body
             logger.exception("NMI webhook signed correctly but cannot be read")
             raise WebhookUnusable("the event cannot be read", gateway=self.name, detail=repr(exc)[:500]) from None
 
-    def _parse_webhook(self, raw_body: bytes) -> WebhookEvent:
+    def parse_webhook(self, raw_body: bytes) -> WebhookEvent:
         try:
             envelope = json.loads(raw_body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

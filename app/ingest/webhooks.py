@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from flask import current_app
 
+from app import inbox
+from app.accounts.fresh import NMI_VERIFIERS, fresh
 from app.accounts.gateway_accounts import ensure_env_account, gateway_for
 from app.extensions import db
-from app.gateways.base import GatewayProtocolError, WebhookEvent, WebhookSignatureError, WebhookUnusable
-from app.ingest.quarantine import WEBHOOK, storable
-from app.ingest.transactions import hand_to_planning, ingest_context, ingest_records
-from app.models import GatewayAccount, InboundEvent
-from app.models.types import utcnow
+from app.gateways.base import Gateway, GatewayProtocolError, WebhookEvent, WebhookSignatureError, WebhookUnusable
+from app.ingest.quarantine import storable_json
+from app.models import GatewayAccount
 
 log = logging.getLogger(__name__)
 
@@ -38,60 +37,68 @@ def is_failure_event(event_type: str) -> bool:
     return event_type in NMI_FAILURE_EVENTS or (event_type.startswith("recurring.") and "fail" in event_type)
 
 
-def _verify_with_some_account(headers: dict[str, str], body: bytes) -> tuple[GatewayAccount, WebhookEvent]:
-    ensure_env_account()
-    accounts = db.session.scalars(
-        sa.select(GatewayAccount).where(GatewayAccount.gateway == "nmi", GatewayAccount.enabled.is_(True))
-    ).all()
-    problems: list[str] = [] if accounts else ["no NMI account is enabled"]
-    for account in accounts:
+def _verifiers() -> list[tuple[int, str, Gateway | Exception]]:
+    """(account id, name, its gateway client or why it has none) of each enabled NMI account, kept per process while
+    the accounts are unchanged (app.accounts.fresh): building them decrypts every account's secrets."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def build() -> list[tuple[int, str, Gateway | Exception]]:
+        ensure_env_account()
+        accounts = db.session.scalars(
+            sa.select(GatewayAccount).where(GatewayAccount.gateway == "nmi", GatewayAccount.enabled.is_(True))
+            .order_by(GatewayAccount.id)
+        ).all()
+        built: list[tuple[int, str, Gateway | Exception]] = []
+        for account in accounts:
+            try:
+                built.append((account.id, account.name, gateway_for(account)))
+            except Exception as exc:  # a misconfigured account must not turn a forgery into a 500
+                log.exception("NMI account %s cannot check webhooks", account.name)
+                built.append((account.id, account.name, exc))
+        return built
+
+    def stamp() -> tuple[Any, ...] | None:
+        """The accounts table's stamp, and the environment's NMI settings (build() keeps its account in step)."""
+        config, table = app.config, GatewayAccount.__table__
         try:
-            gateway = gateway_for(account)
-            return account, gateway.verify_webhook(headers, body)
+            with db.engine.connect() as conn:
+                row = conn.execute(sa.select(sa.func.count(), sa.func.max(table.c.id),
+                                             sa.func.max(table.c.updated_at))).one()
+        except sa.exc.SQLAlchemyError:
+            return None
+        return (*(str(v) for v in row), *(config.get(k) for k in ("NMI_SECURITY_KEY", "NMI_WEBHOOK_SIGNING_KEY",
+                                                                 "NMI_API_URL")))
+
+    return fresh(app, NMI_VERIFIERS, stamp, build)
+
+
+def _verify_with_some_account(headers: dict[str, str], body: bytes) -> tuple[int, WebhookEvent]:
+    """(the id of the account whose key signed it, the event)."""
+    verifiers = _verifiers()
+    problems: list[str] = [] if verifiers else ["no NMI account is enabled"]
+    for account_id, name, gateway in verifiers:
+        if isinstance(gateway, Exception):
+            problems.append(f"{name}: {type(gateway).__name__}")
+            continue
+        try:
+            return account_id, gateway.verify_webhook(headers, body)
         except WebhookSignatureError as exc:
-            problems.append(f"{account.name}: {exc}")
+            problems.append(f"{name}: {exc}")
         except WebhookUnusable as exc:  # the signature is this account's: the body itself is wrong, and it says why
-            raise HookRejected("payload not understood", 400, detail=f"{account.name}: {exc} ({exc.detail or '-'})",
+            raise HookRejected("payload not understood", 400, detail=f"{name}: {exc} ({exc.detail or '-'})",
                                why=str(exc)) from None
         except GatewayProtocolError as exc:  # the signature is this account's: the body itself is wrong
-            raise HookRejected("payload not understood", 400, detail=f"{account.name}: {exc}") from None
+            raise HookRejected("payload not understood", 400, detail=f"{name}: {exc}") from None
         except Exception as exc:  # a misconfigured account must not turn a forgery into a 500
-            log.exception("NMI account %s could not check a webhook", account.name)
-            problems.append(f"{account.name}: {type(exc).__name__}")
+            log.exception("NMI account %s could not check a webhook", name)
+            problems.append(f"{name}: {type(exc).__name__}")
     raise HookRejected("signature not accepted", 401, detail="; ".join(problems))
 
 
 def handle_nmi_webhook(headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    account, event = _verify_with_some_account(headers, body)
-    already = db.session.scalar(
-        sa.select(InboundEvent.id).where(InboundEvent.provider == "nmi", InboundEvent.event_id == event.event_id)
-    )
-    if already is not None:
-        return {"ok": True, "duplicate": True}
-    opened: list[int] = []
-    joined = own = quarantined = 0
-    if is_failure_event(event.event_type) and event.transaction is not None:
-        # checked like a fetched record: a refused one is quarantined, and the event still counts as received
-        record = replace(event.transaction, raw=storable(dict(event.transaction.raw)))
-        result = ingest_records([record], ingest_context(account), source=WEBHOOK)
-        opened, joined, own, quarantined = result.case_ids, result.joined, result.own_charges, result.quarantined
-    try:
-        db.session.add(
-            InboundEvent(
-                provider="nmi",
-                event_id=event.event_id[:128],
-                event_type=event.event_type[:64],
-                payload=storable(dict(event.raw)),  # a lone surrogate in a JSON body cannot be stored as it is
-                processed_at=utcnow(),
-            )
-        )
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        return {"ok": True, "duplicate": True}
-    if opened:
-        hand_to_planning(opened)
-    answer: dict[str, Any] = {"ok": True, "cases_opened": len(opened), "joined_a_case": joined, "own_charges": own}
-    if quarantined:
-        answer["quarantined"] = quarantined
-    return answer
+    """Verify, store and answer: a worker applies it (:mod:`app.inbox`). A re-delivery is answered as one."""
+    account_id, event = _verify_with_some_account(headers, body)
+    # a lone surrogate in a JSON body cannot be stored as it is
+    row_id, duplicate = inbox.accept("nmi", event.event_id, event.event_type, storable_json(dict(event.raw), body),
+                                     account_id=account_id)
+    return {"ok": True, "duplicate": True} if duplicate else {"ok": True, "received": row_id}

@@ -52,10 +52,15 @@ class FetchCursor(db.Model):
 
 
 class InboundEvent(db.Model):
-    """A provider webhook we accepted (signature verified). The same provider event id twice is one row."""
+    """A provider webhook we accepted (signature verified). The same provider event id twice is one row. One not
+    yet applied (``processed_at`` empty) waits in the inbox for a worker (:mod:`app.inbox`)."""
 
     __tablename__ = "inbound_events"
-    __table_args__ = (sa.UniqueConstraint("provider", "event_id"), MYSQL_TABLE_ARGS)
+    __table_args__ = (
+        sa.UniqueConstraint("provider", "event_id"),
+        sa.Index("ix_inbound_events_pending", "processed_at", "id"),
+        MYSQL_TABLE_ARGS,
+    )
 
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
     provider: Mapped[str] = mapped_column(sa.String(32))
@@ -65,3 +70,7 @@ class InboundEvent(db.Model):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(sa.Text)
+    #: the gateway account whose key verified it (NMI): the one that reads it when it is applied
+    account_id: Mapped[int | None] = mapped_column(sa.ForeignKey("gateway_accounts.id", ondelete="SET NULL"))
+    #: tries to apply it that failed; after :data:`app.inbox.MAX_ATTEMPTS` it is set aside, with its error
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
 
+from app.accounts.fresh import CHANNEL_ACCOUNTS, forget, fresh
 from app.channels.base import Channel, ChannelSender, ConfigurationError, OutboundMessage
 from app.channels.email import EmailSender
 from app.payments.links import open_pixel_token, tracking_token
@@ -221,8 +222,9 @@ def senders_for(app: Flask) -> dict[str, ChannelSender]:
 
 def channel_secret(app: Flask, channel: str, name: str, config_key: str) -> str | None:
     """One secret of the channel's enabled database account (e.g. the WhatsApp ``app_secret`` that signs webhooks),
-    else the environment's ``config_key``. Read per call: webhooks must follow an account saved a moment ago."""
-    account = _database_accounts(app).get(channel)
+    else the environment's ``config_key``. Webhooks follow an account saved a moment ago: within a second, at once
+    in the process that saved it (app.accounts.fresh)."""
+    account = fresh(app, CHANNEL_ACCOUNTS, lambda: _accounts_stamp(app), lambda: _database_accounts(app)).get(channel)
     if account is not None and account[1].get(name):
         return account[1][name]
     value = app.config.get(config_key)
@@ -230,6 +232,7 @@ def channel_secret(app: Flask, channel: str, name: str, config_key: str) -> str 
 
 
 def reset_senders(app: Flask) -> None:
+    forget(app, CHANNEL_ACCOUNTS)
     app.extensions.pop(_CACHE_KEY, None)
     app.extensions.pop(_STAMP_KEY, None)
 

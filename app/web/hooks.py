@@ -1,12 +1,17 @@
-"""Inbound provider webhooks. Each verifies its signature over the raw body before anything is stored."""
+"""Inbound provider webhooks. Each verifies its signature over the raw body before anything is stored, stores what
+it received and answers; a worker applies it (:mod:`app.inbox`)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 from flask import Blueprint, Response, current_app, request
 
+from app import inbox
 from app.channels.base import Channel, WebhookPayloadError
+from app.ingest.quarantine import storable_json
 from app.ingest.webhooks import HookRejected, handle_nmi_webhook
 from app.ops.metrics import count_webhook
 from app.outbox.senders import channel_secret
@@ -60,8 +65,8 @@ def _twilio_verified() -> bool:
 
 @bp.post("/twilio/status")
 def twilio_status():  # type: ignore[no-untyped-def]
+    """Stored and answered; a worker applies it (app.inbox). Twilio may call again with the same status: one row."""
     from app.channels.sms import parse_status_callback
-    from app.outbox.delivery import apply_status
 
     if not _twilio_verified():
         return _refuse("bad or missing X-Twilio-Signature", 403)
@@ -69,7 +74,8 @@ def twilio_status():  # type: ignore[no-untyped-def]
         update = parse_status_callback(request.form, request.url)
     except WebhookPayloadError as exc:
         return _refuse(str(exc), 400)
-    apply_status(update)
+    inbox.accept("twilio", f"{update.provider_message_id}:{update.status.value}", update.status.value,
+                 {"form": request.form.to_dict(), "url": request.url})  # form decoding leaves no lone surrogate
     return "", 204
 
 
@@ -101,22 +107,22 @@ def whatsapp_verify():  # type: ignore[no-untyped-def]
 
 @bp.post("/whatsapp")
 def whatsapp_events():  # type: ignore[no-untyped-def]
+    """Stored and answered (Meta re-delivers the same body: one row). Delivery statuses are applied by a worker
+    (app.inbox); a customer's message (a STOP) or a template's status is applied before the answer."""
     from app.channels.whatsapp import parse_webhook, verify_whatsapp_signature
-    from app.messages.templates_service import apply_whatsapp_template_update
-    from app.outbox.delivery import apply_status, handle_inbound
 
     secret = channel_secret(current_app._get_current_object(), Channel.WHATSAPP, "app_secret", "WHATSAPP_APP_SECRET")
     body = request.get_data(cache=False)
     if not secret or not verify_whatsapp_signature(secret, body, request.headers.get("X-Hub-Signature-256")):
         return _refuse("bad or missing X-Hub-Signature-256", 401)
     try:
-        webhook = parse_webhook(body)
+        payload = json.loads(body)
+        webhook = parse_webhook(payload)
     except WebhookPayloadError as exc:
         return _refuse(str(exc), 400)
-    for update in webhook.statuses:
-        apply_status(update)
-    for message in webhook.messages:
-        handle_inbound(message)
-    for template in webhook.template_updates:
-        apply_whatsapp_template_update(template)
+    except (ValueError, RecursionError):
+        return _refuse("the body is not JSON", 400)
+    urgent = bool(webhook.messages or webhook.template_updates)
+    inbox.accept("whatsapp", hashlib.sha256(body).hexdigest(), "messages" if urgent else "statuses",
+                 storable_json(payload, body), apply_now=urgent)
     return "", 200

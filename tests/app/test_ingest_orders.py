@@ -89,7 +89,11 @@ def test_a_failure_on_an_order_with_an_open_case_joins_it_and_the_timeline_says_
     delivery = sim.send_webhook("transaction.sale.failure", pushed, url=f"{sim.url}/nowhere")
     answer = client.post("/hooks/nmi", data=delivery.body,
                          headers={k: v for k, v in delivery.headers.items() if k.lower() != "content-length"})
-    assert answer.json["cases_opened"] == 0 and answer.json["joined_a_case"] == 1
+    assert answer.json["received"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase)) == 1
+    joined = db.session.scalar(sa.select(Transaction).where(Transaction.gateway_transaction_id ==
+                                                            pushed.transaction_id))
+    assert joined.status == "failed" and joined.joined_case_id == case.id
     assert len(notes(case)) == 2
 
 

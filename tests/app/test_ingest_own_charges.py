@@ -76,8 +76,8 @@ def test_declined_and_approved_page_charges_fetched_and_pushed_back_open_nothing
     assert reports[0].result.own_charges == 2 and "2 of Recoup's own charge(s) recognised" in reports[0].summary()
     for txn in ours:  # and the webhooks NMI pushes for the same transactions
         kind = "transaction.sale.failure" if txn.condition == "failed" else "transaction.sale.success"
-        answer = hook(client, sim, kind, txn)
-        assert answer["cases_opened"] == 0 and answer["own_charges"] == (1 if txn.condition == "failed" else 0)
+        assert hook(client, sim, kind, txn)["received"]
+        assert count(RecoveryCase) == 1
 
     db.session.expire_all()
     assert count(RecoveryCase) == 1 and db.session.get(RecoveryCase, case.id).state == "recovered"

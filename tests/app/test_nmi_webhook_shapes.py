@@ -41,7 +41,7 @@ def test_a_signed_failure_nested_under_event_body_transaction_opens_its_case(cli
     assert event_body["transaction"]["transaction_id"] == txn.transaction_id
 
     answer = post(client, delivery)
-    assert answer.status_code == 200 and answer.json["cases_opened"] == 1, answer.json
+    assert answer.status_code == 200 and answer.json["received"], answer.json
     stored = db.session.scalar(sa.select(Transaction))
     assert stored.gateway_transaction_id == txn.transaction_id and stored.amount_minor == 8900
     assert stored.decline_reason == "insufficient_funds"
@@ -56,8 +56,10 @@ def test_both_shapes_of_one_failure_are_the_same_transaction(client, db, nmi):
     nested = post(client, nmi.send_webhook("transaction.sale.failure", txn, url=f"{nmi.url}/nowhere",
                                            shape="nested"))
     assert flat.status_code == nested.status_code == 200
-    assert flat.json["cases_opened"] == 1 and nested.json["cases_opened"] == 0  # the same failure, already open
+    assert flat.json["received"] != nested.json["received"]  # two events (their ids differ)
+    # the same failure: one transaction, one case
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Transaction)) == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase)) == 1
 
 
 @pytest.mark.parametrize("body, why", [

@@ -1,0 +1,258 @@
+"""The webhook inbox: a provider's webhook is verified, stored and answered at once, then applied by a worker.
+
+Providers want a quick answer (Twilio waits 15 s, Meta and NMI retry a slow or failed delivery) and send in bursts: a
+campaign's delivery statuses, a gateway's batch of declines. So a webhook's request does only what must happen before
+the answer: check the signature, read the body enough to refuse one that cannot be used (400), and store it as an
+:class:`~app.models.InboundEvent`, keyed by the provider's own event id, so a re-delivery is one row. The answer
+(200) means "stored": nothing received is lost if a worker, Redis or this process stops a moment later.
+
+A worker applies what waits (:func:`apply_waiting`), woken by the first webhook of a burst
+(:meth:`~app.queue.JobQueue.enqueue_once`), and the dispatch job's sweep applies whatever waited too long (a wake-up
+lost with Redis). Applying a delivery status claims its row in the same transaction as its effect (exactly once);
+NMI failures are applied in batches through the same ingest as a fetch (idempotent: a failure stored twice is one
+transaction and one case). A row that fails :data:`MAX_ATTEMPTS` times is set aside with its error, for an operator.
+
+What must hold before the answer is applied before it: an inbound message (a customer's STOP) and a WhatsApp template
+status, rare and urgent, are applied in the request. On the embedded default (no Redis), jobs run in the request
+anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.models import GatewayAccount, InboundEvent
+from app.models.types import utcnow
+from app.queue import get_queue
+
+log = logging.getLogger(__name__)
+
+#: the providers whose webhooks wait here (other InboundEvent rows are the WhatsApp user-id directory)
+PROVIDERS = ("nmi", "twilio", "whatsapp")
+MAX_ATTEMPTS = 5
+#: a row waiting longer than this is applied by the dispatch job's sweep (its wake-up may have been lost)
+SWEEP_AFTER = timedelta(seconds=30)
+BATCH = 200
+_ONCE_KEY = "inbox"
+_EVENTS = InboundEvent.__table__
+
+
+#: built once (the values are parameters): a webhook's request does little else
+_INSERT = sa.insert(_EVENTS)
+_FIND = sa.select(_EVENTS.c.id).where(_EVENTS.c.provider == sa.bindparam("provider"),
+                                      _EVENTS.c.event_id == sa.bindparam("event_id"))
+#: the woken job looks once more this long after it found nothing (a webhook a moment later may not have woken
+#: another: app.queue.RQQueue.enqueue_once), so none of a burst is left for the sweep
+SETTLE_SECONDS = 0.2
+
+
+def accept(provider: str, event_id: str, event_type: str, payload: dict[str, Any], *,
+           account_id: int | None = None, apply_now: bool = False) -> tuple[int, bool]:
+    """Store one verified webhook (on a connection of its own, committed: the caller's session is not touched);
+    ``(row id, duplicate)``. A new one is applied now (``apply_now``) or handed to a worker; a duplicate (a
+    re-delivery) changes nothing."""
+    key = {"provider": provider, "event_id": event_id[:128]}
+    try:
+        with db.engine.begin() as conn:
+            row_id = conn.execute(_INSERT, {**key, "event_type": event_type[:64], "payload": payload,
+                                            "account_id": account_id, "received_at": utcnow(), "attempts": 0,
+                                            "processed_at": None, "error": None}).inserted_primary_key[0]
+    except IntegrityError:
+        with db.engine.connect() as conn:
+            existing = conn.execute(_FIND, key).scalar()
+        if existing is None:
+            raise
+        return existing, True
+    if apply_now:
+        apply_rows([row_id])
+    else:
+        wake_worker()
+    return row_id, False
+
+
+def wake_worker() -> None:
+    """Wake a worker to apply what waits; when the queue is away, the sweep will (the rows are stored)."""
+    from workers import jobs
+
+    try:
+        get_queue().enqueue_once(_ONCE_KEY, jobs.apply_webhooks, queue="urgent")
+    except Exception:
+        log.warning("could not wake a worker for the webhook inbox; the sweep will apply what waits", exc_info=True)
+
+
+def waiting(*, older_than: timedelta | None = None, limit: int = BATCH) -> list[int]:
+    """Ids of stored webhooks not applied yet, oldest first."""
+    query = sa.select(InboundEvent.id).where(InboundEvent.processed_at.is_(None),
+                                             InboundEvent.provider.in_(PROVIDERS))
+    if older_than is not None:
+        query = query.where(InboundEvent.received_at < utcnow() - older_than)
+    return list(db.session.scalars(query.order_by(InboundEvent.id).limit(limit)))
+
+
+def woken() -> None:
+    """The woken job starts: a webhook from now on wakes another."""
+    get_queue().started(_ONCE_KEY)
+
+
+def apply_waiting(*, older_than: timedelta | None = None, budget_seconds: float = 20.0,
+                  settle: bool = False) -> dict[str, int]:
+    """Apply stored webhooks until none waits (or the time budget is spent: then a new job is woken); ``settle``:
+    look once more :data:`SETTLE_SECONDS` after finding none (the woken job on Redis)."""
+    import time
+
+    totals = {"applied": 0, "failed": 0}
+    started = time.monotonic()
+    settled = not settle
+    while True:
+        ids = waiting(older_than=older_than)
+        if not ids:
+            if settled:
+                break
+            settled = True  # a webhook that arrived while this job read may not have woken another: look again
+            time.sleep(SETTLE_SECONDS)
+            continue
+        for key, value in apply_rows(ids).items():
+            totals[key] += value
+        if time.monotonic() - started > budget_seconds:
+            woken()  # this job is done: the next one must be enqueued
+            wake_worker()
+            break
+    return totals
+
+
+def apply_rows(ids: Sequence[int]) -> dict[str, int]:
+    """Apply the stored webhooks ``ids`` (each at most once, whoever else is applying them)."""
+    rows = db.session.execute(sa.select(InboundEvent.id, InboundEvent.provider, InboundEvent.account_id)
+                              .where(InboundEvent.id.in_(ids), InboundEvent.processed_at.is_(None))
+                              .order_by(InboundEvent.id)).all()
+    db.session.rollback()
+    totals = {"applied": 0, "failed": 0}
+    nmi: dict[int | None, list[int]] = {}
+    for row_id, provider, account_id in rows:
+        if provider == "nmi":
+            nmi.setdefault(account_id, []).append(row_id)
+        else:
+            totals["applied" if _apply_one(row_id, _APPLY[provider]) else "failed"] += 1
+    for account_id, batch in nmi.items():
+        applied = _apply_nmi(account_id, batch)
+        totals["applied"] += applied
+        totals["failed"] += len(batch) - applied
+    return totals
+
+
+def _claim(row_id: int) -> dict[str, Any] | None:
+    """Mark ``row_id`` applied in the open transaction (its row lock held until the commit that carries its
+    effect); its payload, or None when someone else applied it."""
+    claimed = db.session.execute(sa.update(_EVENTS).where(_EVENTS.c.id == row_id, _EVENTS.c.processed_at.is_(None))
+                                 .values(processed_at=utcnow())).rowcount
+    if not claimed:
+        return None
+    return db.session.scalar(sa.select(InboundEvent.payload).where(InboundEvent.id == row_id))  # type: ignore[no-any-return]
+
+
+def _apply_one(row_id: int, apply: Callable[[dict[str, Any]], None]) -> bool:
+    """Claim and apply one delivery webhook in one transaction (the appliers commit it)."""
+    try:
+        payload = _claim(row_id)
+        if payload is None:
+            db.session.rollback()
+            return True
+        apply(payload)
+        db.session.commit()
+        return True
+    except Exception as exc:
+        db.session.rollback()
+        _failed([row_id], exc)
+        return False
+
+
+def _apply_twilio(payload: dict[str, Any]) -> None:
+    from app.channels.sms import parse_status_callback
+    from app.outbox.delivery import apply_status
+
+    apply_status(parse_status_callback(payload["form"], payload.get("url")))
+
+
+def _apply_whatsapp(payload: dict[str, Any]) -> None:
+    from app.channels.whatsapp import parse_webhook
+    from app.messages.templates_service import apply_whatsapp_template_update
+    from app.outbox.delivery import apply_status, handle_inbound
+
+    webhook = parse_webhook(payload)
+    for update in webhook.statuses:
+        apply_status(update)
+    for message in webhook.messages:
+        handle_inbound(message)
+    for template in webhook.template_updates:
+        apply_whatsapp_template_update(template)
+
+
+_APPLY: dict[str, Callable[[dict[str, Any]], None]] = {"twilio": _apply_twilio, "whatsapp": _apply_whatsapp}
+
+
+def _apply_nmi(account_id: int | None, ids: list[int]) -> int:
+    """NMI failures of one account, ingested together (as a fetch's page is), then marked applied. Ingest is
+    idempotent, so a worker stopping in between leaves rows that, applied again, change nothing."""
+    from app.accounts.gateway_accounts import gateway_for
+    from app.ingest.quarantine import WEBHOOK, storable
+    from app.ingest.transactions import hand_to_planning, ingest_context, ingest_records
+    from app.ingest.webhooks import is_failure_event
+
+    payloads = dict(db.session.execute(sa.select(InboundEvent.id, InboundEvent.payload)
+                                       .where(InboundEvent.id.in_(ids))).all())
+    account = db.session.get(GatewayAccount, account_id) if account_id is not None else None
+    if account is None:
+        _failed(ids, LookupError(f"the NMI account {account_id} that verified it is gone"), final=True)
+        return 0
+    try:
+        gateway = gateway_for(account)
+        records = []
+        for row_id in ids:
+            event = gateway.parse_webhook(json.dumps(payloads[row_id]).encode())
+            if is_failure_event(event.event_type) and event.transaction is not None:
+                records.append(event.transaction)
+        ctx = ingest_context(account)
+        db.session.rollback()
+        result = ingest_records([_storable(r, storable) for r in records], ctx, source=WEBHOOK)
+        db.session.execute(sa.update(_EVENTS).where(_EVENTS.c.id.in_(ids), _EVENTS.c.processed_at.is_(None))
+                           .values(processed_at=utcnow()))
+        db.session.commit()
+    except Exception as exc:
+        db.session.rollback()
+        _failed(ids, exc)
+        return 0
+    if result.case_ids:
+        hand_to_planning(result.case_ids)
+    return len(ids)
+
+
+def _storable(record: Any, storable: Callable[[Any], Any]) -> Any:
+    from dataclasses import replace
+
+    return replace(record, raw=storable(dict(record.raw)))
+
+
+def _failed(ids: Sequence[int], exc: BaseException, *, final: bool = False) -> None:
+    """Count a failed try on each row; one that failed :data:`MAX_ATTEMPTS` times (or can never work) is set aside."""
+    log.exception("stored webhook(s) %s could not be applied", list(ids), exc_info=exc)
+    text = f"{type(exc).__name__}: {exc}"[:2000]
+    try:
+        db.session.execute(sa.update(_EVENTS).where(_EVENTS.c.id.in_(ids), _EVENTS.c.processed_at.is_(None))
+                           .values(attempts=_EVENTS.c.attempts + 1, error=text))
+        given_up = _EVENTS.c.id.in_(ids) & _EVENTS.c.processed_at.is_(None)
+        if not final:
+            given_up &= _EVENTS.c.attempts >= MAX_ATTEMPTS
+        db.session.execute(sa.update(_EVENTS).where(given_up).values(processed_at=utcnow()))
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        log.exception("could not record the failure of stored webhook(s) %s", list(ids))
+
