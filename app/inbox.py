@@ -32,6 +32,7 @@ from app.extensions import db
 from app.models import GatewayAccount, InboundEvent
 from app.models.types import utcnow
 from app.queue import get_queue
+from app.writes import one_statement
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,17 @@ def accept(provider: str, event_id: str, event_type: str, payload: dict[str, Any
     ``(row id, duplicate)``. A new one is applied now (``apply_now``) or handed to a worker; a duplicate (a
     re-delivery) changes nothing."""
     key = {"provider": provider, "event_id": event_id[:128]}
+    row = {**key, "event_type": event_type[:64], "payload": payload, "account_id": account_id,
+           "received_at": utcnow(), "attempts": 0, "processed_at": None, "error": None}
     try:
-        with db.engine.begin() as conn:
-            row_id = conn.execute(_INSERT, {**key, "event_type": event_type[:64], "payload": payload,
-                                            "account_id": account_id, "received_at": utcnow(), "attempts": 0,
-                                            "processed_at": None, "error": None}).inserted_primary_key[0]
+        try:
+            row_id = one_statement(_INSERT, row).inserted_primary_key[0]
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # a kept connection the server had dropped: once more on a new one (if the first did land, the unique
+            # key makes this a duplicate)
+            row_id = one_statement(_INSERT, row).inserted_primary_key[0]
     except IntegrityError:
         with db.engine.connect() as conn:
             existing = conn.execute(_FIND, key).scalar()
@@ -241,16 +248,16 @@ def _storable(record: Any, storable: Callable[[Any], Any]) -> Any:
 
 
 def _failed(ids: Sequence[int], exc: BaseException, *, final: bool = False) -> None:
-    """Count a failed try on each row; one that failed :data:`MAX_ATTEMPTS` times (or can never work) is set aside."""
-    log.exception("stored webhook(s) %s could not be applied", list(ids), exc_info=exc)
+    """Count a failed try on each row; one that failed :data:`MAX_ATTEMPTS` times, or ``final`` (it can never work),
+    is set aside: applied no more, counted by ``recoup_webhook_inbox{state="set_aside"}``, its error kept."""
+    log.error("stored webhook(s) %s could not be applied", list(ids), exc_info=exc)
     text = f"{type(exc).__name__}: {exc}"[:2000]
+    waiting_ones = _EVENTS.c.id.in_(ids) & _EVENTS.c.processed_at.is_(None)
     try:
-        db.session.execute(sa.update(_EVENTS).where(_EVENTS.c.id.in_(ids), _EVENTS.c.processed_at.is_(None))
-                           .values(attempts=_EVENTS.c.attempts + 1, error=text))
-        given_up = _EVENTS.c.id.in_(ids) & _EVENTS.c.processed_at.is_(None)
-        if not final:
-            given_up &= _EVENTS.c.attempts >= MAX_ATTEMPTS
-        db.session.execute(sa.update(_EVENTS).where(given_up).values(processed_at=utcnow()))
+        db.session.execute(sa.update(_EVENTS).where(waiting_ones).values(
+            attempts=MAX_ATTEMPTS if final else _EVENTS.c.attempts + 1, error=text))
+        db.session.execute(sa.update(_EVENTS).where(waiting_ones & (_EVENTS.c.attempts >= MAX_ATTEMPTS))
+                           .values(processed_at=utcnow()))
         db.session.commit()
     except Exception:
         db.session.rollback()

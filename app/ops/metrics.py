@@ -16,6 +16,7 @@ Read from the database at scrape time (one grouped query each, on indexed column
   only after a fetch window is committed), and ``recoup_fetch_last_ok{account,kind}`` (1 when its last run
   succeeded);
 - ``recoup_outbox_messages{state,age}``: outbox rows not settled yet, by state and by how long ago they fell due
+- ``recoup_webhook_inbox{provider,state}``: stored webhooks waiting for a worker, late, or set aside (app.inbox)
   (``not_due`` for rows still waiting for their time).
 
 Several processes (gunicorn workers, ``flask worker``s) each count on their own. With ``PROMETHEUS_MULTIPROC_DIR``
@@ -160,6 +161,29 @@ def outbox_depth(conn: sa.Connection, now: datetime) -> Metric:
     return family
 
 
+def webhook_inbox(conn: sa.Connection, now: datetime) -> Metric:
+    """Stored webhooks not applied yet (``waiting``, and those ``late``: past the sweep's wait) and those given up on
+    (``set_aside``: tried MAX_ATTEMPTS times), by provider (app.inbox); over ``ix_inbound_events_pending``."""
+    from app import inbox
+    from app.models import InboundEvent
+
+    family = GaugeMetricFamily("recoup_webhook_inbox", "Stored provider webhooks: waiting for a worker, late, or "
+                               "set aside after failing", labels=["provider", "state"])
+    table = InboundEvent.__table__
+    pending = table.c.processed_at.is_(None)
+    state = sa.case((pending & (table.c.received_at < now - inbox.SWEEP_AFTER), "late"),
+                    (pending, "waiting"), else_="set_aside")
+    counts = {(provider, label): n for provider, label, n in conn.execute(
+        sa.select(table.c.provider, state, sa.func.count())
+        .where(table.c.provider.in_(inbox.PROVIDERS),
+               pending | (table.c.attempts >= inbox.MAX_ATTEMPTS))
+        .group_by(table.c.provider, state))}
+    for provider in inbox.PROVIDERS:
+        for label in ("waiting", "late", "set_aside"):
+            family.add_metric([provider, label], float(counts.get((provider, label), 0)))
+    return family
+
+
 class DatabaseCollector(Collector):
     """The scrape-time gauges, read with one short connection."""
 
@@ -171,7 +195,8 @@ class DatabaseCollector(Collector):
         up = GaugeMetricFamily("recoup_metrics_database_up", "1 when the scrape could read the database")
         try:
             with self.engine.connect() as conn:
-                found = [*fetch_lag(conn, datetime.now(UTC)), outbox_depth(conn, self.business_now())]
+                found = [*fetch_lag(conn, datetime.now(UTC)), outbox_depth(conn, self.business_now()),
+                         webhook_inbox(conn, datetime.now(UTC))]
         except Exception:
             log.exception("metrics: could not read the database")
             up.add_metric([], 0.0)

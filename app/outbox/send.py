@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import email.errors
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import requests
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import Flask
 
 from app.channels.base import OutboundMessage, SendResult
 from app.extensions import db
@@ -33,6 +32,7 @@ from app.outbox.batch import Attempted, Ready
 from app.outbox.senders import DataCheckpoint, data_checkpoint
 from app.outbox.states import OutboxState, sources
 from app.outbox.states import OutboxState as S
+from app.writes import one_statement
 from rules.vocabulary import Channel
 
 _OUTBOX = OutboxMessage.__table__
@@ -123,39 +123,9 @@ _DELIVERED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENT)).values(sta
 
 _REFUSED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENDING)).values(state=S.SENDING)
 
-_mark_engines: dict[sa.Engine, sa.Engine] = {}
-
-
-_mark_engines_guard = threading.Lock()
-
-
-def _marks() -> sa.Engine:
-    """Where the sending threads write an email's checkpoint and delivery marks. MariaDB: an engine of its own,
-    of kept autocommit connections, used without a ping before and a rollback after, so that a mark is one round
-    trip instead of four. A connection the server dropped fails its mark (the email is then not sent, or goes to
-    review, as after a crash) and is replaced. SQLite: the app's engine."""
-    engine = db.engine
-    if engine.dialect.name != "mysql":
-        return engine
-    with _mark_engines_guard:
-        marks = _mark_engines.get(engine)
-        if marks is None:
-            options = current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
-            marks = _mark_engines[engine] = sa.create_engine(
-                engine.url, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True, pool_pre_ping=False,
-                pool_reset_on_return=None, pool_recycle=1800, pool_size=options.get("pool_size", 20),
-                max_overflow=options.get("max_overflow", 20),
-            )
-    return marks
-
 
 def _mark(statement: sa.Update, params: dict[str, Any]) -> int:
-    engine = _marks()
-    if engine is db.engine:
-        with engine.begin() as conn:
-            return conn.execute(statement, params).rowcount
-    with engine.connect() as conn:
-        return conn.execute(statement, params).rowcount
+    return one_statement(statement, params).rowcount
 
 
 def _checkpoint(message_id: int, owner: str | None) -> bool:
