@@ -131,3 +131,19 @@ def _issued(code, case_id, message_id):
     """The code stands for a link of this case, issued for this message (so a payment is attributed to it)."""
     link = db.session.scalar(sa.select(PaymentLink).where(PaymentLink.short_code_hash == token_hash(code)))
     return link is not None and link.case_id == case_id and link.message_id == message_id
+
+
+def test_a_short_code_is_ten_unbiased_characters_of_the_alphabet(monkeypatch):
+    import secrets
+
+    from app.payments import links
+
+    codes = [links.new_short_code() for _ in range(3000)]
+    assert all(len(c) == links.SHORT_LENGTH and set(c) <= set(links.SHORT_ALPHABET) for c in codes)
+    assert len(set(codes)) == len(codes)
+    seen = {ch for c in codes for ch in c}
+    assert seen == set(links.SHORT_ALPHABET)  # 30,000 draws reach every one of the 62
+    # a byte of 248 or more would make the first 8 characters likelier: it is skipped, not folded in
+    reads = iter([bytes([255, 250, 248] * 6 + [0, 1]), bytes(range(62, 82))])
+    monkeypatch.setattr(secrets, "token_bytes", lambda n: next(reads))
+    assert links.new_short_code() == "01" + "".join(links.SHORT_ALPHABET[b % 62] for b in range(62, 70))
