@@ -43,6 +43,19 @@ def apply_webhooks() -> dict[str, int]:
 
 
 @timed_job
+def refresh_analytics() -> dict[str, int] | str:
+    """Periodic: the analytics rollups catch up with the cases and messages that changed."""
+    with job_context():
+        from app.analytics.rollups import refresh_changed
+        from app.locks import Busy
+
+        try:
+            return refresh_changed()
+        except Busy:
+            return "skipped: a rebuild or another refresh is running"
+
+
+@timed_job
 def plan_cases(case_ids: list[int]) -> dict[str, Any]:
     """Plan new cases with the active policy; a case already planned is left alone."""
     with job_context():

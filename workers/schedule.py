@@ -24,6 +24,8 @@ def periodic_jobs(config: Any) -> list[PeriodicJob]:
     return [
         PeriodicJob("fetch", jobs.fetch_all, timedelta(seconds=config["FETCH_INTERVAL_SECONDS"]), "high"),
         PeriodicJob("dispatch", jobs.dispatch_due, timedelta(seconds=config["DISPATCH_INTERVAL_SECONDS"]), "urgent"),
+        PeriodicJob("analytics", jobs.refresh_analytics, timedelta(seconds=config["ANALYTICS_INTERVAL_SECONDS"]),
+                    "low"),
     ]
 
 

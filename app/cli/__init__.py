@@ -8,9 +8,11 @@ from flask.cli import AppGroup
 
 
 def register_cli(app: Flask) -> None:
+    from app.cli.analytics import analytics_cli
     from app.cli.ops import demo_command, fetch_command, sandbox_command, worker_command
     from app.cli.users import users_cli
 
+    app.cli.add_command(analytics_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(fetch_command)
     app.cli.add_command(worker_command)

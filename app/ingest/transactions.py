@@ -23,7 +23,6 @@ it (:mod:`app.ingest.order_cases`): never silently.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -43,6 +42,7 @@ from app.ingest import order_cases, quarantine
 from app.ingest.customers import customer_key, upsert_customers
 from app.ingest.own_charges import note_own_charges, own_charges
 from app.ingest.validation import check_record, problems_as_dicts
+from app.locks import Busy, exclusive, lock_name
 from app.models import CaseTransition, Customer, FetchCursor, GatewayAccount, RecoveryCase, Transaction
 from app.models.types import utcnow
 from app.queue import get_queue
@@ -793,49 +793,23 @@ def record_recovered_payment(payment_id: int) -> bool:
 
 # -- fetching ------------------------------------------------------------------------------------------------
 
-_process_locks: dict[int, threading.Lock] = {}
-_process_locks_guard = threading.Lock()
-
-
 class FetchBusy(Exception):
     pass
 
 
 def fetch_lock_name(database: str | None, account_id: int) -> str:
-    """GET_LOCK names are global to the MariaDB server: the database's name is part of it, so two Recoup databases
-    on one server (staging beside production, a test run beside a benchmark) never block each other's fetches.
-    MariaDB takes at most 64 characters: a long database name is hashed."""
-    import hashlib
-
-    name = f"recoup-fetch-{database or ''}-{account_id}"
-    if len(name) <= 64:
-        return name
-    digest = hashlib.sha256((database or "").encode()).hexdigest()[:24]
-    return f"recoup-fetch-{digest}-{account_id}"
+    """The fetch lock's name on a MariaDB server (app.locks.lock_name)."""
+    return lock_name("fetch", database, account_id)
 
 
 @contextmanager
 def fetch_lock(account_id: int) -> Iterator[None]:
     """One fetch per account at a time, across processes on MySQL (GET_LOCK), within the process on SQLite."""
-    engine = db.engine
-    if engine.dialect.name == "mysql":
-        name = fetch_lock_name(engine.url.database, account_id)
-        with engine.connect() as conn:
-            if conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar() != 1:
-                raise FetchBusy(f"another fetch of account {account_id} is running")
-            try:
-                yield
-            finally:
-                conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": name})
-        return
-    with _process_locks_guard:
-        lock = _process_locks.setdefault(account_id, threading.Lock())
-    if not lock.acquire(blocking=False):
-        raise FetchBusy(f"another fetch of account {account_id} is running")
     try:
-        yield
-    finally:
-        lock.release()
+        with exclusive("fetch", account_id):
+            yield
+    except Busy:
+        raise FetchBusy(f"another fetch of account {account_id} is running") from None
 
 
 def fetch_accounts(name: str | None = None) -> list[FetchReport]:

@@ -1,5 +1,6 @@
 """All models, imported here so that metadata (and Alembic) sees every table."""
 
+from app.models.analytics import CaseFact, CaseRollup, MessageFact, MessageRollup
 from app.models.audit import AuditEntry, Setting
 from app.models.cases import CaseTransition, EscalationTask, RecoveryCase, Team
 from app.models.channels import ChannelAccount
@@ -15,6 +16,8 @@ from app.models.users import ROLES, Role, User, user_roles
 __all__ = [
     "ROLES",
     "AuditEntry",
+    "CaseFact",
+    "CaseRollup",
     "CaseTransition",
     "ChannelAccount",
     "ConsentEvent",
@@ -24,6 +27,8 @@ __all__ = [
     "GatewayAccount",
     "InboundEvent",
     "MessageEvent",
+    "MessageFact",
+    "MessageRollup",
     "MessageTemplate",
     "MessageTemplateVersion",
     "OptOut",

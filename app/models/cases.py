@@ -20,6 +20,7 @@ class RecoveryCase(db.Model):
     __table_args__ = (
         sa.Index("ix_recovery_cases_state", "state", "opened_at"),
         sa.Index("ix_recovery_cases_customer", "customer_id", "state"),
+        sa.Index("ix_recovery_cases_updated", "updated_at"),  # what changed: the analytics refresh
         MYSQL_TABLE_ARGS,
     )
 

@@ -18,6 +18,7 @@ class Customer(db.Model):
         sa.UniqueConstraint("gateway_account_id", "gateway_customer_id"),
         sa.Index("ix_customers_email", "email"),
         sa.Index("ix_customers_phone_e164", "phone_e164"),
+        sa.Index("ix_customers_updated", "updated_at"),  # what changed: the analytics refresh
         MYSQL_TABLE_ARGS,
     )
 
@@ -96,7 +97,8 @@ class ConsentEvent(db.Model):
     """Append-only history of opt-outs and opt-ins, so consent can be shown at any past moment."""
 
     __tablename__ = "consent_events"
-    __table_args__ = (sa.Index("ix_consent_events_customer", "customer_id", "at"), MYSQL_TABLE_ARGS)
+    __table_args__ = (sa.Index("ix_consent_events_customer", "customer_id", "at"),
+                      sa.Index("ix_consent_events_at", "at"), MYSQL_TABLE_ARGS)
 
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
     customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"))

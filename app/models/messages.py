@@ -26,6 +26,7 @@ class OutboxMessage(db.Model):
         sa.Index("ix_outbox_claim", "state", "priority", "scheduled_for", "id"),
         sa.Index("ix_outbox_case", "case_id", "step_n"),
         sa.Index("ix_outbox_provider_id", "provider_message_id"),
+        sa.Index("ix_outbox_updated", "updated_at"),  # what changed: the analytics refresh
         sa.Index("ix_outbox_customer_sent", "customer_id", "sent_at"),
         MYSQL_TABLE_ARGS,
     )
@@ -82,7 +83,8 @@ class MessageEvent(db.Model):
     """Append-only: queued, sent, delivered, read, failed, opened, clicked, replied... with the provider's payload."""
 
     __tablename__ = "message_events"
-    __table_args__ = (sa.Index("ix_message_events_message", "message_id", "occurred_at"), MYSQL_TABLE_ARGS)
+    __table_args__ = (sa.Index("ix_message_events_message", "message_id", "occurred_at"),
+                      sa.Index("ix_message_events_recorded", "recorded_at"), MYSQL_TABLE_ARGS)
 
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
     message_id: Mapped[int] = mapped_column(sa.ForeignKey("outbox_messages.id", ondelete="CASCADE"))

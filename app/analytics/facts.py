@@ -1,0 +1,167 @@
+"""What a case and a sent message contribute to the analytics, computed from the raw rows alone (so computing it
+twice, or after a duplicated or late event, gives the same answer).
+
+A **case** counts once, at the hour it opened: failed (its first failure's amount due), recovered through Recoup,
+recovered elsewhere (an operator marked it paid outside Recoup), or still open. A **sent message** counts at the hour
+it went, with the customer's local hour and weekday then: delivered (a delivered or read status), read (read, or an
+email's open pixel), clicked, opted out (an unsubscribe from it, or an opt-out of its channel within
+:data:`OPT_OUT_WINDOW` of it), and paid when it is the touch its case's recovery is credited to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import ConsentEvent, Customer, MessageEvent, OutboxMessage, RecoveryCase, Transaction
+from app.models.analytics import CASE_DIMENSIONS, CASE_MEASURES, MESSAGE_DIMENSIONS, MESSAGE_MEASURES
+from rules.case_states import ACTIVE, CaseState
+
+#: an opt-out of a channel this soon after a message on it is counted against that message
+OPT_OUT_WINDOW = timedelta(hours=72)
+DELIVERED_KINDS = ("delivered", "read")
+READ_KINDS = ("read", "opened")
+CLICKED_KINDS = ("clicked",)
+UNSUBSCRIBED_KINDS = ("unsubscribed",)
+_EVENT_KINDS = (*DELIVERED_KINDS, "opened", *CLICKED_KINDS, *UNSUBSCRIBED_KINDS)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One case's or message's contribution: its hour, its dimensions and its measures (in the orders of
+    app.models.analytics)."""
+
+    key: int
+    bucket: datetime
+    dims: tuple[Any, ...]
+    measures: tuple[int, ...]
+
+    @property
+    def dims_key(self) -> str:
+        return dims_key(self.dims)
+
+
+def dims_key(dims: tuple[Any, ...]) -> str:
+    """A short stable key for a tuple of dimension values (NULL never equals NULL in a unique index)."""
+    return hashlib.sha1(json.dumps(list(dims), default=str).encode(), usedforsecurity=False).hexdigest()
+
+
+def hour_of(moment: datetime) -> datetime:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _first_time(is_first: bool | None) -> str | None:
+    return None if is_first is None else ("first" if is_first else "repeat")
+
+
+def _short(value: Any) -> Any:
+    return value[:32] if isinstance(value, str) else value
+
+
+def case_facts(case_ids: Iterable[int]) -> dict[int, Fact]:
+    """The facts of the cases ``case_ids`` that exist (a case that is gone has none)."""
+    ids = list(case_ids)
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(RecoveryCase.id, RecoveryCase.opened_at, RecoveryCase.state, RecoveryCase.amount_due_minor,
+                  RecoveryCase.currency, RecoveryCase.policy_version_id, RecoveryCase.holdout,
+                  RecoveryCase.recovered_amount_minor, RecoveryCase.recovered_via, Transaction.gateway,
+                  Transaction.decline_reason, Transaction.decline_code, Transaction.value_band,
+                  Transaction.is_first_payment, Transaction.product_type, Customer.vip)
+        .join(Transaction, Transaction.id == RecoveryCase.transaction_id)
+        .outerjoin(Customer, Customer.id == RecoveryCase.customer_id)
+        .where(RecoveryCase.id.in_(ids))
+    ).all()
+    facts = {}
+    for (cid, opened_at, state, due, currency, version, holdout, recovered, via, gateway, reason, code, band,
+         first, product, vip) in rows:
+        dims = dict(gateway=gateway, currency=currency, decline_reason=reason, decline_code=code, value_band=band,
+                    first_time=_first_time(first), product_type=product, vip=bool(vip), policy_version_id=version,
+                    holdout=bool(holdout))
+        paid = state == CaseState.RECOVERED
+        amount = int(recovered if recovered is not None else due) if paid else 0
+        elsewhere = paid and via == "elsewhere"
+        measures = dict(failed_n=1, failed_minor=int(due), recovered_n=int(paid and not elsewhere),
+                        recovered_minor=0 if elsewhere else amount, elsewhere_n=int(elsewhere),
+                        elsewhere_minor=amount if elsewhere else 0, open_n=int(state in ACTIVE))
+        facts[cid] = Fact(cid, hour_of(opened_at), tuple(_short(dims[d]) for d in CASE_DIMENSIONS),
+                          tuple(measures[m] for m in CASE_MEASURES))
+    return facts
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def message_facts(message_ids: Iterable[int]) -> dict[int, Fact]:
+    """The facts of the messages ``message_ids`` that were sent (one never sent contributes nothing)."""
+    ids = list(message_ids)
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(OutboxMessage.id, OutboxMessage.sent_at, OutboxMessage.channel, OutboxMessage.template,
+                  OutboxMessage.variant, OutboxMessage.policy_version_id, OutboxMessage.customer_id,
+                  Customer.timezone_explicit, Customer.timezone, Customer.vip, RecoveryCase.currency,
+                  RecoveryCase.state, RecoveryCase.recovered_message_id, RecoveryCase.recovered_via,
+                  RecoveryCase.recovered_amount_minor, RecoveryCase.amount_due_minor, Transaction.gateway,
+                  Transaction.decline_reason, Transaction.value_band, Transaction.is_first_payment,
+                  Transaction.product_type)
+        .outerjoin(Customer, Customer.id == OutboxMessage.customer_id)
+        .outerjoin(RecoveryCase, RecoveryCase.id == OutboxMessage.case_id)
+        .outerjoin(Transaction, Transaction.id == RecoveryCase.transaction_id)
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.sent_at.is_not(None))
+    ).all()
+    if not rows:
+        return {}
+    sent = [r[0] for r in rows]
+    kinds: dict[int, set[str]] = {}
+    for mid, kind in db.session.execute(
+        sa.select(MessageEvent.message_id, MessageEvent.kind).distinct()
+        .where(MessageEvent.message_id.in_(sent), MessageEvent.kind.in_(_EVENT_KINDS))
+    ):
+        kinds.setdefault(mid, set()).add(kind)
+    customers = {r[6] for r in rows if r[6] is not None}
+    opt_outs: dict[tuple[int, str], list[datetime]] = {}
+    if customers:
+        for customer_id, channel, at in db.session.execute(
+            sa.select(ConsentEvent.customer_id, ConsentEvent.channel, ConsentEvent.at)
+            .where(ConsentEvent.customer_id.in_(customers), ConsentEvent.action == "opt_out")
+        ):
+            opt_outs.setdefault((customer_id, channel), []).append(_aware(at))
+    facts = {}
+    for (mid, sent_at, channel, template, variant, version, customer_id, tz_explicit, tz, vip, currency, state,
+         credited, via, recovered, due, gateway, reason, band, first, product) in rows:
+        sent_at = _aware(sent_at)
+        local = sent_at.astimezone(_zone(tz_explicit or tz))
+        seen = kinds.get(mid, set())
+        opted = bool(seen & set(UNSUBSCRIBED_KINDS)) or any(
+            sent_at <= at <= sent_at + OPT_OUT_WINDOW for at in opt_outs.get((customer_id, channel), ()))
+        paid = state == CaseState.RECOVERED and credited == mid and via != "elsewhere"
+        dims = dict(channel=channel, template=template, variant=variant, policy_version_id=version,
+                    local_hour=local.hour, weekday=local.weekday(), gateway=gateway, currency=currency,
+                    decline_reason=reason, value_band=band, first_time=_first_time(first), product_type=product,
+                    vip=bool(vip))
+        measures = dict(sent_n=1, delivered_n=int(bool(seen & set(DELIVERED_KINDS))),
+                        read_n=int(bool(seen & set(READ_KINDS))), clicked_n=int(bool(seen & set(CLICKED_KINDS))),
+                        optout_n=int(opted), paid_n=int(paid),
+                        paid_minor=int(recovered if recovered is not None else due or 0) if paid else 0)
+        facts[mid] = Fact(mid, hour_of(sent_at), tuple(_short(dims[d]) for d in MESSAGE_DIMENSIONS),
+                          tuple(measures[m] for m in MESSAGE_MEASURES))
+    return facts
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

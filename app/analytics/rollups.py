@@ -1,0 +1,204 @@
+"""Keeping the hourly rollups equal to the sum of the facts (app.analytics.facts).
+
+:func:`refresh` looks at some cases and messages again: each one's new fact is compared with the fact stored when it
+was last counted, and only the difference goes to the rollup rows (a fact that did not change changes nothing, so
+looking again is always safe). :func:`refresh_changed` finds what changed since its last run from the raw rows'
+own times, re-reading a few minutes before it (a transaction that committed late is still seen); :func:`rebuild`
+recomputes everything, or everything from an hour on, from the raw rows. One of them runs at a time
+(app.locks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.analytics.facts import Fact, case_facts, hour_of, message_facts
+from app.extensions import db
+from app.locks import exclusive
+from app.models import ConsentEvent, Customer, MessageEvent, OutboxMessage, RecoveryCase, Setting
+from app.models.analytics import (
+    CASE_DIMENSIONS,
+    CASE_MEASURES,
+    MESSAGE_DIMENSIONS,
+    MESSAGE_MEASURES,
+    CaseFact,
+    CaseRollup,
+    MessageFact,
+    MessageRollup,
+)
+from app.models.types import utcnow
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500
+#: how far before its last run a refresh reads again: a transaction that began before the run and committed after
+#: it wrote times the run had already passed
+LOOKBACK = timedelta(minutes=5)
+CURSOR_KEY = "analytics.refreshed_through"
+LOCK = "analytics"
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """Cases or messages: where their facts and rollups live, and how a fact is computed."""
+
+    facts: Any
+    rollups: Any
+    key: str
+    dimensions: tuple[str, ...]
+    measures: tuple[str, ...]
+    compute: Any
+
+
+CASES = _Kind(CaseFact.__table__, CaseRollup.__table__, "case_id", CASE_DIMENSIONS, CASE_MEASURES, case_facts)
+MESSAGES = _Kind(MessageFact.__table__, MessageRollup.__table__, "message_id", MESSAGE_DIMENSIONS, MESSAGE_MEASURES,
+                 message_facts)
+
+
+def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
+    batch: list[int] = []
+    for i in ids:
+        batch.append(i)
+        if len(batch) == CHUNK:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _apply(kind: _Kind, ids: list[int]) -> int:
+    """Count ``ids`` again (in the open transaction): new facts against stored ones, the difference to the rollups.
+    Returns how many changed."""
+    new = kind.compute(ids)
+    facts, rollups = kind.facts, kind.rollups
+    old = {row[0]: row for row in db.session.execute(
+        sa.select(facts.c[kind.key], facts.c.bucket, facts.c.dims_key, *(facts.c[m] for m in kind.measures))
+        .where(facts.c[kind.key].in_(ids)).with_for_update())}
+    deltas: dict[tuple[datetime, str], list[int]] = {}
+    dims_of: dict[tuple[datetime, str], tuple[Any, ...]] = {}
+    changed: list[int] = []
+    for key in ids:
+        fact: Fact | None = new.get(key)
+        before = old.get(key)
+        after = (hour_of(fact.bucket), fact.dims_key, *fact.measures) if fact is not None else None
+        stored = (hour_of(before[1]), before[2], *before[3:]) if before is not None else None
+        if after == stored:
+            continue
+        changed.append(key)
+        if stored is not None:
+            slot = deltas.setdefault((stored[0], stored[1]), [0] * len(kind.measures))
+            for i, value in enumerate(stored[2:]):
+                slot[i] -= int(value)
+        if fact is not None:
+            where = (hour_of(fact.bucket), fact.dims_key)
+            dims_of[where] = fact.dims
+            slot = deltas.setdefault(where, [0] * len(kind.measures))
+            for i, value in enumerate(fact.measures):
+                slot[i] += int(value)
+    if not changed:
+        return 0
+    db.session.execute(sa.delete(facts).where(facts.c[kind.key].in_(changed)))
+    rows = [{kind.key: key, "bucket": hour_of(new[key].bucket), "dims_key": new[key].dims_key,
+             **dict(zip(kind.measures, new[key].measures, strict=True))} for key in changed if key in new]
+    if rows:
+        db.session.execute(sa.insert(facts), rows)
+    for (bucket, key), delta in deltas.items():
+        if not any(delta):
+            continue
+        updated = db.session.execute(
+            sa.update(rollups).where(rollups.c.bucket == bucket, rollups.c.dims_key == key)
+            .values({m: rollups.c[m] + d for m, d in zip(kind.measures, delta, strict=True)})
+        ).rowcount
+        if not updated:  # the first fact of its hour and dimensions (one refresher at a time: no race)
+            dims = dims_of.get((bucket, key))
+            if dims is None:
+                raise RuntimeError(f"analytics: a rollup row {bucket} {key} to subtract from is missing")
+            db.session.execute(sa.insert(rollups).values(
+                bucket=bucket, dims_key=key, **dict(zip(kind.dimensions, dims, strict=True)),
+                **dict(zip(kind.measures, delta, strict=True))))
+    return len(changed)
+
+
+def refresh(case_ids: Iterable[int] = (), message_ids: Iterable[int] = ()) -> dict[str, int]:
+    """Count these cases and messages again; commits per chunk. Returns how many changed of each."""
+    counts = {"cases": 0, "messages": 0}
+    for name, kind, ids in (("cases", CASES, sorted(set(case_ids))), ("messages", MESSAGES,
+                                                                       sorted(set(message_ids)))):
+        for chunk in _chunks(ids):
+            counts[name] += _apply(kind, chunk)
+            db.session.commit()
+    return counts
+
+
+def _changed_since(since: datetime) -> tuple[set[int], set[int]]:
+    """(case ids, message ids) whose raw rows changed at or after ``since``."""
+    cases = set(db.session.scalars(sa.select(RecoveryCase.id).where(RecoveryCase.updated_at >= since)))
+    messages = set(db.session.scalars(sa.select(OutboxMessage.id).where(OutboxMessage.updated_at >= since,
+                                                                        OutboxMessage.sent_at.is_not(None))))
+    messages |= set(db.session.scalars(sa.select(MessageEvent.message_id).distinct()
+                                       .where(MessageEvent.recorded_at >= since)))
+    customers = set(db.session.scalars(sa.select(Customer.id).where(Customer.updated_at >= since)))
+    cases |= set(db.session.scalars(sa.select(RecoveryCase.id).where(RecoveryCase.customer_id.in_(customers)))) \
+        if customers else set()
+    # an opt-out counts against the messages shortly before it
+    customers |= set(db.session.scalars(sa.select(ConsentEvent.customer_id).distinct()
+                                        .where(ConsentEvent.at >= since, ConsentEvent.action == "opt_out")))
+    if customers:
+        messages |= set(db.session.scalars(sa.select(OutboxMessage.id).where(
+            OutboxMessage.customer_id.in_(customers), OutboxMessage.sent_at.is_not(None))))
+    if cases:  # a recovery credits one of its case's messages (and may stop crediting another)
+        for chunk in _chunks(sorted(cases)):
+            messages |= set(db.session.scalars(sa.select(OutboxMessage.id).where(
+                OutboxMessage.case_id.in_(chunk), OutboxMessage.sent_at.is_not(None))))
+    return cases, messages
+
+
+def refresh_changed(now: datetime | None = None) -> dict[str, int]:
+    """Count again what changed since the last run (a few minutes more); the periodic analytics job."""
+    started = now or utcnow()
+    with exclusive(LOCK):
+        cursor = db.session.get(Setting, CURSOR_KEY)
+        since = (datetime.fromisoformat(cursor.value) - LOOKBACK) if cursor is not None and cursor.value \
+            else datetime(1970, 1, 1, tzinfo=UTC)
+        cases, messages = _changed_since(since)
+        counts = refresh(cases, messages)
+        _set_cursor(started)
+    return counts
+
+
+def _set_cursor(at: datetime) -> None:
+    cursor = db.session.get(Setting, CURSOR_KEY)
+    if cursor is None:
+        db.session.add(Setting(key=CURSOR_KEY, value=at.isoformat()))
+    else:
+        cursor.value = at.isoformat()
+    db.session.commit()
+
+
+def rebuild(since: datetime | None = None) -> dict[str, int]:
+    """Recompute the rollups from the raw rows: all of them, or the hours from ``since`` on (cases opened and
+    messages sent since then)."""
+    started = utcnow()
+    with exclusive(LOCK):
+        bucket = hour_of(since) if since is not None else None
+        for kind in (CASES, MESSAGES):
+            for table in (kind.facts, kind.rollups):
+                statement = sa.delete(table)
+                if bucket is not None:
+                    statement = statement.where(table.c.bucket >= bucket)
+                db.session.execute(statement)
+        db.session.commit()
+        case_query = sa.select(RecoveryCase.id).order_by(RecoveryCase.id)
+        message_query = sa.select(OutboxMessage.id).where(OutboxMessage.sent_at.is_not(None)).order_by(OutboxMessage.id)
+        if bucket is not None:
+            case_query = case_query.where(RecoveryCase.opened_at >= bucket)
+            message_query = message_query.where(OutboxMessage.sent_at >= bucket)
+        counts = refresh(db.session.scalars(case_query).all(), db.session.scalars(message_query).all())
+        _set_cursor(started)
+    return counts

@@ -1,0 +1,127 @@
+"""Recovery analytics: what each case and each sent message contributes (its *facts*), and the hourly rollups the
+dashboard reads, kept current by app.analytics. A rollup row is the sum of the facts sharing its hour and
+dimensions; a fact row remembers what was added, so a case or message looked at again changes the totals by the
+difference only (late, duplicated and re-delivered events give the same totals)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models.types import MYSQL_TABLE_ARGS, UTCDateTime
+
+#: what a case is counted by: its gateway, currency, decline, segment, policy version, holdout
+CASE_DIMENSIONS = ("gateway", "currency", "decline_reason", "decline_code", "value_band", "first_time",
+                   "product_type", "vip", "policy_version_id", "holdout")
+#: failed = every case (its first failure); recovered = paid through Recoup; elsewhere = marked paid outside it;
+#: still open = not closed yet (kept in the denominator)
+CASE_MEASURES = ("failed_n", "failed_minor", "recovered_n", "recovered_minor", "elsewhere_n", "elsewhere_minor",
+                 "open_n")
+#: what a sent message is counted by: its case's dimensions that matter for a send, and its own
+MESSAGE_DIMENSIONS = ("channel", "template", "variant", "policy_version_id", "local_hour", "weekday", "gateway",
+                      "currency", "decline_reason", "value_band", "first_time", "product_type", "vip")
+#: the funnel: sent -> delivered -> read (an email opened) -> clicked -> paid (the last touch before payment)
+MESSAGE_MEASURES = ("sent_n", "delivered_n", "read_n", "clicked_n", "optout_n", "paid_n", "paid_minor")
+
+_ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+
+class CaseFact(db.Model):
+    """What one case adds to ``analytics_cases`` now."""
+
+    __tablename__ = "analytics_case_facts"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    case_id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=False)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime)
+    dims_key: Mapped[str] = mapped_column(sa.String(40))
+    failed_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failed_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    recovered_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    recovered_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    elsewhere_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    elsewhere_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    open_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+
+class MessageFact(db.Model):
+    """What one sent message adds to ``analytics_messages`` now."""
+
+    __tablename__ = "analytics_message_facts"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    message_id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=False)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime)
+    dims_key: Mapped[str] = mapped_column(sa.String(40))
+    sent_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    delivered_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    read_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    clicked_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    optout_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    paid_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    paid_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class CaseRollup(db.Model):
+    """Cases by the hour they opened (UTC) and their dimensions."""
+
+    __tablename__ = "analytics_cases"
+    __table_args__ = (sa.UniqueConstraint("bucket", "dims_key", name="uq_analytics_cases_key"),
+                      sa.Index("ix_analytics_cases_bucket", "bucket"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime)
+    dims_key: Mapped[str] = mapped_column(sa.String(40))
+    gateway: Mapped[str | None] = mapped_column(sa.String(32))
+    currency: Mapped[str | None] = mapped_column(sa.String(32))
+    decline_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    decline_code: Mapped[str | None] = mapped_column(sa.String(32))
+    value_band: Mapped[str | None] = mapped_column(sa.String(32))
+    first_time: Mapped[str | None] = mapped_column(sa.String(32))
+    product_type: Mapped[str | None] = mapped_column(sa.String(32))
+    vip: Mapped[bool | None] = mapped_column(sa.Boolean)
+    policy_version_id: Mapped[int | None] = mapped_column(sa.Integer)
+    holdout: Mapped[bool | None] = mapped_column(sa.Boolean)
+    failed_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failed_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    recovered_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    recovered_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    elsewhere_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    elsewhere_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    open_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+
+class MessageRollup(db.Model):
+    """Sent messages by the hour they went (UTC) and their dimensions, the customer's local hour and weekday
+    among them."""
+
+    __tablename__ = "analytics_messages"
+    __table_args__ = (sa.UniqueConstraint("bucket", "dims_key", name="uq_analytics_messages_key"),
+                      sa.Index("ix_analytics_messages_bucket", "bucket"), MYSQL_TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime)
+    dims_key: Mapped[str] = mapped_column(sa.String(40))
+    channel: Mapped[str | None] = mapped_column(sa.String(32))
+    template: Mapped[str | None] = mapped_column(sa.String(32))
+    variant: Mapped[str | None] = mapped_column(sa.String(32))
+    policy_version_id: Mapped[int | None] = mapped_column(sa.Integer)
+    local_hour: Mapped[int | None] = mapped_column(sa.Integer)
+    weekday: Mapped[int | None] = mapped_column(sa.Integer)
+    gateway: Mapped[str | None] = mapped_column(sa.String(32))
+    currency: Mapped[str | None] = mapped_column(sa.String(32))
+    decline_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    value_band: Mapped[str | None] = mapped_column(sa.String(32))
+    first_time: Mapped[str | None] = mapped_column(sa.String(32))
+    product_type: Mapped[str | None] = mapped_column(sa.String(32))
+    vip: Mapped[bool | None] = mapped_column(sa.Boolean)
+    sent_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    delivered_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    read_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    clicked_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    optout_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    paid_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    paid_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
