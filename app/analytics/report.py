@@ -1,0 +1,185 @@
+"""What the dashboard shows, read from the rollups only (never the raw rows): KPIs, recovery by the week cases
+opened, breakdowns by a dimension, the funnel per channel. Money is per currency: amounts in different currencies
+are never added together.
+
+Definitions (issue 17): a case is one failed payment; recovered = paid through Recoup; recovered elsewhere = marked
+paid outside it (shown apart, counted as recovered in neither rate); the recovery rate is recovered / failed, in
+count and in amount, over the cases that opened in the period, still-open cases kept in the denominator (and shown
+as their own band).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models.analytics import CASE_DIMENSIONS, MESSAGE_DIMENSIONS, CaseRollup, MessageRollup
+
+_CASES = CaseRollup.__table__
+_MESSAGES = MessageRollup.__table__
+#: the dimensions both rollups share: a filter on one of them narrows cases and messages alike
+SHARED = tuple(d for d in CASE_DIMENSIONS if d in MESSAGE_DIMENSIONS)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The period (dates, inclusive, UTC) and any dimension values to keep (``{"currency": "EUR"}``); a filter on
+    a dimension only messages have (``channel``) narrows the messages, not the cases."""
+
+    start: date | None = None
+    end: date | None = None
+    where: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, table: sa.Table, query: sa.Select[Any]) -> sa.Select[Any]:
+        if self.start is not None:
+            query = query.where(table.c.bucket >= datetime.combine(self.start, time(), UTC))
+        if self.end is not None:
+            query = query.where(table.c.bucket < datetime.combine(self.end + timedelta(days=1), time(), UTC))
+        for name, value in self.where.items():
+            if name in table.c:
+                query = query.where(table.c[name].is_(None) if value is None else table.c[name] == value)
+        return query
+
+
+def _rate(part: int, whole: int) -> Decimal | None:
+    return (Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001")) if whole else None
+
+
+@dataclass(frozen=True)
+class Kpis:
+    currency: str
+    failed_n: int
+    failed_minor: int
+    recovered_n: int
+    recovered_minor: int
+    elsewhere_n: int
+    elsewhere_minor: int
+    open_n: int
+
+    @property
+    def rate_count(self) -> Decimal | None:
+        return _rate(self.recovered_n, self.failed_n)
+
+    @property
+    def rate_amount(self) -> Decimal | None:
+        return _rate(self.recovered_minor, self.failed_minor)
+
+
+def kpis(filters: Filters) -> list[Kpis]:
+    """The tiles, one set per currency (most failed first)."""
+    sums = [sa.func.coalesce(sa.func.sum(_CASES.c[m]), 0) for m in ("failed_n", "failed_minor", "recovered_n",
+                                                                      "recovered_minor", "elsewhere_n",
+                                                                      "elsewhere_minor", "open_n")]
+    query = filters.apply(_CASES, sa.select(_CASES.c.currency, *sums).group_by(_CASES.c.currency))
+    rows = [Kpis(c or "?", *(int(v) for v in values)) for c, *values in db.session.execute(query)]
+    return sorted(rows, key=lambda k: (-k.failed_n, k.currency))
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Cases that opened in one week (Monday, UTC), in one currency."""
+
+    week: date
+    currency: str
+    failed_n: int
+    recovered_n: int
+    elsewhere_n: int
+    open_n: int
+    failed_minor: int
+    recovered_minor: int
+
+    @property
+    def lost_n(self) -> int:
+        """Closed without being paid (expired, cancelled)."""
+        return self.failed_n - self.recovered_n - self.elsewhere_n - self.open_n
+
+    @property
+    def rate_count(self) -> Decimal | None:
+        return _rate(self.recovered_n, self.failed_n)
+
+
+def cohorts(filters: Filters) -> list[Cohort]:
+    """Recovery by the week the cases opened (grouped by the hour in the database, by the week here: the same on
+    MariaDB and SQLite)."""
+    measures = ("failed_n", "recovered_n", "elsewhere_n", "open_n", "failed_minor", "recovered_minor")
+    query = filters.apply(_CASES, sa.select(_CASES.c.bucket, _CASES.c.currency,
+                                            *(sa.func.sum(_CASES.c[m]) for m in measures))
+                          .group_by(_CASES.c.bucket, _CASES.c.currency))
+    weeks: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0] * len(measures))
+    for bucket, currency, *values in db.session.execute(query):
+        day = (bucket if bucket.tzinfo else bucket.replace(tzinfo=UTC)).astimezone(UTC).date()
+        slot = weeks[(day - timedelta(days=day.weekday()), currency or "?")]
+        for i, value in enumerate(values):
+            slot[i] += int(value or 0)
+    return [Cohort(week, currency, *values) for (week, currency), values in sorted(weeks.items())]
+
+
+@dataclass(frozen=True)
+class CaseBreakdown:
+    value: Any
+    currency: str
+    failed_n: int
+    recovered_n: int
+    elsewhere_n: int
+    open_n: int
+    failed_minor: int
+    recovered_minor: int
+
+    @property
+    def rate_count(self) -> Decimal | None:
+        return _rate(self.recovered_n, self.failed_n)
+
+    @property
+    def rate_amount(self) -> Decimal | None:
+        return _rate(self.recovered_minor, self.failed_minor)
+
+
+@dataclass(frozen=True)
+class MessageBreakdown:
+    value: Any
+    currency: str
+    sent_n: int
+    delivered_n: int
+    read_n: int
+    clicked_n: int
+    optout_n: int
+    paid_n: int
+    paid_minor: int
+
+    @property
+    def paid_rate(self) -> Decimal | None:
+        """Recoveries credited to these messages per message sent."""
+        return _rate(self.paid_n, self.sent_n)
+
+
+def breakdown(dimension: str, filters: Filters) -> list[CaseBreakdown] | list[MessageBreakdown]:
+    """Totals by one dimension's values (and currency). A case dimension gives cases; a dimension only messages
+    have (channel, template, variant, local hour, weekday) gives the messages' funnel."""
+    if dimension in CASE_DIMENSIONS:
+        measures: tuple[str, ...] = ("failed_n", "recovered_n", "elsewhere_n", "open_n", "failed_minor",
+                                     "recovered_minor")
+        table, row = _CASES, CaseBreakdown
+    elif dimension in MESSAGE_DIMENSIONS:
+        measures = ("sent_n", "delivered_n", "read_n", "clicked_n", "optout_n", "paid_n", "paid_minor")
+        table, row = _MESSAGES, MessageBreakdown  # type: ignore[assignment]
+    else:
+        raise ValueError(f"unknown dimension {dimension!r}; dimensions are "
+                         f"{', '.join(sorted(set(CASE_DIMENSIONS) | set(MESSAGE_DIMENSIONS)))}")
+    query = filters.apply(table, sa.select(table.c[dimension], table.c.currency,
+                                           *(sa.func.sum(table.c[m]) for m in measures))
+                          .group_by(table.c[dimension], table.c.currency))
+    rows = [row(value, currency or "?", *(int(v or 0) for v in values))
+            for value, currency, *values in db.session.execute(query)]
+    return sorted(rows, key=lambda r: (-(r.failed_n if isinstance(r, CaseBreakdown) else r.sent_n),
+                                       str(r.value), r.currency))  # type: ignore[return-value]
+
+
+def funnel(filters: Filters) -> list[MessageBreakdown]:
+    """Sent -> delivered -> read -> clicked -> paid, per channel."""
+    return breakdown("channel", filters)  # type: ignore[return-value]

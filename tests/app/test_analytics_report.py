@@ -1,0 +1,119 @@
+"""Issue 17, done-when 1 (the numbers, not the page yet): a world with planted truths, counted by the rollups and
+read back by app.analytics.report: WhatsApp wins back twice what email does, evening sends beat morning sends,
+recovery by the week cases opened, still-open cases kept in the denominator, money never added across currencies,
+filters narrowing what they name."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from app.analytics import report, rollups
+from app.analytics.report import Filters
+from app.extensions import db
+from tests.builders import make_case, make_customer, make_gateway_account, make_message, make_transaction
+
+MONDAY = datetime(2026, 9, 7, tzinfo=UTC)  # a Monday
+
+
+def world(seed: int = 5, cases: int = 400) -> dict[str, int]:
+    """Each case gets one message; whether it pays is drawn with the planted odds: WhatsApp 40 %, email 20 %;
+    sent in the customer's evening (19:00) 1.5 times the odds of the morning (09:00). Some cases stay open, some
+    are paid elsewhere; a third are in EUR."""
+    rng = random.Random(seed)
+    truth = {"paid": 0, "open": 0, "elsewhere": 0, "eur": 0}
+    account = make_gateway_account().id
+    for i in range(cases):
+        customer = make_customer(timezone="Europe/Madrid", phone_e164=f"+3461{i:07d}")
+        currency = "EUR" if i % 3 == 0 else "USD"
+        truth["eur"] += currency == "EUR"
+        opened = MONDAY + timedelta(days=rng.randrange(28), hours=rng.randrange(24))
+        transaction = make_transaction(customer=customer, currency=currency, amount_minor=5000, value_band="mid",
+                                       gateway_account_id=account)
+        case = make_case(transaction=transaction, opened_at=opened, state="contacting")
+        channel = "whatsapp" if i % 2 else "email"
+        evening = rng.random() < 0.5
+        local_day = (opened + timedelta(days=1)).astimezone(customer_zone()).replace(
+            hour=19 if evening else 9, minute=0, second=0, microsecond=0)
+        message = make_message(case=case, channel=channel, state="sent", sent_at=local_day.astimezone(UTC))
+        odds = (0.4 if channel == "whatsapp" else 0.2) * (1.5 if evening else 1.0)
+        roll = rng.random()
+        if roll < odds:
+            case.state, case.recovered_message_id, case.recovered_amount_minor = "recovered", message.id, 5000
+            truth["paid"] += 1
+        elif roll < odds + 0.05:
+            case.state, case.recovered_via, case.recovered_amount_minor = "recovered", "elsewhere", 5000
+            truth["elsewhere"] += 1
+        elif roll < odds + 0.25:
+            truth["open"] += 1
+        else:
+            case.state = "expired"
+    db.session.commit()
+    return truth
+
+
+def customer_zone():  # type: ignore[no-untyped-def]
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("Europe/Madrid")
+
+
+@pytest.fixture
+def planted(app, db):  # type: ignore[no-untyped-def]
+    truth = world()
+    rollups.rebuild()
+    return truth
+
+
+def test_the_tiles_count_cases_once_and_keep_currencies_apart(planted):
+    tiles = {k.currency: k for k in report.kpis(Filters())}
+    assert set(tiles) == {"USD", "EUR"}
+    assert tiles["EUR"].failed_n == planted["eur"] and tiles["USD"].failed_n == 400 - planted["eur"]
+    assert sum(k.recovered_n for k in tiles.values()) == planted["paid"]
+    assert sum(k.elsewhere_n for k in tiles.values()) == planted["elsewhere"]  # shown apart, in no rate
+    assert sum(k.open_n for k in tiles.values()) == planted["open"]  # still open: in the denominator
+    usd = tiles["USD"]
+    assert usd.rate_count == (Decimal(usd.recovered_n) / Decimal(usd.failed_n)).quantize(Decimal("0.0001"))
+    assert usd.failed_minor == usd.failed_n * 5000 and usd.rate_amount == usd.rate_count
+
+
+def test_whatsapp_wins_back_about_twice_what_email_does(planted):
+    by_channel = {r.value: r for r in report.funnel(Filters()) if r.currency == "USD"}
+    whatsapp, email = by_channel["whatsapp"].paid_rate, by_channel["email"].paid_rate
+    assert whatsapp is not None and email is not None
+    assert 1.6 < whatsapp / email < 2.5, (whatsapp, email)
+    assert all(r.sent_n and r.delivered_n == 0 for r in by_channel.values())  # no status came back in this world
+
+
+def test_evening_sends_beat_morning_sends_in_the_customer_s_own_hours(planted):
+    by_hour = {r.value: r for r in report.breakdown("local_hour", Filters(where={"currency": "USD"}))}
+    assert set(by_hour) == {9, 19}  # Madrid time, whatever UTC hour they went at
+    assert by_hour[19].paid_rate / by_hour[9].paid_rate > 1.2  # type: ignore[operator]
+
+
+def test_recovery_by_the_week_cases_opened(planted):
+    weeks = report.cohorts(Filters())
+    assert sorted({c.week for c in weeks}) == [date(2026, 9, 7) + timedelta(weeks=w) for w in range(4)]
+    assert all(c.week.weekday() == 0 for c in weeks)
+    assert sum(c.failed_n for c in weeks) == 400
+    assert sum(c.open_n for c in weeks) == planted["open"]
+    assert all(c.lost_n >= 0 for c in weeks)
+
+
+def test_filters_narrow_what_they_name(planted):
+    eur = report.kpis(Filters(where={"currency": "EUR"}))
+    assert [k.currency for k in eur] == ["EUR"]
+    first_week = report.kpis(Filters(start=date(2026, 9, 7), end=date(2026, 9, 13)))
+    assert sum(k.failed_n for k in first_week) == sum(c.failed_n for c in report.cohorts(Filters())
+                                                       if c.week == date(2026, 9, 7))
+    only_whatsapp = report.breakdown("template", Filters(where={"channel": "whatsapp"}))
+    assert sum(r.sent_n for r in only_whatsapp) == 200
+    with pytest.raises(ValueError, match="unknown dimension 'colour'"):
+        report.breakdown("colour", Filters())
+
+
+def test_an_empty_world_reads_as_nothing_not_an_error(app, db):
+    assert report.kpis(Filters()) == [] and report.cohorts(Filters()) == [] and report.funnel(Filters()) == []
