@@ -45,8 +45,13 @@ class HomeView(RoleGuard, AdminIndexView):
         scheduled = db.session.scalar(
             sa.select(sa.func.count()).select_from(OutboxMessage).where(OutboxMessage.state == OutboxState.SCHEDULED)
         )
+        from admin import dashboard
+        from app.clock import business_now
+
+        page = dashboard.build(business_now().date())
         return self.render("admin/home.html", counts=counts, recovered_minor=recovered or 0, scheduled=scheduled,
-                           case_states=[s.value for s in CaseState])
+                           case_states=[s.value for s in CaseState], page=page, dash=dashboard,
+                           charts=dashboard.chart_data(page))
 
 
 def _when_cell(view: Any, value: datetime, name: str) -> str:

@@ -57,22 +57,22 @@ SETTLE_SECONDS = 0.2
 
 def accept(provider: str, event_id: str, event_type: str, payload: dict[str, Any], *,
            account_id: int | None = None, apply_now: bool = False) -> tuple[int, bool]:
-    """Store one verified webhook (on a connection of its own, committed: the caller's session is not touched);
-    ``(row id, duplicate)``. A new one is applied now (``apply_now``) or handed to a worker; a duplicate (a
-    re-delivery) changes nothing."""
+    """Store one verified webhook, committed; ``(row id, duplicate)``. A new one is applied now (``apply_now``, or
+    at once by the in-process queue, in this session) or handed to a worker (stored in one round trip of its own);
+    a duplicate (a re-delivery) changes nothing."""
     key = {"provider": provider, "event_id": event_id[:128]}
     row = {**key, "event_type": event_type[:64], "payload": payload, "account_id": account_id,
            "received_at": utcnow(), "attempts": 0, "processed_at": None, "error": None}
     try:
-        try:
-            row_id = one_statement(_INSERT, row).inserted_primary_key[0]
-        except sa.exc.DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            # a kept connection the server had dropped: once more on a new one (if the first did land, the unique
-            # key makes this a duplicate)
-            row_id = one_statement(_INSERT, row).inserted_primary_key[0]
+        if apply_now or get_queue().kind != "rq":
+            # applied in this session next: stored through it, so that its commit makes the row visible to it
+            # (MariaDB's repeatable read would hide a row another connection wrote after its snapshot)
+            row_id = db.session.execute(_INSERT, row).inserted_primary_key[0]
+            db.session.commit()
+        else:
+            row_id = _store_alone(row)
     except IntegrityError:
+        db.session.rollback()
         with db.engine.connect() as conn:
             existing = conn.execute(_FIND, key).scalar()
         if existing is None:
@@ -83,6 +83,18 @@ def accept(provider: str, event_id: str, event_type: str, payload: dict[str, Any
     else:
         wake_worker()
     return row_id, False
+
+
+def _store_alone(row: dict[str, Any]) -> int:
+    """One autocommit round trip (app.writes), for a worker to apply later."""
+    try:
+        return one_statement(_INSERT, row).inserted_primary_key[0]  # type: ignore[no-any-return]
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        # a kept connection the server had dropped: once more on a new one (if the first did land, the unique key
+        # makes this a duplicate)
+        return one_statement(_INSERT, row).inserted_primary_key[0]  # type: ignore[no-any-return]
 
 
 def wake_worker() -> None:

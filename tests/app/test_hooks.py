@@ -73,6 +73,7 @@ def test_twilio_status_callbacks_are_events_and_the_furthest_status_wins(app, cl
             "To": "+13055550142",
         }
         assert signed_twilio(client, "/hooks/twilio/status", form).status_code == 204
+    db.session.rollback()  # a worker applied them, in a session of its own: read afresh
     row = db.session.get(OutboxMessage, message.id)
     assert row.state == "delivered"
     kinds = [e.kind for e in db.session.scalars(sa.select(MessageEvent).where(MessageEvent.message_id == row.id))]

@@ -1,0 +1,144 @@
+"""The recovery dashboard (the admin's home page): what the filters in the query string ask for, read from the
+analytics rollups (app.analytics.report), shaped for the page and its charts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import request
+from flask_babel import get_locale, gettext
+
+from admin.i18n import _l
+from app.analytics.report import Filters, breakdown, cohorts, funnel, kpis
+from app.extensions import db
+from app.models.analytics import CaseRollup, MessageRollup
+from app.payments.money import format_minor
+
+#: the filters the page offers, in order, and where their choices come from
+FILTERS = ("gateway", "currency", "value_band", "first_time", "product_type", "vip", "channel", "policy_version_id")
+#: the breakdowns a user can pick, with their labels
+BREAKDOWNS = {
+    "decline_reason": _l("Decline reason"), "decline_code": _l("Decline code"), "value_band": _l("Value band"),
+    "first_time": _l("First or repeat"), "product_type": _l("Product type"), "vip": _l("VIP"),
+    "gateway": _l("Gateway"), "policy_version_id": _l("Policy version"), "holdout": _l("Holdout"),
+    "channel": _l("Channel"), "template": _l("Template"), "variant": _l("Variant"),
+    "local_hour": _l("Customer's local hour"), "weekday": _l("Customer's weekday"),
+}
+FILTER_LABELS = {"gateway": _l("Gateway"), "currency": _l("Currency"), "value_band": _l("Value band"),
+                 "first_time": _l("First or repeat"), "product_type": _l("Product type"), "vip": _l("VIP"),
+                 "channel": _l("Channel"), "policy_version_id": _l("Policy version")}
+DEFAULT_DAYS = 90
+
+
+class FilterError(ValueError):
+    """A filter the page cannot use; says which and why."""
+
+
+@dataclass(frozen=True)
+class Page:
+    filters: Filters
+    chosen: dict[str, str]
+    by: str
+    kpis: list[Any]
+    cohorts: list[Any]
+    funnel: list[Any]
+    rows: list[Any]
+    choices: dict[str, list[str]]
+    errors: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not self.kpis
+
+
+def _day(name: str, errors: list[str]) -> date | None:
+    value = request.args.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        errors.append(gettext("%(field)s: “%(value)s” is not a date (YYYY-MM-DD)", field=name, value=value[:40]))
+        return None
+
+
+def _value(name: str, raw: str) -> Any:
+    if name == "vip":
+        return raw == "yes"
+    if name == "policy_version_id":
+        return int(raw) if raw.isdigit() else None
+    return raw
+
+
+def choices() -> dict[str, list[str]]:
+    """Every value each filter can take, from the rollups (a short list per dimension)."""
+    found: dict[str, list[str]] = {}
+    for name in FILTERS:
+        table = CaseRollup.__table__ if name in CaseRollup.__table__.c else MessageRollup.__table__
+        values = db.session.scalars(sa.select(table.c[name]).distinct().where(table.c[name].is_not(None))
+                                    .limit(100)).all()
+        if name == "vip":
+            found[name] = ["yes", "no"] if values else []
+        else:
+            found[name] = sorted(str(v) for v in values)
+    return found
+
+
+def build(today: date) -> Page:
+    errors: list[str] = []
+    start, end = _day("start", errors), _day("end", errors)
+    if start is None and end is None and not request.args.get("all"):
+        start = today - timedelta(days=DEFAULT_DAYS - 1)
+    if start and end and start > end:
+        errors.append(gettext("The period started after it ended: the two dates were swapped."))
+        start, end = end, start
+    chosen = {name: request.args.get(name, "") for name in FILTERS if request.args.get(name)}
+    where = {name: _value(name, raw) for name, raw in chosen.items()}
+    by = request.args.get("by") or "decline_reason"
+    if by not in BREAKDOWNS:
+        errors.append(gettext("“%(value)s” is not a breakdown: showing decline reasons.", value=by[:40]))
+        by = "decline_reason"
+    filters = Filters(start=start, end=end, where=where)
+    return Page(filters=filters, chosen={**chosen, **({"start": start.isoformat()} if start else {}),
+                                         **({"end": end.isoformat()} if end else {})},
+                by=by, kpis=kpis(filters), cohorts=cohorts(filters), funnel=funnel(filters),
+                rows=breakdown(by, filters), choices=choices(), errors=errors)
+
+
+def money(amount: int, currency: str) -> str:
+    return format_minor(amount, currency, str(get_locale() or "en"))
+
+
+def percent(rate: Any) -> str:
+    if rate is None:
+        return "–"
+    from babel.numbers import format_percent
+
+    return format_percent(rate, format="#,##0.0%", locale=str(get_locale() or "en"))
+
+
+def chart_data(page: Page) -> dict[str, Any]:
+    """What the charts draw (the tables beside them show the same numbers)."""
+    weeks = sorted({c.week for c in page.cohorts})
+    # the chart draws one currency: the one with the most failures (the first tile); the table has them all
+    currencies = [k.currency for k in page.kpis]
+    cohort = {currency: {"weeks": [w.isoformat() for w in weeks],
+                         "recovered": [0] * len(weeks), "elsewhere": [0] * len(weeks), "open": [0] * len(weeks),
+                         "lost": [0] * len(weeks)} for currency in currencies}
+    for c in page.cohorts:
+        if c.currency not in cohort:
+            continue
+        i = weeks.index(c.week)
+        cohort[c.currency]["recovered"][i] += c.recovered_n
+        cohort[c.currency]["elsewhere"][i] += c.elsewhere_n
+        cohort[c.currency]["open"][i] += c.open_n
+        cohort[c.currency]["lost"][i] += c.lost_n
+    channels: dict[str, list[int]] = {}
+    for r in page.funnel:
+        totals = channels.setdefault(str(r.value), [0, 0, 0, 0, 0])
+        for i, v in enumerate((r.sent_n, r.delivered_n, r.read_n, r.clicked_n, r.paid_n)):
+            totals[i] += v
+    return {"cohorts": cohort, "currencies": currencies, "funnel": channels}
