@@ -35,7 +35,16 @@ def autocommit_engine() -> sa.Engine:
                 pool_reset_on_return=None, pool_recycle=1800, pool_size=options.get("pool_size", 20),
                 max_overflow=options.get("max_overflow", 20),
             )
+            # its connections go with the app's engine's: kept, they would hold server connections for ever
+            sa.event.listen(engine, "engine_disposed", _dispose_twin)
     return twin
+
+
+def _dispose_twin(engine: sa.Engine) -> None:
+    with _guard:
+        twin = _engines.pop(engine, None)
+    if twin is not None:
+        twin.dispose()
 
 
 def one_statement(statement: sa.Executable, params: dict[str, Any]) -> sa.CursorResult[Any]:
