@@ -4,7 +4,7 @@ analytics rollups (app.analytics.report), shaped for the page and its charts."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +31,7 @@ FILTER_LABELS = {"gateway": _l("Gateway"), "currency": _l("Currency"), "value_ba
                  "first_time": _l("First or repeat"), "product_type": _l("Product type"), "vip": _l("VIP"),
                  "channel": _l("Channel"), "policy_version_id": _l("Policy version")}
 DEFAULT_DAYS = 90
+TILED_CURRENCIES = 2
 
 
 class FilterError(ValueError):
@@ -48,10 +49,20 @@ class Page:
     rows: list[Any]
     choices: dict[str, list[str]]
     errors: list[str]
+    counted_at: datetime | None = None
 
     @property
     def empty(self) -> bool:
         return not self.kpis
+
+    @property
+    def tiles(self) -> list[Any]:
+        """The currencies shown as tiles (the most failed first); the others go in a table below them."""
+        return self.kpis[:TILED_CURRENCIES]
+
+    @property
+    def other_currencies(self) -> list[Any]:
+        return self.kpis[TILED_CURRENCIES:]
 
 
 def _day(name: str, errors: list[str]) -> date | None:
@@ -105,7 +116,21 @@ def build(today: date) -> Page:
     return Page(filters=filters, chosen={**chosen, **({"start": start.isoformat()} if start else {}),
                                          **({"end": end.isoformat()} if end else {})},
                 by=by, kpis=kpis(filters), cohorts=cohorts(filters), funnel=funnel(filters),
-                rows=breakdown(by, filters), choices=choices(), errors=errors)
+                rows=breakdown(by, filters), choices=choices(), errors=errors, counted_at=counted_at())
+
+
+def counted_at() -> datetime | None:
+    """Up to when the rollups have counted (the analytics job's last run)."""
+    from app.analytics.rollups import CURSOR_KEY
+    from app.models import Setting
+
+    cursor = db.session.get(Setting, CURSOR_KEY)
+    if cursor is None or not cursor.value:
+        return None
+    try:
+        return datetime.fromisoformat(str(cursor.value))
+    except ValueError:
+        return None
 
 
 def money(amount: int, currency: str) -> str:

@@ -87,6 +87,9 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool, fixed_ports: bool
         started = start_world(app, public_url=f"http://{host}:{port}", fixed_ports=fixed_ports, inboxes=inboxes)
     except OSError as exc:
         raise click.ClickException(f"could not start the simulators: {exc} (is another demo running?)") from None
+    from app.demo.control import count_for_the_dashboard
+
+    count_for_the_dashboard()  # the seeded failures are on the dashboard from the first page
     _banner(f"http://{host}:{port}", started, quiet)
     if serve:
         from werkzeug.serving import run_simple
