@@ -3,7 +3,7 @@ analytics rollups (app.analytics.report), shaped for the page and its charts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -12,7 +12,7 @@ from flask import request
 from flask_babel import get_locale, gettext
 
 from admin.i18n import _l
-from app.analytics.report import Filters, breakdown, cohorts, funnel, kpis
+from app.analytics.report import Filters, best_times, breakdown, cohorts, funnel, kpis
 from app.extensions import db
 from app.models.analytics import CaseRollup, MessageRollup
 from app.payments.money import format_minor
@@ -50,6 +50,7 @@ class Page:
     choices: dict[str, list[str]]
     errors: list[str]
     counted_at: datetime | None = None
+    best: list[Any] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -116,7 +117,8 @@ def build(today: date) -> Page:
     return Page(filters=filters, chosen={**chosen, **({"start": start.isoformat()} if start else {}),
                                          **({"end": end.isoformat()} if end else {})},
                 by=by, kpis=kpis(filters), cohorts=cohorts(filters), funnel=funnel(filters),
-                rows=breakdown(by, filters), choices=choices(), errors=errors, counted_at=counted_at())
+                rows=breakdown(by, filters), choices=choices(), errors=errors, counted_at=counted_at(),
+                best=best_times(filters))
 
 
 def counted_at() -> datetime | None:
@@ -143,6 +145,23 @@ def percent(rate: Any) -> str:
     from babel.numbers import format_percent
 
     return format_percent(rate, format="#,##0.0%", locale=str(get_locale() or "en"))
+
+
+def heatmap(page: Page) -> dict[str, Any]:
+    """The best-times grid: the hours that have first touches, a row per weekday; each cell's share of the best
+    rate (for its shade) or None when it is too thin to rank."""
+    hours = sorted({c.hour for c in page.best})
+    grid = {(c.weekday, c.hour): c for c in page.best}
+    top = max((float(c.rate) for c in page.best if not c.thin and c.rate is not None), default=0.0)
+    shade = {key: (float(c.rate) / top if top and not c.thin and c.rate is not None else None)
+             for key, c in grid.items()}
+    return {"hours": hours, "grid": grid, "shade": shade}
+
+
+def weekday_name(weekday: int) -> str:
+    from babel.dates import get_day_names
+
+    return str(get_day_names("wide", locale=str(get_locale() or "en"))[weekday]).capitalize()
 
 
 def chart_data(page: Page) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class HomeView(RoleGuard, AdminIndexView):
         from flask import current_app
 
         from admin import dashboard
+        from app.analytics import report
         from app.clock import business_now
 
         if current_app.config.get("DEMO_MODE"):  # the demo's clock jumps: count what it did before showing it
@@ -57,7 +58,7 @@ class HomeView(RoleGuard, AdminIndexView):
         page = dashboard.build(business_now().date())
         return self.render("admin/home.html", counts=counts, recovered_minor=recovered or 0, scheduled=scheduled,
                            case_states=[s.value for s in CaseState], page=page, dash=dashboard,
-                           charts=dashboard.chart_data(page))
+                           charts=dashboard.chart_data(page), dash_min_sample=report.MIN_SAMPLE)
 
 
 def _when_cell(view: Any, value: datetime, name: str) -> str:

@@ -27,6 +27,8 @@ from rules.case_states import ACTIVE, CaseState
 
 #: an opt-out of a channel this soon after a message on it is counted against that message
 OPT_OUT_WINDOW = timedelta(hours=72)
+#: a first touch "won" when its case was recovered through Recoup this soon after it (the best-times report)
+WIN_WINDOW = timedelta(hours=72)
 DELIVERED_KINDS = ("delivered", "read")
 READ_KINDS = ("read", "opened")
 CLICKED_KINDS = ("clicked",)
@@ -118,7 +120,7 @@ def message_facts(message_ids: Iterable[int]) -> dict[int, Fact]:
                   RecoveryCase.state, RecoveryCase.recovered_message_id, RecoveryCase.recovered_via,
                   RecoveryCase.recovered_amount_minor, RecoveryCase.amount_due_minor, Transaction.gateway,
                   Transaction.decline_reason, Transaction.value_band, Transaction.is_first_payment,
-                  Transaction.product_type)
+                  Transaction.product_type, OutboxMessage.case_id, RecoveryCase.closed_at)
         .outerjoin(Customer, Customer.id == OutboxMessage.customer_id)
         .outerjoin(RecoveryCase, RecoveryCase.id == OutboxMessage.case_id)
         .outerjoin(Transaction, Transaction.id == RecoveryCase.transaction_id)
@@ -133,6 +135,7 @@ def message_facts(message_ids: Iterable[int]) -> dict[int, Fact]:
         .where(MessageEvent.message_id.in_(sent), MessageEvent.kind.in_(_EVENT_KINDS))
     ):
         kinds.setdefault(mid, set()).add(kind)
+    firsts = _first_touches({r[21] for r in rows if r[21] is not None})
     customers = {r[6] for r in rows if r[6] is not None}
     opt_outs: dict[tuple[int, str], list[datetime]] = {}
     if customers:
@@ -143,13 +146,16 @@ def message_facts(message_ids: Iterable[int]) -> dict[int, Fact]:
             opt_outs.setdefault((customer_id, channel), []).append(_aware(at))
     facts = {}
     for (mid, sent_at, channel, template, variant, version, customer_id, tz_explicit, tz, vip, currency, state,
-         credited, via, recovered, due, gateway, reason, band, first, product) in rows:
+         credited, via, recovered, due, gateway, reason, band, first, product, case_id, closed_at) in rows:
         sent_at = _aware(sent_at)
         local = sent_at.astimezone(_zone(tz_explicit or tz))
         seen = kinds.get(mid, set())
         opted = bool(seen & set(UNSUBSCRIBED_KINDS)) or any(
             sent_at <= at <= sent_at + OPT_OUT_WINDOW for at in opt_outs.get((customer_id, channel), ()))
         paid = state == CaseState.RECOVERED and credited == mid and via != "elsewhere"
+        first_touch = case_id is not None and firsts.get(case_id) == mid
+        won = (first_touch and state == CaseState.RECOVERED and via != "elsewhere" and closed_at is not None
+               and _aware(closed_at) <= sent_at + WIN_WINDOW)
         dims = dict(channel=channel, template=template, variant=variant, policy_version_id=version,
                     local_hour=local.hour, weekday=local.weekday(), gateway=gateway, currency=currency,
                     decline_reason=reason, value_band=band, first_time=_first_time(first), product_type=product,
@@ -157,10 +163,26 @@ def message_facts(message_ids: Iterable[int]) -> dict[int, Fact]:
         measures = dict(sent_n=1, delivered_n=int(bool(seen & set(DELIVERED_KINDS))),
                         read_n=int(bool(seen & set(READ_KINDS))), clicked_n=int(bool(seen & set(CLICKED_KINDS))),
                         optout_n=int(opted), paid_n=int(paid),
-                        paid_minor=int(recovered if recovered is not None else due or 0) if paid else 0)
+                        paid_minor=int(recovered if recovered is not None else due or 0) if paid else 0,
+                        first_n=int(first_touch), won72_n=int(won))
         facts[mid] = Fact(mid, hour_of(sent_at), tuple(_short(dims[d]) for d in MESSAGE_DIMENSIONS),
                           tuple(measures[m] for m in MESSAGE_MEASURES))
     return facts
+
+
+def _first_touches(case_ids: set[int]) -> dict[int, int]:
+    """{case id: the id of its first sent message} (the earliest; the lower id when two went at once)."""
+    firsts: dict[int, tuple[datetime, int]] = {}
+    ids = sorted(case_ids)
+    for start in range(0, len(ids), 500):
+        for case_id, mid, sent_at in db.session.execute(
+            sa.select(OutboxMessage.case_id, OutboxMessage.id, OutboxMessage.sent_at)
+            .where(OutboxMessage.case_id.in_(ids[start:start + 500]), OutboxMessage.sent_at.is_not(None))
+        ):
+            key = (_aware(sent_at), mid)
+            if case_id not in firsts or key < firsts[case_id]:
+                firsts[case_id] = key
+    return {case_id: mid for case_id, (_, mid) in firsts.items()}
 
 
 def _aware(moment: datetime) -> datetime:

@@ -183,3 +183,52 @@ def breakdown(dimension: str, filters: Filters) -> list[CaseBreakdown] | list[Me
 def funnel(filters: Filters) -> list[MessageBreakdown]:
     """Sent -> delivered -> read -> clicked -> paid, per channel."""
     return breakdown("channel", filters)  # type: ignore[return-value]
+
+
+#: a best-times cell with fewer first touches than this is shown greyed out, never ranked
+MIN_SAMPLE = 30
+
+
+@dataclass(frozen=True)
+class TimeCell:
+    """First touches sent at one local hour of one weekday (0 = Monday), and how many of their cases Recoup
+    recovered within 72 hours, with a 95 % Wilson interval."""
+
+    weekday: int
+    hour: int
+    first_n: int
+    won_n: int
+    low: float | None
+    high: float | None
+
+    @property
+    def rate(self) -> Decimal | None:
+        return _rate(self.won_n, self.first_n)
+
+    @property
+    def thin(self) -> bool:
+        return self.first_n < MIN_SAMPLE
+
+
+def best_times(filters: Filters) -> list[TimeCell]:
+    """Recovery within 72 h of the first touch, by the customer's local weekday and hour (filters: a channel, a
+    segment, ...); the intervals are statsmodels' Wilson intervals."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    query = filters.apply(_MESSAGES, sa.select(_MESSAGES.c.weekday, _MESSAGES.c.local_hour,
+                                               sa.func.sum(_MESSAGES.c.first_n), sa.func.sum(_MESSAGES.c.won72_n))
+                          .group_by(_MESSAGES.c.weekday, _MESSAGES.c.local_hour))
+    cells = []
+    for weekday, hour, first_n, won_n in db.session.execute(query):
+        first_n, won_n = int(first_n or 0), int(won_n or 0)
+        if weekday is None or hour is None or not first_n:
+            continue
+        low, high = proportion_confint(won_n, first_n, alpha=0.05, method="wilson")
+        cells.append(TimeCell(int(weekday), int(hour), first_n, won_n, float(low), float(high)))
+    return sorted(cells, key=lambda c: (c.weekday, c.hour))
+
+
+def ranked(cells: list[TimeCell]) -> list[TimeCell]:
+    """The cells with enough first touches, best first (by the interval's lower bound: a cell has to be
+    convincingly good, not lucky)."""
+    return sorted((c for c in cells if not c.thin), key=lambda c: (-(c.low or 0), c.weekday, c.hour))

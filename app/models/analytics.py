@@ -23,8 +23,10 @@ CASE_MEASURES = ("failed_n", "failed_minor", "recovered_n", "recovered_minor", "
 #: what a sent message is counted by: its case's dimensions that matter for a send, and its own
 MESSAGE_DIMENSIONS = ("channel", "template", "variant", "policy_version_id", "local_hour", "weekday", "gateway",
                       "currency", "decline_reason", "value_band", "first_time", "product_type", "vip")
-#: the funnel: sent -> delivered -> read (an email opened) -> clicked -> paid (the last touch before payment)
-MESSAGE_MEASURES = ("sent_n", "delivered_n", "read_n", "clicked_n", "optout_n", "paid_n", "paid_minor")
+#: the funnel: sent -> delivered -> read (an email opened) -> clicked -> paid (the last touch before payment); and,
+#: for the best times, first touches (a case's first message) and those whose case Recoup recovered within 72 h
+MESSAGE_MEASURES = ("sent_n", "delivered_n", "read_n", "clicked_n", "optout_n", "paid_n", "paid_minor", "first_n",
+                    "won72_n")
 
 _ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 
@@ -63,6 +65,8 @@ class MessageFact(db.Model):
     optout_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     paid_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     paid_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    first_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    won72_n: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
 class CaseRollup(db.Model):
@@ -125,3 +129,5 @@ class MessageRollup(db.Model):
     optout_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     paid_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     paid_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    first_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    won72_n: Mapped[int] = mapped_column(sa.Integer, default=0)

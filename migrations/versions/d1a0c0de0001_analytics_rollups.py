@@ -24,7 +24,7 @@ CASE_MEASURES = [('failed_n', sa.Integer()), ('failed_minor', sa.BigInteger()), 
                  ('elsewhere_minor', sa.BigInteger()), ('open_n', sa.Integer())]
 MESSAGE_MEASURES = [('sent_n', sa.Integer()), ('delivered_n', sa.Integer()), ('read_n', sa.Integer()),
                     ('clicked_n', sa.Integer()), ('optout_n', sa.Integer()), ('paid_n', sa.Integer()),
-                    ('paid_minor', sa.BigInteger())]
+                    ('paid_minor', sa.BigInteger()), ('first_n', sa.Integer()), ('won72_n', sa.Integer())]
 CASE_DIMENSIONS = [('gateway', sa.String(32)), ('currency', sa.String(32)), ('decline_reason', sa.String(32)),
                    ('decline_code', sa.String(32)), ('value_band', sa.String(32)), ('first_time', sa.String(32)),
                    ('product_type', sa.String(32)), ('vip', sa.Boolean()), ('policy_version_id', sa.Integer()),

@@ -24,7 +24,7 @@ def world(seed: int = 5, cases: int = 400) -> dict[str, int]:
     sent in the customer's evening (19:00) 1.5 times the odds of the morning (09:00). Some cases stay open, some
     are paid elsewhere; a third are in EUR."""
     rng = random.Random(seed)
-    truth = {"paid": 0, "open": 0, "elsewhere": 0, "eur": 0}
+    truth = {"paid": 0, "open": 0, "elsewhere": 0, "eur": 0, "won72": 0}
     account = make_gateway_account().id
     for i in range(cases):
         customer = make_customer(timezone="Europe/Madrid", phone_e164=f"+3461{i:07d}")
@@ -43,7 +43,11 @@ def world(seed: int = 5, cases: int = 400) -> dict[str, int]:
         roll = rng.random()
         if roll < odds:
             case.state, case.recovered_message_id, case.recovered_amount_minor = "recovered", message.id, 5000
+            # most pay within a day or two of the message; one in ten after the best-times window (72 h)
+            late = rng.random() < 0.1
+            case.closed_at = message.sent_at + timedelta(hours=rng.randrange(80, 120) if late else rng.randrange(1, 48))
             truth["paid"] += 1
+            truth["won72"] += not late
         elif roll < odds + 0.05:
             case.state, case.recovered_via, case.recovered_amount_minor = "recovered", "elsewhere", 5000
             truth["elsewhere"] += 1
@@ -117,3 +121,23 @@ def test_filters_narrow_what_they_name(planted):
 
 def test_an_empty_world_reads_as_nothing_not_an_error(app, db):
     assert report.kpis(Filters()) == [] and report.cohorts(Filters()) == [] and report.funnel(Filters()) == []
+
+
+def test_best_times_count_first_touches_won_within_72_hours_with_intervals(planted, monkeypatch):
+    cells = report.best_times(Filters())
+    assert {c.hour for c in cells} == {9, 19} and {c.weekday for c in cells} <= set(range(7))
+    assert sum(c.first_n for c in cells) == 400  # one first touch per case
+    assert sum(c.won_n for c in cells) == planted["won72"]  # paid after 72 h: not a win for its hour
+    evening = [c for c in cells if c.hour == 19]
+    morning = [c for c in cells if c.hour == 9]
+    rate = lambda cs: sum(c.won_n for c in cs) / sum(c.first_n for c in cs)  # noqa: E731
+    assert rate(evening) > 1.2 * rate(morning)
+    for c in cells:
+        assert c.low is not None and c.high is not None and c.low <= float(c.rate) <= c.high
+    # a cell with fewer first touches than the minimum is greyed out and never ranked
+    assert all(c.thin for c in cells if c.first_n < report.MIN_SAMPLE)
+    monkeypatch.setattr(report, "MIN_SAMPLE", 20)
+    ranked = report.ranked(cells)
+    assert ranked and all(c.first_n >= 20 for c in ranked)
+    assert [c.low for c in ranked] == sorted((c.low for c in ranked), reverse=True)
+    assert ranked[0].hour == 19  # the convincingly best cell is an evening one

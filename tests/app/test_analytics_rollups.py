@@ -84,6 +84,7 @@ def stir(rng: random.Random) -> None:
         if roll < 0.3:
             sent = [m.id for m in messages if m.case_id == case.id]
             case.state = "recovered"
+            case.closed_at = case.opened_at + timedelta(hours=rng.randrange(1, 150))
             case.recovered_amount_minor = case.amount_due_minor - rng.choice((0, 0, 100))
             if sent and rng.random() < 0.8:
                 case.recovered_message_id = rng.choice(sent)
@@ -119,7 +120,14 @@ def expected() -> tuple[Counter, Counter]:
             row["recovered_minor"] += amount
         row["open_n"] += case.state in ("open", "contacting", "escalated")
     messages: dict[tuple, Counter] = defaultdict(Counter)
-    for m in db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.sent_at.is_not(None))):
+    sent_messages = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.sent_at.is_not(None))).all()
+    aware = lambda t: t if t.tzinfo else t.replace(tzinfo=UTC)  # noqa: E731
+    first_of: dict[int, OutboxMessage] = {}
+    for m in sent_messages:
+        best = first_of.get(m.case_id)
+        if best is None or (aware(m.sent_at), m.id) < (aware(best.sent_at), best.id):
+            first_of[m.case_id] = m
+    for m in sent_messages:
         case = db.session.get(RecoveryCase, m.case_id)
         tx = db.session.get(Transaction, case.transaction_id)
         customer = db.session.get(Customer, m.customer_id)
@@ -141,6 +149,10 @@ def expected() -> tuple[Counter, Counter]:
         row["optout_n"] += "unsubscribed" in kinds or any(sent <= at <= sent + timedelta(hours=72) for at in outs)
         row["paid_n"] += credited
         row["paid_minor"] += case.recovered_amount_minor if credited else 0
+        first_touch = first_of[m.case_id].id == m.id
+        row["first_n"] += first_touch
+        row["won72_n"] += (first_touch and case.state == "recovered" and case.recovered_via != "elsewhere"
+                           and case.closed_at is not None and aware(case.closed_at) <= sent + timedelta(hours=72))
     return _flatten(cases, CASE_MEASURES), _flatten(messages, MESSAGE_MEASURES)
 
 

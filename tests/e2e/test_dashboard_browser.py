@@ -82,6 +82,14 @@ def test_the_dashboard_tells_the_story_and_every_control_works(site: Site, brows
         shot(page, "dashboard-1280")
         check_accessibility(page, "dashboard")
 
+        # best times: a weekday x hour grid of the customer's own hours; thin cells greyed out, the others shaded
+        best = page.locator("#best-times")
+        expect(best.locator("thead th")).to_have_text(["Weekday", "09:00", "19:00"])
+        expect(best.locator("tbody tr")).to_have_count(7)
+        thin = best.locator("td[data-thin]")
+        assert thin.count() > 0  # 120 cases over 14 cells: every cell is under 30 first messages
+        assert "too few to rank" in (thin.first.get_attribute("title") or "")
+
         # a filter changes the numbers: only EUR, then only WhatsApp's messages
         page.select_option("#f-currency", "EUR")
         page.click("#apply-filters")
