@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -186,3 +187,64 @@ def chart_data(page: Page) -> dict[str, Any]:
         for i, v in enumerate((r.sent_n, r.delivered_n, r.read_n, r.clicked_n, r.paid_n)):
             totals[i] += v
     return {"cohorts": cohort, "currencies": currencies, "funnel": channels}
+
+
+# -- exports: the same numbers as the page ---------------------------------------------------------------------------
+EXPORTS = ("kpis", "cohorts", "funnel", "breakdown", "best_times")
+
+
+def export_table(kind: str, page: Page) -> list[list[Any]]:
+    """The header and rows of one of the page's tables: counts as integers, money as decimals with its currency,
+    rates as fractions (0.3125)."""
+    from app.payments.money import minor_to_decimal
+
+    def cash(minor: int, currency: str) -> Any:
+        return minor_to_decimal(minor, currency) if currency and currency != "?" else minor
+
+    if kind == "kpis":
+        return [["currency", "failed", "failed_amount", "recovered", "recovered_amount", "recovery_rate_count",
+                 "recovery_rate_amount", "paid_elsewhere", "paid_elsewhere_amount", "still_open"],
+                *[[k.currency, k.failed_n, cash(k.failed_minor, k.currency), k.recovered_n,
+                   cash(k.recovered_minor, k.currency), k.rate_count, k.rate_amount, k.elsewhere_n,
+                   cash(k.elsewhere_minor, k.currency), k.open_n] for k in page.kpis]]
+    if kind == "cohorts":
+        return [["week_of", "currency", "failed", "recovered", "paid_elsewhere", "still_open", "lost",
+                 "recovery_rate"],
+                *[[c.week, c.currency, c.failed_n, c.recovered_n, c.elsewhere_n, c.open_n, c.lost_n, c.rate_count]
+                  for c in page.cohorts]]
+    if kind == "funnel" or (kind == "breakdown" and page.rows and not hasattr(page.rows[0], "failed_n")):
+        rows = page.funnel if kind == "funnel" else page.rows
+        name = "channel" if kind == "funnel" else page.by
+        return [[name, "currency", "sent", "delivered", "read", "clicked", "opted_out", "paid", "paid_amount"],
+                *[[r.value, r.currency, r.sent_n, r.delivered_n, r.read_n, r.clicked_n, r.optout_n, r.paid_n,
+                   cash(r.paid_minor, r.currency)] for r in rows]]
+    if kind == "breakdown":
+        return [[page.by, "currency", "failed", "failed_amount", "recovered", "recovered_amount", "paid_elsewhere",
+                 "still_open", "recovery_rate_count", "recovery_rate_amount"],
+                *[[r.value, r.currency, r.failed_n, cash(r.failed_minor, r.currency), r.recovered_n,
+                   cash(r.recovered_minor, r.currency), r.elsewhere_n, r.open_n, r.rate_count, r.rate_amount]
+                  for r in page.rows]]
+    if kind == "best_times":
+        return [["weekday", "local_hour", "first_messages", "recovered_within_72h", "rate", "interval_low",
+                 "interval_high", "too_few_to_rank"],
+                *[[c.weekday, c.hour, c.first_n, c.won_n, c.rate, c.low, c.high, c.thin] for c in page.best]]
+    raise ValueError(f"unknown export {kind!r}")
+
+
+def xlsx_bytes(table: list[list[Any]], title: str) -> bytes:
+    """A one-sheet workbook (openpyxl, write-only): numbers stay numbers; a text that a spreadsheet would run as a
+    formula is written as text."""
+    import io
+
+    from openpyxl import Workbook
+
+    from admin.export import safe, text
+
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet(title=title[:31])
+    for row in table:
+        sheet.append([value if isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+                      else safe(text(value)) for value in row])
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()

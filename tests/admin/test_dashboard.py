@@ -49,3 +49,36 @@ def test_the_demo_counts_what_happened_before_it_shows_it(client, auth, app):
     failures(EUR=1)
     html = client.get("/admin/").get_data(as_text=True)  # outside the demo: the analytics job's business
     assert re.findall(r'class="row kpis" data-currency="(\w+)"', html) == ["USD"]
+
+
+def test_every_table_exports_as_csv_and_xlsx_with_the_page_s_numbers(client, auth, app, db):
+    import csv
+    import io
+
+    import sqlalchemy as sa
+    from openpyxl import load_workbook
+
+    from app.models import AuditEntry
+
+    failures(USD=4, EUR=2)
+    rollups.refresh_changed()
+    auth.login("auditor")
+    page = client.get("/admin/?all=1").get_data(as_text=True)
+    assert 'id="export-kpis-csv"' in page and "/admin/export/kpis.csv?all=1" in page  # keeps the filters
+    answer = client.get("/admin/export/kpis.csv?all=1")
+    assert answer.status_code == 200 and answer.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
+    assert {(r["currency"], r["failed"], r["failed_amount"]) for r in rows} == {("USD", "4", "40.00"),
+                                                                                ("EUR", "2", "20.00")}
+    book = client.get("/admin/export/kpis.xlsx?all=1&currency=EUR")
+    assert book.status_code == 200 and book.mimetype.endswith("spreadsheetml.sheet")
+    sheet = load_workbook(io.BytesIO(book.data)).active
+    values = list(sheet.values)
+    assert values[0][:3] == ("currency", "failed", "failed_amount") and values[1][:3] == ("EUR", 2, 20)
+    for kind in ("cohorts", "funnel", "breakdown", "best_times"):
+        for fmt in ("csv", "xlsx"):
+            assert client.get(f"/admin/export/{kind}.{fmt}?all=1").status_code == 200, (kind, fmt)
+    assert client.get("/admin/export/customers.csv").status_code == 404
+    assert client.get("/admin/export/kpis.pdf").status_code == 404
+    taken = db.session.scalars(sa.select(AuditEntry.action).where(AuditEntry.action.like("dashboard.%"))).all()
+    assert "dashboard.kpis.export" in taken and len(taken) == 10

@@ -59,7 +59,7 @@ def canvas_drawn(page: Any, selector: str) -> bool:
     }""", selector))
 
 
-def test_the_dashboard_tells_the_story_and_every_control_works(site: Site, browser: Any) -> None:
+def test_the_dashboard_tells_the_story_and_every_control_works(site: Site, browser: Any, tmp_path: Any) -> None:
     from playwright.sync_api import expect
 
     context, page = sign_in(browser, site, "mia.merchant@example.com")
@@ -90,14 +90,29 @@ def test_the_dashboard_tells_the_story_and_every_control_works(site: Site, brows
         assert thin.count() > 0  # 120 cases over 14 cells: every cell is under 30 first messages
         assert "too few to rank" in (thin.first.get_attribute("title") or "")
 
+        # the export downloads and reopens with the page's numbers
+        with page.expect_download() as download:
+            page.click("#export-kpis-xlsx")
+        from openpyxl import load_workbook
+
+        assert download.value.suggested_filename.endswith(".xlsx")
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        sheet = load_workbook(saved).active
+        exported = {row[0]: row[1] for row in list(sheet.values)[1:]}
+        shown = usd.locator('[data-kpi="failed"]').locator("xpath=..").locator("div.small:not(.text-muted)")
+        assert f"{exported['USD']} payments" == shown.inner_text()
+
         # a filter changes the numbers: only EUR, then only WhatsApp's messages
         page.select_option("#f-currency", "EUR")
         page.click("#apply-filters")
+        page.wait_for_url("**currency=EUR**")
         expect(page.locator(".kpis")).to_have_count(1)
         expect(page.locator('.kpis[data-currency="EUR"]')).to_be_visible()
         page.select_option("#f-currency", "")
         page.select_option("#f-channel", "whatsapp")
         page.click("#apply-filters")
+        page.wait_for_url("**channel=whatsapp**")
         funnel = page.locator("#funnel-table tbody tr")
         expect(funnel).to_have_count(2)  # whatsapp, in USD and EUR
         assert all("whatsapp" in (funnel.nth(i).text_content() or "") for i in range(2))
@@ -110,7 +125,9 @@ def test_the_dashboard_tells_the_story_and_every_control_works(site: Site, brows
         page.goto(f"{site.url}/admin/?all=1")
         page.select_option("#f-by", "local_hour")
         page.click("#apply-breakdown")
+        page.wait_for_url("**by=local_hour**")
         rows = page.locator("#breakdown-table tbody tr")
+        expect(rows.first).to_be_visible()
         assert {rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())} == {"9", "19"}
         paid = page.locator("#breakdown-table th").nth(5)
         paid.locator("button").click()
