@@ -13,7 +13,7 @@ from flask import request
 from flask_babel import get_locale, gettext
 
 from admin.i18n import _l
-from app.analytics.report import Filters, best_times, breakdown, cohorts, funnel, kpis
+from app.analytics.report import Filters, best_times, breakdown, cohorts, costs, funnel, kpis
 from app.extensions import db
 from app.models.analytics import CaseRollup, MessageRollup
 from app.payments.money import format_minor
@@ -52,6 +52,7 @@ class Page:
     errors: list[str]
     counted_at: datetime | None = None
     best: list[Any] = field(default_factory=list)
+    costs: Any = None
 
     @property
     def empty(self) -> bool:
@@ -119,7 +120,7 @@ def build(today: date) -> Page:
                                          **({"end": end.isoformat()} if end else {})},
                 by=by, kpis=kpis(filters), cohorts=cohorts(filters), funnel=funnel(filters),
                 rows=breakdown(by, filters), choices=choices(), errors=errors, counted_at=counted_at(),
-                best=best_times(filters))
+                best=best_times(filters), costs=costs(filters))
 
 
 def counted_at() -> datetime | None:
@@ -138,6 +139,14 @@ def counted_at() -> datetime | None:
 
 def money(amount: int, currency: str) -> str:
     return format_minor(amount, currency, str(get_locale() or "en"))
+
+
+def cash(amount: Decimal, currency: str) -> str:
+    """A decimal amount (a cost: it may have more decimals than the currency, and is shown to four)."""
+    from babel.numbers import format_currency
+
+    return format_currency(amount, currency, format="¤#,##0.00##", locale=str(get_locale() or "en"),
+                           currency_digits=False)
 
 
 def percent(rate: Any) -> str:

@@ -62,6 +62,11 @@ SECTIONS: tuple[Section, ...] = (
                "these."),
             ("fx_rates",), lambda: sf.fx_data(get_setting("fx_rates")),
             lambda form: {"fx_rates": sf.fx_values(form)}, sf.FxRatesForm),
+    Section("message_costs", _l("What messages cost"),
+            _l("The price of one message per channel, as your providers charge it: the dashboard shows each "
+               "channel's cost and what was recovered net of it."),
+            ("message_costs",), lambda: sf.costs_data(get_setting("message_costs")),
+            lambda form: {"message_costs": sf.costs_values(form)}, sf.MessageCostsForm),
     Section("policy_four_eyes", _l("Four-eyes approval"),
             _l("When on, nobody approves a policy version or a message template version they wrote themselves, "
                "and a saved template reaches customers only once someone else approves it."),

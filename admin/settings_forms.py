@@ -272,6 +272,42 @@ def fx_data(value: dict[str, Any] | None) -> dict[str, Any]:
     return {"base": value.get("base") or "", "rows": rows}
 
 
+# -- what messages cost ----------------------------------------------------------------------------------------------
+class MessageCostsForm(CsrfForm):
+    currency = StringField(_l("Currency of the prices"), filters=[_upper], validators=[Length(max=3)],
+                           description=_l("Leave everything empty to show no costs."))
+    email = StringField(_l("One email"), filters=[_stripped], validators=[Length(max=20)])
+    sms = StringField(_l("One SMS"), filters=[_stripped], validators=[Length(max=20)])
+    whatsapp = StringField(_l("One WhatsApp message"), filters=[_stripped], validators=[Length(max=20)])
+
+
+def costs_values(form: MessageCostsForm) -> dict[str, Any] | None:
+    channels = ("email", "sms", "whatsapp")
+    if not form.currency.data and not any(form[c].data for c in channels):
+        return None
+    _currency_ok(form.currency)
+    prices: dict[str, str] = {}
+    for channel in channels:
+        raw = form[channel].data
+        if not raw:
+            continue
+        try:
+            price = Decimal(raw)
+            if not price.is_finite() or price < 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            form[channel].errors.append(_("A price such as 0.0079 (a dot for decimals), or empty."))
+        else:
+            prices[channel] = format(price, "f")
+    return {"currency": form.currency.data, "prices": prices}
+
+
+def costs_data(value: dict[str, Any] | None) -> dict[str, Any]:
+    value = value or {}
+    prices = value.get("prices") or {}
+    return {"currency": value.get("currency") or "", **{c: prices.get(c, "") for c in ("email", "sms", "whatsapp")}}
+
+
 # -- approval ------------------------------------------------------------------------------------------------------
 class FourEyesForm(CsrfForm):
     policy_four_eyes = BooleanField(_l("A policy or message template version must be approved by someone other "

@@ -82,7 +82,10 @@ EDITABLE = ("contact_windows", "value_bands", "product_rules", "default_product_
 MERCHANT_KEYS = ("merchant_name", "merchant_logo_url", "merchant_brand_colour", "merchant_website_url",
                  "merchant_support_email")
 DEFAULTS.update(dict.fromkeys(MERCHANT_KEYS))
-EDITABLE = EDITABLE + MERCHANT_KEYS
+EDITABLE = EDITABLE + MERCHANT_KEYS + ("message_costs",)
+#: what one message costs the merchant, per channel, in one currency: {"currency": "USD", "prices": {"sms":
+#: "0.0079", ...}}; the dashboard's cost and net recovered (None: not set, and the dashboard says so)
+DEFAULTS.setdefault("message_costs", None)
 
 
 class SettingRefused(ValueError):
@@ -115,6 +118,8 @@ def validate_setting(key: str, value: Any) -> Any:
         except MerchantSettingRefused as exc:
             raise SettingRefused(str(exc)) from None
     try:
+        if key == "message_costs":
+            return _message_costs(value)
         if key == "fx_rates":
             if not isinstance(value, dict):
                 raise SettingRefused('write exchange rates as {"base": "USD", "rates": {"EUR": "1.08"}}')
@@ -202,3 +207,30 @@ def save_settings(values: dict[str, Any], *, actor: str) -> dict[str, Any]:
             set_setting(key, value, actor=actor)
     db.session.commit()
     return checked
+
+
+def _message_costs(value: Any) -> dict[str, Any] | None:
+    from decimal import Decimal, InvalidOperation
+
+    from rules.money import is_currency
+    from rules.vocabulary import CHANNELS
+
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("prices"), dict):
+        raise SettingRefused('write costs as {"currency": "USD", "prices": {"sms": "0.0079"}}')
+    currency = str(value.get("currency") or "").upper()
+    if not is_currency(currency):
+        raise SettingRefused(f"“{currency}” is not a currency code (ISO 4217, such as USD)")
+    prices = {}
+    for channel, price in value["prices"].items():
+        if channel not in CHANNELS:
+            raise SettingRefused(f"“{channel}” is not a channel ({', '.join(CHANNELS)})")
+        try:
+            amount = Decimal(str(price))
+            if not amount.is_finite() or amount < 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            raise SettingRefused(f"{channel}: “{price}” is not a price (a number such as 0.0079)") from None
+        prices[channel] = format(amount, "f")
+    return {"currency": currency, "prices": prices}

@@ -232,3 +232,53 @@ def ranked(cells: list[TimeCell]) -> list[TimeCell]:
     """The cells with enough first touches, best first (by the interval's lower bound: a cell has to be
     convincingly good, not lucky)."""
     return sorted((c for c in cells if not c.thin), key=lambda c: (-(c.low or 0), c.weekday, c.hour))
+
+
+@dataclass(frozen=True)
+class ChannelCost:
+    """What one channel's messages cost (every message sent, whatever its case's currency), and, for the cases in
+    the prices' currency, what the channel won back and that net of its cost."""
+
+    channel: str
+    currency: str
+    sent_n: int
+    cost: Decimal
+    recovered: Decimal
+    net: Decimal
+
+
+@dataclass(frozen=True)
+class Costs:
+    currency: str
+    channels: list[ChannelCost]
+    #: recovered through Recoup minus every message's cost, for the cases in ``currency``
+    net_recovered: Decimal | None
+
+
+def costs(filters: Filters) -> Costs | None:
+    """Costs and net recovered from the merchant's message prices (setting ``message_costs``); None when unset.
+    Money in other currencies is never netted against the prices: only the cases in the prices' currency are."""
+    from app.payments.money import minor_to_decimal
+    from app.settings import get_setting
+
+    setting = get_setting("message_costs")
+    if not setting or not setting.get("currency"):
+        return None
+    currency = setting["currency"]
+    prices = {channel: Decimal(str(price)) for channel, price in (setting.get("prices") or {}).items()}
+    per_channel: dict[str, list[Any]] = {}
+    for row in funnel(filters):
+        slot = per_channel.setdefault(str(row.value), [0, 0, 0])  # sent (all), sent (this currency), paid minor
+        slot[0] += row.sent_n
+        if row.currency == currency:
+            slot[1] += row.sent_n
+            slot[2] += row.paid_minor
+    channels, spent_here = [], Decimal(0)
+    for channel, (sent, sent_here, paid) in sorted(per_channel.items()):
+        price = prices.get(channel, Decimal(0))
+        recovered = minor_to_decimal(paid, currency)
+        spent_here += price * sent_here
+        channels.append(ChannelCost(channel, currency, sent, price * sent, recovered, recovered - price * sent_here))
+    tile = next((k for k in kpis(filters) if k.currency == currency), None)
+    net = minor_to_decimal(tile.recovered_minor, currency) - spent_here if tile is not None else None
+    return Costs(currency, channels, net)

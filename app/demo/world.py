@@ -66,6 +66,11 @@ def start_world(
     reset_senders(app)
     sims["nmi"].seed_population(failed=80, succeeded=160, days=4, seed=2026)
     with app.app_context():
+        from app.settings import get_setting, save_settings
+
+        if get_setting("message_costs") is None:  # what Twilio and Meta charge, roughly, so the dashboard nets it
+            save_settings({"message_costs": {"currency": "USD", "prices": {
+                "email": "0.001", "sms": "0.0079", "whatsapp": "0.025"}}}, actor="demo")
         seed_store(app, sims["nmi"])
         restore_demo_vault(sims["nmi"].url)
         from app.ingest.transactions import fetch_accounts
@@ -79,6 +84,7 @@ def start_world(
         [
             PeriodicJob("fetch", jobs.fetch_all, timedelta(seconds=60)),
             PeriodicJob("dispatch", jobs.dispatch_due, timedelta(seconds=10)),
+            PeriodicJob("analytics", jobs.refresh_analytics, timedelta(seconds=30)),
         ],
     )
     scheduler.start()

@@ -82,3 +82,35 @@ def test_every_table_exports_as_csv_and_xlsx_with_the_page_s_numbers(client, aut
     assert client.get("/admin/export/kpis.pdf").status_code == 404
     taken = db.session.scalars(sa.select(AuditEntry.action).where(AuditEntry.action.like("dashboard.%"))).all()
     assert "dashboard.kpis.export" in taken and len(taken) == 10
+
+
+def test_message_prices_give_each_channel_its_cost_and_the_tile_its_net(client, auth, app, db):
+    from datetime import UTC, datetime
+
+    from app.settings import save_settings
+    from tests.builders import make_message
+
+    account = make_gateway_account().id
+    for i in range(4):
+        case = make_case(transaction=make_transaction(currency="USD", amount_minor=5000, gateway_account_id=account))
+        sms = make_message(case=case, channel="sms", state="sent", sent_at=datetime(2026, 10, 1, 12, tzinfo=UTC))
+        make_message(case=case, channel="email", state="sent", sent_at=datetime(2026, 10, 1, 13, tzinfo=UTC))
+        if i == 0:
+            case.state, case.recovered_message_id, case.recovered_amount_minor = "recovered", sms.id, 5000
+    eur = make_case(transaction=make_transaction(currency="EUR", amount_minor=3000, gateway_account_id=account))
+    make_message(case=eur, channel="sms", state="sent", sent_at=datetime(2026, 10, 1, 12, tzinfo=UTC))
+    db.session.commit()
+    rollups.refresh_changed()
+    auth.login("admin")
+    assert 'id="costs-unset"' in client.get("/admin/?all=1").get_data(as_text=True)
+    save_settings({"message_costs": {"currency": "USD", "prices": {"sms": "0.5", "email": "0.01"}}}, actor="t")
+    html = client.get("/admin/?all=1").get_data(as_text=True)
+    sms_row = re.search(r'<tr data-channel="sms">(.*?)</tr>', html, re.S).group(1)
+    # 5 SMS cost $2.50 (the EUR case's too); the USD cases' 4 cost $2.00 against $50 won back: net $48.00
+    assert re.findall(r"<td>([^<]*)</td>", sms_row) == ["sms", "5", "$2.50", "$50.00", "$48.00"]
+    # the USD tile: $50 recovered minus 4 SMS and 4 emails ($2.04)
+    assert re.search(r'data-kpi="net">\$47\.96<', html)
+    with pytest.raises(Exception, match="not a price"):
+        save_settings({"message_costs": {"currency": "USD", "prices": {"sms": "cheap"}}}, actor="t")
+    with pytest.raises(Exception, match="not a channel"):
+        save_settings({"message_costs": {"currency": "USD", "prices": {"fax": "1"}}}, actor="t")

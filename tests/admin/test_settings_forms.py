@@ -164,3 +164,18 @@ def test_the_shop_as_customers_see_it(admin_client):
     ok = _post(admin_client, "merchant", merchant_name="Northwind", merchant_brand_colour="#17c")
     assert ok.status_code == 302
     assert (get_setting("merchant_name"), get_setting("merchant_brand_colour")) == ("Northwind", "#1177cc")
+
+
+def test_message_prices_are_a_form_refused_field_by_field_and_cleared_by_emptying_it(admin_client):
+    bad = _post(admin_client, "message_costs", currency="usd", sms="cheap", email="0.001")
+    assert bad.status_code == 400 and "sms" in _errors(bad, "message_costs")
+    assert get_setting("message_costs") is None  # nothing half-saved
+    nocode = _post(admin_client, "message_costs", currency="dollars", sms="0.0079")
+    assert nocode.status_code == 400 and "currency" in _errors(nocode, "message_costs")
+    good = _post(admin_client, "message_costs", currency="usd", sms="0.0079", whatsapp="0.025")
+    assert good.status_code == 302, _errors(good, "message_costs")
+    assert get_setting("message_costs") == {"currency": "USD", "prices": {"sms": "0.0079", "whatsapp": "0.025"}}
+    assert _section(admin_client, "message_costs").values("message_costs-sms") == ["0.0079"]
+    cleared = _post(admin_client, "message_costs", currency="", sms="", whatsapp="", email="")
+    assert cleared.status_code == 302 and get_setting("message_costs") is None
+    assert len(_updates("message_costs")) == 2
