@@ -31,15 +31,14 @@ MESSAGE_MEASURES = ("sent_n", "delivered_n", "read_n", "clicked_n", "optout_n", 
 _ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 
 
-class CaseFact(db.Model):
-    """What one case adds to ``analytics_cases`` now."""
+class _Counted:
+    """Where a fact or a rollup row counts: its hour (UTC) and the key of its dimensions' values."""
 
-    __tablename__ = "analytics_case_facts"
-    __table_args__ = (MYSQL_TABLE_ARGS,)
-
-    case_id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=False)
     bucket: Mapped[datetime] = mapped_column(UTCDateTime)
     dims_key: Mapped[str] = mapped_column(sa.String(40))
+
+
+class _CaseMeasures(_Counted):
     failed_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     failed_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     recovered_n: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -49,15 +48,7 @@ class CaseFact(db.Model):
     open_n: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
-class MessageFact(db.Model):
-    """What one sent message adds to ``analytics_messages`` now."""
-
-    __tablename__ = "analytics_message_facts"
-    __table_args__ = (MYSQL_TABLE_ARGS,)
-
-    message_id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=False)
-    bucket: Mapped[datetime] = mapped_column(UTCDateTime)
-    dims_key: Mapped[str] = mapped_column(sa.String(40))
+class _MessageMeasures(_Counted):
     sent_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     delivered_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     read_n: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -69,7 +60,25 @@ class MessageFact(db.Model):
     won72_n: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
-class CaseRollup(db.Model):
+class CaseFact(_CaseMeasures, db.Model):
+    """What one case adds to ``analytics_cases`` now."""
+
+    __tablename__ = "analytics_case_facts"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    case_id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=False)
+
+
+class MessageFact(_MessageMeasures, db.Model):
+    """What one sent message adds to ``analytics_messages`` now."""
+
+    __tablename__ = "analytics_message_facts"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    message_id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=False)
+
+
+class CaseRollup(_CaseMeasures, db.Model):
     """Cases by the hour they opened (UTC) and their dimensions."""
 
     __tablename__ = "analytics_cases"
@@ -77,8 +86,6 @@ class CaseRollup(db.Model):
                       sa.Index("ix_analytics_cases_bucket", "bucket"), MYSQL_TABLE_ARGS)
 
     id: Mapped[int] = mapped_column(_ID, primary_key=True)
-    bucket: Mapped[datetime] = mapped_column(UTCDateTime)
-    dims_key: Mapped[str] = mapped_column(sa.String(40))
     gateway: Mapped[str | None] = mapped_column(sa.String(32))
     currency: Mapped[str | None] = mapped_column(sa.String(32))
     decline_reason: Mapped[str | None] = mapped_column(sa.String(32))
@@ -89,16 +96,9 @@ class CaseRollup(db.Model):
     vip: Mapped[bool | None] = mapped_column(sa.Boolean)
     policy_version_id: Mapped[int | None] = mapped_column(sa.Integer)
     holdout: Mapped[bool | None] = mapped_column(sa.Boolean)
-    failed_n: Mapped[int] = mapped_column(sa.Integer, default=0)
-    failed_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-    recovered_n: Mapped[int] = mapped_column(sa.Integer, default=0)
-    recovered_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-    elsewhere_n: Mapped[int] = mapped_column(sa.Integer, default=0)
-    elsewhere_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-    open_n: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
-class MessageRollup(db.Model):
+class MessageRollup(_MessageMeasures, db.Model):
     """Sent messages by the hour they went (UTC) and their dimensions, the customer's local hour and weekday
     among them."""
 
@@ -107,8 +107,6 @@ class MessageRollup(db.Model):
                       sa.Index("ix_analytics_messages_bucket", "bucket"), MYSQL_TABLE_ARGS)
 
     id: Mapped[int] = mapped_column(_ID, primary_key=True)
-    bucket: Mapped[datetime] = mapped_column(UTCDateTime)
-    dims_key: Mapped[str] = mapped_column(sa.String(40))
     channel: Mapped[str | None] = mapped_column(sa.String(32))
     template: Mapped[str | None] = mapped_column(sa.String(32))
     variant: Mapped[str | None] = mapped_column(sa.String(32))
@@ -122,12 +120,3 @@ class MessageRollup(db.Model):
     first_time: Mapped[str | None] = mapped_column(sa.String(32))
     product_type: Mapped[str | None] = mapped_column(sa.String(32))
     vip: Mapped[bool | None] = mapped_column(sa.Boolean)
-    sent_n: Mapped[int] = mapped_column(sa.Integer, default=0)
-    delivered_n: Mapped[int] = mapped_column(sa.Integer, default=0)
-    read_n: Mapped[int] = mapped_column(sa.Integer, default=0)
-    clicked_n: Mapped[int] = mapped_column(sa.Integer, default=0)
-    optout_n: Mapped[int] = mapped_column(sa.Integer, default=0)
-    paid_n: Mapped[int] = mapped_column(sa.Integer, default=0)
-    paid_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-    first_n: Mapped[int] = mapped_column(sa.Integer, default=0)
-    won72_n: Mapped[int] = mapped_column(sa.Integer, default=0)
