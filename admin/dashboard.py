@@ -149,6 +149,15 @@ def cash(amount: Decimal, currency: str) -> str:
                            currency_digits=False)
 
 
+def within(hours: int | None) -> str:
+    """A recovery-time bucket's edge as people say it: "6 hours", "3 days"; None is past the last edge."""
+    from babel.dates import format_timedelta
+
+    if hours is None:
+        return gettext("more than 30 days")
+    return str(format_timedelta(timedelta(hours=hours), threshold=1.0, locale=str(get_locale() or "en")))
+
+
 def percent(rate: Any) -> str:
     if rate is None:
         return "–"

@@ -22,7 +22,13 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import ConsentEvent, Customer, MessageEvent, OutboxMessage, RecoveryCase, Transaction
-from app.models.analytics import CASE_DIMENSIONS, CASE_MEASURES, MESSAGE_DIMENSIONS, MESSAGE_MEASURES
+from app.models.analytics import (
+    CASE_DIMENSIONS,
+    CASE_MEASURES,
+    MESSAGE_DIMENSIONS,
+    MESSAGE_MEASURES,
+    TIME_TO_RECOVER,
+)
 from rules.case_states import ACTIVE, CaseState
 
 #: an opt-out of a channel this soon after a message on it is counted against that message
@@ -79,14 +85,14 @@ def case_facts(case_ids: Iterable[int]) -> dict[int, Fact]:
                   RecoveryCase.currency, RecoveryCase.policy_version_id, RecoveryCase.holdout,
                   RecoveryCase.recovered_amount_minor, RecoveryCase.recovered_via, Transaction.gateway,
                   Transaction.decline_reason, Transaction.decline_code, Transaction.value_band,
-                  Transaction.is_first_payment, Transaction.product_type, Customer.vip)
+                  Transaction.is_first_payment, Transaction.product_type, Customer.vip, RecoveryCase.closed_at)
         .join(Transaction, Transaction.id == RecoveryCase.transaction_id)
         .outerjoin(Customer, Customer.id == RecoveryCase.customer_id)
         .where(RecoveryCase.id.in_(ids))
     ).all()
     facts = {}
     for (cid, opened_at, state, due, currency, version, holdout, recovered, via, gateway, reason, code, band,
-         first, product, vip) in rows:
+         first, product, vip, closed_at) in rows:
         dims = dict(gateway=gateway, currency=currency, decline_reason=reason, decline_code=code, value_band=band,
                     first_time=_first_time(first), product_type=product, vip=bool(vip), policy_version_id=version,
                     holdout=bool(holdout))
@@ -95,10 +101,21 @@ def case_facts(case_ids: Iterable[int]) -> dict[int, Fact]:
         elsewhere = paid and via == "elsewhere"
         measures = dict(failed_n=1, failed_minor=int(due), recovered_n=int(paid and not elsewhere),
                         recovered_minor=0 if elsewhere else amount, elsewhere_n=int(elsewhere),
-                        elsewhere_minor=amount if elsewhere else 0, open_n=int(state in ACTIVE))
+                        elsewhere_minor=amount if elsewhere else 0, open_n=int(state in ACTIVE),
+                        **time_to_recover(opened_at, closed_at if paid and not elsewhere else None))
         facts[cid] = Fact(cid, hour_of(opened_at), tuple(_short(dims[d]) for d in CASE_DIMENSIONS),
                           tuple(measures[m] for m in CASE_MEASURES))
     return facts
+
+
+def time_to_recover(opened_at: datetime, paid_at: datetime | None) -> dict[str, int]:
+    """The histogram columns of one case: 1 in the bucket its recovery time falls in (none when not recovered)."""
+    counts = {name: 0 for name, _ in TIME_TO_RECOVER}
+    if paid_at is not None:
+        hours = max((_aware(paid_at) - _aware(opened_at)).total_seconds(), 0) / 3600
+        name = next(n for n, limit in TIME_TO_RECOVER if limit is None or hours <= limit)
+        counts[name] = 1
+    return counts
 
 
 def _zone(name: str | None) -> ZoneInfo:

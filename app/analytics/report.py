@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models.analytics import CASE_DIMENSIONS, MESSAGE_DIMENSIONS, CaseRollup, MessageRollup
+from app.models.analytics import CASE_DIMENSIONS, MESSAGE_DIMENSIONS, TIME_TO_RECOVER, CaseRollup, MessageRollup
 
 _CASES = CaseRollup.__table__
 _MESSAGES = MessageRollup.__table__
@@ -61,6 +61,8 @@ class Kpis:
     elsewhere_n: int
     elsewhere_minor: int
     open_n: int
+    #: recoveries through Recoup by how long they took (app.models.analytics.TIME_TO_RECOVER)
+    time_to_recover: tuple[int, ...] = ()
 
     @property
     def rate_count(self) -> Decimal | None:
@@ -70,14 +72,40 @@ class Kpis:
     def rate_amount(self) -> Decimal | None:
         return _rate(self.recovered_minor, self.failed_minor)
 
+    @property
+    def median_hours(self) -> int | None:
+        """The median recovery took at most this many hours (None: over 30 days, or nothing recovered)."""
+        return _within(self.time_to_recover, Decimal("0.5"))
+
+    @property
+    def p90_hours(self) -> int | None:
+        return _within(self.time_to_recover, Decimal("0.9"))
+
+
+def _within(histogram: tuple[int, ...], share: Decimal) -> int | None:
+    """The upper edge (hours) of the bucket holding the ``share`` quantile; None past the last edge or when empty."""
+    total = sum(histogram)
+    if not total:
+        return None
+    seen = 0
+    for count, (_name, limit) in zip(histogram, TIME_TO_RECOVER, strict=True):
+        seen += count
+        if seen >= share * total:
+            return limit
+    return None
+
+
+_TILE = ("failed_n", "failed_minor", "recovered_n", "recovered_minor", "elsewhere_n", "elsewhere_minor", "open_n")
+
 
 def kpis(filters: Filters) -> list[Kpis]:
     """The tiles, one set per currency (most failed first)."""
-    sums = [sa.func.coalesce(sa.func.sum(_CASES.c[m]), 0) for m in ("failed_n", "failed_minor", "recovered_n",
-                                                                      "recovered_minor", "elsewhere_n",
-                                                                      "elsewhere_minor", "open_n")]
+    names = [*_TILE, *(name for name, _ in TIME_TO_RECOVER)]
+    sums = [sa.func.coalesce(sa.func.sum(_CASES.c[m]), 0) for m in names]
     query = filters.apply(_CASES, sa.select(_CASES.c.currency, *sums).group_by(_CASES.c.currency))
-    rows = [Kpis(c or "?", *(int(v) for v in values)) for c, *values in db.session.execute(query)]
+    rows = [Kpis(c or "?", *(int(v) for v in values[:len(_TILE)]),
+                 time_to_recover=tuple(int(v) for v in values[len(_TILE):]))
+            for c, *values in db.session.execute(query)]
     return sorted(rows, key=lambda k: (-k.failed_n, k.currency))
 
 

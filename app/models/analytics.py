@@ -18,8 +18,12 @@ CASE_DIMENSIONS = ("gateway", "currency", "decline_reason", "decline_code", "val
                    "product_type", "vip", "policy_version_id", "holdout")
 #: failed = every case (its first failure); recovered = paid through Recoup; elsewhere = marked paid outside it;
 #: still open = not closed yet (kept in the denominator)
+#: and how long recoveries through Recoup took, from the case opening to the payment, as a histogram (summable, so
+#: a median and a p90 can be read from any rollup): within 1 h, 6 h, 24 h, 3, 7, 14, 30 days, or longer
+TIME_TO_RECOVER = (("ttr_1h", 1), ("ttr_6h", 6), ("ttr_24h", 24), ("ttr_3d", 72), ("ttr_7d", 168),
+                   ("ttr_14d", 336), ("ttr_30d", 720), ("ttr_more", None))
 CASE_MEASURES = ("failed_n", "failed_minor", "recovered_n", "recovered_minor", "elsewhere_n", "elsewhere_minor",
-                 "open_n")
+                 "open_n", *(name for name, _ in TIME_TO_RECOVER))
 #: what a sent message is counted by: its case's dimensions that matter for a send, and its own
 MESSAGE_DIMENSIONS = ("channel", "template", "variant", "policy_version_id", "local_hour", "weekday", "gateway",
                       "currency", "decline_reason", "value_band", "first_time", "product_type", "vip")
@@ -46,6 +50,14 @@ class _CaseMeasures(_Counted):
     elsewhere_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     elsewhere_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     open_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    ttr_1h: Mapped[int] = mapped_column(sa.Integer, default=0)
+    ttr_6h: Mapped[int] = mapped_column(sa.Integer, default=0)
+    ttr_24h: Mapped[int] = mapped_column(sa.Integer, default=0)
+    ttr_3d: Mapped[int] = mapped_column(sa.Integer, default=0)
+    ttr_7d: Mapped[int] = mapped_column(sa.Integer, default=0)
+    ttr_14d: Mapped[int] = mapped_column(sa.Integer, default=0)
+    ttr_30d: Mapped[int] = mapped_column(sa.Integer, default=0)
+    ttr_more: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
 class _MessageMeasures(_Counted):

@@ -21,7 +21,9 @@ ID = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
 TABLE = dict(mysql_charset='utf8mb4', mysql_collate='utf8mb4_unicode_ci', mysql_engine='InnoDB')
 CASE_MEASURES = [('failed_n', sa.Integer()), ('failed_minor', sa.BigInteger()), ('recovered_n', sa.Integer()),
                  ('recovered_minor', sa.BigInteger()), ('elsewhere_n', sa.Integer()),
-                 ('elsewhere_minor', sa.BigInteger()), ('open_n', sa.Integer())]
+                 ('elsewhere_minor', sa.BigInteger()), ('open_n', sa.Integer()),
+                 *[(name, sa.Integer()) for name in ('ttr_1h', 'ttr_6h', 'ttr_24h', 'ttr_3d', 'ttr_7d', 'ttr_14d',
+                                                     'ttr_30d', 'ttr_more')]]
 MESSAGE_MEASURES = [('sent_n', sa.Integer()), ('delivered_n', sa.Integer()), ('read_n', sa.Integer()),
                     ('clicked_n', sa.Integer()), ('optout_n', sa.Integer()), ('paid_n', sa.Integer()),
                     ('paid_minor', sa.BigInteger()), ('first_n', sa.Integer()), ('won72_n', sa.Integer())]

@@ -141,3 +141,13 @@ def test_best_times_count_first_touches_won_within_72_hours_with_intervals(plant
     assert ranked and all(c.first_n >= 20 for c in ranked)
     assert [c.low for c in ranked] == sorted((c.low for c in ranked), reverse=True)
     assert ranked[0].hour == 19  # the convincingly best cell is an evening one
+
+
+def test_time_to_recover_reads_as_a_median_and_a_p90(planted):
+    tiles = report.kpis(Filters())
+    histogram = [sum(k.time_to_recover[i] for k in tiles) for i in range(8)]
+    assert sum(histogram) == planted["paid"]  # every recovery through Recoup, in one bucket
+    usd = next(k for k in tiles if k.currency == "USD")
+    # the world pays a day after opening plus 1-48 h, one in ten after 3-5 more days
+    assert usd.median_hours == 72 and usd.p90_hours in (72, 168)
+    assert report._within((0,) * 8, report.Decimal("0.5")) is None

@@ -118,6 +118,13 @@ def expected() -> tuple[Counter, Counter]:
         elif paid:
             row["recovered_n"] += 1
             row["recovered_minor"] += amount
+            if case.closed_at is not None:  # how long it took, in the histogram's buckets
+                opened = case.opened_at if case.opened_at.tzinfo else case.opened_at.replace(tzinfo=UTC)
+                closed = case.closed_at if case.closed_at.tzinfo else case.closed_at.replace(tzinfo=UTC)
+                hours = (closed - opened).total_seconds() / 3600
+                edges = [(1, "ttr_1h"), (6, "ttr_6h"), (24, "ttr_24h"), (72, "ttr_3d"), (168, "ttr_7d"),
+                         (336, "ttr_14d"), (720, "ttr_30d")]
+                row[next((name for edge, name in edges if hours <= edge), "ttr_more")] += 1
         row["open_n"] += case.state in ("open", "contacting", "escalated")
     messages: dict[tuple, Counter] = defaultdict(Counter)
     sent_messages = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.sent_at.is_not(None))).all()

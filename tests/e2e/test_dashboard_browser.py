@@ -75,6 +75,8 @@ def test_the_dashboard_tells_the_story_and_every_control_works(site: Site, brows
         usd = page.locator('.kpis[data-currency="USD"]')
         failed_all = usd.locator('[data-kpi="failed"]').inner_text()
         assert "$" in failed_all
+        assert usd.locator('[data-kpi="time"]').inner_text() in ("half within 3 days, 90% within 3 days",
+                                                               "half within 3 days, 90% within 1 week")
         page.wait_for_function("() => document.querySelector('#cohort-chart').width > 0")
         assert canvas_drawn(page, "#cohort-chart") and canvas_drawn(page, "#funnel-chart")
         page.locator("details summary").first.click()
