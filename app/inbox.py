@@ -131,6 +131,9 @@ def apply_waiting(*, older_than: timedelta | None = None, budget_seconds: float 
     started = time.monotonic()
     settled = not settle
     while True:
+        # a new transaction each time: MariaDB's repeatable read would otherwise show the rows of the first look
+        # again, and never those stored since
+        db.session.commit()
         ids = waiting(older_than=older_than)
         if not ids:
             if settled:
