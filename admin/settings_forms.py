@@ -21,6 +21,7 @@ from wtforms.validators import Length, Optional
 
 from admin.i18n import _l
 from admin.security import CsrfForm
+from rules.vocabulary import CHANNELS
 
 BLANK_ROWS = 2
 REGION = re.compile(r"^(\*|[A-Z]{2}(-[A-Z0-9]{1,3})?)$")
@@ -282,7 +283,7 @@ class MessageCostsForm(CsrfForm):
 
 
 def costs_values(form: MessageCostsForm) -> dict[str, Any] | None:
-    channels = ("email", "sms", "whatsapp")
+    channels = tuple(str(c) for c in CHANNELS)  # the form's fields are named after the channels
     if not form.currency.data and not any(form[c].data for c in channels):
         return None
     _currency_ok(form.currency)
@@ -305,7 +306,7 @@ def costs_values(form: MessageCostsForm) -> dict[str, Any] | None:
 def costs_data(value: dict[str, Any] | None) -> dict[str, Any]:
     value = value or {}
     prices = value.get("prices") or {}
-    return {"currency": value.get("currency") or "", **{c: prices.get(c, "") for c in ("email", "sms", "whatsapp")}}
+    return {"currency": value.get("currency") or "", **{str(c): prices.get(str(c), "") for c in CHANNELS}}
 
 
 # -- approval ------------------------------------------------------------------------------------------------------

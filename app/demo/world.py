@@ -70,7 +70,7 @@ def start_world(
 
         if get_setting("message_costs") is None:  # what Twilio and Meta charge, roughly, so the dashboard nets it
             save_settings({"message_costs": {"currency": "USD", "prices": {
-                "email": "0.001", "sms": "0.0079", "whatsapp": "0.025"}}}, actor="demo")
+                Channel.EMAIL: "0.001", Channel.SMS: "0.0079", Channel.WHATSAPP: "0.025"}}}, actor="demo")
         seed_store(app, sims["nmi"])
         restore_demo_vault(sims["nmi"].url)
         from app.ingest.transactions import fetch_accounts
