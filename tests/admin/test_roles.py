@@ -24,7 +24,7 @@ ADMIN_ONLY = {"queues.index"}
 def _url(rule, world) -> str:  # type: ignore[no-untyped-def]
     values = {"case_id": world.case.id, "task_id": world.escalation.id, "name": "standard", "key": "contact_windows",
               "version_id": db.session.scalar(sa.select(sa.func.min(PolicyVersion.id))), "export_type": "csv",
-              "filename": "x"}
+              "filename": "x", "kind": "kpis", "fmt": "csv"}
     return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: str(values.get(m.group(1), 1)), rule.rule)
 
 
