@@ -141,6 +141,13 @@ def money(amount: int, currency: str) -> str:
     return format_minor(amount, currency, str(get_locale() or "en"))
 
 
+def amount(value: Decimal, currency: str) -> str:
+    """A decimal amount rounded as the currency is (a tile's net)."""
+    from babel.numbers import format_currency
+
+    return format_currency(value, currency, locale=str(get_locale() or "en"))
+
+
 def cash(amount: Decimal, currency: str) -> str:
     """A decimal amount (a cost: it may have more decimals than the currency, and is shown to four)."""
     from babel.numbers import format_currency

@@ -1,5 +1,6 @@
 """What a case and a sent message contribute to the analytics, computed from the raw rows alone (so computing it
-twice, or after a duplicated or late event, gives the same answer).
+twice, or after a duplicated or late event, gives the same answer). A "message" is every touch that went: an
+email, SMS or WhatsApp message, and a payment retry (it can win the payment too); never a team's escalation.
 
 A **case** counts once, at the hour it opened: failed (its first failure's amount due), recovered through Recoup,
 recovered elsewhere (an operator marked it paid outside Recoup), or still open. A **sent message** counts at the hour
@@ -30,6 +31,7 @@ from app.models.analytics import (
     TIME_TO_RECOVER,
 )
 from rules.case_states import ACTIVE, CaseState
+from rules.vocabulary import OutboxTask
 
 #: an opt-out of a channel this soon after a message on it is counted against that message
 OPT_OUT_WINDOW = timedelta(hours=72)
@@ -141,7 +143,8 @@ def message_facts(message_ids: Iterable[int]) -> dict[int, Fact]:
         .outerjoin(Customer, Customer.id == OutboxMessage.customer_id)
         .outerjoin(RecoveryCase, RecoveryCase.id == OutboxMessage.case_id)
         .outerjoin(Transaction, Transaction.id == RecoveryCase.transaction_id)
-        .where(OutboxMessage.id.in_(ids), OutboxMessage.sent_at.is_not(None))
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.sent_at.is_not(None),
+               OutboxMessage.channel != OutboxTask.ESCALATION)  # a team's task touches no customer
     ).all()
     if not rows:
         return {}
