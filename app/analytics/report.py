@@ -110,47 +110,9 @@ def kpis(filters: Filters) -> list[Kpis]:
 
 
 @dataclass(frozen=True)
-class Cohort:
-    """Cases that opened in one week (Monday, UTC), in one currency."""
+class _CaseCounts:
+    """Cases counted together, in one currency: the measures a cohort and a breakdown row share."""
 
-    week: date
-    currency: str
-    failed_n: int
-    recovered_n: int
-    elsewhere_n: int
-    open_n: int
-    failed_minor: int
-    recovered_minor: int
-
-    @property
-    def lost_n(self) -> int:
-        """Closed without being paid (expired, cancelled)."""
-        return self.failed_n - self.recovered_n - self.elsewhere_n - self.open_n
-
-    @property
-    def rate_count(self) -> Decimal | None:
-        return _rate(self.recovered_n, self.failed_n)
-
-
-def cohorts(filters: Filters) -> list[Cohort]:
-    """Recovery by the week the cases opened (grouped by the hour in the database, by the week here: the same on
-    MariaDB and SQLite)."""
-    measures = ("failed_n", "recovered_n", "elsewhere_n", "open_n", "failed_minor", "recovered_minor")
-    query = filters.apply(_CASES, sa.select(_CASES.c.bucket, _CASES.c.currency,
-                                            *(sa.func.sum(_CASES.c[m]) for m in measures))
-                          .group_by(_CASES.c.bucket, _CASES.c.currency))
-    weeks: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0] * len(measures))
-    for bucket, currency, *values in db.session.execute(query):
-        day = (bucket if bucket.tzinfo else bucket.replace(tzinfo=UTC)).astimezone(UTC).date()
-        slot = weeks[(day - timedelta(days=day.weekday()), currency or "?")]
-        for i, value in enumerate(values):
-            slot[i] += int(value or 0)
-    return [Cohort(week, currency, *values) for (week, currency), values in sorted(weeks.items())]
-
-
-@dataclass(frozen=True)
-class CaseBreakdown:
-    value: Any
     currency: str
     failed_n: int
     recovered_n: int
@@ -166,6 +128,43 @@ class CaseBreakdown:
     @property
     def rate_amount(self) -> Decimal | None:
         return _rate(self.recovered_minor, self.failed_minor)
+
+
+#: the order of _CaseCounts' measures, as the queries below read them
+_CASE_COUNTS = ("failed_n", "recovered_n", "elsewhere_n", "open_n", "failed_minor", "recovered_minor")
+
+
+@dataclass(frozen=True)
+class Cohort(_CaseCounts):
+    """Cases that opened in one week (Monday, UTC), in one currency."""
+
+    week: date
+
+    @property
+    def lost_n(self) -> int:
+        """Closed without being paid (expired, cancelled)."""
+        return self.failed_n - self.recovered_n - self.elsewhere_n - self.open_n
+
+
+def cohorts(filters: Filters) -> list[Cohort]:
+    """Recovery by the week the cases opened (grouped by the hour in the database, by the week here: the same on
+    MariaDB and SQLite)."""
+    measures = _CASE_COUNTS
+    query = filters.apply(_CASES, sa.select(_CASES.c.bucket, _CASES.c.currency,
+                                            *(sa.func.sum(_CASES.c[m]) for m in measures))
+                          .group_by(_CASES.c.bucket, _CASES.c.currency))
+    weeks: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0] * len(measures))
+    for bucket, currency, *values in db.session.execute(query):
+        day = (bucket if bucket.tzinfo else bucket.replace(tzinfo=UTC)).astimezone(UTC).date()
+        slot = weeks[(day - timedelta(days=day.weekday()), currency or "?")]
+        for i, value in enumerate(values):
+            slot[i] += int(value or 0)
+    return [Cohort(currency, *values, week=week) for (week, currency), values in sorted(weeks.items())]
+
+
+@dataclass(frozen=True)
+class CaseBreakdown(_CaseCounts):
+    value: Any
 
 
 @dataclass(frozen=True)
@@ -190,8 +189,7 @@ def breakdown(dimension: str, filters: Filters) -> list[CaseBreakdown] | list[Me
     """Totals by one dimension's values (and currency). A case dimension gives cases; a dimension only messages
     have (channel, template, variant, local hour, weekday) gives the messages' funnel."""
     if dimension in CASE_DIMENSIONS:
-        measures: tuple[str, ...] = ("failed_n", "recovered_n", "elsewhere_n", "open_n", "failed_minor",
-                                     "recovered_minor")
+        measures: tuple[str, ...] = _CASE_COUNTS
         table, row = _CASES, CaseBreakdown
     elif dimension in MESSAGE_DIMENSIONS:
         measures = ("sent_n", "delivered_n", "read_n", "clicked_n", "optout_n", "paid_n", "paid_minor")
@@ -202,7 +200,8 @@ def breakdown(dimension: str, filters: Filters) -> list[CaseBreakdown] | list[Me
     query = filters.apply(table, sa.select(table.c[dimension], table.c.currency,
                                            *(sa.func.sum(table.c[m]) for m in measures))
                           .group_by(table.c[dimension], table.c.currency))
-    rows = [row(value, currency or "?", *(int(v or 0) for v in values))
+    rows = [row(value=value, currency=currency or "?",
+                **{m: int(v or 0) for m, v in zip(measures, values, strict=True)})
             for value, currency, *values in db.session.execute(query)]
     return sorted(rows, key=lambda r: (-(r.failed_n if isinstance(r, CaseBreakdown) else r.sent_n),
                                        str(r.value), r.currency))  # type: ignore[return-value]
