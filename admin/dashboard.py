@@ -13,24 +13,27 @@ from flask import request
 from flask_babel import get_locale, gettext
 
 from admin.i18n import _l
+from app.analytics.facts import attribution_window
 from app.analytics.report import Filters, best_times, breakdown, cohorts, costs, funnel, kpis
 from app.extensions import db
-from app.models.analytics import CaseRollup, MessageRollup
+from app.models.analytics import ALL, CASE_CUBE_DIMENSIONS, CaseDay, MessageDay
 from app.payments.money import format_minor
 
 #: the filters the page offers, in order, and where their choices come from
-FILTERS = ("gateway", "currency", "value_band", "first_time", "product_type", "vip", "channel", "policy_version_id")
+FILTERS = ("gateway", "currency", "value_band", "first_time", "product_type", "vip", "language", "channel",
+           "policy_version_id")
 #: the breakdowns a user can pick, with their labels
 BREAKDOWNS = {
     "decline_reason": _l("Decline reason"), "decline_code": _l("Decline code"), "value_band": _l("Value band"),
     "first_time": _l("First or repeat"), "product_type": _l("Product type"), "vip": _l("VIP"),
+    "language": _l("Language"), "paid_with": _l("Paid with"),
     "gateway": _l("Gateway"), "policy_version_id": _l("Policy version"), "holdout": _l("Holdout"),
     "channel": _l("Channel"), "template": _l("Template"), "variant": _l("Variant"),
     "local_hour": _l("Customer's local hour"), "weekday": _l("Customer's weekday"),
 }
 FILTER_LABELS = {"gateway": _l("Gateway"), "currency": _l("Currency"), "value_band": _l("Value band"),
                  "first_time": _l("First or repeat"), "product_type": _l("Product type"), "vip": _l("VIP"),
-                 "channel": _l("Channel"), "policy_version_id": _l("Policy version")}
+                 "language": _l("Language"), "channel": _l("Channel"), "policy_version_id": _l("Policy version")}
 DEFAULT_DAYS = 90
 TILED_CURRENCIES = 2
 
@@ -53,6 +56,8 @@ class Page:
     counted_at: datetime | None = None
     best: list[Any] = field(default_factory=list)
     costs: Any = None
+    #: the attribution window (hours): a recovery with no touch that recent before it is organic
+    window_hours: int = 72
 
     @property
     def empty(self) -> bool:
@@ -88,16 +93,25 @@ def _value(name: str, raw: str) -> Any:
 
 
 def choices() -> dict[str, list[str]]:
-    """Every value each filter can take, from the rollups (a short list per dimension)."""
+    """Every value each filter can take, from the daily cubes (a short list per dimension, read from its own rows
+    whatever the volume)."""
+    from app.analytics.cubes import decode
+
+    cases, messages = CaseDay.__table__, MessageDay.__table__
     found: dict[str, list[str]] = {}
     for name in FILTERS:
-        table = CaseRollup.__table__ if name in CaseRollup.__table__.c else MessageRollup.__table__
-        values = db.session.scalars(sa.select(table.c[name]).distinct().where(table.c[name].is_not(None))
-                                    .limit(100)).all()
+        if name in ("currency", "channel"):
+            table = cases if name == "currency" else messages
+            query = sa.select(table.c[name]).distinct().where(table.c.dim == ALL, table.c[name] != "")
+            values = list(db.session.scalars(query.limit(100)))
+        else:
+            table = cases if name in CASE_CUBE_DIMENSIONS else messages
+            raw = db.session.scalars(sa.select(table.c.value).distinct().where(table.c.dim == name).limit(100))
+            values = [v for v in (decode(r) for r in raw) if v is not None]
         if name == "vip":
             found[name] = ["yes", "no"] if values else []
         else:
-            found[name] = sorted(str(v) for v in values)
+            found[name] = sorted({str(v) for v in values})
     return found
 
 
@@ -120,7 +134,8 @@ def build(today: date) -> Page:
                                          **({"end": end.isoformat()} if end else {})},
                 by=by, kpis=kpis(filters), cohorts=cohorts(filters), funnel=funnel(filters),
                 rows=breakdown(by, filters), choices=choices(), errors=errors, counted_at=counted_at(),
-                best=best_times(filters), costs=costs(filters))
+                best=best_times(filters), costs=costs(filters),
+                window_hours=int(attribution_window().total_seconds() // 3600))
 
 
 def counted_at() -> datetime | None:
@@ -228,10 +243,12 @@ def export_table(kind: str, page: Page) -> list[list[Any]]:
 
     if kind == "kpis":
         return [["currency", "failed", "failed_amount", "recovered", "recovered_amount", "recovery_rate_count",
-                 "recovery_rate_amount", "paid_elsewhere", "paid_elsewhere_amount", "still_open"],
+                 "recovery_rate_amount", "paid_elsewhere", "paid_elsewhere_amount", "still_open", "organic",
+                 "organic_amount"],
                 *[[k.currency, k.failed_n, cash(k.failed_minor, k.currency), k.recovered_n,
                    cash(k.recovered_minor, k.currency), k.rate_count, k.rate_amount, k.elsewhere_n,
-                   cash(k.elsewhere_minor, k.currency), k.open_n] for k in page.kpis]]
+                   cash(k.elsewhere_minor, k.currency), k.open_n, k.organic_n, cash(k.organic_minor, k.currency)]
+                  for k in page.kpis]]
     if kind == "cohorts":
         return [["week_of", "currency", "failed", "recovered", "paid_elsewhere", "still_open", "lost",
                  "recovery_rate"],
@@ -240,9 +257,10 @@ def export_table(kind: str, page: Page) -> list[list[Any]]:
     if kind == "funnel" or (kind == "breakdown" and page.rows and not hasattr(page.rows[0], "failed_n")):
         rows = page.funnel if kind == "funnel" else page.rows
         name = "channel" if kind == "funnel" else page.by
-        return [[name, "currency", "sent", "delivered", "read", "clicked", "opted_out", "paid", "paid_amount"],
+        return [[name, "currency", "sent", "delivered", "read", "clicked", "opted_out", "paid_last_touch",
+                 "paid_last_touch_amount", "paid_any_touch", "paid_any_touch_amount"],
                 *[[r.value, r.currency, r.sent_n, r.delivered_n, r.read_n, r.clicked_n, r.optout_n, r.paid_n,
-                   cash(r.paid_minor, r.currency)] for r in rows]]
+                   cash(r.paid_minor, r.currency), r.any_n, cash(r.any_minor, r.currency)] for r in rows]]
     if kind == "breakdown":
         return [[page.by, "currency", "failed", "failed_amount", "recovered", "recovered_amount", "paid_elsewhere",
                  "still_open", "recovery_rate_count", "recovery_rate_amount"],

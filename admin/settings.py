@@ -67,6 +67,12 @@ SECTIONS: tuple[Section, ...] = (
                "channel's cost and what was recovered net of it."),
             ("message_costs",), lambda: sf.costs_data(get_setting("message_costs")),
             lambda form: {"message_costs": sf.costs_values(form)}, sf.MessageCostsForm),
+    Section("attribution", _l("How recoveries are credited"),
+            _l("The dashboard credits each recovery to the last touch before the payment within this window, and "
+               "also counts every channel that touched it. Changing it counts the history again."),
+            ("attribution_window_hours",),
+            lambda: {"attribution_window_hours": get_setting("attribution_window_hours")},
+            lambda form: {"attribution_window_hours": form.attribution_window_hours.data}, sf.AttributionForm),
     Section("policy_four_eyes", _l("Four-eyes approval"),
             _l("When on, nobody approves a policy version or a message template version they wrote themselves, "
                "and a saved template reaches customers only once someone else approves it."),

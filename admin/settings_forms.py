@@ -16,8 +16,8 @@ from typing import Any
 
 from babel.numbers import get_currency_precision
 from flask_babel import gettext as _
-from wtforms import BooleanField, FieldList, Form, FormField, SelectField, StringField
-from wtforms.validators import Length, Optional
+from wtforms import BooleanField, FieldList, Form, FormField, IntegerField, SelectField, StringField
+from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 from admin.i18n import _l
 from admin.security import CsrfForm
@@ -307,6 +307,16 @@ def costs_data(value: dict[str, Any] | None) -> dict[str, Any]:
     value = value or {}
     prices = value.get("prices") or {}
     return {"currency": value.get("currency") or "", **{str(c): prices.get(str(c), "") for c in CHANNELS}}
+
+
+# -- how recoveries are credited --------------------------------------------------------------------------------------
+class AttributionForm(CsrfForm):
+    attribution_window_hours = IntegerField(
+        _l("Attribution window (hours)"),
+        validators=[InputRequired(_l("A whole number of hours, such as 72.")),
+                    NumberRange(min=1, max=720, message=_l("From 1 to 720 hours (30 days)."))],
+        description=_l("A recovery is credited to the last message or retry sent within this many hours before the "
+                       "payment; with none, it counts as organic."))
 
 
 # -- approval ------------------------------------------------------------------------------------------------------

@@ -86,6 +86,12 @@ EDITABLE = EDITABLE + MERCHANT_KEYS + ("message_costs",)
 #: what one message costs the merchant, per channel, in one currency: {"currency": "USD", "prices": {"sms":
 #: "0.0079", ...}}; the dashboard's cost and net recovered (None: not set, and the dashboard says so)
 DEFAULTS.setdefault("message_costs", None)
+#: how long before a payment a message or retry still earns the credit for it (hours; app.analytics.facts): with
+#: none that recent, the recovery is counted as organic
+EDITABLE = EDITABLE + ("attribution_window_hours",)
+DEFAULTS.setdefault("attribution_window_hours", 72)
+#: the longest attribution window: a month
+MAX_ATTRIBUTION_HOURS = 720
 
 
 class SettingRefused(ValueError):
@@ -120,6 +126,10 @@ def validate_setting(key: str, value: Any) -> Any:
     try:
         if key == "message_costs":
             return _message_costs(value)
+        if key == "attribution_window_hours":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTRIBUTION_HOURS:
+                raise SettingRefused(f"a whole number of hours from 1 to {MAX_ATTRIBUTION_HOURS}, such as 72")
+            return value
         if key == "fx_rates":
             if not isinstance(value, dict):
                 raise SettingRefused('write exchange rates as {"base": "USD", "rates": {"EUR": "1.08"}}')

@@ -18,13 +18,27 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.analytics import cubes
 from app.extensions import db
-from app.models.analytics import CASE_DIMENSIONS, MESSAGE_DIMENSIONS, TIME_TO_RECOVER, CaseRollup, MessageRollup
+from app.models.analytics import (
+    ALL,
+    CASE_DIMENSIONS,
+    MESSAGE_DIMENSIONS,
+    TIME_TO_RECOVER,
+    CaseDay,
+    CaseRollup,
+    MessageDay,
+    MessageRollup,
+)
 
 _CASES = CaseRollup.__table__
 _MESSAGES = MessageRollup.__table__
+_CASE_DAYS = CaseDay.__table__
+_MESSAGE_DAYS = MessageDay.__table__
 #: the dimensions both rollups share: a filter on one of them narrows cases and messages alike
 SHARED = tuple(d for d in CASE_DIMENSIONS if d in MESSAGE_DIMENSIONS)
+#: read the daily cubes when a question allows it (tests turn it off to compare both ways of answering)
+USE_CUBES = True
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,81 @@ class Filters:
         return query
 
 
+#: what a question can be grouped by, besides the dimensions: the day (UTC) and the local [weekday, hour] of a send
+DAY, SLOT = "day", "slot"
+
+
+def _sum(hourly: sa.Table, groups: tuple[str, ...], measures: tuple[str, ...],
+         filters: Filters) -> list[tuple[Any, ...]]:
+    """``(*group values, *measure sums)`` of the cases (``hourly`` = the case rollup) or messages, grouped by
+    ``groups`` (dimension names, :data:`DAY` or :data:`SLOT`), filtered by ``filters``. Read from the daily cube when
+    the question needs at most one dimension besides the day, the currency and the channel; from the hourly rollup
+    otherwise. Both give the same numbers."""
+    daily = _CASE_DAYS if hourly is _CASES else _MESSAGE_DAYS
+    head = {"currency", *(("channel",) if "channel" in daily.c else ())}
+    wanted = {name for name in filters.where if name in hourly.c and name not in head}
+    wanted |= {g for g in groups if g not in head and g != DAY}
+    if USE_CUBES and len(wanted) <= 1:
+        return _from_cube(daily, next(iter(wanted), ALL), groups, measures, filters)
+    return _from_hours(hourly, groups, measures, filters)
+
+
+def _from_cube(daily: sa.Table, dim: str, groups: tuple[str, ...], measures: tuple[str, ...],
+               filters: Filters) -> list[tuple[Any, ...]]:
+    columns = [daily.c.day if g == DAY else daily.c[g] if g in daily.c else daily.c.value for g in groups]
+    query = sa.select(*columns, *(sa.func.sum(daily.c[m]) for m in measures)).where(daily.c.dim == dim)
+    if filters.start is not None:
+        query = query.where(daily.c.day >= filters.start)
+    if filters.end is not None:
+        query = query.where(daily.c.day <= filters.end)
+    for name, value in filters.where.items():
+        if name in daily.c and name not in ("day", "dim", "value"):
+            query = query.where(daily.c[name] == (value or ""))
+        elif name == dim:
+            query = query.where(daily.c.value == cubes.encode(value))
+    rows = []
+    for row in db.session.execute(query.group_by(*columns)):
+        values = []
+        for g, v in zip(groups, row, strict=False):
+            if g in ("currency", "channel"):
+                values.append(v or None)  # the cube keeps a missing currency or channel as ""
+            elif g == DAY:
+                values.append(v)
+            else:
+                value = cubes.decode(v)
+                values.append(tuple(value) if isinstance(value, list) else value)
+        rows.append((*values, *(int(v or 0) for v in row[len(groups):])))
+    return rows
+
+
+def _from_hours(hourly: sa.Table, groups: tuple[str, ...], measures: tuple[str, ...],
+                filters: Filters) -> list[tuple[Any, ...]]:
+    columns: list[Any] = []
+    for g in groups:
+        columns += [hourly.c.bucket] if g == DAY else [hourly.c.weekday, hourly.c.local_hour] if g == SLOT \
+            else [hourly.c[g]]
+    query = filters.apply(hourly, sa.select(*columns, *(sa.func.sum(hourly.c[m]) for m in measures))
+                          .group_by(*columns))
+    summed: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(measures))
+    for row in db.session.execute(query):
+        values, i = [], 0
+        for g in groups:
+            if g == DAY:  # grouped by the hour in the database, by the day here: the same on MariaDB and SQLite
+                bucket = row[i]
+                values.append((bucket if bucket.tzinfo else bucket.replace(tzinfo=UTC)).astimezone(UTC).date())
+                i += 1
+            elif g == SLOT:
+                values.append((row[i], row[i + 1]))
+                i += 2
+            else:
+                values.append(row[i])
+                i += 1
+        slot = summed[tuple(values)]
+        for j, value in enumerate(row[i:]):
+            slot[j] += int(value or 0)
+    return [(*key, *values) for key, values in summed.items()]
+
+
 def _rate(part: int, whole: int) -> Decimal | None:
     return (Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001")) if whole else None
 
@@ -61,6 +150,9 @@ class Kpis:
     elsewhere_n: int
     elsewhere_minor: int
     open_n: int
+    #: recovered through Recoup with no touch in the attribution window (in recovered_n too)
+    organic_n: int = 0
+    organic_minor: int = 0
     #: recoveries through Recoup by how long they took (app.models.analytics.TIME_TO_RECOVER)
     time_to_recover: tuple[int, ...] = ()
 
@@ -95,17 +187,15 @@ def _within(histogram: tuple[int, ...], share: Decimal) -> int | None:
     return None
 
 
-_TILE = ("failed_n", "failed_minor", "recovered_n", "recovered_minor", "elsewhere_n", "elsewhere_minor", "open_n")
+_TILE = ("failed_n", "failed_minor", "recovered_n", "recovered_minor", "elsewhere_n", "elsewhere_minor", "open_n",
+         "organic_n", "organic_minor")
 
 
 def kpis(filters: Filters) -> list[Kpis]:
     """The tiles, one set per currency (most failed first)."""
-    names = [*_TILE, *(name for name, _ in TIME_TO_RECOVER)]
-    sums = [sa.func.coalesce(sa.func.sum(_CASES.c[m]), 0) for m in names]
-    query = filters.apply(_CASES, sa.select(_CASES.c.currency, *sums).group_by(_CASES.c.currency))
-    rows = [Kpis(c or "?", *(int(v) for v in values[:len(_TILE)]),
-                 time_to_recover=tuple(int(v) for v in values[len(_TILE):]))
-            for c, *values in db.session.execute(query)]
+    names = (*_TILE, *(name for name, _ in TIME_TO_RECOVER))
+    rows = [Kpis(c or "?", *values[:len(_TILE)], time_to_recover=tuple(values[len(_TILE):]))
+            for c, *values in _sum(_CASES, ("currency",), names, filters)]
     return sorted(rows, key=lambda k: (-k.failed_n, k.currency))
 
 
@@ -147,15 +237,10 @@ class Cohort(_CaseCounts):
 
 
 def cohorts(filters: Filters) -> list[Cohort]:
-    """Recovery by the week the cases opened (grouped by the hour in the database, by the week here: the same on
-    MariaDB and SQLite)."""
+    """Recovery by the week the cases opened (grouped by the day in the database, by the week here)."""
     measures = _CASE_COUNTS
-    query = filters.apply(_CASES, sa.select(_CASES.c.bucket, _CASES.c.currency,
-                                            *(sa.func.sum(_CASES.c[m]) for m in measures))
-                          .group_by(_CASES.c.bucket, _CASES.c.currency))
     weeks: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0] * len(measures))
-    for bucket, currency, *values in db.session.execute(query):
-        day = (bucket if bucket.tzinfo else bucket.replace(tzinfo=UTC)).astimezone(UTC).date()
+    for day, currency, *values in _sum(_CASES, (DAY, "currency"), measures, filters):
         slot = weeks[(day - timedelta(days=day.weekday()), currency or "?")]
         for i, value in enumerate(values):
             slot[i] += int(value or 0)
@@ -178,6 +263,9 @@ class MessageBreakdown:
     optout_n: int
     paid_n: int
     paid_minor: int
+    #: recoveries these messages took part in (once per case and channel), last touch or not
+    any_n: int = 0
+    any_minor: int = 0
 
     @property
     def paid_rate(self) -> Decimal | None:
@@ -192,17 +280,14 @@ def breakdown(dimension: str, filters: Filters) -> list[CaseBreakdown] | list[Me
         measures: tuple[str, ...] = _CASE_COUNTS
         table, row = _CASES, CaseBreakdown
     elif dimension in MESSAGE_DIMENSIONS:
-        measures = ("sent_n", "delivered_n", "read_n", "clicked_n", "optout_n", "paid_n", "paid_minor")
+        measures = ("sent_n", "delivered_n", "read_n", "clicked_n", "optout_n", "paid_n", "paid_minor", "any_n",
+                    "any_minor")
         table, row = _MESSAGES, MessageBreakdown  # type: ignore[assignment]
     else:
         raise ValueError(f"unknown dimension {dimension!r}; dimensions are "
                          f"{', '.join(sorted(set(CASE_DIMENSIONS) | set(MESSAGE_DIMENSIONS)))}")
-    query = filters.apply(table, sa.select(table.c[dimension], table.c.currency,
-                                           *(sa.func.sum(table.c[m]) for m in measures))
-                          .group_by(table.c[dimension], table.c.currency))
-    rows = [row(value=value, currency=currency or "?",
-                **{m: int(v or 0) for m, v in zip(measures, values, strict=True)})
-            for value, currency, *values in db.session.execute(query)]
+    rows = [row(value=value, currency=currency or "?", **dict(zip(measures, values, strict=True)))
+            for value, currency, *values in _sum(table, (dimension, "currency"), measures, filters)]
     return sorted(rows, key=lambda r: (-(r.failed_n if isinstance(r, CaseBreakdown) else r.sent_n),
                                        str(r.value), r.currency))  # type: ignore[return-value]
 
@@ -242,12 +327,8 @@ def best_times(filters: Filters) -> list[TimeCell]:
     segment, ...); the intervals are statsmodels' Wilson intervals."""
     from statsmodels.stats.proportion import proportion_confint
 
-    query = filters.apply(_MESSAGES, sa.select(_MESSAGES.c.weekday, _MESSAGES.c.local_hour,
-                                               sa.func.sum(_MESSAGES.c.first_n), sa.func.sum(_MESSAGES.c.won72_n))
-                          .group_by(_MESSAGES.c.weekday, _MESSAGES.c.local_hour))
     cells = []
-    for weekday, hour, first_n, won_n in db.session.execute(query):
-        first_n, won_n = int(first_n or 0), int(won_n or 0)
+    for (weekday, hour), first_n, won_n in _sum(_MESSAGES, (SLOT,), ("first_n", "won72_n"), filters):
         if weekday is None or hour is None or not first_n:
             continue
         low, high = proportion_confint(won_n, first_n, alpha=0.05, method="wilson")

@@ -1,10 +1,11 @@
-"""Keeping the hourly rollups equal to the sum of the facts (app.analytics.facts).
+"""Keeping the hourly rollups and the daily cubes (app.analytics.cubes) equal to the sum of the facts
+(app.analytics.facts).
 
 :func:`refresh` looks at some cases and messages again: each one's new fact is compared with the fact stored when it
 was last counted, and only the difference goes to the rollup rows (a fact that did not change changes nothing, so
 looking again is always safe). :func:`refresh_changed` finds what changed since its last run from the raw rows'
 own times, re-reading a few minutes before it (a transaction that committed late is still seen); :func:`rebuild`
-recomputes everything, or everything from an hour on, from the raw rows. One of them runs at a time
+recomputes everything, or everything from a day on, from the raw rows. One of them runs at a time
 (app.locks).
 """
 
@@ -18,7 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.analytics.facts import Fact, case_facts, hour_of, message_facts
+from app.analytics import cubes
+from app.analytics.facts import Fact, attribution_window, case_facts, hour_of, message_facts
 from app.extensions import db
 from app.locks import exclusive
 from app.models import ConsentEvent, Customer, MessageEvent, OutboxMessage, RecoveryCase, Setting
@@ -27,8 +29,10 @@ from app.models.analytics import (
     CASE_MEASURES,
     MESSAGE_DIMENSIONS,
     MESSAGE_MEASURES,
+    CaseDay,
     CaseFact,
     CaseRollup,
+    MessageDay,
     MessageFact,
     MessageRollup,
 )
@@ -41,6 +45,8 @@ CHUNK = 500
 #: it wrote times the run had already passed
 LOOKBACK = timedelta(minutes=5)
 CURSOR_KEY = "analytics.refreshed_through"
+#: the attribution window (hours) the stored facts were counted with: another one means counting everything again
+WINDOW_KEY = "analytics.window"
 LOCK = "analytics"
 
 
@@ -50,15 +56,17 @@ class _Kind:
 
     facts: Any
     rollups: Any
+    days: Any
     key: str
     dimensions: tuple[str, ...]
     measures: tuple[str, ...]
     compute: Any
 
 
-CASES = _Kind(CaseFact.__table__, CaseRollup.__table__, "case_id", CASE_DIMENSIONS, CASE_MEASURES, case_facts)
-MESSAGES = _Kind(MessageFact.__table__, MessageRollup.__table__, "message_id", MESSAGE_DIMENSIONS, MESSAGE_MEASURES,
-                 message_facts)
+CASES = _Kind(CaseFact.__table__, CaseRollup.__table__, CaseDay.__table__, "case_id", CASE_DIMENSIONS,
+              CASE_MEASURES, case_facts)
+MESSAGES = _Kind(MessageFact.__table__, MessageRollup.__table__, MessageDay.__table__, "message_id",
+                 MESSAGE_DIMENSIONS, MESSAGE_MEASURES, message_facts)
 
 
 def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
@@ -72,10 +80,10 @@ def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
         yield batch
 
 
-def _apply(kind: _Kind, ids: list[int]) -> int:
-    """Count ``ids`` again (in the open transaction): new facts against stored ones, the difference to the rollups.
-    Returns how many changed."""
-    new = kind.compute(ids)
+def _apply(kind: _Kind, ids: list[int], window: timedelta) -> int:
+    """Count ``ids`` again (in the open transaction): new facts against stored ones, the difference to the hourly
+    rollups and the daily cubes. Returns how many changed."""
+    new = kind.compute(ids, window)
     facts, rollups = kind.facts, kind.rollups
     old = {row[0]: row for row in db.session.execute(
         sa.select(facts.c[kind.key], facts.c.bucket, facts.c.dims_key, *(facts.c[m] for m in kind.measures))
@@ -108,6 +116,8 @@ def _apply(kind: _Kind, ids: list[int]) -> int:
              **dict(zip(kind.measures, new[key].measures, strict=True))} for key in changed if key in new]
     if rows:
         db.session.execute(sa.insert(facts), rows)
+    missing = [where for where, delta in deltas.items() if any(delta) and where not in dims_of]
+    dims_of.update(_stored_dims(kind, missing))
     for (bucket, key), delta in deltas.items():
         if not any(delta):
             continue
@@ -122,16 +132,34 @@ def _apply(kind: _Kind, ids: list[int]) -> int:
             db.session.execute(sa.insert(rollups).values(
                 bucket=bucket, dims_key=key, **dict(zip(kind.dimensions, dims, strict=True)),
                 **dict(zip(kind.measures, delta, strict=True))))
+    cubes.add(kind.days, kind.dimensions, kind.measures,
+              [(bucket, dims_of[(bucket, key)], delta) for (bucket, key), delta in deltas.items() if any(delta)])
     return len(changed)
 
 
-def refresh(case_ids: Iterable[int] = (), message_ids: Iterable[int] = ()) -> dict[str, int]:
+def _stored_dims(kind: _Kind, where: list[tuple[datetime, str]]) -> dict[tuple[datetime, str], tuple[Any, ...]]:
+    """The dimension values of rollup rows, by (hour, key): what a fact being taken back was counted under."""
+    found: dict[tuple[datetime, str], tuple[Any, ...]] = {}
+    rollups = kind.rollups
+    for start in range(0, len(where), CHUNK):
+        part = where[start:start + CHUNK]
+        for bucket, key, *dims in db.session.execute(
+            sa.select(rollups.c.bucket, rollups.c.dims_key, *(rollups.c[d] for d in kind.dimensions))
+            .where(rollups.c.dims_key.in_({k for _, k in part}), rollups.c.bucket.in_({b for b, _ in part}))
+        ):
+            found[(hour_of(bucket), key)] = tuple(dims)
+    return found
+
+
+def refresh(case_ids: Iterable[int] = (), message_ids: Iterable[int] = (),
+            window: timedelta | None = None) -> dict[str, int]:
     """Count these cases and messages again; commits per chunk. Returns how many changed of each."""
+    window = window or attribution_window()
     counts = {"cases": 0, "messages": 0}
     for name, kind, ids in (("cases", CASES, sorted(set(case_ids))), ("messages", MESSAGES,
                                                                        sorted(set(message_ids)))):
         for chunk in _chunks(ids):
-            counts[name] += _apply(kind, chunk)
+            counts[name] += _apply(kind, chunk, window)
             db.session.commit()
     return counts
 
@@ -163,42 +191,53 @@ def refresh_changed(now: datetime | None = None) -> dict[str, int]:
     """Count again what changed since the last run (a few minutes more); the periodic analytics job."""
     started = now or utcnow()
     with exclusive(LOCK):
+        window = attribution_window()
         cursor = db.session.get(Setting, CURSOR_KEY)
+        counted_with = db.session.get(Setting, WINDOW_KEY)
         since = (datetime.fromisoformat(cursor.value) - LOOKBACK) if cursor is not None and cursor.value \
             else datetime(1970, 1, 1, tzinfo=UTC)
+        if counted_with is not None and counted_with.value != _hours(window):
+            since = datetime(1970, 1, 1, tzinfo=UTC)  # the merchant changed the window: credit everything again
         cases, messages = _changed_since(since)
-        counts = refresh(cases, messages)
-        _set_cursor(started)
+        counts = refresh(cases, messages, window)
+        _set_cursor(started, window)
     return counts
 
 
-def _set_cursor(at: datetime) -> None:
-    cursor = db.session.get(Setting, CURSOR_KEY)
-    if cursor is None:
-        db.session.add(Setting(key=CURSOR_KEY, value=at.isoformat()))
-    else:
-        cursor.value = at.isoformat()
+def _hours(window: timedelta) -> int:
+    return int(window.total_seconds() // 3600)
+
+
+def _set_cursor(at: datetime, window: timedelta) -> None:
+    for key, value in ((CURSOR_KEY, at.isoformat()), (WINDOW_KEY, _hours(window))):
+        row = db.session.get(Setting, key)
+        if row is None:
+            db.session.add(Setting(key=key, value=value))
+        else:
+            row.value = value
     db.session.commit()
 
 
 def rebuild(since: datetime | None = None) -> dict[str, int]:
-    """Recompute the rollups from the raw rows: all of them, or the hours from ``since`` on (cases opened and
-    messages sent since then)."""
+    """Recompute the rollups from the raw rows: all of them, or the days from ``since``'s on (cases opened and
+    messages sent since that day's midnight, UTC: the cubes count whole days)."""
     started = utcnow()
     with exclusive(LOCK):
-        bucket = hour_of(since) if since is not None else None
+        window = attribution_window()
+        bucket = cubes.first_day(hour_of(since)) if since is not None else None
         for kind in (CASES, MESSAGES):
             for table in (kind.facts, kind.rollups):
                 statement = sa.delete(table)
                 if bucket is not None:
                     statement = statement.where(table.c.bucket >= bucket)
                 db.session.execute(statement)
+            cubes.clear(kind.days, bucket)
         db.session.commit()
         case_query = sa.select(RecoveryCase.id).order_by(RecoveryCase.id)
         message_query = sa.select(OutboxMessage.id).where(OutboxMessage.sent_at.is_not(None)).order_by(OutboxMessage.id)
         if bucket is not None:
             case_query = case_query.where(RecoveryCase.opened_at >= bucket)
             message_query = message_query.where(OutboxMessage.sent_at >= bucket)
-        counts = refresh(db.session.scalars(case_query).all(), db.session.scalars(message_query).all())
-        _set_cursor(started)
+        counts = refresh(db.session.scalars(case_query).all(), db.session.scalars(message_query).all(), window)
+        _set_cursor(started, window)
     return counts

@@ -1,6 +1,6 @@
 """All models, imported here so that metadata (and Alembic) sees every table."""
 
-from app.models.analytics import CaseFact, CaseRollup, MessageFact, MessageRollup
+from app.models.analytics import CaseDay, CaseFact, CaseRollup, MessageDay, MessageFact, MessageRollup
 from app.models.audit import AuditEntry, Setting
 from app.models.cases import CaseTransition, EscalationTask, RecoveryCase, Team
 from app.models.channels import ChannelAccount
@@ -16,6 +16,7 @@ from app.models.users import ROLES, Role, User, user_roles
 __all__ = [
     "ROLES",
     "AuditEntry",
+    "CaseDay",
     "CaseFact",
     "CaseRollup",
     "CaseTransition",
@@ -27,6 +28,7 @@ __all__ = [
     "GatewayAccount",
     "InboundEvent",
     "MessageEvent",
+    "MessageDay",
     "MessageFact",
     "MessageRollup",
     "MessageTemplate",

@@ -5,7 +5,7 @@ difference only (late, duplicated and re-delivered events give the same totals).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -13,24 +13,29 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.extensions import db
 from app.models.types import MYSQL_TABLE_ARGS, UTCDateTime
 
-#: what a case is counted by: its gateway, currency, decline, segment, policy version, holdout
+#: what a case is counted by: its gateway, currency, decline, segment, the customer's language (of their locale: es,
+#: en, ...), policy version, holdout, and how it was paid (the method of the payment that completed it: new_card,
+#: vault, ach, retry, ...; "elsewhere"; none while unpaid)
 CASE_DIMENSIONS = ("gateway", "currency", "decline_reason", "decline_code", "value_band", "first_time",
-                   "product_type", "vip", "policy_version_id", "holdout")
+                   "product_type", "vip", "language", "policy_version_id", "holdout", "paid_with")
 #: failed = every case (its first failure); recovered = paid through Recoup; elsewhere = marked paid outside it;
-#: still open = not closed yet (kept in the denominator)
+#: still open = not closed yet (kept in the denominator); organic = recovered through Recoup with no touch in the
+#: attribution window before the payment (credited to no message)
 #: and how long recoveries through Recoup took, from the case opening to the payment, as a histogram (summable, so
 #: a median and a p90 can be read from any rollup): within 1 h, 6 h, 24 h, 3, 7, 14, 30 days, or longer
 TIME_TO_RECOVER = (("ttr_1h", 1), ("ttr_6h", 6), ("ttr_24h", 24), ("ttr_3d", 72), ("ttr_7d", 168),
                    ("ttr_14d", 336), ("ttr_30d", 720), ("ttr_more", None))
 CASE_MEASURES = ("failed_n", "failed_minor", "recovered_n", "recovered_minor", "elsewhere_n", "elsewhere_minor",
-                 "open_n", *(name for name, _ in TIME_TO_RECOVER))
+                 "open_n", "organic_n", "organic_minor", *(name for name, _ in TIME_TO_RECOVER))
 #: what a sent message is counted by: its case's dimensions that matter for a send, and its own
 MESSAGE_DIMENSIONS = ("channel", "template", "variant", "policy_version_id", "local_hour", "weekday", "gateway",
-                      "currency", "decline_reason", "value_band", "first_time", "product_type", "vip")
-#: the funnel: sent -> delivered -> read (an email opened) -> clicked -> paid (the last touch before payment); and,
-#: for the best times, first touches (a case's first message) and those whose case Recoup recovered within 72 h
-MESSAGE_MEASURES = ("sent_n", "delivered_n", "read_n", "clicked_n", "optout_n", "paid_n", "paid_minor", "first_n",
-                    "won72_n")
+                      "currency", "decline_reason", "value_band", "first_time", "product_type", "vip", "language")
+#: the funnel: sent -> delivered -> read (an email opened) -> clicked -> paid (the last touch before the payment,
+#: within the attribution window); any touch: the recoveries this message took part in (the last message of its
+#: channel before the payment, within the window: a case counts once per channel); and, for the best times, first
+#: touches (a case's first message) and those whose case Recoup recovered within 72 h
+MESSAGE_MEASURES = ("sent_n", "delivered_n", "read_n", "clicked_n", "optout_n", "paid_n", "paid_minor", "any_n",
+                    "any_minor", "first_n", "won72_n")
 
 _ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 
@@ -42,7 +47,7 @@ class _Counted:
     dims_key: Mapped[str] = mapped_column(sa.String(40))
 
 
-class _CaseMeasures(_Counted):
+class _CaseMeasures:
     failed_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     failed_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     recovered_n: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -50,6 +55,8 @@ class _CaseMeasures(_Counted):
     elsewhere_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     elsewhere_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     open_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    organic_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    organic_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     ttr_1h: Mapped[int] = mapped_column(sa.Integer, default=0)
     ttr_6h: Mapped[int] = mapped_column(sa.Integer, default=0)
     ttr_24h: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -60,7 +67,7 @@ class _CaseMeasures(_Counted):
     ttr_more: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
-class _MessageMeasures(_Counted):
+class _MessageMeasures:
     sent_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     delivered_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     read_n: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -68,11 +75,13 @@ class _MessageMeasures(_Counted):
     optout_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     paid_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     paid_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    any_n: Mapped[int] = mapped_column(sa.Integer, default=0)
+    any_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     first_n: Mapped[int] = mapped_column(sa.Integer, default=0)
     won72_n: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
-class CaseFact(_CaseMeasures, db.Model):
+class CaseFact(_Counted, _CaseMeasures, db.Model):
     """What one case adds to ``analytics_cases`` now."""
 
     __tablename__ = "analytics_case_facts"
@@ -81,7 +90,7 @@ class CaseFact(_CaseMeasures, db.Model):
     case_id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=False)
 
 
-class MessageFact(_MessageMeasures, db.Model):
+class MessageFact(_Counted, _MessageMeasures, db.Model):
     """What one sent message adds to ``analytics_messages`` now."""
 
     __tablename__ = "analytics_message_facts"
@@ -90,7 +99,7 @@ class MessageFact(_MessageMeasures, db.Model):
     message_id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=False)
 
 
-class CaseRollup(_CaseMeasures, db.Model):
+class CaseRollup(_Counted, _CaseMeasures, db.Model):
     """Cases by the hour they opened (UTC) and their dimensions."""
 
     __tablename__ = "analytics_cases"
@@ -106,11 +115,13 @@ class CaseRollup(_CaseMeasures, db.Model):
     first_time: Mapped[str | None] = mapped_column(sa.String(32))
     product_type: Mapped[str | None] = mapped_column(sa.String(32))
     vip: Mapped[bool | None] = mapped_column(sa.Boolean)
+    language: Mapped[str | None] = mapped_column(sa.String(32))
     policy_version_id: Mapped[int | None] = mapped_column(sa.Integer)
     holdout: Mapped[bool | None] = mapped_column(sa.Boolean)
+    paid_with: Mapped[str | None] = mapped_column(sa.String(32))
 
 
-class MessageRollup(_MessageMeasures, db.Model):
+class MessageRollup(_Counted, _MessageMeasures, db.Model):
     """Sent messages by the hour they went (UTC) and their dimensions, the customer's local hour and weekday
     among them."""
 
@@ -132,3 +143,41 @@ class MessageRollup(_MessageMeasures, db.Model):
     first_time: Mapped[str | None] = mapped_column(sa.String(32))
     product_type: Mapped[str | None] = mapped_column(sa.String(32))
     vip: Mapped[bool | None] = mapped_column(sa.Boolean)
+    language: Mapped[str | None] = mapped_column(sa.String(32))
+
+
+#: the daily cubes: one dimension at a time. Each fact adds to one row per dimension (its value there) and to the
+#: row of dimension ``*`` (everything): a dashboard query that filters or groups by at most one dimension besides
+#: the day, the currency (and, for messages, the channel) reads a few hundred rows whatever the volume, while the
+#: hourly rollups above answer any combination. Values are kept as JSON text (``null``, ``"high"``, ``true``, ``3``)
+#: so that NULL is a value like any other in the unique key.
+ALL = "*"
+CASE_CUBE_DIMENSIONS = tuple(d for d in CASE_DIMENSIONS if d != "currency")
+#: ``slot`` is the local [weekday, hour] pair of a send: the best-times grid
+MESSAGE_CUBE_DIMENSIONS = (*(d for d in MESSAGE_DIMENSIONS if d not in ("currency", "channel")), "slot")
+
+
+class _Daily:
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    day: Mapped[date] = mapped_column(sa.Date)
+    currency: Mapped[str] = mapped_column(sa.String(32))
+    dim: Mapped[str] = mapped_column(sa.String(32))
+    value: Mapped[str] = mapped_column(sa.String(80))
+
+
+class CaseDay(_Daily, _CaseMeasures, db.Model):
+    """Cases by the day they opened (UTC), their currency and one dimension's value."""
+
+    __tablename__ = "analytics_case_days"
+    __table_args__ = (sa.UniqueConstraint("dim", "day", "currency", "value", name="uq_analytics_case_days_key"),
+                      MYSQL_TABLE_ARGS)
+
+
+class MessageDay(_Daily, _MessageMeasures, db.Model):
+    """Sent messages by the day they went (UTC), their currency, channel and one dimension's value."""
+
+    __tablename__ = "analytics_message_days"
+    __table_args__ = (sa.UniqueConstraint("dim", "day", "currency", "channel", "value",
+                                          name="uq_analytics_message_days_key"), MYSQL_TABLE_ARGS)
+
+    channel: Mapped[str] = mapped_column(sa.String(32))

@@ -95,8 +95,9 @@ def test_message_prices_give_each_channel_its_cost_and_the_tile_its_net(client, 
         case = make_case(transaction=make_transaction(currency="USD", amount_minor=5000, gateway_account_id=account))
         sms = make_message(case=case, channel="sms", state="sent", sent_at=datetime(2026, 10, 1, 12, tzinfo=UTC))
         make_message(case=case, channel="email", state="sent", sent_at=datetime(2026, 10, 1, 13, tzinfo=UTC))
-        if i == 0:
+        if i == 0:  # paid at 12:30 through the SMS's link: the SMS is the last touch before the payment
             case.state, case.recovered_message_id, case.recovered_amount_minor = "recovered", sms.id, 5000
+            case.closed_at = datetime(2026, 10, 1, 12, 30, tzinfo=UTC)
     eur = make_case(transaction=make_transaction(currency="EUR", amount_minor=3000, gateway_account_id=account))
     make_message(case=eur, channel="sms", state="sent", sent_at=datetime(2026, 10, 1, 12, tzinfo=UTC))
     db.session.commit()
@@ -114,3 +115,36 @@ def test_message_prices_give_each_channel_its_cost_and_the_tile_its_net(client, 
         save_settings({"message_costs": {"currency": "USD", "prices": {"sms": "cheap"}}}, actor="t")
     with pytest.raises(Exception, match="not a channel"):
         save_settings({"message_costs": {"currency": "USD", "prices": {"fax": "1"}}}, actor="t")
+
+
+def test_language_filter_paid_with_breakdown_and_organic_recoveries_on_the_page(client, auth, app, db):
+    """A Spanish-speaking customer paid with a new card two days after the last message (last touch, credited); an
+    English-speaking one paid five days after it (organic: outside the 72 h window)."""
+    from datetime import UTC, datetime, timedelta
+
+    from app.models import Payment
+    from tests.builders import make_customer, make_message
+
+    account = make_gateway_account().id
+    sent = datetime(2026, 10, 1, 12, tzinfo=UTC)
+    for n, (locale, days) in enumerate((("es_MX", 2), ("en_US", 5))):
+        customer = make_customer(locale=locale)
+        case = make_case(transaction=make_transaction(customer=customer, currency="USD", amount_minor=4000,
+                                                      gateway_account_id=account), opened_at=sent)
+        message = make_message(case=case, channel="whatsapp", state="sent", sent_at=sent)
+        case.state, case.recovered_message_id, case.recovered_amount_minor = "recovered", message.id, 4000
+        case.closed_at = sent + timedelta(days=days)
+        db.session.add(Payment(case_id=case.id, order_id=f"o-{n}", method="new_card", initiator="customer",
+                               amount_minor=4000, currency="USD", state="approved", completed_at=case.closed_at))
+    db.session.commit()
+    rollups.refresh_changed()
+    auth.login("operator")
+    html = client.get("/admin/?all=1").get_data(as_text=True)
+    assert re.search(r'data-kpi="organic">1 with no touch in the last 72 hours', html)
+    assert '<option value="es"' in html and '<option value="en"' in html  # the language filter's choices
+    whatsapp = re.search(r"<tr><td>whatsapp</td><td>USD</td>(.*?)</tr>", html, re.S).group(1)
+    assert re.findall(r"<td>([^<]*)</td>", whatsapp)[4:6] == ["1", "1"]  # paid: last touch 1, any touch 1
+    spanish = client.get("/admin/?all=1&language=es&by=paid_with").get_data(as_text=True)
+    assert "data-kpi=\"organic\"" not in spanish  # the Spanish speaker's payment was credited
+    assert re.search(r"<tr><td>new_card</td><td>USD</td><td data-value=\"1\">1</td>", spanish)
+    assert 'role="alert"' not in spanish  # "paid_with" is a breakdown the page knows

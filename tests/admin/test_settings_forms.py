@@ -179,3 +179,16 @@ def test_message_prices_are_a_form_refused_field_by_field_and_cleared_by_emptyin
     cleared = _post(admin_client, "message_costs", currency="", sms="", whatsapp="", email="")
     assert cleared.status_code == 302 and get_setting("message_costs") is None
     assert len(_updates("message_costs")) == 2
+
+
+def test_the_attribution_window_is_a_number_of_hours_refused_out_of_range(admin_client):
+    assert get_setting("attribution_window_hours") == 72  # the default, as the dunning tools count
+    assert _section(admin_client, "attribution").values("attribution-attribution_window_hours") == ["72"]
+    for wrong in ("0", "721", "three days", ""):
+        bad = _post(admin_client, "attribution", attribution_window_hours=wrong)
+        assert bad.status_code == 400 and "attribution_window_hours" in _errors(bad, "attribution"), wrong
+    assert get_setting("attribution_window_hours") == 72  # nothing saved
+    good = _post(admin_client, "attribution", attribution_window_hours="24")
+    assert good.status_code == 302, _errors(good, "attribution")
+    assert get_setting("attribution_window_hours") == 24
+    assert len(_updates("attribution_window_hours")) == 1

@@ -1,9 +1,11 @@
 """Issue 17, done-when 2: on random worlds the rollups equal a recomputation from the raw rows written here, from
 the definitions, independently of app.analytics (on SQLite and MariaDB): after incremental refreshes, after
-duplicated and late events, after state changes, and after a rebuild (whole, and from an hour on)."""
+duplicated and late events, after state changes, after the merchant changes the attribution window, and after a
+rebuild (whole, and from a day on). The daily cubes equal the hourly rollups summed by day and one dimension."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
@@ -15,16 +17,26 @@ import sqlalchemy as sa
 from app.analytics import rollups
 from app.extensions import db
 from app.models import (
+    CaseDay,
     CaseRollup,
     ConsentEvent,
     Customer,
+    MessageDay,
     MessageEvent,
     MessageRollup,
     OutboxMessage,
+    Payment,
     RecoveryCase,
     Transaction,
 )
-from app.models.analytics import CASE_DIMENSIONS, CASE_MEASURES, MESSAGE_DIMENSIONS, MESSAGE_MEASURES
+from app.models.analytics import (
+    CASE_CUBE_DIMENSIONS,
+    CASE_DIMENSIONS,
+    CASE_MEASURES,
+    MESSAGE_CUBE_DIMENSIONS,
+    MESSAGE_DIMENSIONS,
+    MESSAGE_MEASURES,
+)
 from app.models.types import utcnow
 from tests.builders import make_case, make_customer, make_message, make_transaction
 
@@ -41,7 +53,8 @@ def grow(rng: random.Random, cases: int) -> None:
     """Customers, failed payments, cases and the messages sent for them, with what came back."""
     for _ in range(cases):
         customer = make_customer(timezone=rng.choice(ZONES), vip=rng.random() < 0.1,
-                                 phone_e164=f"+1305555{rng.randrange(10**4):04d}")
+                                 phone_e164=f"+1305555{rng.randrange(10**4):04d}",
+                                 locale=rng.choice(("es-MX", "es_ES", "en-US", "pt-BR", None)))
         transaction = make_transaction(customer=customer, amount_minor=rng.choice((1999, 4900, 12500, 250000)),
                                        currency=rng.choice(("USD", "EUR")),
                                        decline_reason=rng.choice(("insufficient_funds", "expired_card", None)),
@@ -90,6 +103,14 @@ def stir(rng: random.Random) -> None:
                 case.recovered_message_id = rng.choice(sent)
             else:
                 case.recovered_via = "elsewhere" if rng.random() < 0.5 else None
+            if case.recovered_via is None:  # paid through Recoup: by a new card, the stored one, a retry...
+                for n in range(rng.choice((1, 1, 2))):  # sometimes a declined try first, then the one that paid
+                    db.session.add(Payment(
+                        case_id=case.id, order_id=f"o-{case.id}-{n}", method=rng.choice(("new_card", "vault",
+                                                                                          "retry", "ach")),
+                        initiator="customer", amount_minor=case.recovered_amount_minor, currency=case.currency,
+                        state="approved" if n or rng.random() < 0.5 else "declined",
+                        completed_at=case.closed_at - timedelta(minutes=10 - n)))
         elif roll < 0.4:
             case.state = "expired"
     for customer in rng.sample(db.session.scalars(sa.select(Customer)).all(), 3):
@@ -97,7 +118,35 @@ def stir(rng: random.Random) -> None:
     db.session.commit()
 
 
-def expected() -> tuple[Counter, Counter]:
+def aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def credit(case: RecoveryCase, window: timedelta) -> tuple[int | None, set[int]]:
+    """(the last touch sent within ``window`` before the payment, the last touch of each channel in it) of a case
+    recovered through Recoup; the credited message (its link or retry took the payment) counts as sent by then."""
+    paid_at = aware(case.closed_at)
+    inside = []
+    for m in db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.case_id == case.id,
+                                                                OutboxMessage.sent_at.is_not(None))):
+        at = min(aware(m.sent_at), paid_at) if m.id == case.recovered_message_id else aware(m.sent_at)
+        if paid_at - window <= at <= paid_at:
+            inside.append((at, m.id, m.channel))
+    inside.sort()
+    last_of_channel = {channel: mid for _, mid, channel in inside}
+    return (inside[-1][1] if inside else None), set(last_of_channel.values())
+
+
+def language(customer: Customer) -> str | None:
+    """The language part of the locale: es-MX and es_ES are both Spanish."""
+    return customer.locale.replace("_", "-").split("-")[0].lower() if customer.locale else None
+
+
+def through_recoup(case: RecoveryCase) -> bool:
+    return case.state == "recovered" and case.recovered_via != "elsewhere" and case.closed_at is not None
+
+
+def expected(window: timedelta = timedelta(hours=72)) -> tuple[Counter, Counter]:
     """The rollups from the definitions, summed here case by case and message by message."""
     db.session.expire_all()
     cases: dict[tuple, Counter] = defaultdict(Counter)
@@ -105,9 +154,15 @@ def expected() -> tuple[Counter, Counter]:
         tx = db.session.get(Transaction, case.transaction_id)
         customer = db.session.get(Customer, case.customer_id)
         first = None if tx.is_first_payment is None else ("first" if tx.is_first_payment else "repeat")
-        dims = (tx.gateway, case.currency, tx.decline_reason, tx.decline_code, tx.value_band, first,
-                tx.product_type, bool(customer.vip), case.policy_version_id, bool(case.holdout))
         paid = case.state == "recovered"
+        approved = db.session.scalars(sa.select(Payment.method).where(Payment.case_id == case.id,
+                                                                      Payment.state == "approved")
+                                      .order_by(Payment.completed_at, Payment.id)).all()
+        paid_with = None if not paid else "elsewhere" if case.recovered_via == "elsewhere" else \
+            (approved[-1] if approved else None)
+        dims = (tx.gateway, case.currency, tx.decline_reason, tx.decline_code, tx.value_band, first,
+                tx.product_type, bool(customer.vip), language(customer), case.policy_version_id, bool(case.holdout),
+                paid_with)
         amount = case.recovered_amount_minor if paid else 0
         row = cases[(hour(case.opened_at), dims)]
         row["failed_n"] += 1
@@ -118,6 +173,9 @@ def expected() -> tuple[Counter, Counter]:
         elif paid:
             row["recovered_n"] += 1
             row["recovered_minor"] += amount
+            if through_recoup(case) and credit(case, window)[0] is None:  # no touch in the window: organic
+                row["organic_n"] += 1
+                row["organic_minor"] += amount
             if case.closed_at is not None:  # how long it took, in the histogram's buckets
                 opened = case.opened_at if case.opened_at.tzinfo else case.opened_at.replace(tzinfo=UTC)
                 closed = case.closed_at if case.closed_at.tzinfo else case.closed_at.replace(tzinfo=UTC)
@@ -128,7 +186,6 @@ def expected() -> tuple[Counter, Counter]:
         row["open_n"] += case.state in ("open", "contacting", "escalated")
     messages: dict[tuple, Counter] = defaultdict(Counter)
     sent_messages = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.sent_at.is_not(None))).all()
-    aware = lambda t: t if t.tzinfo else t.replace(tzinfo=UTC)  # noqa: E731
     first_of: dict[int, OutboxMessage] = {}
     for m in sent_messages:
         best = first_of.get(m.case_id)
@@ -146,16 +203,19 @@ def expected() -> tuple[Counter, Counter]:
                                           ConsentEvent.action == "opt_out"))]
         first = None if tx.is_first_payment is None else ("first" if tx.is_first_payment else "repeat")
         dims = (m.channel, m.template, m.variant, m.policy_version_id, local.hour, local.weekday(), tx.gateway,
-                case.currency, tx.decline_reason, tx.value_band, first, tx.product_type, bool(customer.vip))
-        credited = case.state == "recovered" and case.recovered_message_id == m.id and case.recovered_via != "elsewhere"
+                case.currency, tx.decline_reason, tx.value_band, first, tx.product_type, bool(customer.vip),
+                language(customer))
+        last, any_touch = credit(case, window) if through_recoup(case) else (None, set())
         row = messages[(hour(sent), dims)]
         row["sent_n"] += 1
         row["delivered_n"] += bool(kinds & {"delivered", "read"})
         row["read_n"] += bool(kinds & {"read", "opened"})
         row["clicked_n"] += "clicked" in kinds
         row["optout_n"] += "unsubscribed" in kinds or any(sent <= at <= sent + timedelta(hours=72) for at in outs)
-        row["paid_n"] += credited
-        row["paid_minor"] += case.recovered_amount_minor if credited else 0
+        row["paid_n"] += last == m.id
+        row["paid_minor"] += case.recovered_amount_minor if last == m.id else 0
+        row["any_n"] += m.id in any_touch
+        row["any_minor"] += case.recovered_amount_minor if m.id in any_touch else 0
         first_touch = first_of[m.case_id].id == m.id
         row["first_n"] += first_touch
         row["won72_n"] += (first_touch and case.state == "recovered" and case.recovered_via != "elsewhere"
@@ -187,9 +247,35 @@ def stored() -> tuple[Counter, Counter]:
     return found[0], found[1]
 
 
-def assert_equal(when: str) -> None:
-    want_cases, want_messages = expected()
+def cubes_match_the_rollups(when: str) -> None:
+    """Each daily cube row is the hourly rollup rows of its day, currency (channel) and dimension value summed."""
+    for rollup, day_model, cube_dims, measures in (
+            (CaseRollup, CaseDay, CASE_CUBE_DIMENSIONS, CASE_MEASURES),
+            (MessageRollup, MessageDay, MESSAGE_CUBE_DIMENSIONS, MESSAGE_MEASURES)):
+        want: Counter = Counter()
+        for row in db.session.scalars(sa.select(rollup)):
+            head = (hour(row.bucket).date(), row.currency or "", *((row.channel or "",) if rollup is MessageRollup
+                                                                    else ()))
+            for dim in ("*", *cube_dims):
+                value = None if dim == "*" else [row.weekday, row.local_hour] if dim == "slot" else getattr(row, dim)
+                for m in measures:
+                    if getattr(row, m):
+                        want[(*head, dim, json.dumps(value), m)] += getattr(row, m)
+        got: Counter = Counter()
+        for row in db.session.scalars(sa.select(day_model)):
+            head = (row.day, row.currency, *((row.channel,) if day_model is MessageDay else ()))
+            for m in measures:
+                if getattr(row, m):
+                    got[(*head, row.dim, json.dumps(json.loads(row.value)), m)] += getattr(row, m)
+        assert got == want, f"{day_model.__tablename__} differs from the hourly rollup {when}: " \
+                            f"{(got - want) or (want - got)}"
+        assert want
+
+
+def assert_equal(when: str, window: timedelta = timedelta(hours=72)) -> None:
+    want_cases, want_messages = expected(window)
     got_cases, got_messages = stored()
+    cubes_match_the_rollups(when)
     assert got_cases == want_cases, (f"case rollups differ {when}: "
                                      f"{(got_cases - want_cases) or (want_cases - got_cases)}")
     assert got_messages == want_messages, (f"message rollups differ {when}: "
@@ -222,8 +308,17 @@ def test_rollups_equal_the_raw_rows_through_refreshes_late_events_and_rebuilds(a
     before = stored()
     rollups.rebuild()
     assert stored() == before, "a rebuild changed totals the refreshes had kept"
-    rollups.rebuild(START + timedelta(days=10))
+    cubes_match_the_rollups("after a rebuild")
+    rollups.rebuild(START + timedelta(days=10, hours=7))
     assert stored() == before, "a rebuild from an hour on changed totals"
+    cubes_match_the_rollups("after a rebuild from an hour on")
+    # the merchant narrows the attribution window: the next run credits every recovery again
+    from app.settings import save_settings
+
+    save_settings({"attribution_window_hours": 12}, actor="test")
+    rollups.refresh_changed()
+    assert_equal("after the attribution window changed to 12 hours", timedelta(hours=12))
+    assert stored() != before, "a narrower window credited nothing differently: the world tests nothing"
 
 
 def test_refresh_and_rebuild_do_not_run_at_once(app, db):
