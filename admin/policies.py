@@ -16,6 +16,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 import dsl
+from admin.dashboard import money, percent
 from admin.security import EVERYONE, RoleGuard, requires
 from app.extensions import db
 from app.models import Policy, PolicyVersion, User
@@ -163,7 +164,8 @@ class PolicyView(RoleGuard, BaseView):
         except dsl.PolicyError as exc:
             return self.render("admin/policies/_simulation.html", result=None,
                                problems=diagnostics_json(list(exc.diagnostics)), days=days)
-        return self.render("admin/policies/_simulation.html", result=result, problems=[], days=days)
+        return self.render("admin/policies/_simulation.html", result=result, problems=[], days=days, money=money,
+                           percent=percent)
 
     @expose("/submit/<name>", methods=["POST"])
     @requires(*AUTHORS)

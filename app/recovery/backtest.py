@@ -3,7 +3,9 @@
 Every case opened in the window is planned again, as of the moment its payment failed, with the policy under test
 and with the active version, and the two plans are counted side by side: cases per segment, messages per channel
 and per day, deferrals by reason (quiet hours, holidays, ...), payment retries and how many of them the card
-networks would refuse. Nothing is stored and nothing is sent. No Flask request needed.
+networks would refuse. Each version's recoveries, in cases and in money per currency, are estimated from how similar
+cases were recovered before, with their intervals, and the result says when that history is too thin to tell
+(app.recovery.backtest_estimates). Nothing is stored and nothing is sent. No Flask request needed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import dsl
 from app.extensions import db
 from app.models import RecoveryCase, Transaction
 from app.models.types import utcnow
+from app.recovery.backtest_estimates import Estimates, PlannedCase, compare_versions, first_touch, measured_history
 from app.recovery.planning import case_facts, contact_windows
 from app.recovery.policies import active_version, compiled, fx_rates
 from rules.plan import Plan
@@ -47,6 +50,8 @@ class BacktestResult:
     unplaced: int = 0  # steps the timing core found no allowed time for
     skipped_opted_out: int = 0
     failures: list[str] = field(default_factory=list)
+    #: each case planned, as the recovery estimates see it (its cell and what it owes)
+    planned: list[PlannedCase] = field(default_factory=list)
 
     @property
     def messages(self) -> int:
@@ -84,6 +89,8 @@ class Comparison:
     limit: int
     tested: BacktestResult
     active: BacktestResult | None
+    #: what each version would have recovered, from the measured history (None: not estimated)
+    estimates: Estimates | None = None
 
     @property
     def segments(self) -> list[str]:
@@ -127,7 +134,10 @@ def run(policy: dsl.CompiledPolicy, cases: list[RecoveryCase], *, label: str,
         try:
             # the real outbox holds what the running policy sent; the plan under test must not be capped by it
             facts = replace(case_facts(case, tx.failed_at), sent=())
-            result.add(make_plan(policy, facts, version=version, contact_windows=windows), tx.decline_kind)
+            plan = make_plan(policy, facts, version=version, contact_windows=windows)
+            result.add(plan, tx.decline_kind)
+            result.planned.append(PlannedCase(case.id, plan.segment, first_touch(plan), tx.decline_reason,
+                                              int(case.amount_due_minor), case.currency))
         except (FactsError, ValueError, KeyError) as exc:
             if len(result.failures) < 10:
                 result.failures.append(f"case {case.id}: {exc}")
@@ -147,5 +157,7 @@ def compare(source: str, *, name: str | None, days: int, limit: int = DEFAULT_CA
     if current is not None:
         active = run(compiled(current), cases, label=f"{current.policy.name} v{current.number}",
                      version=current.number)
+    estimates = compare_versions(measured_history(now=now), (tested.label, tested.planned),
+                                 (active.label, active.planned) if active is not None else None)
     return Comparison(days=days, since=(now or utcnow()) - timedelta(days=days), total_cases=total, limit=limit,
-                      tested=tested, active=active)
+                      tested=tested, active=active, estimates=estimates)

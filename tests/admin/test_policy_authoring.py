@@ -37,6 +37,35 @@ def test_simulation_compares_the_draft_with_the_running_version(client, auth, wo
     assert "cannot be simulated yet" in bad.get_data(as_text=True)
 
 
+def test_simulation_says_when_history_is_too_thin_to_estimate_recoveries(client, auth, world):
+    auth.login("author")
+    page = client.post("/admin/policies/simulate/standard", data={"source": CHANGED, "days": "30"})
+    text = page.get_data(as_text=True)
+    # six cases planned in all: far fewer than a estimate needs, so no numbers are shown
+    assert page.status_code == 200 and "Expected recoveries" in text and 'id="sim-estimates-thin"' in text
+    assert "Too thin to tell" in text and 'id="sim-estimates-table"' not in text
+
+
+def test_simulation_estimates_recoveries_and_money_per_currency(client, auth, app):
+    from app.models.types import utcnow
+    from app.recovery.policies import activate_text
+    from tests.app.test_backtest_estimates import ACTIVE, DRAFT, PLANTED, plant_history, recent_cases
+
+    now = utcnow()
+    activate_text("standard", ACTIVE, actor=None, note="test set-up")
+    plant_history(now, PLANTED)
+    recent_cases(now, 20)
+    recent_cases(now, 10, currency="EUR", amount=8000)
+    auth.login("author")
+    text = client.post("/admin/policies/simulate/standard", data={"source": DRAFT, "days": "30"}).get_data(as_text=True)
+    assert 'id="sim-estimates-table"' in text and "Too thin to tell" not in text
+    assert 'data-verdict="better"' in text and "more cases than the running version" in text
+    assert 'data-currency="USD"' in text and 'data-currency="EUR"' in text and 'data-difference="EUR"' in text
+    assert "$450.00" in text and "€360.00" in text  # 45 % of what each currency's cases owe, each apart
+    assert "Measured rates used" in text and "54 of 120 measured; used for 30 cases" in text
+    assert "45.0%" in text and "20.0%" in text  # the draft's WhatsApp rate and the running version's email rate
+
+
 def test_author_to_approver_to_rollback(client, auth, world):
     auth.login("author")
     saved = client.post("/admin/policies/edit/standard", data={"source": CHANGED}, follow_redirects=True)
