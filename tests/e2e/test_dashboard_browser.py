@@ -118,6 +118,14 @@ def test_the_dashboard_tells_the_story_and_every_control_works(site: Site, brows
         funnel = page.locator("#funnel-table tbody tr")
         expect(funnel).to_have_count(2)  # whatsapp, in USD and EUR
         assert all("whatsapp" in (funnel.nth(i).text_content() or "") for i in range(2))
+        # the customer's language: Spanish speakers only are half the failures
+        page.select_option("#f-channel", "")
+        page.select_option("#f-language", "es")
+        page.click("#apply-filters")
+        page.wait_for_url("**language=es**")
+        spanish = page.locator('.kpis[data-currency="USD"] [data-kpi="failed"]').inner_text()
+        assert spanish != failed_all
+        expect(page.locator("#funnel-table thead")).to_contain_text("Paid (any touch)")
         # the period: the first week only has fewer failures than the whole
         page.goto(f"{site.url}/admin/?start=2026-09-07&end=2026-09-13")
         first_week = page.locator('.kpis[data-currency="USD"] [data-kpi="failed"]').inner_text()
