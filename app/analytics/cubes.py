@@ -60,23 +60,26 @@ def add(table: sa.Table, dimensions: tuple[str, ...], measures: tuple[str, ...],
     keys = ("day", "currency", *(("channel",) if has_channel else ()), "dim", "value")
     rows = [{**dict(zip(keys, key, strict=True)), **dict(zip(measures, delta, strict=True))}
             for key, delta in sums.items() if any(delta)]
-    if rows:
-        db.session.execute(_upsert(table, keys, measures), rows)
+    upsert(table, ("dim", "day", "currency", *(("channel",) if has_channel else ()), "value"), measures, rows)
 
 
-def _upsert(table: sa.Table, keys: tuple[str, ...], measures: tuple[str, ...]) -> Any:
+def upsert(table: sa.Table, keys: tuple[str, ...], measures: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Add ``rows``' measures to the rows of ``table`` with the same ``keys`` (its unique key), inserting those that
+    are new: one statement for them all (MariaDB's ``ON DUPLICATE KEY UPDATE``, SQLite's ``ON CONFLICT``)."""
+    if not rows:
+        return
     if db.engine.dialect.name == "mysql":
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
         statement = mysql_insert(table)
-        return statement.on_duplicate_key_update({m: table.c[m] + statement.inserted[m] for m in measures})
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        statement = statement.on_duplicate_key_update({m: table.c[m] + statement.inserted[m] for m in measures})
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    lite = sqlite_insert(table)
-    return lite.on_conflict_do_update(index_elements=[table.c["dim"], table.c["day"], table.c["currency"],
-                                                      *([table.c["channel"]] if "channel" in keys else []),
-                                                      table.c["value"]],
-                                      set_={m: table.c[m] + lite.excluded[m] for m in measures})
+        lite = sqlite_insert(table)
+        statement = lite.on_conflict_do_update(index_elements=[table.c[k] for k in keys],
+                                               set_={m: table.c[m] + lite.excluded[m] for m in measures})
+    db.session.execute(statement, rows)
 
 
 def clear(table: sa.Table, since: datetime | None) -> None:

@@ -116,24 +116,17 @@ def _apply(kind: _Kind, ids: list[int], window: timedelta) -> int:
              **dict(zip(kind.measures, new[key].measures, strict=True))} for key in changed if key in new]
     if rows:
         db.session.execute(sa.insert(facts), rows)
-    missing = [where for where, delta in deltas.items() if any(delta) and where not in dims_of]
-    dims_of.update(_stored_dims(kind, missing))
-    for (bucket, key), delta in deltas.items():
-        if not any(delta):
-            continue
-        updated = db.session.execute(
-            sa.update(rollups).where(rollups.c.bucket == bucket, rollups.c.dims_key == key)
-            .values({m: rollups.c[m] + d for m, d in zip(kind.measures, delta, strict=True)})
-        ).rowcount
-        if not updated:  # the first fact of its hour and dimensions (one refresher at a time: no race)
-            dims = dims_of.get((bucket, key))
-            if dims is None:
-                raise RuntimeError(f"analytics: a rollup row {bucket} {key} to subtract from is missing")
-            db.session.execute(sa.insert(rollups).values(
-                bucket=bucket, dims_key=key, **dict(zip(kind.dimensions, dims, strict=True)),
-                **dict(zip(kind.measures, delta, strict=True))))
+    moved = {where: delta for where, delta in deltas.items() if any(delta)}
+    dims_of.update(_stored_dims(kind, [where for where in moved if where not in dims_of]))
+    lost = [where for where in moved if where not in dims_of]
+    if lost:  # a fact counted under a rollup row that is gone: the rollups were changed behind our back
+        raise RuntimeError(f"analytics: rollup rows to subtract from are missing: {lost[:3]}")
+    cubes.upsert(rollups, ("bucket", "dims_key"), kind.measures,
+                 [{"bucket": bucket, "dims_key": key,
+                   **dict(zip(kind.dimensions, dims_of[(bucket, key)], strict=True)),
+                   **dict(zip(kind.measures, delta, strict=True))} for (bucket, key), delta in moved.items()])
     cubes.add(kind.days, kind.dimensions, kind.measures,
-              [(bucket, dims_of[(bucket, key)], delta) for (bucket, key), delta in deltas.items() if any(delta)])
+              [(bucket, dims_of[(bucket, key)], delta) for (bucket, key), delta in moved.items()])
     return len(changed)
 
 
