@@ -257,10 +257,10 @@ def export_table(kind: str, page: Page) -> list[list[Any]]:
     if kind == "funnel" or (kind == "breakdown" and page.rows and not hasattr(page.rows[0], "failed_n")):
         rows = page.funnel if kind == "funnel" else page.rows
         name = "channel" if kind == "funnel" else page.by
-        return [[name, "currency", "sent", "delivered", "read", "clicked", "opted_out", "paid_last_touch",
-                 "paid_last_touch_amount", "paid_any_touch", "paid_any_touch_amount"],
-                *[[r.value, r.currency, r.sent_n, r.delivered_n, r.read_n, r.clicked_n, r.optout_n, r.paid_n,
-                   cash(r.paid_minor, r.currency), r.any_n, cash(r.any_minor, r.currency)] for r in rows]]
+        return [[name, "currency", "sent", "delivered", "read", "clicked", "opted_out", "opt_out_rate",
+                 "paid_last_touch", "paid_last_touch_amount", "paid_any_touch", "paid_any_touch_amount"],
+                *[[r.value, r.currency, r.sent_n, r.delivered_n, r.read_n, r.clicked_n, r.optout_n, r.optout_rate,
+                   r.paid_n, cash(r.paid_minor, r.currency), r.any_n, cash(r.any_minor, r.currency)] for r in rows]]
     if kind == "breakdown":
         return [[page.by, "currency", "failed", "failed_amount", "recovered", "recovered_amount", "paid_elsewhere",
                  "still_open", "recovery_rate_count", "recovery_rate_amount"],

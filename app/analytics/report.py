@@ -272,6 +272,11 @@ class MessageBreakdown:
         """Recoveries credited to these messages per message sent."""
         return _rate(self.paid_n, self.sent_n)
 
+    @property
+    def optout_rate(self) -> Decimal | None:
+        """Opt-outs (an unsubscribe, a STOP) held against these messages per message sent."""
+        return _rate(self.optout_n, self.sent_n)
+
 
 def breakdown(dimension: str, filters: Filters) -> list[CaseBreakdown] | list[MessageBreakdown]:
     """Totals by one dimension's values (and currency). A case dimension gives cases; a dimension only messages

@@ -148,3 +148,27 @@ def test_language_filter_paid_with_breakdown_and_organic_recoveries_on_the_page(
     assert "data-kpi=\"organic\"" not in spanish  # the Spanish speaker's payment was credited
     assert re.search(r"<tr><td>new_card</td><td>USD</td><td data-value=\"1\">1</td>", spanish)
     assert 'role="alert"' not in spanish  # "paid_with" is a breakdown the page knows
+
+
+def test_the_channel_table_shows_each_channel_s_opt_out_rate(client, auth, app, db):
+    """Four SMS, one answered STOP within the hour: 25 % of SMS opted out; no email did."""
+    from datetime import UTC, datetime, timedelta
+
+    from app.models import ConsentEvent
+    from tests.builders import make_message
+
+    account = make_gateway_account().id
+    sent = datetime(2026, 10, 1, 12, tzinfo=UTC)
+    for n in range(4):
+        case = make_case(transaction=make_transaction(currency="USD", amount_minor=1000, gateway_account_id=account))
+        sms = make_message(case=case, channel="sms", state="sent", sent_at=sent)
+        make_message(case=case, channel="email", state="sent", sent_at=sent)
+        if n == 0:
+            db.session.add(ConsentEvent(customer_id=sms.customer_id, channel="sms", action="opt_out",
+                                        source="sms_stop", at=sent + timedelta(minutes=40)))
+    db.session.commit()
+    rollups.refresh_changed()
+    auth.login("operator")
+    html = client.get("/admin/?all=1").get_data(as_text=True)
+    rates = dict(re.findall(r"<tr><td>(\w+)</td><td>USD</td>.*?<td data-optout-rate>([^<]*)</td>", html))
+    assert rates == {"sms": "25.0%", "email": "0.0%"}
