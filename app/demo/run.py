@@ -81,10 +81,12 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool, fixed_ports: bool
         shutil.rmtree(inboxes, ignore_errors=True)
     upgrade()
     seed_users()
+    from app.demo.history import wanted
     from app.demo.world import start_world
 
     try:
-        started = start_world(app, public_url=f"http://{host}:{port}", fixed_ports=fixed_ports, inboxes=inboxes)
+        started = start_world(app, public_url=f"http://{host}:{port}", fixed_ports=fixed_ports, inboxes=inboxes,
+                              history=wanted(app))
     except OSError as exc:
         raise click.ClickException(f"could not start the simulators: {exc} (is another demo running?)") from None
     from app.demo.control import count_for_the_dashboard
@@ -117,6 +119,9 @@ def _banner(base: str, started: dict[str, Any], quiet: bool) -> None:
     nmi = started.get("simulators", {}).get("nmi")
     if nmi is not None:
         echo(f"  NMI:        {nmi.url}/api (query.php, transact.php)")
+    history = started.get("history")
+    if history is not None:
+        echo(f"  History:    {history.summary()}")
     for line in started.get("fetched", []):
         echo(f"  Fetched:    {line.split('; sales:')[0]}")
     if started.get("dispatched") is not None:

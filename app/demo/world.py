@@ -21,10 +21,11 @@ STANDARD_POLICY = Path(__file__).resolve().parents[2] / "examples" / "policies" 
 
 
 def start_world(
-    app: Flask, *, public_url: str, fixed_ports: bool = True, inboxes: Path | None = None
+    app: Flask, *, public_url: str, fixed_ports: bool = True, inboxes: Path | None = None, history: int = 0
 ) -> dict[str, Any]:
-    """Start the simulators (their inboxes kept in ``inboxes`` when given), point the app at them, seed the store,
-    fetch and dispatch once, and start the periodic jobs."""
+    """Start the simulators (their inboxes kept in ``inboxes`` when given), point the app at them, seed the store
+    (and, on a database with no case yet, ``history`` failed payments of the past: app.demo.history), fetch and
+    dispatch once, and start the periodic jobs."""
     from app.demo.simulators import start_simulators
     from app.messages.default_templates import whatsapp_approved_templates
     from app.outbox.senders import reset_senders
@@ -72,7 +73,9 @@ def start_world(
             save_settings({"message_costs": {"currency": "USD", "prices": {
                 Channel.EMAIL: "0.001", Channel.SMS: "0.0079", Channel.WHATSAPP: "0.025"}}}, actor="demo")
         seed_store(app, sims["nmi"])
+        past = seed_history(history)
         restore_demo_vault(sims["nmi"].url)
+        restore_open_vaults(sims["nmi"])
         from app.ingest.transactions import fetch_accounts
 
         summaries = [report.summary() for report in fetch_accounts()]
@@ -89,7 +92,16 @@ def start_world(
     )
     scheduler.start()
     return {"simulators": sims, "scheduler": scheduler, "fetched": summaries, "dispatched": sent,
-            "inboxes": inbox_urls}
+            "inboxes": inbox_urls, "history": past}
+
+
+def seed_history(count: int) -> Any:
+    """The demo's past (app.demo.history), counted for the dashboard, when the database has no case yet."""
+    if not count:
+        return None
+    from app.demo.history import seed_if_new
+
+    return seed_if_new(count)
 
 
 def _inbox_files(folder: Path | None) -> dict[str, dict[str, Any]]:
@@ -126,6 +138,30 @@ def seed_store(app: Flask, nmi: Any) -> None:
         activate_text(
             "standard", STANDARD_POLICY.read_text(encoding="utf-8"), actor=None, note="the demo's starting policy"
         )
+
+
+def restore_open_vaults(nmi: Any) -> int:
+    """Customers with an open case keep a card on file the simulator knows (it forgets its vault when it stops):
+    the history's still-open cases may be retried or paid with the card on file as the demo goes on."""
+    import requests
+
+    from app.models import Customer, RecoveryCase
+    from rules.case_states import ACTIVE
+
+    rows = db.session.execute(
+        sa.select(Customer).where(Customer.vault_id.is_not(None), Customer.id.in_(
+            sa.select(RecoveryCase.customer_id).where(RecoveryCase.state.in_(ACTIVE))))).scalars()
+    restored = 0
+    with requests.Session() as session:
+        for c in rows:
+            if nmi.vault(c.vault_id) is not None:
+                continue
+            record = {"customer_vault_id": c.vault_id, "first_name": c.first_name or "", "last_name": c.last_name or "",
+                      "email": c.email or "", "phone": c.phone_e164 or "", "country": c.country or "",
+                      "state": c.region or "", "postal_code": c.postal_code or "", "city": c.city or "",
+                      "address_1": ""}
+            restored += session.post(f"{nmi.url}/_control/vault", json=record, timeout=10).status_code == 201
+    return restored
 
 
 def restore_demo_vault(nmi_url: str) -> int:

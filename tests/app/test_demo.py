@@ -24,7 +24,8 @@ def free_port():
 
 def test_demo_serves_the_admin_behind_sign_in_and_says_what_to_do_first(tmp_path):
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}", "RECOUP_DEMO_FREE_PORTS": "1"}
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}", "RECOUP_DEMO_FREE_PORTS": "1",
+           "RECOUP_DEMO_HISTORY": "300"}  # a short past: this test is about starting, not about the history
     env.pop("REDIS_URL", None)
     env.pop("RECOUP_ACCESS_LOG", None)
     proc = subprocess.Popen(
@@ -66,6 +67,7 @@ def test_demo_serves_the_admin_behind_sign_in_and_says_what_to_do_first(tmp_path
     assert f"open Demo control (http://127.0.0.1:{port}/admin/demo/)" in output
     assert re.search(r"4111 1111 1111 1111\s+approves", output) and re.search(r"4000 0000 0000 0002\s+declines", output)
     assert "GET /login" not in output and "HTTP/1.1" not in output  # no access log
+    assert re.search(r"History:\s+300 failed payments over 90 days", output)
 
 
 @pytest.fixture
@@ -98,11 +100,13 @@ def test_the_cards_the_demo_names_are_the_simulators():
         assert DECLINING_CARDS.get(digits, "approve") == outcome, number
 
 
-def run_demo_in_process(db_file):  # type: ignore[no-untyped-def]
+def run_demo_in_process(db_file, history: int = 0):  # type: ignore[no-untyped-def]
+    """The demo started in this process; without a seeded past unless ``history`` says how many failures."""
     from app import create_app
     from app.demo.run import run_demo
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{db_file}", "REDIS_URL": None})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{db_file}", "REDIS_URL": None,
+                      "DEMO_HISTORY": history})
     with app.app_context():
         started = run_demo(app, host="127.0.0.1", port=free_port(), serve=False, fixed_ports=False)
     started["scheduler"].stop()  # before its first run: the test dispatches itself, nothing races it
@@ -184,3 +188,33 @@ def test_a_new_database_starts_with_empty_inboxes(tmp_path, werkzeug_level):
         assert all(m["rcpt_tos"] != ["old@example.com"] for m in started["simulators"]["smtp"].received())
     finally:
         stop(started)
+
+
+def test_a_new_demo_opens_on_a_dashboard_with_a_past_and_a_restart_keeps_it(tmp_path, werkzeug_level):
+    """A fresh database gets the seeded history (counted for the dashboard before the first page); a restart seeds
+    nothing more, the audit chain holds, and the live demo's own failures come on top."""
+    from app.analytics.report import Filters, kpis
+    from app.audit import verify_chain
+    from app.extensions import db
+    from app.models import RecoveryCase
+
+    app, started = run_demo_in_process(tmp_path / "demo.db", history=400)
+    try:
+        assert started["history"] is not None and started["history"].failures == 400
+        with app.app_context():
+            failed = sum(k.failed_n for k in kpis(Filters()))
+            cases = db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase))
+            assert failed == cases > 400  # the history and the live demo's fetched failures, all counted
+            assert verify_chain(app.config).ok
+            db.session.remove()
+    finally:
+        stop(started)
+    again, restarted = run_demo_in_process(tmp_path / "demo.db", history=400)
+    try:
+        assert restarted["history"] is None
+        with again.app_context():
+            assert db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase)) == cases
+            assert verify_chain(again.config).ok
+            db.session.remove()
+    finally:
+        stop(restarted)
