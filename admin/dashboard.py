@@ -20,8 +20,8 @@ from app.models.analytics import ALL, CASE_CUBE_DIMENSIONS, CaseDay, MessageDay
 from app.payments.money import format_minor
 
 #: the filters the page offers, in order, and where their choices come from
-FILTERS = ("gateway", "currency", "value_band", "first_time", "product_type", "vip", "language", "channel",
-           "policy_version_id")
+FILTERS = ("gateway", "currency", "decline_reason", "value_band", "first_time", "product_type", "vip", "language",
+           "channel", "policy_version_id")
 #: the breakdowns a user can pick, with their labels
 BREAKDOWNS = {
     "decline_reason": _l("Decline reason"), "decline_code": _l("Decline code"), "value_band": _l("Value band"),
@@ -31,7 +31,8 @@ BREAKDOWNS = {
     "channel": _l("Channel"), "template": _l("Template"), "variant": _l("Variant"),
     "local_hour": _l("Customer's local hour"), "weekday": _l("Customer's weekday"),
 }
-FILTER_LABELS = {"gateway": _l("Gateway"), "currency": _l("Currency"), "value_band": _l("Value band"),
+FILTER_LABELS = {"gateway": _l("Gateway"), "currency": _l("Currency"), "decline_reason": _l("Decline reason"),
+                 "value_band": _l("Value band"),
                  "first_time": _l("First or repeat"), "product_type": _l("Product type"), "vip": _l("VIP"),
                  "language": _l("Language"), "channel": _l("Channel"), "policy_version_id": _l("Policy version")}
 DEFAULT_DAYS = 90
@@ -178,6 +179,13 @@ def within(hours: int | None) -> str:
     if hours is None:
         return gettext("more than 30 days")
     return str(format_timedelta(timedelta(hours=hours), threshold=1.0, locale=str(get_locale() or "en")))
+
+
+def count(n: int) -> str:
+    """A count as the reader writes numbers (14,793; 14.793 in Spanish)."""
+    from babel.numbers import format_decimal
+
+    return format_decimal(n, locale=str(get_locale() or "en"))
 
 
 def percent(rate: Any) -> str:
