@@ -60,7 +60,10 @@ def _twilio_verified() -> bool:
     signature = request.headers.get("X-Twilio-Signature")
     # Twilio signs the URL it called: ours as configured publicly, or as this request arrived.
     public = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + request.full_path.rstrip("?")
-    return any(verify_twilio_signature(token, url, request.form, signature) for url in (public, request.url))
+    if verify_twilio_signature(token, public, request.form, signature):
+        return True
+    arrived = request.url  # built only when needed: the public URL is the usual one
+    return arrived != public and verify_twilio_signature(token, arrived, request.form, signature)
 
 
 @bp.post("/twilio/status")
