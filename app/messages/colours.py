@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 DEFAULT_COLOUR = "#1d4ed8"
@@ -19,11 +20,13 @@ def normal_colour(text: str | None, default: str = DEFAULT_COLOUR) -> str:
     return f"#{digits}"
 
 
+@functools.lru_cache(maxsize=64)  # pure; every branded email asks it of the same brand colour several times
 def text_on(colour: str) -> str:
     """White or near-black, whichever reads better on ``colour`` (a button's label)."""
     return "#ffffff" if contrast(colour, "#ffffff") >= contrast(colour, DARK_TEXT) else DARK_TEXT
 
 
+@functools.lru_cache(maxsize=64)
 def ink_on_white(colour: str) -> str:
     """``colour`` darkened until it reads on white at WCAG AA (4.5:1): for links and outlines."""
     for _ in range(30):

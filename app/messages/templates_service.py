@@ -80,13 +80,14 @@ def _saved_sources(name: str, channel: str) -> list[tuple[str, Source]]:
     return out
 
 
-def whatsapp_call(source: Source, context, locale: str | None):  # type: ignore[no-untyped-def]
+def whatsapp_call(source: Source, context, locale: str | None, *, variables=None):  # type: ignore[no-untyped-def]
     """The language and parameters a WhatsApp template message is sent with: each ``{{ ... }}`` of the body,
-    rendered for this customer, in the order Meta numbers them (as :func:`whatsapp_body` submitted it)."""
+    rendered for this customer, in the order Meta numbers them (as :func:`whatsapp_body` submitted it).
+    ``variables``: the template variables already built for ``context`` and ``locale``, if the caller has them."""
     from app.channels.base import TemplateParam
     from app.messages.templating import render_expressions
 
-    values = render_expressions(whatsapp_parameters(source.body), context, locale)
+    values = render_expressions(whatsapp_parameters(source.body), context, locale, variables=variables)
     params = tuple(TemplateParam(text=value.strip() or "-") for value in values)
     return whatsapp_language(source.locale or locale), params
 

@@ -357,8 +357,21 @@ def render(
     """Render ``template`` for one customer. Raises Jinja's errors (UndefinedError, SecurityError) when a
     template that skipped :func:`validate_template` is broken, and :class:`TemplateTooCostly` when it asks for more
     time or memory than its budget (every render is bounded, see :mod:`app.messages.template_budget`)."""
+    return render_with_variables(channel, template, context, locale)[0]
+
+
+def render_with_variables(
+    channel: Channel | str,
+    template: MessageTemplate,
+    context: TemplateContext | Mapping[str, Any],
+    locale: str | None = None,
+) -> tuple[RenderedMessage, dict[str, Any]]:
+    """:func:`render`, and the variables it rendered with (:func:`build_context`), for what else is rendered for the
+    same message (a WhatsApp template's parameters: :func:`render_expressions`) without building them again. The
+    sandbox is immutable: no template changes them."""
     with bounded(RENDER_SECONDS):
-        return _render(Channel(channel), template, build_context(context, locale))
+        variables = build_context(context, locale)
+        return _render(Channel(channel), template, variables), variables
 
 
 def _render(channel: Channel, template: MessageTemplate, variables: dict[str, Any]) -> RenderedMessage:
@@ -394,9 +407,11 @@ def _render(channel: Channel, template: MessageTemplate, variables: dict[str, An
 
 
 def render_expressions(expressions: Sequence[str], context: TemplateContext | Mapping[str, Any],
-                       locale: str | None = None) -> list[str]:
-    """Each Jinja expression (``"customer.first_name or 'there'"``) rendered for one customer, as text."""
-    variables = build_context(context, locale)
+                       locale: str | None = None, *, variables: dict[str, Any] | None = None) -> list[str]:
+    """Each Jinja expression (``"customer.first_name or 'there'"``) rendered for one customer, as text.
+    ``variables``: ``build_context(context, locale)`` when the caller has it already."""
+    if variables is None:
+        variables = build_context(context, locale)
     with bounded(RENDER_SECONDS):
         return [_compiled("{{ " + expression + " }}", False).render(variables) for expression in expressions]
 

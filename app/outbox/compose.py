@@ -11,7 +11,7 @@ from app.extensions import db
 from app.messages.merchant import merchant_profile
 from app.messages.templates_service import resolve_template, whatsapp_call
 from app.messages.templating import MessageTemplate as TemplateSource
-from app.messages.templating import TemplateContext, render
+from app.messages.templating import TemplateContext, render_with_variables
 from app.models import Customer, OutboxMessage, RecoveryCase
 from app.outbox.batch import payment_link
 from app.outbox.consolidate import MergedCase, with_merged
@@ -30,7 +30,7 @@ def forget_templates() -> None:
 
 
 def _template_source(name: str | None, channel: str, locale: str | None) -> TemplateSource:
-    key = (str(db.engine.url), name, channel, locale)
+    key = (db.engine, name, channel, locale)  # the engine, not its URL rendered as text for every message
     source = _TEMPLATES.get(key)
     if source is None:
         source = _TEMPLATES[key] = _load_template_source(name, channel, locale)
@@ -93,11 +93,12 @@ def compose(
         timezone=customer.timezone if customer else None,
     )
     source = _template_source(message.template, channel, message.locale)
-    rendered = render(channel, source, context, locale=message.locale)
+    rendered, variables = render_with_variables(channel, source, context, locale=message.locale)
     text, html = with_merged(rendered.text, rendered.html, merged or [], message.locale)
     reference = reference_for(message.id)
     if channel == Channel.WHATSAPP:
-        language, params = whatsapp_call(source, context, message.locale)  # the approved body's parameters
+        # the approved body's parameters, from the variables the body was rendered with
+        language, params = whatsapp_call(source, context, message.locale, variables=variables)
         return OutboundMessage(
             channel=Channel.WHATSAPP,
             to=message.address or "",

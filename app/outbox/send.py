@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import email.errors
 import logging
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +35,7 @@ from app.outbox.batch import Attempted, Ready
 from app.outbox.senders import DataCheckpoint, data_checkpoint
 from app.outbox.states import OutboxState, sources
 from app.outbox.states import OutboxState as S
-from app.writes import one_statement
+from app.writes import autocommit_engine, one_statement
 from rules.vocabulary import Channel
 
 _OUTBOX = OutboxMessage.__table__
@@ -109,8 +112,10 @@ def _send_email(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
 
 
 def _held_by(state: OutboxState, target: OutboxState) -> sa.ColumnElement[bool]:
-    """Still ours, in ``state`` (which must be allowed to move to ``target``)."""
-    return sa.and_(_OUTBOX.c.id == sa.bindparam("mid"), _OUTBOX.c.state.in_(sources(target, among={state})),
+    """Still ours, in ``state`` (which must be allowed to move to ``target``). The states are fixed values, not an
+    expanding ``IN`` list: an expanding list is rendered again on every execution, thousands of times a minute."""
+    states = [sa.literal(s, _OUTBOX.c.state.type) for s in sources(target, among={state})]
+    return sa.and_(_OUTBOX.c.id == sa.bindparam("mid"), _OUTBOX.c.state.in_(states),
                    _OUTBOX.c.claimed_by.is_not_distinct_from(sa.bindparam("owner")))
 
 
@@ -125,7 +130,46 @@ _REFUSED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENDING)).values(st
 
 
 def _mark(statement: sa.Update, params: dict[str, Any]) -> int:
-    return one_statement(statement, params).rowcount
+    with _write_slot():
+        return one_statement(statement, params).rowcount
+
+
+#: per one-statement engine (app.writes): how many sending threads may hold one of its connections at once
+_slots: weakref.WeakKeyDictionary[sa.Engine, tuple[threading.Semaphore, float] | None] = weakref.WeakKeyDictionary()
+_slots_guard = threading.Lock()
+
+
+def _slots_of(engine: sa.Engine) -> tuple[threading.Semaphore, float] | None:
+    """(the kept connections as a semaphore, how long the pool lets a caller wait); None: no bound (SQLite, where
+    one-statement writes use the app's engine, or a pool that keeps none)."""
+    pool = engine.pool
+    if engine is db.engine or not isinstance(pool, sa.pool.QueuePool) or pool.size() <= 0:
+        return None
+    return threading.BoundedSemaphore(pool.size()), pool.timeout()
+
+
+@contextmanager
+def _write_slot() -> Iterator[None]:
+    """At most the one-statement engine's kept connections in use at once (MariaDB). A run has more sending threads
+    than that engine keeps connections: past them its pool opens overflow connections and closes them again as soon
+    as they come back, and opening one costs far more than the statement (a TCP and MariaDB handshake, and a TLS
+    context PyMySQL builds for each). A thread waits here for a kept connection instead, as long as the pool would
+    have let it wait for one; then it goes on (and the pool decides, as before)."""
+    engine = autocommit_engine()
+    with _slots_guard:
+        if engine not in _slots:
+            _slots[engine] = _slots_of(engine)
+        slot = _slots[engine]
+    if slot is None:
+        yield
+        return
+    semaphore, timeout = slot
+    acquired = semaphore.acquire(timeout=timeout)
+    try:
+        yield
+    finally:
+        if acquired:
+            semaphore.release()
 
 
 def _checkpoint(message_id: int, owner: str | None) -> bool:
