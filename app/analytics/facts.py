@@ -36,6 +36,7 @@ from app.models.analytics import (
     MESSAGE_MEASURES,
     TIME_TO_RECOVER,
 )
+from app.models.types import as_utc
 from rules.case_states import ACTIVE, CaseState
 from rules.vocabulary import OutboxTask
 
@@ -115,7 +116,7 @@ def credits(case_ids: Iterable[int], window: timedelta) -> dict[int, _Credit]:
     found: dict[int, _Credit] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        paid = {cid: (_aware(closed), credited) for cid, closed, credited in db.session.execute(
+        paid = {cid: (as_utc(closed), credited) for cid, closed, credited in db.session.execute(
             sa.select(RecoveryCase.id, RecoveryCase.closed_at, RecoveryCase.recovered_message_id)
             .where(RecoveryCase.id.in_(chunk), RecoveryCase.state == CaseState.RECOVERED,
                    RecoveryCase.closed_at.is_not(None),
@@ -129,7 +130,7 @@ def credits(case_ids: Iterable[int], window: timedelta) -> dict[int, _Credit]:
                    OutboxMessage.channel != OutboxTask.ESCALATION)
         ):
             paid_at, credited = paid[case_id]
-            at = min(_aware(sent_at), paid_at) if mid == credited else _aware(sent_at)
+            at = min(as_utc(sent_at), paid_at) if mid == credited else as_utc(sent_at)
             if paid_at - window <= at <= paid_at:
                 touches.setdefault(case_id, []).append((at, mid, channel))
         for case_id in paid:
@@ -193,7 +194,7 @@ def time_to_recover(opened_at: datetime, paid_at: datetime | None) -> dict[str, 
     """The histogram columns of one case: 1 in the bucket its recovery time falls in (none when not recovered)."""
     counts = {name: 0 for name, _ in TIME_TO_RECOVER}
     if paid_at is not None:
-        hours = max((_aware(paid_at) - _aware(opened_at)).total_seconds(), 0) / 3600
+        hours = max((as_utc(paid_at) - as_utc(opened_at)).total_seconds(), 0) / 3600
         name = next(n for n, limit in TIME_TO_RECOVER if limit is None or hours <= limit)
         counts[name] = 1
     return counts
@@ -244,11 +245,11 @@ def message_facts(message_ids: Iterable[int], window: timedelta | None = None) -
             sa.select(ConsentEvent.customer_id, ConsentEvent.channel, ConsentEvent.at)
             .where(ConsentEvent.customer_id.in_(customers), ConsentEvent.action == "opt_out")
         ):
-            opt_outs.setdefault((customer_id, channel), []).append(_aware(at))
+            opt_outs.setdefault((customer_id, channel), []).append(as_utc(at))
     facts = {}
     for (mid, sent_at, channel, template, variant, version, customer_id, tz_explicit, tz, vip, currency, state,
          _credited, via, recovered, due, gateway, reason, band, first, product, case_id, closed_at, locale) in rows:
-        sent_at = _aware(sent_at)
+        sent_at = as_utc(sent_at)
         local = sent_at.astimezone(_zone(tz_explicit or tz))
         seen = kinds.get(mid, set())
         opted = bool(seen & set(UNSUBSCRIBED_KINDS)) or any(
@@ -259,7 +260,7 @@ def message_facts(message_ids: Iterable[int], window: timedelta | None = None) -
         amount = int(recovered if recovered is not None else due or 0)
         first_touch = case_id is not None and firsts.get(case_id) == mid
         won = (first_touch and state == CaseState.RECOVERED and via != "elsewhere" and closed_at is not None
-               and _aware(closed_at) <= sent_at + WIN_WINDOW)
+               and as_utc(closed_at) <= sent_at + WIN_WINDOW)
         dims = dict(channel=channel, template=template, variant=variant, policy_version_id=version,
                     local_hour=local.hour, weekday=local.weekday(), gateway=gateway, currency=currency,
                     decline_reason=reason, value_band=band, first_time=_first_time(first), product_type=product,
@@ -284,11 +285,8 @@ def _first_touches(case_ids: set[int]) -> dict[int, int]:
             .where(OutboxMessage.case_id.in_(ids[start:start + 500]), OutboxMessage.sent_at.is_not(None),
                    OutboxMessage.channel != OutboxTask.ESCALATION)
         ):
-            key = (_aware(sent_at), mid)
+            key = (as_utc(sent_at), mid)
             if case_id not in firsts or key < firsts[case_id]:
                 firsts[case_id] = key
     return {case_id: mid for case_id, (_, mid) in firsts.items()}
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -17,6 +17,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A time read back without its zone (SQLite, a bulk query's raw row) as the UTC it was stored in."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A DATETIME that holds UTC: aware datetimes are converted on the way in, and come back aware in UTC.
 

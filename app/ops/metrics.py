@@ -41,6 +41,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.models.types import as_utc
 from app.outbox.states import OutboxState as S
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def fetch_lag(conn: sa.Connection, now: datetime) -> list[Metric]:
     ).all()
     for name, kind, position, status in rows:
         if position is not None:
-            lag.add_metric([name, kind], max(0.0, (now - _aware(position)).total_seconds()))
+            lag.add_metric([name, kind], max(0.0, (now - as_utc(position)).total_seconds()))
         last_ok.add_metric([name, kind], 1.0 if status == "ok" else 0.0)
     return [lag, last_ok]
 
@@ -230,6 +231,3 @@ def exposition(database: Collector, multiproc_dir: str | None = None) -> bytes:
     registry.register(database)
     return generate_latest(registry)
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

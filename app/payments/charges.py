@@ -62,7 +62,7 @@ from app.gateways.base import (
     Initiator,
 )
 from app.models import Customer, GatewayAccount, MessageEvent, OutboxMessage, Payment, RecoveryCase
-from app.models.types import utcnow
+from app.models.types import as_utc, utcnow
 from app.ops.logs import log_context
 from app.ops.metrics import count_payment, provider_call
 from app.outbox.states import OutboxState, sources
@@ -850,14 +850,14 @@ def card_budget(case: RecoveryCase, *, consent_at: datetime | None = None) -> Ca
     fresh_from = consent_at
     for p in payments:
         if p.method in NEW_METHODS:
-            created = _aware(p.created_at)
+            created = as_utc(p.created_at)
             fresh_from = created if fresh_from is None or created > fresh_from else fresh_from
     budget = CardRetryBudget(network)
     if fresh_from is None:
-        budget = budget.record(ChargeAttempt(at=_aware(tx.failed_at), approved=False, code=tx.decline_code,
+        budget = budget.record(ChargeAttempt(at=as_utc(tx.failed_at), approved=False, code=tx.decline_code,
                                              merchant_advice_code=tx.merchant_advice_code, retry=False))
     for p in payments:
-        at = _aware(p.created_at)
+        at = as_utc(p.created_at)
         if fresh_from is not None and at < fresh_from:
             continue
         budget = budget.record(ChargeAttempt(at=at, approved=p.state == "approved", code=p.response_code,
@@ -967,9 +967,6 @@ def _provider(gateway: Gateway) -> str:
 def _description(case: RecoveryCase) -> str | None:
     return case.transaction.order_description
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def plain_reason(decline: DeclineInfo | None, *, this_card: bool = False) -> str:
