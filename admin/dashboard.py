@@ -14,7 +14,7 @@ from flask_babel import get_locale, gettext
 
 from admin.i18n import _l
 from app.analytics.facts import attribution_window
-from app.analytics.report import Filters, best_times, breakdown, cohorts, costs, funnel, kpis
+from app.analytics.report import Filters, best_times, breakdown, cohorts, costs, funnel, holdout_lift, kpis
 from app.extensions import db
 from app.models.analytics import ALL, CASE_CUBE_DIMENSIONS, CaseDay, MessageDay
 from app.payments.money import format_minor
@@ -59,6 +59,8 @@ class Page:
     costs: Any = None
     #: the attribution window (hours): a recovery with no touch that recent before it is organic
     window_hours: int = 72
+    #: recovery with Recoup against the holdout, per currency
+    lifts: list[Any] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -136,7 +138,7 @@ def build(today: date) -> Page:
                 by=by, kpis=kpis(filters), cohorts=cohorts(filters), funnel=funnel(filters),
                 rows=breakdown(by, filters), choices=choices(), errors=errors, counted_at=counted_at(),
                 best=best_times(filters), costs=costs(filters),
-                window_hours=int(attribution_window().total_seconds() // 3600))
+                window_hours=int(attribution_window().total_seconds() // 3600), lifts=holdout_lift(filters))
 
 
 def counted_at() -> datetime | None:
@@ -186,6 +188,13 @@ def count(n: int) -> str:
     from babel.numbers import format_decimal
 
     return format_decimal(n, locale=str(get_locale() or "en"))
+
+
+def points(fraction: float) -> str:
+    """A difference of rates in percentage points, signed: +4.2, −1.0."""
+    from babel.numbers import format_decimal
+
+    return format_decimal(round(fraction * 100, 1), format="+#,##0.0;−#,##0.0", locale=str(get_locale() or "en"))
 
 
 def percent(rate: Any) -> str:

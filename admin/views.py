@@ -58,7 +58,8 @@ class HomeView(RoleGuard, AdminIndexView):
         page = dashboard.build(business_now().date())
         return self.render("admin/home.html", counts=counts, recovered_minor=recovered or 0, scheduled=scheduled,
                            case_states=[s.value for s in CaseState], page=page, dash=dashboard,
-                           charts=dashboard.chart_data(page), dash_min_sample=report.MIN_SAMPLE)
+                           charts=dashboard.chart_data(page), dash_min_sample=report.MIN_SAMPLE,
+                           min_holdout=report.MIN_HOLDOUT)
 
 
     @expose("/export/<kind>.<fmt>")

@@ -395,3 +395,61 @@ def costs(filters: Filters) -> Costs | None:
     tile = next((k for k in kpis(filters) if k.currency == currency), None)
     net = minor_to_decimal(tile.recovered_minor, currency) - spent_here if tile is not None else None
     return Costs(currency, channels, net)
+
+
+#: a holdout smaller than this says nothing yet: the page says so instead of showing an interval
+MIN_HOLDOUT = 30
+
+
+@dataclass(frozen=True)
+class HoldoutLift:
+    """What Recoup adds, in one currency: the cases it worked (not held out) against the holdout (no outreach), each
+    counted as recovered however it was paid (through Recoup or elsewhere: what the holdout recovers is recovered
+    anyway). ``lift`` is the difference in recovery rate with its 95 % Newcombe interval (experiments.lift); None
+    while the holdout has fewer than :data:`MIN_HOLDOUT` cases."""
+
+    currency: str
+    treated_n: int
+    treated_paid_n: int
+    holdout_n: int
+    holdout_paid_n: int
+    lift: tuple[float, float, float] | None  # (estimate, low, high), rate points as fractions
+
+    @property
+    def treated_rate(self) -> Decimal | None:
+        return _rate(self.treated_paid_n, self.treated_n)
+
+    @property
+    def holdout_rate(self) -> Decimal | None:
+        return _rate(self.holdout_paid_n, self.holdout_n)
+
+    @property
+    def extra_cases(self) -> tuple[int, int, int] | None:
+        """How many of the worked cases would not have been paid without Recoup: the lift times those cases."""
+        if self.lift is None:
+            return None
+        return tuple(round(x * self.treated_n) for x in self.lift)  # type: ignore[return-value]
+
+
+def holdout_lift(filters: Filters) -> list[HoldoutLift]:
+    """Recovery with Recoup against the holdout, per currency (those with a holdout at all)."""
+    from experiments.arms import ArmData
+    from experiments.lift import newcombe_interval
+
+    counts: dict[str, dict[bool, list[int]]] = defaultdict(lambda: {True: [0, 0], False: [0, 0]})
+    for holdout, currency, failed, recovered, elsewhere in _sum(
+            _CASES, ("holdout", "currency"), ("failed_n", "recovered_n", "elsewhere_n"), filters):
+        slot = counts[currency or "?"][bool(holdout)]
+        slot[0] += failed
+        slot[1] += recovered + elsewhere
+    rows = []
+    for currency, arms in counts.items():
+        (held, held_paid), (worked, worked_paid) = arms[True], arms[False]
+        if not held or not worked:
+            continue
+        lift = None
+        if held >= MIN_HOLDOUT:
+            interval = newcombe_interval(ArmData("recoup", worked, worked_paid), ArmData("holdout", held, held_paid))
+            lift = (interval.estimate, interval.lower, interval.upper)
+        rows.append(HoldoutLift(currency, worked, worked_paid, held, held_paid, lift))
+    return sorted(rows, key=lambda r: (-(r.treated_n + r.holdout_n), r.currency))
