@@ -4,6 +4,7 @@
 >>> problems = check(text)                 # [Diagnostic]: errors and warnings, never raises
 >>> policy = compile_policy(text)          # CompiledPolicy, or PolicyError
 >>> policy.decide(facts)                   # segment, offers and steps for one case
+>>> promote_arm(text, "whatsapp_first")    # the policy as one arm of its experiment planned, without the experiment
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dsl.formatter import format_tree
 from dsl.limits import MAX_CONDITION_DEPTH, MAX_POLICY_CHARS, MAX_SEGMENTS
 from dsl.nodes import Policy
 from dsl.parser import parse
+from dsl.promote import promote_arm
 from dsl.validator import DEFAULT_RETRY_BUDGET, validate
 from rules.money import FxRates
 from rules.policy import CompiledPolicy, Decision
@@ -82,4 +84,5 @@ __all__ = [
     "compile_policy",
     "format_policy",
     "parse",
+    "promote_arm",
 ]

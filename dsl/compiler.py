@@ -14,6 +14,7 @@ it computes the number of its Decision among all the policy can make and returns
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import operator
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -24,6 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dsl import nodes as n
+from dsl.arms import arm_policy, experiment_of
 from dsl.errors import Diagnostic, PolicyError, PolicyValidationError
 from dsl.formatter import format_expr
 from dsl.parser import parse
@@ -34,6 +36,8 @@ from rules.money import FxRates, MoneyError, convert_amount
 from rules.policy import (
     BusinessHoursRule,
     CadenceRule,
+    CompiledArm,
+    CompiledExperiment,
     CompiledOffer,
     CompiledPlan,
     CompiledPolicy,
@@ -784,7 +788,47 @@ def build(
         _segment_plan=tuple(segment_plan),
         _fallback_plan=fallback,
         _conditions=tuple(conditions),
+        experiment=_compile_experiment(
+            policy, fx_rates=fx_rates, source_hash=source_hash, version=version, warnings=warnings
+        ),
     )
+
+
+def experiment_salt(experiment: n.Experiment) -> str:
+    """A stable text of the experiment's definition: its name, arm names and weights (not what the arms write)."""
+    definition = [experiment.name, [[a.name.text, _plain_number(a.weight.value)] for a in experiment.arms]]
+    text = json.dumps(definition, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _plain_number(value: Decimal) -> str:
+    """50, 50.0 and 50.00 the same way: ``50``."""
+    text = format(value.normalize(), "f")
+    return text
+
+
+def _compile_experiment(
+    policy: n.Policy,
+    *,
+    fx_rates: FxRates | None,
+    source_hash: str,
+    version: int | None,
+    warnings: tuple[Diagnostic, ...],
+) -> CompiledExperiment | None:
+    experiment = experiment_of(policy)
+    if experiment is None:
+        return None
+    arms = []
+    for arm in experiment.arms:
+        compiled = None
+        if arm.statements:
+            tree = n.Policy(
+                policy.name, arm_policy(policy.statements, arm).statements, line=policy.line, col=policy.col
+            )
+            compiled = build(tree, fx_rates=fx_rates, source_hash=source_hash, version=version, warnings=warnings)
+        arms.append(CompiledArm(arm.name.text, arm.weight.value, compiled, arm.line))
+    guardrails = tuple((g.metric.text, g.percent.value / 100) for g in experiment.guardrails)
+    return CompiledExperiment(experiment.name, experiment.line, tuple(arms), guardrails, experiment_salt(experiment))
 
 
 # --- text -> compiled, with a per-process cache -------------------------------------------------------------
@@ -849,5 +893,6 @@ __all__ = [
     "PolicyTiming",
     "QuietHoursRule",
     "compile_policy",
+    "experiment_salt",
     "source_hash",
 ]

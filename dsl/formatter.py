@@ -118,9 +118,9 @@ def _step(step: n.Step, after_width: int) -> str:
     return text
 
 
-def _plan_lines(plan: n.Plan) -> list[_Line]:
+def _plan_lines(plan: n.Plan, depth: int, spaced: bool) -> list[_Line]:
     head = "plan otherwise" if not plan.segments else "plan for " + ", ".join(s.text for s in plan.segments)
-    lines = [_Line(plan.line, 1, head, blank_before=True)]
+    lines = [_Line(plan.line, depth, head, blank_before=spaced)]
     width = max((len(str(s.after)) for s in plan.steps), default=0)
     for item in plan.items:
         if isinstance(item, n.Priority):
@@ -131,24 +131,39 @@ def _plan_lines(plan: n.Plan) -> list[_Line]:
             text = f"give up after {item.after}"
         else:
             text = _step(item, width)
-        lines.append(_Line(item.line, 2, text))
-    lines.append(_Line(plan.end_line, 1, "end"))
+        lines.append(_Line(item.line, depth + 1, text))
+    lines.append(_Line(plan.end_line, depth, "end"))
     return lines
 
 
-def _offers_lines(offers: n.Offers) -> list[_Line]:
+def _offers_lines(offers: n.Offers, depth: int, spaced: bool) -> list[_Line]:
     heads = [f"when {format_expr(r.condition)}" if r.condition else "otherwise" for r in offers.rules]
     width = max((len(h) for h in heads), default=0)
-    lines = [_Line(offers.line, 1, "offers", blank_before=True)]
+    lines = [_Line(offers.line, depth, "offers", blank_before=spaced)]
     for head, rule in zip(heads, offers.rules, strict=True):
-        lines.append(_Line(rule.line, 2, f"{head.ljust(width)} offer {_offers(rule.offers)}"))
-    lines.append(_Line(offers.end_line, 1, "end"))
+        lines.append(_Line(rule.line, depth + 1, f"{head.ljust(width)} offer {_offers(rule.offers)}"))
+    lines.append(_Line(offers.end_line, depth, "end"))
     return lines
 
 
-def _layout(policy: n.Policy) -> list[_Line]:
-    lines = [_Line(policy.line, 0, f'policy "{policy.name}"')]
-    statements = policy.statements
+def _experiment_lines(experiment: n.Experiment, depth: int, spaced: bool) -> list[_Line]:
+    """The block; an arm's own statements one level in, without blank lines, closed by their ``end``."""
+    lines = [_Line(experiment.line, depth, f'experiment "{experiment.name}"', blank_before=spaced)]
+    for arm in experiment.arms:
+        lines.append(_Line(arm.line, depth + 1, f"arm {arm.name.text} {format_operand(arm.weight)}"))
+        if arm.statements:
+            lines += _statement_lines(arm.statements, depth + 2, spaced=False)
+            lines.append(_Line(arm.end_line, depth + 1, "end"))
+    for guardrail in experiment.guardrails:
+        text = f"guardrail {guardrail.metric.text} {format_operand(guardrail.percent)}"
+        lines.append(_Line(guardrail.line, depth + 1, text))
+    lines.append(_Line(experiment.end_line, depth, "end"))
+    return lines
+
+
+def _statement_lines(statements: tuple[n.Statement, ...], depth: int, *, spaced: bool = True) -> list[_Line]:
+    """Statements at ``depth``; ``spaced``: a blank line between groups (segments, timing, each block)."""
+    lines: list[_Line] = []
     previous = ""
     i = 0
     while i < len(statements):
@@ -164,22 +179,32 @@ def _layout(policy: n.Policy) -> list[_Line]:
             for k, segment in enumerate(run):
                 tail = "otherwise" if segment.condition is None else f"when {format_expr(segment.condition)}"
                 text = f"segment {segment.name.text.ljust(width)} {tail}"
-                lines.append(_Line(segment.line, 1, text, blank_before=k == 0 and previous != ""))
+                lines.append(_Line(segment.line, depth, text, blank_before=spaced and k == 0 and previous != ""))
             previous = "segments"
             continue
         if isinstance(statement, n.Offers):
-            lines.extend(_offers_lines(statement))
+            lines.extend(_offers_lines(statement, depth, spaced))
             previous = "block"
         elif isinstance(statement, n.Plan):
-            lines.extend(_plan_lines(statement))
+            lines.extend(_plan_lines(statement, depth, spaced))
+            previous = "block"
+        elif isinstance(statement, n.Experiment):
+            lines.extend(_experiment_lines(statement, depth, spaced))
             previous = "block"
         else:
-            blank = previous not in ("", "timing")
-            lines.append(_Line(statement.line, 1, _statement(statement), blank_before=blank))
+            blank = spaced and previous not in ("", "timing")
+            lines.append(_Line(statement.line, depth, _statement(statement), blank_before=blank))
             previous = "timing"
         i += 1
-    lines.append(_Line(policy.end_line, 0, "end"))
     return lines
+
+
+def _layout(policy: n.Policy) -> list[_Line]:
+    return [
+        _Line(policy.line, 0, f'policy "{policy.name}"'),
+        *_statement_lines(policy.statements, 1),
+        _Line(policy.end_line, 0, "end"),
+    ]
 
 
 def format_tree(policy: n.Policy) -> str:

@@ -295,8 +295,35 @@ class Plan(Node):
         return tuple(i for i in self.items if isinstance(i, MessageStep | RetryStep))
 
 
+@dataclass(frozen=True)
+class Arm(Node):
+    """One arm of an experiment: its name, its share of the cases (percent as written) and the statements it
+    writes in place of the base policy's (none: the base policy as written)."""
+
+    name: Name
+    weight: PercentLit
+    statements: tuple[Statement, ...] = ()
+    end_line: int = field(default=0, compare=False, kw_only=True)  # 0: an arm without statements has no end
+
+
+@dataclass(frozen=True)
+class Guardrail(Node):
+    """``guardrail opt_out 1%``: the rise of the event's rate per case over control that is accepted."""
+
+    metric: Name
+    percent: PercentLit
+
+
+@dataclass(frozen=True)
+class Experiment(Node):
+    name: str
+    arms: tuple[Arm, ...]  # the first is the control
+    guardrails: tuple[Guardrail, ...]
+    end_line: int = field(default=0, compare=False, kw_only=True)
+
+
 Statement: TypeAlias = (
-    Segment | BusinessHours | QuietHours | Skip | Cadence | Override | Holdout | Offers | Plan
+    Segment | BusinessHours | QuietHours | Skip | Cadence | Override | Holdout | Offers | Plan | Experiment
 )
 
 

@@ -53,6 +53,7 @@ POLICY_LINES = (
     "holdout",
     "offers",
     "plan",
+    "experiment",
 )
 PLAN_LINES = ("priority", "step", "escalate", "give up")
 OPERAND_TERMINALS = {"FIELD", "NUMBER", "STRING", "DURATION", "PERCENT", "TIME", "DAY", "BOOL"}
@@ -67,8 +68,11 @@ BELONGS = {
     "segment": "segments are written at the top level of the policy, not inside a block",
     "plan": "a plan cannot start inside another block: is an end missing above?",
     "offers": "offers cannot start inside another block: is an end missing above?",
+    "arm": "arms belong inside an experiment ... end block; an arm with statements of its own closes them with end",
+    "guardrail": "guardrails belong inside an experiment ... end block, after its arms",
+    "experiment": "an experiment cannot start inside another block: is an end missing above?",
 }
-BLOCK_OPENERS = ("plan", "offers", "policy")
+BLOCK_OPENERS = ("plan", "offers", "policy", "experiment")
 
 
 @cache
@@ -188,10 +192,14 @@ def _first_word(lines: list[str], line: int) -> str:
 def _describe_expected(expected: set[str]) -> str:
     keywords = _keyword_of()
     names = set(expected)
+    if {"SEGMENT", "PLAN", "OFFERS", "ARM"} <= names:
+        return f"the next arm, a guardrail, a line of this arm ({', '.join(POLICY_LINES)}) or end"
     if {"SEGMENT", "PLAN", "OFFERS"} <= names:
         return f"a policy line ({', '.join(POLICY_LINES)}) or end"
     if {"PRIORITY", "STEP"} <= names:
         return f"a plan line ({', '.join(PLAN_LINES)}) or end"
+    if {"ARM", "GUARDRAIL", "END"} <= names:
+        return "an experiment line (arm NAME 50%, guardrail METRIC 1%) or end"
     if {"WHEN", "OTHERWISE", "END"} <= names:
         return "an offer rule (when ... offer ..., otherwise offer ...) or end"
     if {"FIELD", "LPAR", "NOT"} <= names:
@@ -242,7 +250,7 @@ def _block_left_open(lines: list[str]) -> tuple[str, int, int] | None:
         if not words:
             continue
         indent = len(line) - len(line.lstrip())
-        if words[0] in BLOCK_OPENERS:
+        if words[0] in BLOCK_OPENERS or (words[0] == "arm" and _deeper_below(lines, number, indent)):
             stack.append((words[0], number, indent + 1))
         elif words[0] == "end" and stack:
             while len(stack) > 1 and stack[-1][2] > indent + 1:
@@ -252,6 +260,14 @@ def _block_left_open(lines: list[str]) -> tuple[str, int, int] | None:
     if unclosed:
         return unclosed
     return stack[-1] if stack else None
+
+
+def _deeper_below(lines: list[str], number: int, indent: int) -> bool:
+    """Whether the next line with code is indented deeper than ``indent``: an arm with statements of its own."""
+    for line in lines[number:]:
+        if _strip_comment(line).strip():
+            return len(line) - len(line.lstrip()) > indent
+    return False
 
 
 def _explain(exc: UnexpectedInput, text: str, original: list[str]) -> tuple[Diagnostic, bool]:
@@ -290,7 +306,7 @@ def _explain(exc: UnexpectedInput, text: str, original: list[str]) -> tuple[Diag
         else:
             message = f'"{char}" is not allowed here'
         word = _first_word(lines, line)
-        return _diag(line, col, message, original), word not in BLOCK_OPENERS
+        return _diag(line, col, message, original), word not in (*BLOCK_OPENERS, "arm")
 
     assert isinstance(exc, UnexpectedToken)
     token = exc.token
@@ -329,7 +345,8 @@ def _explain(exc: UnexpectedInput, text: str, original: list[str]) -> tuple[Diag
     structural = (
         word in BLOCK_OPENERS
         or word == "end"
-        or value in ("end", "plan", "offers")
+        or word == "arm"
+        or value in ("end", "plan", "offers", "experiment", "arm")
         or "POLICY" in exc.expected
     )
     return _diag(line, col, message, original), not structural
@@ -633,3 +650,26 @@ class _ToNodes(Transformer[Token, Any]):
     def plan_otherwise(self, meta: Meta, c: list[Any]) -> n.Plan:
         items = tuple(x for x in c if not isinstance(x, Token))
         return n.Plan((), items, end_line=_end_token(c).line or 0, **_pos(meta))
+
+    def arm(self, meta: Meta, c: list[Any]) -> n.Arm:
+        name, weight = c[0], c[1]
+        statements = tuple(x for x in c[2:] if not isinstance(x, Token))
+        end = next((t for t in reversed(c) if isinstance(t, Token) and t.type == "END"), None)
+        return n.Arm(
+            n.Name(str(name), **_pos(name)),
+            n.PercentLit(_decimal(weight), **_pos(weight)),
+            statements,
+            end_line=(end.line or 0) if end is not None else 0,
+            **_pos(meta),
+        )
+
+    def guardrail(self, meta: Meta, c: list[Token]) -> n.Guardrail:
+        metric = n.Name(str(c[0]), **_pos(c[0]))
+        return n.Guardrail(metric, n.PercentLit(_decimal(c[1]), **_pos(c[1])), **_pos(meta))
+
+    def experiment(self, meta: Meta, c: list[Any]) -> n.Experiment:
+        arms = tuple(x for x in c if isinstance(x, n.Arm))
+        guardrails = tuple(x for x in c if isinstance(x, n.Guardrail))
+        return n.Experiment(
+            _unquote(c[0]), arms, guardrails, end_line=_end_token(c).line or 0, **_pos(meta)
+        )

@@ -12,6 +12,7 @@ from decimal import Decimal
 from functools import cache
 
 from dsl import nodes as n
+from dsl.arms import ARM_KINDS, allowed_in_arm, arm_policy
 from dsl.errors import Diagnostic, Severity, did_you_mean, one_of
 from dsl.limits import (
     MAX_CONDITION_PARTS,
@@ -31,6 +32,7 @@ from dsl.schema import (
     PRIORITIES,
     Type,
 )
+from rules.vocabulary import GUARDRAIL_METRICS
 
 DEFAULT_RETRY_BUDGET = 4
 """How many `retry payment` steps one plan may hold when the caller configures nothing.
@@ -38,6 +40,10 @@ DEFAULT_RETRY_BUDGET = 4
 Visa allows at most 15 retries of one card in 30 days and Mastercard charges past 35 declines; a plan's own
 retries share that budget with every other retry of the card, so the default keeps a plan well inside it.
 """
+
+#: the longest experiment and arm names (what the experiment's records keep of them)
+MAX_EXPERIMENT_NAME = 120
+MAX_ARM_NAME = 64
 
 REGION = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
 COMMON_CURRENCIES = ("USD", "EUR", "GBP", "CAD", "AUD", "JPY", "CHF", "MXN", "BRL", "INR")
@@ -109,6 +115,16 @@ class _Checker:
                 self.offers(statement)
         if not segments and not plans:
             self.error(policy, "the policy has no segments and no plans, so it would never contact anyone")
+        experiments = [s for s in policy.statements if isinstance(s, n.Experiment)]
+        for k, experiment in enumerate(experiments):
+            if k:
+                self.error(
+                    experiment,
+                    f'a policy runs one experiment at a time: "{experiments[0].name}" is on line '
+                    f"{experiments[0].line}; end it (promote an arm) before starting another "
+                    "(the holdout is separate)",
+                )
+            self.experiment(policy, experiment)
 
     def within_limits(self, policy: n.Policy) -> bool:
         """Whether the policy is small enough to compile; an error at the first thing past each limit if not."""
@@ -159,6 +175,82 @@ class _Checker:
             self.error(node, f"{what} is already set on line {seen[what].line}; keep one")
         else:
             seen[what] = node
+
+    # --- experiments ---------------------------------------------------------------------------------------
+
+    def experiment(self, policy: n.Policy, experiment: n.Experiment) -> None:
+        if not experiment.name.strip():
+            self.error(experiment, 'give the experiment a name, like: experiment "whatsapp first"')
+        elif len(experiment.name) > MAX_EXPERIMENT_NAME:
+            self.error(experiment, f"an experiment's name may have at most {MAX_EXPERIMENT_NAME} characters")
+        if len(experiment.arms) < 2:
+            self.error(
+                experiment,
+                "an experiment needs at least two arms: the first is the control, the others are compared "
+                "with it (like: arm control 50%)",
+            )
+        names: dict[str, n.Arm] = {}
+        for arm in experiment.arms:
+            name = arm.name.text
+            if name in names:
+                self.error(arm.name, f'arm "{name}" is already defined on line {names[name].line}')
+            names.setdefault(name, arm)
+            if len(name) > MAX_ARM_NAME:
+                self.error(arm.name, f"an arm's name may have at most {MAX_ARM_NAME} characters")
+            if arm.weight.value <= 0:
+                self.error(arm.weight, f'arm "{name}" needs a share above 0%')
+        total = sum((a.weight.value for a in experiment.arms), Decimal(0))
+        if experiment.arms and total != 100:
+            self.error(experiment.arms[0].weight, f"arm shares add up to {_num(total)}%, not 100%")
+        self.guardrails(experiment.guardrails)
+        for arm in experiment.arms:
+            if arm.statements:
+                self.arm(policy, arm)
+
+    def guardrails(self, guardrails: Iterable[n.Guardrail]) -> None:
+        seen: dict[str, n.Guardrail] = {}
+        for guardrail in guardrails:
+            metric = guardrail.metric.text
+            if metric not in GUARDRAIL_METRICS:
+                hint = did_you_mean(metric, GUARDRAIL_METRICS)
+                self.error(
+                    guardrail.metric,
+                    f'unknown guardrail metric "{metric}"{hint}: use {one_of(list(GUARDRAIL_METRICS))}',
+                )
+            elif metric in seen:
+                self.error(guardrail.metric, f"guardrail {metric} is already set on line {seen[metric].line}")
+            seen.setdefault(metric, guardrail)
+            if guardrail.percent.value >= 100:
+                self.error(
+                    guardrail.percent,
+                    f"a guardrail accepts a rise of its rate under 100 points, not {_num(guardrail.percent.value)}%",
+                )
+
+    def arm(self, policy: n.Policy, arm: n.Arm) -> None:
+        """The arm's statements, then its policy (the base with them in place) through every check a policy
+        gets. What that finds in the base alone is already reported; what is new points at the arm's lines."""
+        for statement in arm.statements:
+            if isinstance(statement, n.Segment):
+                self.error(statement, f"segments belong to the base policy, not to an arm: {_ARM_MAY}")
+            elif isinstance(statement, n.Holdout):
+                self.error(
+                    statement,
+                    "the holdout belongs to the base policy, not to an arm: it is drawn before the experiment "
+                    "and its cases get no messages",
+                )
+            elif isinstance(statement, n.Experiment):
+                self.error(statement, "an arm cannot hold an experiment: a policy runs one experiment at a time")
+            elif not allowed_in_arm(statement):  # pragma: no cover - every statement kind is named above
+                self.error(statement, f"an arm cannot change this: {_ARM_MAY}")
+        checker = _Checker(self.lines, self.known_templates, self.fx_currencies, self.retry_budget)
+        checker.policy(
+            n.Policy(policy.name, arm_policy(policy.statements, arm).statements, line=policy.line, col=policy.col)
+        )
+        known = set(self.found)
+        for diagnostic in checker.found:
+            if diagnostic not in known:
+                self.found.append(diagnostic)
+                known.add(diagnostic)
 
     # --- segments and plans ---------------------------------------------------------------------------------
 
@@ -560,6 +652,9 @@ class _Checker:
                 f"there is no exchange rate for {code}: "
                 "amounts in other currencies will not match this condition",
             )
+
+
+_ARM_MAY = "an arm may write " + one_of(list(dict.fromkeys(ARM_KINDS.values())), "and")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from rules.facts import instant, iso_instant
 from rules.policy import ConditionResult
 from rules.vocabulary import Channel, Priority, StepAction
 
-__all__ = ["Escalation", "Plan", "PlanError", "PlannedStep", "SkippedStep"]
+__all__ = ["Escalation", "ExperimentAssignment", "Plan", "PlanError", "PlannedStep", "SkippedStep"]
 
 
 class PlanError(ValueError):
@@ -120,6 +120,42 @@ class Escalation:
 
 
 @dataclass(frozen=True)
+class ExperimentAssignment:
+    """The arm of the policy's experiment a case was planned with. ``unit``: what the arm was drawn from
+    (``customer:<id>``, else ``transaction:<id>``); ``salt``: the experiment's definition it was drawn under
+    (``rules.policy.CompiledExperiment.salt``). ``reassigned_from``: the arm the unit was drawn to when that arm
+    was stopped, and the case got the control instead (such a case is left out of the experiment's analysis)."""
+
+    experiment: str  # the experiment's name
+    arm: str
+    unit: str
+    salt: str
+    reassigned_from: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The experiment's name."""
+        return self.experiment
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"experiment": self.experiment, "arm": self.arm, "unit": self.unit, "salt": self.salt}
+        if self.reassigned_from is not None:
+            out["reassigned_from"] = self.reassigned_from
+        return out
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> ExperimentAssignment:
+        reassigned = stored.get("reassigned_from")
+        return cls(
+            str(stored["experiment"]),
+            str(stored["arm"]),
+            str(stored["unit"]),
+            str(stored["salt"]),
+            str(reassigned) if reassigned is not None else None,
+        )
+
+
+@dataclass(frozen=True)
 class Plan:
     """What a policy decided for one case, with each step's send time. ``zones``: the customer's candidate zones,
     the first one shown as their zone. ``explain`` and ``timezone_source`` only when explaining was asked."""
@@ -141,6 +177,7 @@ class Plan:
     skipped_steps: tuple[SkippedStep, ...] = ()
     explain: tuple[ConditionResult, ...] | None = None
     timezone_source: str | None = None
+    experiment: ExperimentAssignment | None = None  # None: the policy runs no experiment, or the case is held out
 
     @property
     def timezone(self) -> str | None:
@@ -175,6 +212,8 @@ class Plan:
             out["override"] = self.override.as_dict()
         if self.skipped_steps:
             out["skipped_steps"] = [s.to_json() for s in self.skipped_steps]
+        if self.experiment is not None:
+            out["experiment"] = self.experiment.to_json()
         if self.explain is not None:
             out["explain"] = [
                 {"line": c.line, "kind": c.kind, "condition": c.text, "value": c.value} for c in self.explain
@@ -212,6 +251,7 @@ class Plan:
                     else None
                 ),
                 timezone_source=stored.get("timezone_source"),
+                experiment=ExperimentAssignment.from_json(stored["experiment"]) if stored.get("experiment") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PlanError(f"not a stored plan: {exc}") from exc

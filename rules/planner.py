@@ -1,14 +1,19 @@
 """Policy + facts -> plan (``rules.plan.Plan``). Pure: the same facts always give the same plan.
 
 The compiled policy decides segment, offers and steps; this module adds what depends on the case: the decline
-reason (rules.declines), the holdout and A/B draws (a hash of the transaction id, so they never change between
-runs), the customer's timezone and each step's send time (rules.timing).
+reason (rules.declines), the draws (the holdout, the experiment's arm, each step's template variant), the customer's
+timezone and each step's send time (rules.timing).
+
+Every draw is a hash of the policy's name, what is drawn and the *unit* (``assignment_unit``: the customer when
+the facts name one, else the transaction), so it never changes between runs and a customer's cases all fall the
+same way: in or out of the holdout, in one arm, with one variant of each template.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -16,7 +21,7 @@ from typing import Any
 
 from rules.contact_rules import contact_rules_for, held_by, policy_override
 from rules.facts import Facts, FactsError
-from rules.plan import Escalation, Plan, PlannedStep, SkippedStep
+from rules.plan import Escalation, ExperimentAssignment, Plan, PlannedStep, SkippedStep
 from rules.policy import CompiledPolicy, CompiledStep
 from rules.timing import (
     ContactHistory,
@@ -27,7 +32,15 @@ from rules.timing import (
 )
 from rules.vocabulary import StepAction
 
-__all__ = ["FactsError", "choose_variant", "decline_facts", "in_holdout", "plan"]
+__all__ = [
+    "FactsError",
+    "assignment_unit",
+    "choose_arm",
+    "choose_variant",
+    "decline_facts",
+    "in_holdout",
+    "plan",
+]
 
 
 # --- decline ------------------------------------------------------------------------------------------------
@@ -67,21 +80,56 @@ def _draw(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big") % 10_000
 
 
-def in_holdout(policy: CompiledPolicy, transaction_id: str) -> bool:
+def assignment_unit(facts: Facts | Mapping[str, Any]) -> str:
+    """What the draws are made for: ``customer:<id>`` when the facts carry ``customer.id``, else
+    ``transaction:<id>``. By the customer, so that all their cases fall the same way."""
+    facts = Facts.from_json(facts)
+    customer = facts.customer.get("id")
+    if isinstance(customer, str | int) and not isinstance(customer, bool) and str(customer):
+        return f"customer:{customer}"
+    return f"transaction:{facts.transaction_id}"
+
+
+def in_holdout(policy: CompiledPolicy, unit: str) -> bool:
+    """Whether ``unit`` (``assignment_unit``) is in the policy's holdout. The draw ignores the share, so a larger
+    holdout keeps everyone a smaller one held out."""
     share = policy.holdout_percent
-    return share > 0 and _draw("holdout", policy.name, transaction_id) < share * 100
+    return share > 0 and _draw("holdout", policy.name, unit) < share * 100
 
 
-def choose_variant(policy: CompiledPolicy, step: CompiledStep, transaction_id: str) -> str | None:
-    if not step.variants:
-        return None
-    point = Decimal(_draw("variant", policy.name, str(step.line), step.template or "", transaction_id)) / 100
+def _pick(point: Decimal, weighted: tuple[tuple[str, Decimal], ...]) -> str:
+    """The name whose slice of 100 (the weights, in percent, in order) holds ``point``."""
     total = Decimal(0)
-    for name, weight in step.variants:
+    for name, weight in weighted:
         total += weight
         if point < total:
             return name
-    return step.variants[-1][0]
+    return weighted[-1][0]
+
+
+def choose_variant(policy: CompiledPolicy, step: CompiledStep, unit: str) -> str | None:
+    """The template variant of ``step`` for ``unit``. Drawn by the step's template and split (not its line), so
+    a unit keeps its variant when lines move, and gets the same one from every step with that template and split."""
+    if not step.variants:
+        return None
+    split = ",".join(f"{name}={format(weight.normalize(), 'f')}" for name, weight in step.variants)
+    identity = f"{step.template or ''}\x1e{split}"
+    return _pick(Decimal(_draw("variant", policy.name, identity, unit)) / 100, step.variants)
+
+
+def choose_arm(
+    policy: CompiledPolicy, unit: str, stopped_arms: Collection[str] = ()
+) -> ExperimentAssignment | None:
+    """The arm of the policy's experiment for ``unit`` (None when the policy has no experiment). A unit drawn to a
+    stopped arm gets the control instead, and the assignment names the arm it was drawn to."""
+    experiment = policy.experiment
+    if experiment is None:
+        return None
+    weights = tuple((a.name, a.weight) for a in experiment.arms)
+    drawn = _pick(Decimal(_draw("experiment", policy.name, experiment.salt, unit)) / 100, weights)
+    if drawn in stopped_arms and drawn != experiment.control:
+        return ExperimentAssignment(experiment.name, experiment.control, unit, experiment.salt, reassigned_from=drawn)
+    return ExperimentAssignment(experiment.name, drawn, unit, experiment.salt)
 
 
 def _send_time(
@@ -111,6 +159,7 @@ def plan(
     version: int | None = None,
     explain: bool = False,
     contact_windows: Mapping[str, Any] | None = None,
+    stopped_arms: Collection[str] = (),
 ) -> Plan:
     """The plan for one case. ``facts`` as :class:`Facts`, or as the Facts JSON (read by ``Facts.from_json``).
     Raises FactsError only when the facts are not an object or carry no time.
@@ -118,8 +167,39 @@ def plan(
     ``contact_windows`` is the merchant's setting of that name (business hours, quiet hours and blackout dates by
     region): the default that the policy's own timing statements override (``rules.contact_settings``). Without
     it, the policy's statements and the shipped defaults alone decide.
+
+    The holdout is drawn first: a held-out case gets no messages and no arm. Otherwise, when the policy runs an
+    experiment, the case gets its unit's arm (``choose_arm``; ``stopped_arms`` send theirs to the control) and is
+    planned with that arm's policy: segment, plans, offers, cadence and timing all from it.
     """
     facts = Facts.from_json(facts)
+    unit = assignment_unit(facts)
+    holdout = in_holdout(policy, unit)
+    assignment = None if holdout else choose_arm(policy, unit, stopped_arms)
+    arm_policy = policy.experiment.arm(assignment.arm).policy if policy.experiment and assignment else None
+    made = _plan(
+        arm_policy or policy,
+        facts,
+        unit=unit,
+        holdout=holdout,
+        version=version if version is not None else policy.version,
+        explain=explain,
+        contact_windows=contact_windows,
+    )
+    return replace(made, experiment=assignment) if assignment is not None else made
+
+
+def _plan(
+    policy: CompiledPolicy,
+    facts: Facts,
+    *,
+    unit: str,
+    holdout: bool,
+    version: int | None,
+    explain: bool,
+    contact_windows: Mapping[str, Any] | None,
+) -> Plan:
+    """The plan by ``policy`` (the policy, or the arm's) for the unit, held out or not."""
     start = facts.failed_at or facts.now
     if start is None:
         raise FactsError('facts need "now" or "transaction.failed_at" as an ISO 8601 time with a zone')
@@ -128,7 +208,6 @@ def plan(
     decline = decline_facts(facts)
     enriched = facts.for_policy(decline)
     decision = policy.decide(enriched)
-    transaction_id = facts.transaction_id
 
     guess = detect_timezone(
         explicit=facts.text("customer", "timezone"),
@@ -144,7 +223,6 @@ def plan(
     # the same function the dispatcher checks with at send time (the override travels with each message)
     rules = contact_rules_for(policy.timing, contact_windows, override, country=country, region=region)
 
-    holdout = in_holdout(policy, transaction_id)
     steps: list[PlannedStep] = []
     skipped: list[SkippedStep] = []
     sent = facts.sent
@@ -177,7 +255,7 @@ def plan(
                 channel=channels[0],
                 fallbacks=channels[1:],
                 template=step.template,
-                variant=choose_variant(policy, step, transaction_id),
+                variant=choose_variant(policy, step, unit),
                 send_at=send_at,
                 deferred_by=reasons,
                 rule=step.line,
@@ -190,7 +268,7 @@ def plan(
     return Plan(
         transaction=facts.transaction.get("id"),
         policy=policy.name,
-        version=version if version is not None else policy.version,
+        version=version,
         segment=decision.segment,
         priority=chosen.priority if chosen else None,
         decline_reason=decline.get("reason"),

@@ -18,6 +18,8 @@ from rules.vocabulary import Channel, Priority, StepAction
 __all__ = [
     "BusinessHoursRule",
     "CadenceRule",
+    "CompiledArm",
+    "CompiledExperiment",
     "CompiledOffer",
     "CompiledPlan",
     "CompiledPolicy",
@@ -174,6 +176,46 @@ ExplainFn = Callable[[Mapping[str, Any]], list[bool]]
 
 
 @dataclass(frozen=True, eq=False)
+class CompiledArm:
+    """One arm of an experiment. ``weight``: its share of the cases, in percent as written (50 for 50%).
+    ``policy``: what the arm plans with, the base policy with the arm's statements in place of those they replace
+    (its own ``experiment`` None); None for an arm that writes no statements: the base policy as written."""
+
+    name: str
+    weight: Decimal
+    policy: CompiledPolicy | None
+    line: int
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledExperiment:
+    """A policy's experiment. The first arm is the control. ``guardrails``: (metric, the rise of its rate per case
+    over control accepted, as a fraction: ``guardrail opt_out 1%`` -> ("opt_out", Decimal("0.01")); what
+    ``experiments.guardrails.Guardrail(metric, max_harm=float(fraction))`` reads).
+
+    ``salt`` is a stable text of the definition: the name, the arm names and their weights, not what the arms
+    write. The arms are drawn with it, so editing an arm's statements keeps every unit in its arm, while renaming
+    the experiment or an arm, or changing the split, draws them all again."""
+
+    name: str
+    line: int
+    arms: tuple[CompiledArm, ...]
+    guardrails: tuple[tuple[str, Decimal], ...]
+    salt: str
+
+    @property
+    def control(self) -> str:
+        return self.arms[0].name
+
+    def arm(self, name: str) -> CompiledArm:
+        """The arm called ``name``; KeyError when there is none."""
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, eq=False)
 class CompiledPolicy:
     name: str
     source_hash: str
@@ -191,6 +233,8 @@ class CompiledPolicy:
     _segment_plan: tuple[int, ...] = field(repr=False)  # segment index -> plan index (-1: none)
     _fallback_plan: int = field(repr=False)
     _conditions: tuple[tuple[str, int, str], ...] = field(repr=False)
+    #: the policy's experiment block, if it has one
+    experiment: CompiledExperiment | None = None
 
     def plan_for(self, segment_index: int) -> CompiledPlan | None:
         index = self._segment_plan[segment_index] if segment_index >= 0 else self._fallback_plan

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 __all__ = [
     "CHANNELS",
+    "GUARDRAIL_METRICS",
     "PHONE_CHANNELS",
     "POLICY_LIFTS",
     "PRIORITIES",
@@ -91,6 +92,10 @@ class TemplateStatus(StrEnum):
 #: what a policy's ``override ... : ignore ...`` may lift (the DSL's validator allows no more; rules.contact_rules
 #: lifts no more): never quiet hours, legal windows, holidays or cadence caps
 POLICY_LIFTS = frozenset({"business_hours", "weekends"})
+
+#: what an experiment's ``guardrail`` may watch: an event counted per case (experiments.guardrails.GuardrailMetric
+#: spells the same words; tests/rules/test_experiment_assignment.py keeps the two equal)
+GUARDRAIL_METRICS: tuple[str, ...] = ("opt_out", "stop", "complaint", "retry_fee")
 
 #: every channel, in the order the admin lists them: the channels that reach a person
 CHANNELS: tuple[Channel, ...] = tuple(Channel)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from app.models import AuditEntry, CaseTransition, OutboxMessage, PaymentLink, RecoveryCase
+from app.models import AuditEntry, CaseTransition, Customer, OutboxMessage, PaymentLink, RecoveryCase
 from app.outbox.claim import claim_due
 from app.outbox.consent import opt_out
 from app.outbox.prepare import prepare_batch
@@ -32,7 +32,8 @@ from app.recovery.case_lifecycle import expire_due_cases
 from app.recovery.case_timeline import case_timeline
 from app.recovery.planning import plan_cases
 from app.recovery.policies import activate_text, compiled
-from rules.planner import in_holdout
+from rules.planner import assignment_unit, in_holdout
+from rules.policy import CompiledPolicy
 from tests.builders import make_case, make_customer, make_message, make_transaction
 
 STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()
@@ -45,13 +46,23 @@ def at(day: datetime, hour: int, minute: int = 0) -> datetime:
     return day.replace(hour=hour, minute=minute).astimezone(UTC)
 
 
+def customer_outside_holdout(policy: CompiledPolicy, **fields) -> Customer:  # type: ignore[no-untyped-def]
+    """A new customer the policy's holdout leaves out (drawn by customer, whose id the database gives)."""
+    for _ in range(100):
+        customer = make_customer(**fields)
+        if not in_holdout(policy, assignment_unit({"customer": {"id": str(customer.id)}})):
+            return customer
+    raise AssertionError("every customer fell in the holdout")
+
+
 def planned_case(db, *, failed_at: datetime = None, amount_minor: int = 90000) -> int:  # type: ignore[no-untyped-def,assignment]
     """A high-value failure (no urgent override) planned with the standard policy when it happened: on Saturday
     evening its first email waits for Monday's business hours."""
     failed_at = failed_at or at(SATURDAY, 19)
     policy = compiled(activate_text("standard", STANDARD, actor=None, note="test set-up"))
-    customer = make_customer(region="NY", postal_code="10001", phone_e164="+12125550100", successful_payments=3)
-    txn_id = next(i for i in (f"act-{customer.id}-{n}" for n in range(100)) if not in_holdout(policy, i))
+    customer = customer_outside_holdout(policy, region="NY", postal_code="10001", phone_e164="+12125550100",
+                                        successful_payments=3)
+    txn_id = f"act-{customer.id}"
     case = make_case(transaction=make_transaction(customer=customer, amount_minor=amount_minor, failed_at=failed_at,
                                                   gateway_transaction_id=txn_id, order_id=f"order-{txn_id}"))
     db.session.commit()

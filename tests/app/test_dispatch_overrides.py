@@ -14,12 +14,13 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from app.models import MessageEvent, OutboxMessage, RecoveryCase
+from app.models import Customer, MessageEvent, OutboxMessage, RecoveryCase
 from app.outbox.run import dispatch_due
 from app.recovery.case_timeline import case_timeline
 from app.recovery.planning import plan_cases
 from app.recovery.policies import activate_text, compiled
-from rules.planner import in_holdout
+from rules.planner import assignment_unit, in_holdout
+from rules.policy import CompiledPolicy
 from tests.builders import make_case, make_customer, make_transaction
 
 STANDARD = (Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy").read_text()
@@ -35,16 +36,24 @@ def at(day: datetime, hour: int, minute: int = 0) -> datetime:
     return day.replace(hour=hour, minute=minute).astimezone(UTC)
 
 
+def customer_outside_holdout(policy: CompiledPolicy, **fields) -> Customer:  # type: ignore[no-untyped-def]
+    """A new customer the policy's holdout leaves out (drawn by customer, whose id the database gives)."""
+    for _ in range(100):
+        customer = make_customer(**fields)
+        if not in_holdout(policy, assignment_unit({"customer": {"id": str(customer.id)}})):
+            return customer
+    raise AssertionError("every customer fell in the holdout")
+
+
 def planned_email(db, *, amount_minor: int, failed_at: datetime, florida: bool = False) -> OutboxMessage:  # type: ignore[no-untyped-def]
     """A high-value failure planned with the standard policy when it happened; its first step (an email, 1h later)."""
     version = activate_text("standard", STANDARD, actor=None, note="test set-up")
     policy = compiled(version)
     place = ({"region": "FL", "postal_code": "33101", "phone_e164": "+13055550142"} if florida
              else {"region": "NY", "postal_code": "10001", "phone_e164": "+12125550100"})
-    customer = make_customer(successful_payments=3, lifetime_value_minor=30000, lifetime_value_currency="USD",
-                             **place)
-    txn_id = next(i for i in (f"ovr-{amount_minor}-{n}-{customer.id}" for n in range(100))
-                  if not in_holdout(policy, i))
+    customer = customer_outside_holdout(policy, successful_payments=3, lifetime_value_minor=30000,
+                                        lifetime_value_currency="USD", **place)
+    txn_id = f"ovr-{amount_minor}-{customer.id}"
     case = make_case(transaction=make_transaction(customer=customer, amount_minor=amount_minor,
                                                   failed_at=failed_at, gateway_transaction_id=txn_id))
     db.session.commit()

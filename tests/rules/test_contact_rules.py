@@ -21,7 +21,7 @@ from rules.contact_rules import (
     held_by,
     policy_override,
 )
-from rules.planner import decline_facts, in_holdout
+from rules.planner import assignment_unit, decline_facts, in_holdout
 from rules.policy import CompiledPolicy
 from rules.timing import ContactHistory, SentRecord, next_send_time
 from tests.rules.plans import plan_json
@@ -45,12 +45,13 @@ def standard() -> CompiledPolicy:
 
 def facts(policy: CompiledPolicy, amount: str, *, region: str = "NY", postal: str = "10001",
           phone: str = "+12125550100") -> dict[str, Any]:
-    """A high-value failure (not a VIP) at SATURDAY_7PM, with a transaction id outside the policy's holdout."""
-    ids = (f"sat-{amount}-{region}-{n}" for n in range(100))
-    txn_id = next(i for i in ids if not in_holdout(policy, i))
+    """A high-value failure (not a VIP) at SATURDAY_7PM, of a customer outside the policy's holdout."""
+    ids = (f"c-{amount}-{region}-{n}" for n in range(100))
+    customer_id = next(i for i in ids if not in_holdout(policy, assignment_unit({"customer": {"id": i}})))
+    txn_id = f"sat-{customer_id}"
     return {
         "now": SATURDAY_7PM.astimezone(UTC).isoformat(),
-        "customer": {"id": "c-1", "email": "ana@example.com", "phone": phone, "country": "US", "region": region,
+        "customer": {"id": customer_id, "email": "ana@example.com", "phone": phone, "country": "US", "region": region,
                      "postal_code": postal, "timezone": None, "locale": "en_US", "successful_payments": 3,
                      "failed_payments": 1, "lifetime_value": "300.00", "tags": [], "opted_out": []},
         "transaction": {"id": txn_id, "gateway": "nmi", "amount": amount, "currency": "USD", "decline_code": "202",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dsl import compile_policy
-from rules.planner import FactsError, decline_facts, plan
+from rules.planner import FactsError, assignment_unit, decline_facts, in_holdout, plan
 from rules.policy import CompiledPolicy
 from tests.rules.plans import plan_json
 
@@ -82,15 +82,20 @@ def test_the_same_facts_always_give_the_same_plan(standard: CompiledPolicy) -> N
     assert plan(standard, SAMPLE[0]) == plan(standard, copy.deepcopy(SAMPLE[0]))
 
 
-def test_holdout_and_variants_are_drawn_from_the_transaction_id(standard: CompiledPolicy) -> None:
+def test_holdout_and_variants_are_drawn_from_the_customer(standard: CompiledPolicy) -> None:
     held, variants = [], set()
     for i in range(400):
         facts = facts_with(
             SAMPLE[0],
             transaction={"id": f"t-{i}", "amount": "900.00"},
-            customer={"tags": [], "lifetime_value": "0"},
+            customer={"id": f"c-{i}", "tags": [], "lifetime_value": "0"},
         )
         result = plan_json(standard, facts)
+        another_case = plan_json(standard, facts_with(facts, transaction={"id": f"t-{i}-again"}))
+        assert (result.get("holdout"), [s["variant"] for s in result["steps"]]) == (
+            another_case.get("holdout"),
+            [s["variant"] for s in another_case["steps"]],
+        )
         if result.get("holdout"):
             held.append(i)
             assert result["steps"] == []
@@ -100,6 +105,17 @@ def test_holdout_and_variants_are_drawn_from_the_transaction_id(standard: Compil
             assert result == plan_json(standard, facts)
     assert 5 <= len(held) <= 40  # 5% of 400, loosely
     assert variants == {"A", "B"}
+
+
+def test_without_a_customer_id_the_draws_are_by_transaction(standard: CompiledPolicy) -> None:
+    facts = facts_with(SAMPLE[0], transaction={"id": "t-7"})
+    del facts["customer"]["id"]
+    assert assignment_unit(facts) == "transaction:t-7"
+    assert assignment_unit(facts_with(facts, customer={"id": 42})) == "customer:42"
+    held = [i for i in range(400) if in_holdout(standard, f"transaction:t-{i}")]
+    assert 5 <= len(held) <= 40
+    i = held[0]
+    assert plan_json(standard, facts_with(facts, transaction={"id": f"t-{i}"}))["holdout"] is True
 
 
 def test_retry_payment_steps_have_no_channel(standard: CompiledPolicy) -> None:
