@@ -68,7 +68,8 @@ BELONGS = {
     "segment": "segments are written at the top level of the policy, not inside a block",
     "plan": "a plan cannot start inside another block: is an end missing above?",
     "offers": "offers cannot start inside another block: is an end missing above?",
-    "arm": "arms belong inside an experiment ... end block; an arm with statements of its own closes them with end",
+    "arm": "arms belong inside an experiment block, and an arm with statements of its own closes them with end: "
+    "is one missing above?",
     "guardrail": "guardrails belong inside an experiment ... end block, after its arms",
     "experiment": "an experiment cannot start inside another block: is an end missing above?",
 }

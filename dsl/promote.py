@@ -2,7 +2,8 @@
 
 The arm's statements go in place of the base statements they replace (``dsl.arms``: the same substitution the
 compiler plans the arm with), so the new policy plans every case as the arm did. Comments inside the experiment
-block and inside the statements the arm replaced go with them; the others stay where they were.
+block (and right above it) and inside the statements the arm replaced go with them; the others stay where they
+were.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def promote_arm(source: str, arm: str) -> str:
     moved = {id(s) for s in chosen.statements}
     # the arm's statements lose their places: they sit elsewhere now, and comments are put back by place
     statements = tuple(_unplaced(s) if id(s) in moved else s for s in result.statements)
-    gone = [(experiment.line, experiment.end_line)] + [(s.line, _last_line(s)) for s in result.replaced]
+    gone = [(_comments_above(experiment.line, lines), experiment.end_line)]
+    gone += [(s.line, _last_line(s)) for s in result.replaced]
     comments = tuple(c for c in tree.comments if not any(a <= c.line <= b for a, b in gone))
     promoted = n.Policy(
         tree.name, statements, line=tree.line, col=tree.col, end_line=tree.end_line, comments=comments
@@ -58,6 +60,13 @@ def promote_arm(source: str, arm: str) -> str:
 def _diagnostic(node: n.Node, message: str, lines: list[str]) -> Diagnostic:
     source = lines[node.line - 1] if 0 < node.line <= len(lines) else ""
     return Diagnostic(node.line, node.col, message, source_line=source)
+
+
+def _comments_above(line: int, lines: list[str]) -> int:
+    """The first of the comment lines right above ``line`` (they speak of what is on it), or ``line``."""
+    while line > 1 and lines[line - 2].strip().startswith("#"):
+        line -= 1
+    return line
 
 
 def _last_line(statement: n.Statement) -> int:

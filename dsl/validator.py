@@ -212,10 +212,11 @@ class _Checker:
         for guardrail in guardrails:
             metric = guardrail.metric.text
             if metric not in GUARDRAIL_METRICS:
-                hint = did_you_mean(metric, GUARDRAIL_METRICS)
+                known = one_of(list(GUARDRAIL_METRICS), "and")
                 self.error(
                     guardrail.metric,
-                    f'unknown guardrail metric "{metric}"{hint}: use {one_of(list(GUARDRAIL_METRICS))}',
+                    f'unknown guardrail metric "{metric}" (the metrics are {known})'
+                    f"{did_you_mean(metric, GUARDRAIL_METRICS)}",
                 )
             elif metric in seen:
                 self.error(guardrail.metric, f"guardrail {metric} is already set on line {seen[metric].line}")
