@@ -11,7 +11,9 @@ shape docs/architecture.md documents (and that rows already stored have), :meth:
      "offers": ["retry_later"], "escalation": {"after": "P2D", "to": "account-managers"},
      "give_up_after": "P14D"}
 
-Durations stay in the ISO 8601 text the policy's compiler wrote (``P2D``); ``rules.durations`` reads them.
+Durations stay in the ISO 8601 text the policy's compiler wrote (``P2D``); ``rules.durations`` reads them. A plan
+made by a policy that runs an experiment also says the case's arm, under ``"experiment"`` (absent otherwise, and
+from plans stored before experiments: they still load).
 """
 
 from __future__ import annotations
