@@ -85,6 +85,8 @@ class Config:
     DISPATCH_INTERVAL_SECONDS = env_int("RECOUP_DISPATCH_INTERVAL", 30)
     #: how often the analytics rollups catch up with what changed (app.analytics.rollups)
     ANALYTICS_INTERVAL_SECONDS = env_int("RECOUP_ANALYTICS_INTERVAL", 60)
+    #: how often running experiments are read: exposures stamped, guardrails checked (app.recovery.experiments)
+    EXPERIMENTS_INTERVAL_SECONDS = env_int("RECOUP_EXPERIMENTS_INTERVAL", 300)
     # The dispatcher: sends in flight per worker, how long a claim lives without a heartbeat, how long one
     # dispatch job keeps claiming; when an unanswered WhatsApp send may be re-sent, when an unknown send goes to
     # a person, when an undelivered WhatsApp message falls back, and the window for merging a customer's reminders.

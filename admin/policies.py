@@ -147,7 +147,8 @@ class PolicyView(RoleGuard, BaseView):
         if not isinstance(source, str):
             return jsonify({"error": "send {\"source\": \"...\"}"}), 400
         problems = policies.check_source(source)
-        return jsonify({"ok": not any(d.is_error for d in problems), "diagnostics": diagnostics_json(problems)})
+        ok = not any(d.is_error for d in problems)
+        return jsonify({"ok": ok, "diagnostics": diagnostics_json(problems), "power": power_text(source) if ok else ""})
 
     @expose("/simulate/<name>", methods=["POST"])
     def simulate(self, name: str) -> Any:
@@ -272,6 +273,30 @@ class PolicyView(RoleGuard, BaseView):
         else:
             flash(message % {"n": done.number}, "success")
         return redirect(url_for(".history", name=name))
+
+
+def power_text(source: str) -> str:
+    """The power calculator's answer for the text's experiment (empty without one): the cases and days it needs to
+    see a rise of 5 points in recovery, from the last four weeks of cases."""
+    from app.recovery import experiments
+
+    try:
+        found = experiments.power_plan(dsl.compile_policy(source, fx_rates=policies.fx_rates()))
+    except dsl.PolicyError:
+        return ""
+    if not found:
+        return ""
+    if "error" in found:
+        return _("Experiment: %(error)s", error=found["error"])
+    if found["days"]:
+        return _("Experiment: to see a rise of %(effect)s points in recovery from %(base)s, it needs about %(units)s "
+                 "cases in all arms: about %(days)s days at the %(daily)s cases a day of the last four weeks. The "
+                 "results can be read at any time; they stay valid.", effect=round(found["effect"] * 100),
+                 base=percent(found["baseline_rate"]), units=f"{found['units']:,}", days=found["days"],
+                 daily=f"{found['daily_units']:,.0f}")
+    return _("Experiment: to see a rise of %(effect)s points in recovery from %(base)s (assumed: there is no "
+             "history yet), it needs about %(units)s cases in all arms.", effect=round(found["effect"] * 100),
+             base=percent(found["baseline_rate"]), units=f"{found['units']:,}")
 
 
 def _can(roles: tuple[str, ...]) -> bool:

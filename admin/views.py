@@ -295,6 +295,7 @@ class AuditLogView(ReadOnlyView):
 
 def register_views(admin: Any) -> None:
     from admin.channels import ChannelAccountView
+    from admin.experiments import ExperimentView
     from admin.gateways import GatewayAccountView
     from admin.msgtemplates import TemplateView
     from admin.operations import CaseView, CustomerView, EscalationView, ReviewView
@@ -310,6 +311,7 @@ def register_views(admin: Any) -> None:
     register_demo_control(admin)
     admin.add_view(PolicyView(name=_l("Policies"), endpoint="policies", url="/admin/policies"))
     admin.add_view(TemplateView(name=_l("Message templates"), endpoint="msgtemplates", url="/admin/templates"))
+    admin.add_view(ExperimentView(name=_l("Experiments"), endpoint="experiments", url="/admin/experiments"))
     admin.add_view(CaseView(RecoveryCase, session, name=_l("Cases"), category=_l("Operations"), endpoint="cases"))
     admin.add_view(EscalationView(name=_l("Escalations"), category=_l("Operations"), endpoint="escalations",
                                   url="/admin/escalations"))

@@ -56,6 +56,15 @@ def refresh_analytics() -> dict[str, int] | str:
 
 
 @timed_job
+def check_experiments() -> dict[str, Any]:
+    """Periodic: running experiments are read (exposures stamped) and an arm a guardrail condemns is stopped."""
+    with job_context():
+        from app.recovery.experiments import check_running
+
+        return check_running()
+
+
+@timed_job
 def plan_cases(case_ids: list[int]) -> dict[str, Any]:
     """Plan new cases with the active policy; a case already planned is left alone."""
     with job_context():

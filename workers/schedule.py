@@ -26,6 +26,8 @@ def periodic_jobs(config: Any) -> list[PeriodicJob]:
         PeriodicJob("dispatch", jobs.dispatch_due, timedelta(seconds=config["DISPATCH_INTERVAL_SECONDS"]), "urgent"),
         PeriodicJob("analytics", jobs.refresh_analytics, timedelta(seconds=config["ANALYTICS_INTERVAL_SECONDS"]),
                     "low"),
+        PeriodicJob("experiments", jobs.check_experiments,
+                    timedelta(seconds=config["EXPERIMENTS_INTERVAL_SECONDS"]), "low"),
     ]
 
 

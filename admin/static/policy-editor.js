@@ -148,6 +148,8 @@
     }).then(function (r) { return r.json(); }).then(function (data) {
       if (mine !== seq) return; // a newer check is on its way
       diagnostics = data.diagnostics || [];
+      var power = document.getElementById("experiment-power");
+      if (power) { power.textContent = data.power || ""; power.hidden = !data.power; }
       panel.classList.remove("pe-checking");
       render(); showProblems();
       root.dataset.checked = String(mine);

@@ -5,6 +5,7 @@ from app.models.audit import AuditEntry, Setting
 from app.models.cases import CaseTransition, EscalationTask, RecoveryCase, Team
 from app.models.channels import ChannelAccount
 from app.models.customers import ConsentEvent, Customer, OptOut
+from app.models.experiments import ArmAssignment, Experiment
 from app.models.gateways import FetchCursor, GatewayAccount, InboundEvent
 from app.models.messages import MessageEvent, OutboxMessage
 from app.models.payments import Payment, PaymentLink
@@ -15,6 +16,7 @@ from app.models.users import ROLES, Role, User, user_roles
 
 __all__ = [
     "ROLES",
+    "ArmAssignment",
     "AuditEntry",
     "CaseDay",
     "CaseFact",
@@ -24,6 +26,7 @@ __all__ = [
     "ConsentEvent",
     "Customer",
     "EscalationTask",
+    "Experiment",
     "FetchCursor",
     "GatewayAccount",
     "InboundEvent",

@@ -22,6 +22,7 @@ from app.outbox.settings import ADDRESS_FIELD
 from app.outbox.states import OutboxState
 from app.payments.money import minor_to_decimal
 from app.payments.receipts import not_a_receipt
+from app.recovery.experiments import experiment_for, record_assignment, stopped_arms
 from app.recovery.policies import active_version, compiled
 from rules.case_states import CaseState
 from rules.contact_rules import NO_POLICY_TIMING, Override, contact_rules_for
@@ -185,8 +186,11 @@ def message_send_time(
 
 
 def plan_case(case: RecoveryCase, version: PolicyVersion, *, now: datetime) -> Plan:
-    plan = make_plan(compiled(version), case_facts(case, now), version=version.number,
-                     contact_windows=contact_windows())
+    policy = compiled(version)
+    experiment = experiment_for(version, policy)
+    plan = make_plan(policy, case_facts(case, now), version=version.number, contact_windows=contact_windows(),
+                     stopped_arms=stopped_arms(experiment))
+    record_assignment(case, plan, version, experiment, now)
     case.plan = plan.to_json()
     case.policy_version_id = version.id
     case.segment = plan.segment

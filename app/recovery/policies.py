@@ -171,6 +171,9 @@ def activate(version_id: int, *, actor: User | None) -> PolicyVersion:
     version.activated_by_id = actor.id if actor else None
     version.activated_at = utcnow()
     policy.active_version_id = version.id
+    from app.recovery.experiments import on_activation  # experiments read versions through this module
+
+    on_activation(version, compiled(version), actor=_who(actor))
     record(
         _who(actor),
         "policy.activated",
