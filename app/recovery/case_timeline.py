@@ -47,7 +47,7 @@ def case_timeline(case: RecoveryCase) -> list[TimelineEntry]:
             "decline_reason": case.plan.get("decline_reason"), "timezone": case.plan.get("timezone"),
             "offers": case.plan.get("offers") or [], "steps": case.plan.get("steps") or [],
             "give_up_after": case.plan.get("give_up_after"), "holdout": bool(case.plan.get("holdout")),
-            "override": case.plan.get("override"),
+            "override": case.plan.get("override"), "experiment": _experiment(case),
         }, 1))
     messages = db.session.scalars(sa.select(OutboxMessage).where(OutboxMessage.case_id == case.id)
                                   .order_by(OutboxMessage.scheduled_for)).all()
@@ -92,3 +92,16 @@ def _event_detail(message: OutboxMessage, payload: dict[str, Any] | None) -> dic
     if "channel" in (payload or {}):
         detail["channel"] = payload["channel"]  # type: ignore[index]
     return detail
+
+
+def _experiment(case: RecoveryCase) -> dict[str, Any] | None:
+    """The experiment arm the plan drew for this case, with the experiment's id when the case counts in it (a case
+    sent to the control because its arm was stopped counts nowhere: ``counted`` False)."""
+    drawn = (case.plan or {}).get("experiment")
+    if not drawn:
+        return None
+    from app.models import ArmAssignment
+
+    experiment_id = db.session.scalar(sa.select(ArmAssignment.experiment_id).where(ArmAssignment.case_id == case.id))
+    return {"name": drawn.get("experiment"), "arm": drawn.get("arm"), "reassigned_from": drawn.get("reassigned_from"),
+            "experiment_id": experiment_id}

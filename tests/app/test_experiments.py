@@ -102,6 +102,13 @@ def test_activation_starts_the_experiment_and_cases_are_assigned_per_customer(db
                                                                          OutboxMessage.step_n == 1))
         assert first == ("sms" if a.arm == "sms_first" else "email")
 
+    # the case's timeline says which arm the plan drew, with the way to the results
+    from app.recovery.case_timeline import case_timeline
+
+    planned = next(e for e in case_timeline(db.session.get(RecoveryCase, assignments[0].case_id)) if e.kind == "plan")
+    assert planned.detail["experiment"] == {"name": "sms first", "arm": assignments[0].arm, "reassigned_from": None,
+                                            "experiment_id": row.id}
+
     # a second activation of the same text continues the experiment; the same name with another split starts anew
     policies.activate_text("trial", POLICY + "\n", actor=None, note="same test")
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Experiment)) == 1

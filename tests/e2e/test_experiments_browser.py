@@ -226,6 +226,19 @@ def test_write_run_guard_and_promote_an_experiment(site: Site, browser: Any) -> 
     page.wait_for_function("() => !!document.querySelector('#experiment-chart')")
     assert canvas_drawn(page, "#experiment-chart")
     shot(page, "experiment-03-results")
+    # a case says which arm its plan drew, and leads to the results
+    with site.app.app_context():
+        import sqlalchemy as sa
+
+        from app.extensions import db
+        from app.models import ArmAssignment
+
+        case_id, arm = db.session.execute(sa.select(ArmAssignment.case_id, ArmAssignment.arm)
+                                          .where(ArmAssignment.arm == "sms_first").limit(1)).one()
+    page.goto(f"{site.url}/admin/cases/timeline/{case_id}")
+    assert "Experiment “first touch”: arm sms_first" in page.locator(".case-experiment").inner_text()
+    page.click(".case-experiment a")
+    assert page.url == detail
 
     # -- WhatsApp first makes customers opt out: the periodic check's guardrail stops it
     warp(site.app, 300, 500, opt_out_arm="whatsapp_first")
