@@ -52,7 +52,8 @@ class ExperimentView(RoleGuard, BaseView):
         row = db.session.get(Experiment, experiment_id)
         if row is None:
             return self.render("admin/policies/missing.html", name=f"#{experiment_id}"), 404
-        found = experiments.read(row)
+        cuped = request.args.get("cuped") == "1"
+        found = experiments.read(row, cuped=cuped)
         db.session.commit()  # the exposures stamped by the read
         policy = db.session.get(Policy, row.policy_id)
         promoted = db.session.get(PolicyVersion, row.promoted_version_id) if row.promoted_version_id else None
@@ -64,7 +65,7 @@ class ExperimentView(RoleGuard, BaseView):
             "admin/experiments/detail.html", row=row, found=found, policy=policy, promoted=promoted,
             comparisons=comparisons, chart=json.dumps(chart), percent=percent, status=experiments.ExperimentStatus,
             can_stop=bool(current_user.has_role(*STOPPERS)), can_promote=bool(current_user.has_role(*PROMOTERS)),
-            progress=min(1.0, found.exposed / row.planned_units) if row.planned_units else None,
+            progress=min(1.0, found.exposed / row.planned_units) if row.planned_units else None, cuped=cuped,
         )
 
     @expose("/<int:experiment_id>/stop-arm", methods=["POST"])

@@ -16,6 +16,7 @@ from app.models import ArmAssignment, AuditEntry, ConsentEvent, Experiment, Outb
 from app.recovery import experiments, policies
 from app.recovery.planning import plan_cases
 from rules.case_states import CaseState
+from experiments.readout import Metric
 from tests.builders import make_case, make_customer, make_transaction
 
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
@@ -243,3 +244,35 @@ def test_stopping_the_test_sends_everyone_the_control(db):
     assert set(db.session.scalars(sa.select(OutboxMessage.channel).where(
         OutboxMessage.case_id.in_([c.id for c in late]), OutboxMessage.step_n == 1))) == {"email"}
     assert db.session.scalar(sa.select(sa.func.count()).select_from(PolicyVersion)) == 1
+
+
+def test_cuped_narrows_the_amount_interval_with_past_payments(db):
+    """Customers who paid more before recover, and more, now: adjusting with their past 90 days of payments narrows the
+    amount-per-case interval (the expected difference stays)."""
+    policies.activate_text("trial", POLICY, actor=None, note="test")
+    cases = _cases(240)
+    _plan(db, cases)
+    _send_all(db, [c.id for c in cases], NOW + timedelta(hours=1))
+    for k, case in enumerate(cases):
+        past = 1000 * (1 + k % 7)
+        make_transaction(customer_id=case.customer_id, status="approved", amount_minor=past,
+                         gateway_transaction_id=f"past-{k}", failed_at=NOW - timedelta(days=20))
+        make_transaction(customer_id=case.customer_id, status="approved", amount_minor=99_999,
+                         gateway_transaction_id=f"long-ago-{k}", failed_at=NOW - timedelta(days=200))
+        if k % 7 >= 3:  # the customers who paid more before are the ones who pay now
+            case.state = CaseState.RECOVERED.value
+            case.recovered_amount_minor = past + 50 * (k % 3)
+            case.closed_at = NOW + timedelta(hours=4)
+    db.session.commit()
+    row = db.session.scalar(sa.select(Experiment))
+    plain = experiments.read(row)
+    adjusted = experiments.read(row, cuped=True)
+    assert plain.readout is not None and adjusted.readout is not None
+    assert plain.readout.cuped_theta is None and adjusted.readout.cuped_theta is not None
+    assert adjusted.readout.cuped_theta > 0
+    a = plain.readout.comparison(Metric.AMOUNT_PER_CASE, "sms_first").interval
+    b = adjusted.readout.comparison(Metric.AMOUNT_PER_CASE, "sms_first").interval
+    assert (b.upper - b.lower) < 0.8 * (a.upper - a.lower)
+    # the recovery rate itself is not adjusted
+    assert (plain.readout.comparison(Metric.RECOVERY_RATE, "sms_first").interval
+            == adjusted.readout.comparison(Metric.RECOVERY_RATE, "sms_first").interval)

@@ -226,6 +226,11 @@ def test_write_run_guard_and_promote_an_experiment(site: Site, browser: Any) -> 
     page.wait_for_function("() => !!document.querySelector('#experiment-chart')")
     assert canvas_drawn(page, "#experiment-chart")
     shot(page, "experiment-03-results")
+    page.click("#cuped-toggle a")
+    assert "CUPED, θ =" in page.locator("#cuped-toggle").inner_text()
+    expect(page.locator("#comparisons tbody tr")).to_have_count(6)
+    page.click("#cuped-toggle a")
+    assert "cuped" not in page.url
     # a case says which arm its plan drew, and leads to the results
     with site.app.app_context():
         import sqlalchemy as sa
