@@ -1,22 +1,33 @@
-"""The daily one-dimension cubes (app.models.analytics.CaseDay, MessageDay): the hourly rollups' changes, summed by
-day, currency (and channel), and one dimension at a time.
+"""The daily cubes beside the hourly rollups (app.models.analytics): the rollups' changes summed by day, currency
+(and channel), and one dimension at a time (CaseDay, MessageDay), a pair of them (CasePair, MessagePair), or, for
+messages, the customer's local weekday with an hour a column (MessageHours).
 
 A change of one rollup row (an hour, its dimensions' values, the measures' difference) adds its difference to the
-cube row of dimension ``*`` and to one row per dimension, under that dimension's value. Rows are upserted (MariaDB's
-``ON DUPLICATE KEY UPDATE``, SQLite's ``ON CONFLICT``), one statement per batch.
+cube row of dimension ``*`` and to one row per dimension under that dimension's value; to one row per pair under
+the pair's two values; and to the hour grid's row of its local weekday (everything, and each filter dimension's
+value), in its local hour's columns. Rows are upserted (MariaDB's ``ON DUPLICATE KEY UPDATE``, SQLite's
+``ON CONFLICT``), one statement per table (per local hour for the grid) and batch.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models.analytics import ALL, CASE_CUBE_DIMENSIONS, MESSAGE_CUBE_DIMENSIONS
+from app.models.analytics import (
+    ALL,
+    CASE_CUBE_DIMENSIONS,
+    CASE_PAIRS,
+    FILTER_DIMENSIONS,
+    MESSAGE_CUBE_DIMENSIONS,
+    MESSAGE_PAIRS,
+    hour_column,
+    pair_name,
+)
 
 #: the value of a row of dimension ``*`` (everything)
 EVERYTHING = "null"
@@ -31,36 +42,61 @@ def decode(value: str) -> Any:
     return json.loads(value)
 
 
-def _values(table: sa.Table, dimensions: tuple[str, ...], dims: tuple[Any, ...]) -> Iterable[tuple[str, str]]:
-    """(dimension, encoded value) of every cube row one rollup row counts in."""
-    named = dict(zip(dimensions, dims, strict=True))
-    yield ALL, EVERYTHING
-    for name in CASE_CUBE_DIMENSIONS if "channel" not in table.c else MESSAGE_CUBE_DIMENSIONS:
-        if name == "slot":
-            yield name, encode([named["weekday"], named["local_hour"]])
-        else:
-            yield name, encode(named[name])
+def _accumulate(sums: dict[tuple[Any, ...], list[int]], key: tuple[Any, ...], delta: list[int]) -> None:
+    slot = sums.get(key)
+    if slot is None:
+        sums[key] = list(delta)
+    else:
+        for i, d in enumerate(delta):
+            slot[i] += d
 
 
-def add(table: sa.Table, dimensions: tuple[str, ...], measures: tuple[str, ...],
-        changes: list[tuple[datetime, tuple[Any, ...], list[int]]]) -> None:
-    """Add rollup rows' differences ``(hour, dimension values, measure deltas)`` to the cube ``table`` (in the open
-    transaction)."""
-    has_channel = "channel" in table.c
-    sums: dict[tuple[Any, ...], list[int]] = {}
+def _rows(columns: tuple[str, ...], measures: tuple[str, ...],
+          sums: dict[tuple[Any, ...], list[int]]) -> list[dict[str, Any]]:
+    return [{**dict(zip(columns, key, strict=True)), **dict(zip(measures, delta, strict=True))}
+            for key, delta in sums.items() if any(delta)]
+
+
+def add(days: sa.Table, pairs: sa.Table, grid: sa.Table | None, dimensions: tuple[str, ...],
+        measures: tuple[str, ...], changes: list[tuple[datetime, tuple[Any, ...], list[int]]]) -> None:
+    """Add rollup rows' differences ``(hour, dimension values, measure deltas)`` to the daily cubes of cases or
+    messages (in the open transaction): ``days`` (one dimension), ``pairs`` (two) and, for messages, the hour
+    ``grid``."""
+    messages = grid is not None
+    singles = MESSAGE_CUBE_DIMENSIONS if messages else CASE_CUBE_DIMENSIONS
+    couples = [(pair_name(first, other), first, other) for first, other in (MESSAGE_PAIRS if messages
+                                                                            else CASE_PAIRS)]
+    one: dict[tuple[Any, ...], list[int]] = {}
+    two: dict[tuple[Any, ...], list[int]] = {}
+    by_hour: dict[int, dict[tuple[Any, ...], list[int]]] = {}
     for bucket, dims, delta in changes:
         named = dict(zip(dimensions, dims, strict=True))
         head: tuple[Any, ...] = (bucket.date(), named["currency"] or "")
-        if has_channel:
+        if messages:
             head += (named["channel"] or "",)
-        for dim, value in _values(table, dimensions, dims):
-            slot = sums.setdefault((*head, dim, value), [0] * len(measures))
-            for i, d in enumerate(delta):
-                slot[i] += d
-    keys = ("day", "currency", *(("channel",) if has_channel else ()), "dim", "value")
-    rows = [{**dict(zip(keys, key, strict=True)), **dict(zip(measures, delta, strict=True))}
-            for key, delta in sums.items() if any(delta)]
-    upsert(table, ("dim", "day", "currency", *(("channel",) if has_channel else ()), "value"), measures, rows)
+        coded = {name: encode(named[name]) for name in singles}
+        _accumulate(one, (ALL, EVERYTHING, *head), delta)
+        for name in singles:
+            _accumulate(one, (name, coded[name], *head), delta)
+        for pair, first, other in couples:
+            _accumulate(two, (pair, coded[first], *head, coded[other]), delta)
+        if messages:
+            hour, weekday = named["local_hour"], named["weekday"]
+            if hour is None or weekday is None:  # app.analytics.facts gives every sent message both
+                raise ValueError(f"analytics: a message counted without its local hour and weekday: {named}")
+            cells = by_hour.setdefault(int(hour), {})
+            _accumulate(cells, (ALL, EVERYTHING, *head, int(weekday)), delta)
+            for name in FILTER_DIMENSIONS:
+                _accumulate(cells, (name, coded[name], *head, int(weekday)), delta)
+    head_columns = ("day", "currency", *(("channel",) if messages else ()))
+    upsert(days, ("dim", "value", *head_columns), measures, _rows(("dim", "value", *head_columns), measures, one))
+    keys = ("pair", "first", *head_columns, "other")
+    upsert(pairs, keys, measures, _rows(keys, measures, two))
+    if grid is not None:
+        keys = ("dim", "value", *head_columns, "weekday")
+        for hour, cells in by_hour.items():
+            columns = tuple(hour_column(m, hour) for m in measures)
+            upsert(grid, keys, columns, _rows(keys, columns, cells))
 
 
 def upsert(table: sa.Table, keys: tuple[str, ...], measures: tuple[str, ...], rows: list[dict[str, Any]]) -> None:

@@ -23,18 +23,30 @@ from app.extensions import db
 from app.models.analytics import (
     ALL,
     CASE_DIMENSIONS,
+    CASE_PAIRS,
+    FILTER_DIMENSIONS,
+    HOURS,
     MESSAGE_DIMENSIONS,
+    MESSAGE_PAIRS,
     TIME_TO_RECOVER,
     CaseDay,
+    CasePair,
     CaseRollup,
     MessageDay,
+    MessageHours,
+    MessagePair,
     MessageRollup,
+    hour_column,
+    pair_name,
 )
 
 _CASES = CaseRollup.__table__
 _MESSAGES = MessageRollup.__table__
 _CASE_DAYS = CaseDay.__table__
 _MESSAGE_DAYS = MessageDay.__table__
+_CASE_PAIRS = CasePair.__table__
+_MESSAGE_PAIRS = MessagePair.__table__
+_HOURS = MessageHours.__table__
 #: the dimensions both rollups share: a filter on one of them narrows cases and messages alike
 SHARED = tuple(d for d in CASE_DIMENSIONS if d in MESSAGE_DIMENSIONS)
 #: read the daily cubes when a question allows it (tests turn it off to compare both ways of answering)
@@ -65,47 +77,150 @@ class Filters:
 DAY, SLOT = "day", "slot"
 
 
+#: the local-time dimensions the hour grid answers (app.models.analytics.MessageHours)
+_LOCAL = {SLOT, "local_hour", "weekday"}
+
+
+def source(hourly: sa.Table, groups: tuple[str, ...], filters: Filters) -> tuple[str, Any]:
+    """Where a question is answered: ``("days", dimension)`` (a one-dimension cube, ``*`` for none),
+    ``("pairs", (first, other))``, ``("grid", dimension)`` (the hour grid, for the local hour, weekday or slot of
+    messages, with at most one filter dimension) or ``("hours", None)`` (the hourly rollups: any combination)."""
+    messages = hourly is _MESSAGES
+    head = {"currency", *(("channel",) if messages else ())}
+    wanted = {name for name in filters.where if name in hourly.c and name not in head}
+    wanted |= {g for g in groups if g not in head and g != DAY}
+    if not USE_CUBES:
+        return "hours", None
+    rest = wanted - _LOCAL
+    if messages and wanted & {SLOT, "local_hour"}:
+        if len(rest) <= 1 and rest <= set(FILTER_DIMENSIONS):
+            return "grid", next(iter(rest), ALL)
+        return "hours", None
+    if len(wanted) <= 1:
+        return "days", next(iter(wanted), ALL)
+    pair = _PAIRS[hourly.name].get(frozenset(wanted))
+    return ("pairs", pair) if pair is not None else ("hours", None)
+
+
+_PAIRS = {_CASES.name: {frozenset(p): p for p in CASE_PAIRS}, _MESSAGES.name: {frozenset(p): p for p in MESSAGE_PAIRS}}
+
+
 def _sum(hourly: sa.Table, groups: tuple[str, ...], measures: tuple[str, ...],
          filters: Filters) -> list[tuple[Any, ...]]:
     """``(*group values, *measure sums)`` of the cases (``hourly`` = the case rollup) or messages, grouped by
-    ``groups`` (dimension names, :data:`DAY` or :data:`SLOT`), filtered by ``filters``. Read from the daily cube when
-    the question needs at most one dimension besides the day, the currency and the channel; from the hourly rollup
-    otherwise. Both give the same numbers."""
-    daily = _CASE_DAYS if hourly is _CASES else _MESSAGE_DAYS
-    head = {"currency", *(("channel",) if "channel" in daily.c else ())}
-    wanted = {name for name in filters.where if name in hourly.c and name not in head}
-    wanted |= {g for g in groups if g not in head and g != DAY}
-    if USE_CUBES and len(wanted) <= 1:
-        return _from_cube(daily, next(iter(wanted), ALL), groups, measures, filters)
-    return _from_hours(hourly, groups, measures, filters)
+    ``groups`` (dimension names, :data:`DAY` or :data:`SLOT`), filtered by ``filters``; groups whose sums are all
+    zero (what a fact that moved elsewhere leaves behind) are left out. Read from a daily cube when one holds the
+    question's dimensions (:func:`source`), from the hourly rollup otherwise. Every way gives the same numbers."""
+    where, what = source(hourly, groups, filters)
+    if where == "days":
+        rows = _from_cube(_CASE_DAYS if hourly is _CASES else _MESSAGE_DAYS, what, groups, measures, filters)
+    elif where == "pairs":
+        rows = _from_pairs(_CASE_PAIRS if hourly is _CASES else _MESSAGE_PAIRS, what, groups, measures, filters)
+    elif where == "grid":
+        rows = _from_grid(what, groups, measures, filters)
+    else:
+        rows = _from_hours(hourly, groups, measures, filters)
+    return [row for row in rows if any(row[len(groups):])]
+
+
+def _head_value(group: str, value: Any) -> Any:
+    """A group's value as read from a cube: a missing currency or channel is kept as "", a dimension's as JSON."""
+    if group in ("currency", "channel"):
+        return value or None
+    if group == DAY:
+        return value
+    decoded = cubes.decode(value)
+    return tuple(decoded) if isinstance(decoded, list) else decoded
+
+
+def _period(daily: sa.Table, query: sa.Select[Any], filters: Filters) -> sa.Select[Any]:
+    if filters.start is not None:
+        query = query.where(daily.c.day >= filters.start)
+    if filters.end is not None:
+        query = query.where(daily.c.day <= filters.end)
+    for name in ("currency", "channel"):
+        if name in filters.where and name in daily.c:
+            query = query.where(daily.c[name] == (filters.where[name] or ""))
+    return query
 
 
 def _from_cube(daily: sa.Table, dim: str, groups: tuple[str, ...], measures: tuple[str, ...],
                filters: Filters) -> list[tuple[Any, ...]]:
     columns = [daily.c.day if g == DAY else daily.c[g] if g in daily.c else daily.c.value for g in groups]
-    query = sa.select(*columns, *(sa.func.sum(daily.c[m]) for m in measures)).where(daily.c.dim == dim)
-    if filters.start is not None:
-        query = query.where(daily.c.day >= filters.start)
-    if filters.end is not None:
-        query = query.where(daily.c.day <= filters.end)
-    for name, value in filters.where.items():
-        if name in daily.c and name not in ("day", "dim", "value"):
-            query = query.where(daily.c[name] == (value or ""))
-        elif name == dim:
-            query = query.where(daily.c.value == cubes.encode(value))
-    rows = []
-    for row in db.session.execute(query.group_by(*columns)):
-        values = []
-        for g, v in zip(groups, row, strict=False):
-            if g in ("currency", "channel"):
-                values.append(v or None)  # the cube keeps a missing currency or channel as ""
-            elif g == DAY:
-                values.append(v)
-            else:
-                value = cubes.decode(v)
-                values.append(tuple(value) if isinstance(value, list) else value)
-        rows.append((*values, *(int(v or 0) for v in row[len(groups):])))
-    return rows
+    query = _period(daily, sa.select(*columns, *(sa.func.sum(daily.c[m]) for m in measures))
+                    .where(daily.c.dim == dim), filters)
+    if dim in filters.where:
+        query = query.where(daily.c.value == cubes.encode(filters.where[dim]))
+    return [(*(_head_value(g, v) for g, v in zip(groups, row, strict=False)),
+             *(int(v or 0) for v in row[len(groups):])) for row in db.session.execute(query.group_by(*columns))]
+
+
+def _from_pairs(daily: sa.Table, pair: tuple[str, str], groups: tuple[str, ...], measures: tuple[str, ...],
+                filters: Filters) -> list[tuple[Any, ...]]:
+    first, other = pair
+    slots = {first: daily.c.first, other: daily.c.other}
+    columns = [daily.c.day if g == DAY else slots[g] if g in slots else daily.c[g] for g in groups]
+    query = _period(daily, sa.select(*columns, *(sa.func.sum(daily.c[m]) for m in measures))
+                    .where(daily.c.pair == pair_name(first, other)), filters)
+    for name, column in slots.items():
+        if name in filters.where:
+            query = query.where(column == cubes.encode(filters.where[name]))
+    return [(*(_head_value(g, v) for g, v in zip(groups, row, strict=False)),
+             *(int(v or 0) for v in row[len(groups):])) for row in db.session.execute(query.group_by(*columns))]
+
+
+def _from_grid(dim: str, groups: tuple[str, ...], measures: tuple[str, ...],
+               filters: Filters) -> list[tuple[Any, ...]]:
+    """Read the hour grid: its rows summed in the database by day, currency, channel, weekday (and the filter
+    dimension's value, when grouped), each hour's columns apart; then the hours folded into the groups here."""
+    grid = _HOURS
+    hours = list(HOURS)
+    if "local_hour" in filters.where:
+        wanted = filters.where["local_hour"]
+        hours = [h for h in hours if h == wanted]
+        if not hours:
+            return []
+    keys = []
+    for g in groups:
+        if g in ("currency", "channel"):
+            keys.append(grid.c[g])
+        elif g == DAY:
+            keys.append(grid.c.day)
+        elif g in (SLOT, "weekday"):
+            keys.append(grid.c.weekday)
+        elif g != "local_hour":
+            keys.append(grid.c.value)  # the filter dimension, grouped by
+    keys = list(dict.fromkeys(keys))
+    sums = [sa.func.sum(grid.c[hour_column(m, h)]) for h in hours for m in measures]
+    query = _period(grid, sa.select(*keys, *sums).where(grid.c.dim == dim), filters)
+    if dim in filters.where:
+        query = query.where(grid.c.value == cubes.encode(filters.where[dim]))
+    if "weekday" in filters.where:
+        query = query.where(grid.c.weekday == filters.where["weekday"]) if filters.where["weekday"] is not None \
+            else query.where(sa.false())
+    summed: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(measures))
+    for row in db.session.execute(query.group_by(*keys) if keys else query):
+        read = dict(zip(keys, row, strict=False))
+        for i, hour in enumerate(hours):
+            values = [int(v or 0) for v in row[len(keys) + i * len(measures):len(keys) + (i + 1) * len(measures)]]
+            if not any(values):
+                continue
+            key = []
+            for g in groups:
+                if g == SLOT:
+                    key.append((read[grid.c.weekday], hour))
+                elif g == "local_hour":
+                    key.append(hour)
+                elif g == "weekday":
+                    key.append(read[grid.c.weekday])
+                elif g in ("currency", "channel", DAY):
+                    key.append(_head_value(g, read[grid.c[g] if g != DAY else grid.c.day]))
+                else:
+                    key.append(_head_value(g, read[grid.c.value]))
+            slot = summed[tuple(key)]
+            for j, value in enumerate(values):
+                slot[j] += value
+    return [(*key, *values) for key, values in summed.items()]
 
 
 def _from_hours(hourly: sa.Table, groups: tuple[str, ...], measures: tuple[str, ...],

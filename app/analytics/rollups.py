@@ -31,9 +31,12 @@ from app.models.analytics import (
     MESSAGE_MEASURES,
     CaseDay,
     CaseFact,
+    CasePair,
     CaseRollup,
     MessageDay,
     MessageFact,
+    MessageHours,
+    MessagePair,
     MessageRollup,
 )
 from app.models.types import utcnow
@@ -57,16 +60,18 @@ class _Kind:
     facts: Any
     rollups: Any
     days: Any
+    pairs: Any
+    grid: Any
     key: str
     dimensions: tuple[str, ...]
     measures: tuple[str, ...]
     compute: Any
 
 
-CASES = _Kind(CaseFact.__table__, CaseRollup.__table__, CaseDay.__table__, "case_id", CASE_DIMENSIONS,
-              CASE_MEASURES, case_facts)
-MESSAGES = _Kind(MessageFact.__table__, MessageRollup.__table__, MessageDay.__table__, "message_id",
-                 MESSAGE_DIMENSIONS, MESSAGE_MEASURES, message_facts)
+CASES = _Kind(CaseFact.__table__, CaseRollup.__table__, CaseDay.__table__, CasePair.__table__, None, "case_id",
+              CASE_DIMENSIONS, CASE_MEASURES, case_facts)
+MESSAGES = _Kind(MessageFact.__table__, MessageRollup.__table__, MessageDay.__table__, MessagePair.__table__,
+                 MessageHours.__table__, "message_id", MESSAGE_DIMENSIONS, MESSAGE_MEASURES, message_facts)
 
 
 def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
@@ -125,7 +130,7 @@ def _apply(kind: _Kind, ids: list[int], window: timedelta) -> int:
                  [{"bucket": bucket, "dims_key": key,
                    **dict(zip(kind.dimensions, dims_of[(bucket, key)], strict=True)),
                    **dict(zip(kind.measures, delta, strict=True))} for (bucket, key), delta in moved.items()])
-    cubes.add(kind.days, kind.dimensions, kind.measures,
+    cubes.add(kind.days, kind.pairs, kind.grid, kind.dimensions, kind.measures,
               [(bucket, dims_of[(bucket, key)], delta) for (bucket, key), delta in moved.items()])
     return len(changed)
 
@@ -224,7 +229,9 @@ def rebuild(since: datetime | None = None) -> dict[str, int]:
                 if bucket is not None:
                     statement = statement.where(table.c.bucket >= bucket)
                 db.session.execute(statement)
-            cubes.clear(kind.days, bucket)
+            for cube in (kind.days, kind.pairs, kind.grid):
+                if cube is not None:
+                    cubes.clear(cube, bucket)
         db.session.commit()
         case_query = sa.select(RecoveryCase.id).order_by(RecoveryCase.id)
         message_query = sa.select(OutboxMessage.id).where(OutboxMessage.sent_at.is_not(None)).order_by(OutboxMessage.id)

@@ -6,6 +6,7 @@ difference only (late, duplicated and re-delivered events give the same totals).
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -153,8 +154,9 @@ class MessageRollup(_Counted, _MessageMeasures, db.Model):
 #: so that NULL is a value like any other in the unique key.
 ALL = "*"
 CASE_CUBE_DIMENSIONS = tuple(d for d in CASE_DIMENSIONS if d != "currency")
-#: ``slot`` is the local [weekday, hour] pair of a send: the best-times grid
-MESSAGE_CUBE_DIMENSIONS = (*(d for d in MESSAGE_DIMENSIONS if d not in ("currency", "channel")), "slot")
+#: the local hour (and the best-times [weekday, hour] slot) of a send is read from the hour grid below, not from
+#: a row per hour
+MESSAGE_CUBE_DIMENSIONS = tuple(d for d in MESSAGE_DIMENSIONS if d not in ("currency", "channel", "local_hour"))
 
 
 class _Daily:
@@ -181,3 +183,97 @@ class MessageDay(_Daily, _MessageMeasures, db.Model):
                                           name="uq_analytics_message_days_key"), MYSQL_TABLE_ARGS)
 
     channel: Mapped[str] = mapped_column(sa.String(32))
+
+
+#: the dimensions the dashboard filters by besides the currency and the channel (admin.dashboard.FILTERS): a
+#: question with one of them and one other dimension reads a pair cube below
+FILTER_DIMENSIONS = ("gateway", "decline_reason", "value_band", "first_time", "product_type", "vip", "language",
+                     "policy_version_id")
+
+
+def _case_pairs() -> tuple[tuple[str, str], ...]:
+    """Each filter dimension with each other case dimension, once per unordered pair (28 pairs of two filters,
+    24 of a filter and decline_code, holdout or paid_with: 52)."""
+    pairs = []
+    for i, first in enumerate(FILTER_DIMENSIONS):
+        for other in CASE_CUBE_DIMENSIONS:
+            if other != first and other not in FILTER_DIMENSIONS[:i]:
+                pairs.append((first, other))
+    return tuple(pairs)
+
+
+#: the daily pair cubes: a fact adds to one row per pair, under the pair's two values. Cases: every filter with
+#: every other case dimension (52 pairs). Messages: every filter with the breakdowns only messages have, template,
+#: variant and weekday (24 pairs); the local hour and the best-times slot are read from the hour grid below, and a
+#: filter with a case dimension is a question about cases. Two filters (besides day, currency and channel) with a
+#: breakdown, or two filters with a message breakdown, are read from the hourly rollups.
+CASE_PAIRS = _case_pairs()
+MESSAGE_PAIRS = tuple((first, other) for first in FILTER_DIMENSIONS for other in ("template", "variant", "weekday"))
+
+
+def pair_name(first: str, other: str) -> str:
+    return f"{first}|{other}"
+
+
+class CasePair(_CaseMeasures, db.Model):
+    """Cases by the day they opened (UTC), their currency and the values of a pair of dimensions (``pair`` names
+    them, ``first|other``)."""
+
+    __tablename__ = "analytics_case_pairs"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    pair: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    first: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    currency: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    other: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+
+
+class MessagePair(_MessageMeasures, db.Model):
+    """Sent messages by the day they went (UTC), their currency, channel and the values of a pair of dimensions."""
+
+    __tablename__ = "analytics_message_pairs"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    pair: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    first: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    currency: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    other: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+
+
+#: the hour grid: sent messages by the day they went (UTC), currency, channel, the customer's local weekday and
+#: (everything, or) one filter dimension's value, with each measure in 24 columns, one per local hour
+#: (``sent_n_h07``). A day's sends fall on two or three local weekdays, so a day holds a handful of rows per
+#: currency and channel at any volume, where 168 rows of weekday and hour would fill only with thousands of sends a
+#: day: the best-times grid and the local-hour breakdown read the same few rows for 10,000 messages or 10 million.
+HOURS = range(24)
+GRID_DIMENSIONS = (ALL, *FILTER_DIMENSIONS)
+
+
+def hour_column(measure: str, hour: int) -> str:
+    return f"{measure}_h{hour:02d}"
+
+
+def _grid_columns() -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for measure in MESSAGE_MEASURES:
+        kind = sa.BigInteger if measure.endswith("_minor") else sa.Integer
+        for hour in HOURS:
+            columns[hour_column(measure, hour)] = sa.Column(kind, nullable=False, default=0)
+    return columns
+
+
+MessageHours = type("MessageHours", (db.Model,), {
+    "__doc__": "Sent messages by day, currency, channel, local weekday and one filter's value; an hour a column.",
+    "__tablename__": "analytics_message_hours",
+    "__table_args__": (MYSQL_TABLE_ARGS,),
+    "dim": sa.Column(sa.String(32), primary_key=True),
+    "value": sa.Column(sa.String(80), primary_key=True),
+    "day": sa.Column(sa.Date, primary_key=True),
+    "currency": sa.Column(sa.String(32), primary_key=True),
+    "channel": sa.Column(sa.String(32), primary_key=True),
+    "weekday": sa.Column(sa.Integer, primary_key=True, autoincrement=False),
+    **_grid_columns(),
+})

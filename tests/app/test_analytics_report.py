@@ -205,15 +205,22 @@ def test_time_to_recover_reads_as_a_median_and_a_p90(planted):
 
 def test_the_daily_cubes_and_the_hourly_rollups_answer_alike(planted, monkeypatch):
     """Every question, asked of the daily cubes and again of the hourly rollups, gets the same answer: one
-    dimension (cubes), two or more (hourly), dates, currencies, channels, a value that is missing (None)."""
+    dimension (one-dimension cubes), a filter with another dimension (pair cubes), local hours, weekdays and the
+    best-times slots (the hour grid), two filters with a breakdown (hourly), dates, currencies, channels, a value
+    that is missing (None)."""
     questions = [Filters(), Filters(start=date(2026, 9, 10), end=date(2026, 9, 20)),
                  Filters(where={"currency": "EUR"}), Filters(where={"channel": "email"}),
                  Filters(where={"language": "es"}), Filters(where={"decline_code": None}),
                  Filters(start=date(2026, 9, 14), where={"language": "en", "currency": "USD", "channel": "whatsapp"}),
-                 Filters(where={"language": "es", "decline_reason": "expired_card"})]
-    asks = [report.kpis, report.cohorts, report.funnel, report.best_times,
+                 Filters(where={"language": "es", "decline_reason": "expired_card"}),
+                 Filters(start=date(2026, 9, 9), end=date(2026, 9, 30), where={"decline_reason": "expired_card"}),
+                 Filters(where={"vip": False, "channel": "whatsapp", "currency": "USD"}),
+                 Filters(where={"value_band": "mid", "first_time": None, "language": "en"}),
+                 Filters(where={"policy_version_id": None, "local_hour": 19})]
+    asks = [report.kpis, report.cohorts, report.funnel, report.best_times, report.holdout_lift,
             *(lambda f, d=d: report.breakdown(d, f) for d in ("decline_reason", "language", "paid_with",
-                                                              "local_hour", "template", "weekday", "vip"))]
+                                                              "local_hour", "template", "weekday", "vip", "holdout",
+                                                              "decline_code", "variant"))]
     for filters in questions:
         for ask in asks:
             monkeypatch.setattr(report, "USE_CUBES", True)
@@ -222,3 +229,25 @@ def test_the_daily_cubes_and_the_hourly_rollups_answer_alike(planted, monkeypatc
             from_hours = ask(filters)
             assert from_cubes == from_hours, (filters, ask)
     assert report.kpis(Filters()), "the world is empty: the comparison proves nothing"
+
+
+def test_each_dashboard_question_with_one_filter_reads_a_cube(app, db):
+    """Every breakdown the page offers, the best times and the holdout, with any one of the page's filters (besides
+    the period, the currency and the channel), is answered by a daily cube, never by the hourly rollups; two filters
+    with a breakdown may be."""
+    from admin.dashboard import BREAKDOWNS, FILTERS
+    from app.models.analytics import FILTER_DIMENSIONS
+
+    assert set(FILTERS) - {"currency", "channel"} == set(FILTER_DIMENSIONS)
+    cases, messages = report._CASES, report._MESSAGES
+    for name in FILTER_DIMENSIONS:
+        f = Filters(start=date(2026, 9, 1), where={name: "x", "currency": "EUR", "channel": "sms"})
+        asked = [(cases, ("currency",)), (cases, (report.DAY, "currency")), (messages, ("channel", "currency")),
+                 (messages, (report.SLOT,)), (cases, ("holdout", "currency"))]
+        asked += [(cases if d in report.CASE_DIMENSIONS else messages, (d, "currency")) for d in BREAKDOWNS]
+        for hourly, groups in asked:
+            where, _ = report.source(hourly, groups, f)
+            assert where != "hours", (name, groups)
+    two = Filters(where={"value_band": "high", "first_time": "first"})
+    assert report.source(cases, ("currency",), two)[0] == "pairs"
+    assert report.source(cases, ("decline_reason", "currency"), two)[0] == "hours"

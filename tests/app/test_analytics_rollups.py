@@ -1,7 +1,8 @@
 """Issue 17, done-when 2: on random worlds the rollups equal a recomputation from the raw rows written here, from
 the definitions, independently of app.analytics (on SQLite and MariaDB): after incremental refreshes, after
 duplicated and late events, after state changes, after the merchant changes the attribution window, and after a
-rebuild (whole, and from a day on). The daily cubes equal the hourly rollups summed by day and one dimension."""
+rebuild (whole, and from a day on). The daily cubes equal the hourly rollups summed by day and one dimension, by
+day and a pair of dimensions, and (the hour grid) by day, local weekday and hour, and one filter dimension."""
 
 from __future__ import annotations
 
@@ -33,9 +34,17 @@ from app.models.analytics import (
     CASE_CUBE_DIMENSIONS,
     CASE_DIMENSIONS,
     CASE_MEASURES,
+    CASE_PAIRS,
+    FILTER_DIMENSIONS,
+    HOURS,
     MESSAGE_CUBE_DIMENSIONS,
     MESSAGE_DIMENSIONS,
     MESSAGE_MEASURES,
+    MESSAGE_PAIRS,
+    CasePair,
+    MessageHours,
+    MessagePair,
+    hour_column,
 )
 from app.models.types import utcnow
 from tests.builders import make_case, make_customer, make_message, make_transaction
@@ -257,7 +266,7 @@ def cubes_match_the_rollups(when: str) -> None:
             head = (hour(row.bucket).date(), row.currency or "", *((row.channel or "",) if rollup is MessageRollup
                                                                     else ()))
             for dim in ("*", *cube_dims):
-                value = None if dim == "*" else [row.weekday, row.local_hour] if dim == "slot" else getattr(row, dim)
+                value = None if dim == "*" else getattr(row, dim)
                 for m in measures:
                     if getattr(row, m):
                         want[(*head, dim, json.dumps(value), m)] += getattr(row, m)
@@ -270,6 +279,56 @@ def cubes_match_the_rollups(when: str) -> None:
         assert got == want, f"{day_model.__tablename__} differs from the hourly rollup {when}: " \
                             f"{(got - want) or (want - got)}"
         assert want
+    pairs_match_the_rollups(when)
+    the_hour_grid_matches_the_rollups(when)
+
+
+def pairs_match_the_rollups(when: str) -> None:
+    """Each pair cube row is the hourly rollup rows of its day, currency (channel) and two dimensions' values
+    summed."""
+    for rollup, pair_model, pairs, measures in ((CaseRollup, CasePair, CASE_PAIRS, CASE_MEASURES),
+                                                (MessageRollup, MessagePair, MESSAGE_PAIRS, MESSAGE_MEASURES)):
+        want: Counter = Counter()
+        for row in db.session.scalars(sa.select(rollup)):
+            head = (hour(row.bucket).date(), row.currency or "", *((row.channel or "",) if rollup is MessageRollup
+                                                                    else ()))
+            for first, other in pairs:
+                for m in measures:
+                    if getattr(row, m):
+                        want[(*head, f"{first}|{other}", json.dumps(getattr(row, first)),
+                              json.dumps(getattr(row, other)), m)] += getattr(row, m)
+        got: Counter = Counter()
+        for row in db.session.scalars(sa.select(pair_model)):
+            head = (row.day, row.currency, *((row.channel,) if pair_model is MessagePair else ()))
+            for m in measures:
+                if getattr(row, m):
+                    got[(*head, row.pair, json.dumps(json.loads(row.first)), json.dumps(json.loads(row.other)),
+                         m)] += getattr(row, m)
+        assert got == want, f"{pair_model.__tablename__} differs from the hourly rollup {when}: " \
+                            f"{(got - want) or (want - got)}"
+        assert want
+
+
+def the_hour_grid_matches_the_rollups(when: str) -> None:
+    """Each hour grid cell (a row's column of one measure and local hour) is the hourly rollup rows of its day,
+    currency, channel, local weekday and hour (and one filter dimension's value) summed."""
+    want: Counter = Counter()
+    for row in db.session.scalars(sa.select(MessageRollup)):
+        head = (hour(row.bucket).date(), row.currency or "", row.channel or "", row.weekday)
+        for dim in ("*", *FILTER_DIMENSIONS):
+            value = None if dim == "*" else getattr(row, dim)
+            for m in MESSAGE_MEASURES:
+                if getattr(row, m):
+                    want[(*head, dim, json.dumps(value), row.local_hour, m)] += getattr(row, m)
+    got: Counter = Counter()
+    for row in db.session.scalars(sa.select(MessageHours)):
+        head = (row.day, row.currency, row.channel, row.weekday)
+        for h in HOURS:
+            for m in MESSAGE_MEASURES:
+                if getattr(row, hour_column(m, h)):
+                    got[(*head, row.dim, json.dumps(json.loads(row.value)), h, m)] += getattr(row, hour_column(m, h))
+    assert got == want, f"the hour grid differs from the hourly rollup {when}: {(got - want) or (want - got)}"
+    assert want
 
 
 def assert_equal(when: str, window: timedelta = timedelta(hours=72)) -> None:
