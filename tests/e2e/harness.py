@@ -73,3 +73,33 @@ def post_from_page(page: Any, path: str, data: dict[str, str]) -> int:
         }""",
         [path, data],
     ))
+
+
+AXE = Path(__file__).with_name("vendor") / "axe.min.js"
+
+
+def check_accessibility(page: Any, name: str) -> None:
+    """axe-core on the page as it is: nothing serious or critical (the full report is saved beside the shots)."""
+    import json
+
+    page.add_script_tag(path=str(AXE))
+    results = page.evaluate("""async () => {
+        const r = await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a',
+            'wcag21aa', 'wcag22aa', 'best-practice']}, resultTypes: ['violations']});
+        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                       nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}));
+    }""")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (SHOTS / f"{name}.axe.json").write_text(json.dumps(results, indent=2))
+    bad = [v for v in results if v["impact"] in ("serious", "critical")]
+    assert not bad, f"{name}: {json.dumps(bad, indent=2)}"
+
+
+def canvas_drawn(page: Any, selector: str) -> bool:
+    """Some pixel of the canvas is painted (the chart drew, not just an empty box)."""
+    return bool(page.evaluate("""(sel) => {
+        const c = document.querySelector(sel); if (!c || !c.width) return false;
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        for (let i = 3; i < d.length; i += 4) if (d[i] > 0) return true;
+        return false;
+    }""", selector))

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import BROWSER, PASSWORD, LiveServer, shot, sign_in
-from tests.e2e.test_pay_browser import check_accessibility
+from tests.e2e.harness import BROWSER, PASSWORD, LiveServer, canvas_drawn, check_accessibility, shot, sign_in
 
 pytestmark = BROWSER
 
@@ -47,16 +46,6 @@ def plant(app: Any) -> None:
     with app.app_context():
         world(cases=120)
         rollups.refresh_changed()
-
-
-def canvas_drawn(page: Any, selector: str) -> bool:
-    """Some pixel of the canvas is painted (Chart.js drew bars, not just an empty box)."""
-    return bool(page.evaluate("""(sel) => {
-        const c = document.querySelector(sel); if (!c || !c.width) return false;
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        for (let i = 3; i < d.length; i += 4) if (d[i] > 0) return true;
-        return false;
-    }""", selector))
 
 
 def test_the_dashboard_tells_the_story_and_every_control_works(site: Site, browser: Any, tmp_path: Any) -> None:

@@ -13,19 +13,25 @@ test-artifacts/screenshots/, and axe finds nothing serious on the results page.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import BROWSER, PASSWORD, SHOTS, LiveServer, post_from_page, shot, sign_in
+from tests.e2e.harness import (
+    BROWSER,
+    PASSWORD,
+    LiveServer,
+    canvas_drawn,
+    check_accessibility,
+    post_from_page,
+    shot,
+    sign_in,
+)
 
 pytestmark = BROWSER
 
-AXE = Path(__file__).with_name("vendor") / "axe.min.js"
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
 
 BASE = """\
@@ -145,29 +151,6 @@ def warp(app: Any, start: int, n: int, *, opt_out_arm: str | None = None) -> Non
                 db.session.add(ConsentEvent(customer_id=case.customer_id, channel="whatsapp", action="opt_out",
                                             source="whatsapp_stop", at=NOW + timedelta(hours=2)))
         db.session.commit()
-
-
-def check_accessibility(page: Any, name: str) -> None:
-    page.add_script_tag(path=str(AXE))
-    results = page.evaluate("""async () => {
-        const r = await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a',
-            'wcag21aa', 'best-practice']}, resultTypes: ['violations']});
-        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                       nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}));
-    }""")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    (SHOTS / f"{name}.axe.json").write_text(json.dumps(results, indent=2))
-    bad = [v for v in results if v["impact"] in ("serious", "critical")]
-    assert not bad, f"{name}: {json.dumps(bad, indent=2)}"
-
-
-def canvas_drawn(page: Any, selector: str) -> bool:
-    return bool(page.evaluate("""(sel) => {
-        const c = document.querySelector(sel); if (!c || !c.width) return false;
-        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        for (let i = 3; i < d.length; i += 4) if (d[i] > 0) return true;
-        return false;
-    }""", selector))
 
 
 def test_write_run_guard_and_promote_an_experiment(site: Site, browser: Any) -> None:

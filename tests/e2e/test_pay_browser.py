@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -23,11 +22,10 @@ from app.web.pay import wrong_submissions
 from sandbox.nmi.server import NmiSimulator
 from sandbox.smtp.server import SmtpSimulator
 from tests.builders import make_case, make_customer, make_message, make_transaction
-from tests.e2e.harness import BROWSER, SHOTS, LiveServer, shot
+from tests.e2e.harness import BROWSER, LiveServer, check_accessibility, shot
 
 pytestmark = BROWSER
 
-AXE = Path(__file__).with_name("vendor") / "axe.min.js"
 TYPED_CARD = "4111111111111111"
 TYPED_CVV = "737"
 
@@ -85,19 +83,6 @@ def a_case(app, account, nmi, *, vault, decline_code, first_name="Ana", offers=(
     token = issue_payment_link(case, app.config["SECRET_KEY"], message_id=message.id)
     db.session.commit()
     return case, message, token
-
-
-def check_accessibility(page, name: str) -> None:
-    page.add_script_tag(path=str(AXE))
-    results = page.evaluate("""async () => {
-        const r = await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a',
-            'wcag21aa', 'wcag22aa', 'best-practice']}, resultTypes: ['violations']});
-        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                       nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}));
-    }""")
-    (SHOTS / f"{name}.axe.json").write_text(json.dumps(results, indent=2))
-    bad = [v for v in results if v["impact"] in ("serious", "critical")]
-    assert not bad, f"{name}: {json.dumps(bad, indent=2)}"
 
 
 def check_tap_targets(page) -> None:

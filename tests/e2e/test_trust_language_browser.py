@@ -25,8 +25,8 @@ from app.models import Customer, PaymentLink
 from app.models.types import utcnow
 from app.payments.links import short_url
 from app.settings import save_setting
-from tests.e2e.harness import BROWSER, shot
-from tests.e2e.test_pay_browser import a_case, check_accessibility, phone, sims, site  # noqa: F401
+from tests.e2e.harness import BROWSER, check_accessibility, shot
+from tests.e2e.test_pay_browser import a_case, phone, sims, site  # noqa: F401
 
 pytestmark = BROWSER
 BRAND = "#0f766e"
