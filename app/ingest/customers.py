@@ -2,7 +2,8 @@
 customer of the record's own), filled in with what the gateway knows, and stored in a few set-based statements.
 
 A chunk's customers take one SELECT per kind of key, one INSERT for the new ones and one UPDATE per set of changed
-fields for the others: no ORM objects, so thousands of customers cost no unit of work. Newer records win for
+fields for the others (each row's values by its id: :func:`app.writes.per_row`): no ORM objects, and no statement
+per customer, so thousands of customers cost a handful of round trips. Newer records win for
 contact data, what a record leaves out is kept, and an operator's choices stay (a timezone or a locale set by
 hand). A guessed locale follows the country (:mod:`app.ingest.customer_locale`), and so do the customer's waiting
 messages.
@@ -24,6 +25,7 @@ from app.extensions import db
 from app.gateways.base import FailedTransaction, SaleTransaction
 from app.ingest.customer_locale import LocaleSource, carry_to_waiting_messages, followed_locale
 from app.models import Customer
+from app.writes import per_row
 from rules.timing import TimezoneGuess, detect_timezone
 
 CustomerKey = tuple[str, str]
@@ -54,6 +56,7 @@ class ChunkCustomers:
     ids: dict[CustomerKey, int]  # by customer key (:func:`customer_key`)
     created: int
     paying: frozenset[int]  # stored customers with at least one successful payment
+    new_ids: frozenset[int] = frozenset()  # the customers inserted now (with their ``failures``, when given)
 
 
 def customer_key(record: FailedTransaction | SaleTransaction) -> CustomerKey:
@@ -71,9 +74,14 @@ def occurred_at(record: FailedTransaction | SaleTransaction) -> datetime:
     return record.occurred_at if isinstance(record, SaleTransaction) else record.failed_at
 
 
-def upsert_customers(records: Sequence[FailedTransaction | SaleTransaction], account_id: int) -> ChunkCustomers:
+def upsert_customers(
+    records: Sequence[FailedTransaction | SaleTransaction], account_id: int,
+    *, failures: Mapping[CustomerKey, int] | None = None,
+) -> ChunkCustomers:
     """Store the customers of ``records`` (new ones inserted, stored ones updated where the newest record says
-    something new) and return their ids by customer key."""
+    something new) and return their ids by customer key. ``failures``: how many failed payments of each customer
+    the caller stores with them in the same transaction; a new customer is inserted with that count (a stored
+    one's count is the caller's to add)."""
     latest = {customer_key(r): r for r in sorted(records, key=lambda r: r.modified_at)}
     earliest: dict[CustomerKey, datetime] = {}
     for r in records:
@@ -90,31 +98,32 @@ def upsert_customers(records: Sequence[FailedTransaction | SaleTransaction], acc
         after = customer_fields(before or _NEW, record, earliest[key])
         if before is None:
             new_keys.append(key)
-            new_rows.append({**_NEW_DEFAULTS, **{f: after[f] for f in _WRITTEN}, "gateway_account_id": account_id})
+            new_rows.append({**_NEW_DEFAULTS, **{f: after[f] for f in _WRITTEN}, "gateway_account_id": account_id,
+                             "failed_payments": failures.get(key, 0) if failures else 0})
             continue
         changed = {f: after[f] for f in _WRITTEN if after[f] != before[f]}
         if changed:
-            updates.setdefault(tuple(sorted(changed)), []).append(
-                {"customer_id": before["id"], **{f"new_{f}": v for f, v in changed.items()}}
-            )
+            updates.setdefault(tuple(sorted(changed)), []).append((before["id"], changed))
         if "locale" in changed:
             moved.append((before["id"], changed["locale"]))
     ids = {key: row["id"] for key, row in stored.items()}
     table = Customer.__table__
+    new_ids: list[int] = []
     if new_rows:
         inserted = db.session.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), new_rows)
-        ids.update(zip(new_keys, inserted.scalars(), strict=True))
+        new_ids = list(inserted.scalars())
+        ids.update(zip(new_keys, new_ids, strict=True))
     for fields, rows in updates.items():
         db.session.execute(
             table.update()
-            .where(table.c.id == sa.bindparam("customer_id"))
-            .values({f: sa.bindparam(f"new_{f}") for f in fields}),
-            rows,
+            .where(table.c.id.in_([customer_id for customer_id, _ in rows]))
+            .values({f: per_row(table.c.id, {cid: changed[f] for cid, changed in rows}, table.c[f].type, f)
+                     for f in fields})
         )
     for customer_id, locale in moved:
         carry_to_waiting_messages(customer_id, locale)
     paying = frozenset(row["id"] for row in stored.values() if row["successful_payments"])
-    return ChunkCustomers(ids, len(new_rows), paying)
+    return ChunkCustomers(ids, len(new_rows), paying, frozenset(new_ids))
 
 
 def _stored_customers(keys: Mapping[CustomerKey, Any], account_id: int) -> dict[CustomerKey, dict[str, Any]]:

@@ -48,6 +48,7 @@ from app.models.types import utcnow
 from app.queue import get_queue
 from app.retry import committed
 from app.settings import get_setting
+from app.writes import per_row
 from rules.case_states import CaseState
 from rules.declines import classify_decline
 from rules.money import FxRates, MissingRateError, MoneyError, convert_amount, is_currency
@@ -57,7 +58,7 @@ from workers import jobs
 
 log = logging.getLogger(__name__)
 
-CHUNK = 500
+CHUNK = 1000
 FAILED_KIND = "failed_sales"
 SALES_KIND = "sales"
 
@@ -293,7 +294,11 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
         fresh = [r for r in fresh if r.gateway_transaction_id not in own]
     if not fresh:
         return result
-    customers = upsert_customers(fresh, ctx.account_id)
+    failures: dict[tuple[str, str], int] = {}
+    for record in fresh:
+        key = customer_key(record)
+        failures[key] = failures.get(key, 0) + 1
+    customers = upsert_customers(fresh, ctx.account_id, failures=failures)
     result.new_customers = customers.created
     first_paid = _first_approved_at(set(customers.paying))
     transactions = []
@@ -310,7 +315,7 @@ def _ingest_chunk(chunk: Sequence[FailedTransaction], ctx: IngestContext) -> Ing
     ids = {(gateway, gateway_id): pk for pk, gateway, gateway_id in inserted}
     for row in transactions:
         row["id"] = ids[(row["gateway"], row["gateway_transaction_id"])]
-    _count_new_failures(transactions)
+    _count_new_failures(transactions, counted=customers.new_ids)
     decisions = order_cases.decide(transactions, ctx.account_id)
     now = utcnow()
     case_ids = _open_cases(decisions, now)
@@ -344,29 +349,33 @@ def _open_cases(decisions: order_cases.Decisions, now: datetime) -> dict[int, in
     return case_ids
 
 
-def _count_new_failures(transactions: Sequence[dict[str, Any]]) -> None:
+def _count_new_failures(transactions: Sequence[dict[str, Any]], *, counted: frozenset[int] = frozenset()) -> None:
     """Each customer's failure count goes up by the failed transactions this chunk inserted (each inserted by
     exactly one writer: a second insert of the same one fails the unique key), and their last-seen time moves
-    forward. Row locks on those customers only, taken in id order: writers of different customers never wait
-    on each other, and writers of the same customer add up (a recount from the transactions, as
+    forward; customers in ``counted`` were inserted by this chunk with both already. One UPDATE for the chunk, its
+    row locks on those customers only, taken in id order (the primary key's range): writers of different customers
+    never wait on each other, and writers of the same customer add up (a recount from the transactions, as
     :func:`_refresh_counters` does, took shared locks on the transactions' index that deadlocked concurrent
     webhooks of different customers)."""
     counts: dict[int, list[Any]] = {}
     for row in transactions:
+        if row["customer_id"] in counted:
+            continue
         entry = counts.setdefault(row["customer_id"], [0, row["modified_at"]])
         entry[0] += 1
         entry[1] = max(entry[1], row["modified_at"])
     if not counts:
         return
     c = Customer.__table__
-    seen = sa.bindparam("seen", type_=c.c.last_seen_at.type)
+    ids = sorted(counts)
+    seen = per_row(c.c.id, {cid: counts[cid][1] for cid in ids}, c.c.last_seen_at.type, "seen")
+    added = per_row(c.c.id, {cid: counts[cid][0] for cid in ids}, sa.Integer(), "added")
     db.session.execute(
         sa.update(c)
-        .where(c.c.id == sa.bindparam("cid"))
-        .values(failed_payments=c.c.failed_payments + sa.bindparam("n"),
+        .where(c.c.id.in_(ids))
+        .values(failed_payments=c.c.failed_payments + added,
                 last_seen_at=sa.case((sa.or_(c.c.last_seen_at.is_(None), c.c.last_seen_at < seen), seen),
-                                     else_=c.c.last_seen_at)),
-        [{"cid": cid, "n": n, "seen": latest} for cid, (n, latest) in sorted(counts.items())],
+                                     else_=c.c.last_seen_at))
     )
 
 
