@@ -21,8 +21,31 @@ def test_check_reports_line_and_column(client, auth, world):
     col = broken.splitlines()[2].index("customer.vipp") + 1
     assert (problem["line"], problem["col"], problem["severity"]) == (3, col, "error")
     assert 'did you mean "customer.vip"' in problem["message"]
-    assert client.post("/admin/policies/check", json={"source": CHANGED}).get_json() == {"ok": True, "diagnostics": []}
+    assert client.post("/admin/policies/check", json={"source": CHANGED}).get_json() == {
+        "ok": True, "diagnostics": [], "power": ""}  # no experiment: nothing for the power calculator to say
     assert client.post("/admin/policies/check", json={}).status_code == 400
+
+
+def test_check_answers_with_the_power_calculator_for_an_experiment(client, auth, world):
+    """The world's history (its cases of the last four weeks) gives the volume; the text says cases and days."""
+    auth.login("author")
+    with_experiment = CHANGED.replace("\nend\n", """
+  experiment "final notice sooner"
+    arm control 50%
+    arm sooner 50%
+      cadence max 2 per day
+    end
+  end
+end
+""")
+    body = client.post("/admin/policies/check", json={"source": with_experiment}).get_json()
+    assert body["ok"] is True, body["diagnostics"]
+    assert "to see a rise of 5 points in recovery from" in body["power"]
+    assert "cases in all arms" in body["power"]
+    broken = with_experiment.replace("arm sooner 50%", "arm sooner 40%")
+    body = client.post("/admin/policies/check", json={"source": broken}).get_json()
+    assert body["ok"] is False and body["power"] == ""
+    assert any("100%" in d["message"] for d in body["diagnostics"])
 
 
 def test_simulation_compares_the_draft_with_the_running_version(client, auth, world):
