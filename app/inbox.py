@@ -4,7 +4,9 @@ Providers want a quick answer (Twilio waits 15 s, Meta and NMI retry a slow or f
 campaign's delivery statuses, a gateway's batch of declines. So a webhook's request does only what must happen before
 the answer: check the signature, read the body enough to refuse one that cannot be used (400), and store it as an
 :class:`~app.models.InboundEvent`, keyed by the provider's own event id, so a re-delivery is one row. The answer
-(200) means "stored": nothing received is lost if a worker, Redis or this process stops a moment later.
+(200) means "stored": nothing received is lost if a worker, Redis or this process stops a moment later. On MariaDB
+the webhooks a web process receives at the same time are stored together, in one INSERT and one commit, and each is
+answered only once that has committed (group commit: :class:`_Writer`).
 
 A worker applies what waits (:func:`apply_waiting`), woken by the first webhook of a burst
 (:meth:`~app.queue.JobQueue.enqueue_once`), and the dispatch job's sweep applies whatever waited too long (a wake-up
@@ -21,7 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -32,7 +37,7 @@ from app.extensions import db
 from app.models import GatewayAccount, InboundEvent
 from app.models.types import utcnow
 from app.queue import get_queue
-from app.writes import one_statement
+from app.writes import autocommit_engine
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ _EVENTS = InboundEvent.__table__
 
 #: built once (the values are parameters): a webhook's request does little else
 _INSERT = sa.insert(_EVENTS)
+_INSERT_RETURNING = _INSERT.returning(_EVENTS.c.id, _EVENTS.c.provider, _EVENTS.c.event_id)
 _FIND = sa.select(_EVENTS.c.id).where(_EVENTS.c.provider == sa.bindparam("provider"),
                                       _EVENTS.c.event_id == sa.bindparam("event_id"))
 #: the woken job looks once more this long after it found nothing (a webhook a moment later may not have woken
@@ -58,26 +64,28 @@ SETTLE_SECONDS = 0.2
 def accept(provider: str, event_id: str, event_type: str, payload: dict[str, Any], *,
            account_id: int | None = None, apply_now: bool = False) -> tuple[int, bool]:
     """Store one verified webhook, committed; ``(row id, duplicate)``. A new one is applied now (``apply_now``, or
-    at once by the in-process queue, in this session) or handed to a worker (stored in one round trip of its own);
-    a duplicate (a re-delivery) changes nothing."""
-    key = {"provider": provider, "event_id": event_id[:128]}
-    row = {**key, "event_type": event_type[:64], "payload": payload, "account_id": account_id,
-           "received_at": utcnow(), "attempts": 0, "processed_at": None, "error": None}
-    try:
-        if apply_now or get_queue().kind != "rq":
-            # applied in this session next: stored through it, so that its commit makes the row visible to it
-            # (MariaDB's repeatable read would hide a row another connection wrote after its snapshot)
-            row_id = db.session.execute(_INSERT, row).inserted_primary_key[0]
+    at once by the in-process queue, in this session) or handed to a worker (stored apart from this session, with
+    other requests' webhooks: :func:`_store_alone`); a duplicate (a re-delivery) changes nothing."""
+    row = {"provider": provider, "event_id": event_id[:128], "event_type": event_type[:64], "payload": payload,
+           "account_id": account_id, "received_at": utcnow(), "attempts": 0, "processed_at": None, "error": None}
+    if not apply_now and get_queue().kind == "rq":
+        row_id, duplicate = _store_alone(row)
+    else:
+        # applied in this session next: stored through it, so that its commit makes the row visible to it
+        # (MariaDB's repeatable read would hide a row another connection wrote after its snapshot)
+        try:
+            row_id, duplicate = db.session.execute(_INSERT, row).inserted_primary_key[0], False
             db.session.commit()
-        else:
-            row_id = _store_alone(row)
-    except IntegrityError:
-        db.session.rollback()
-        with db.engine.connect() as conn:
-            existing = conn.execute(_FIND, key).scalar()
-        if existing is None:
-            raise
-        return existing, True
+        except IntegrityError:
+            db.session.rollback()
+            key = (provider, row["event_id"])
+            with db.engine.connect() as conn:
+                found = _ids(conn, [key]).get(key)
+            if found is None:
+                raise
+            row_id, duplicate = found, True
+    if duplicate:
+        return row_id, True
     if apply_now:
         apply_rows([row_id])
     else:
@@ -85,16 +93,209 @@ def accept(provider: str, event_id: str, event_type: str, payload: dict[str, Any
     return row_id, False
 
 
-def _store_alone(row: dict[str, Any]) -> int:
-    """One autocommit round trip (app.writes), for a worker to apply later."""
-    try:
-        return one_statement(_INSERT, row).inserted_primary_key[0]  # type: ignore[no-any-return]
-    except sa.exc.DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-        # a kept connection the server had dropped: once more on a new one (if the first did land, the unique key
-        # makes this a duplicate)
-        return one_statement(_INSERT, row).inserted_primary_key[0]  # type: ignore[no-any-return]
+def _store_alone(row: dict[str, Any]) -> tuple[int, bool]:
+    """Stored and committed apart from the caller's session, for a worker to apply later; ``(row id, duplicate)``.
+    On MariaDB by this process's writer, with whatever other requests hand it meanwhile (:class:`_Writer`);
+    elsewhere (SQLite: one writer at a time anyway) at once."""
+    if db.engine.dialect.name != "mysql":
+        with db.engine.begin() as conn:
+            return _write_together(conn, [row])[0]
+    while (stored := _writer().store(row)) is None:
+        pass  # the writer stopped as this arrived: the next one stores it
+    return stored
+
+
+# -- group commit --------------------------------------------------------------------------------------------------
+# A commit on MariaDB is a write to its log on disk: about half a millisecond of the server's CPU and a few of waiting,
+# whether it carries one row or fifty. Each web process therefore has one writer thread; a request hands it its row
+# and waits; the writer stores every row handed to it meanwhile in one INSERT, on a connection in autocommit mode
+# (app.writes: the statement is its own transaction, one round trip and one commit for them all) and then answers
+# them all. A busy process commits many webhooks at a time, an idle one each at once (no waiting for company: while
+# one commit is on its way, the next requests gather).
+
+#: the most rows one INSERT stores
+WRITE_BATCH = 100
+#: a request waits this long for its commit, then fails (a 5xx: the provider sends it again, a duplicate if it was
+#: stored after all)
+WRITE_TIMEOUT_SECONDS = 10.0
+_WRITER = "recoup.inbox_writer"
+_writers_guard = threading.Lock()
+
+
+class InboxUnavailable(Exception):
+    """A webhook could not be stored in time: it is answered 5xx, and its provider sends it again."""
+
+
+@dataclass(eq=False)
+class _Handed:
+    row: dict[str, Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: tuple[int, bool] | None = None
+    error: BaseException | None = None
+
+
+class _Writer:
+    """One per web process (and app): stores the rows its request threads hand it, many in one statement."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine  # the app's engine's autocommit twin (app.writes)
+        self.pid = os.getpid()
+        self.stopped = False
+        self._handed: list[_Handed] = []
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="recoup-inbox-writer", daemon=True)
+        self._thread.start()
+
+    def store(self, row: dict[str, Any]) -> tuple[int, bool] | None:
+        """``(row id, duplicate)`` once committed (None: this writer has stopped, take a new one);
+        :class:`InboxUnavailable` if the commit takes too long."""
+        handed = _Handed(row)
+        with self._ready:
+            if self.stopped:
+                return None
+            self._handed.append(handed)
+            self._ready.notify()
+        if not handed.done.wait(WRITE_TIMEOUT_SECONDS):
+            raise InboxUnavailable(f"not stored within {WRITE_TIMEOUT_SECONDS:g} s")
+        if handed.error is not None:
+            raise handed.error
+        return handed.result
+
+    def stop(self) -> None:
+        """Store what was handed, then end (the app's engine was disposed, and its twin with it)."""
+        with self._ready:
+            self.stopped = True
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._handed and not self.stopped:
+                    self._ready.wait()
+                if not self._handed:
+                    return
+                batch, self._handed = self._handed[:WRITE_BATCH], self._handed[WRITE_BATCH:]
+            try:
+                results = _write(self.engine, [handed.row for handed in batch])
+            except BaseException as exc:
+                log.error("%d webhook(s) could not be stored: their senders will send them again", len(batch),
+                          exc_info=exc)
+                results = [exc] * len(batch)
+            for handed, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    handed.error = result
+                else:
+                    handed.result = result
+                handed.done.set()
+
+
+def prepare() -> None:
+    """Start this process's writer, a connection open (a web process starting: app.web.hooks.prepare)."""
+    if db.engine.dialect.name == "mysql" and get_queue().kind == "rq":
+        with _writer().engine.connect():
+            pass
+
+
+def _writer() -> _Writer:
+    """This process's writer for the app's database (a new one after a fork: threads do not survive it)."""
+    from flask import current_app
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    writer = app.extensions.get(_WRITER)
+    if writer is None or writer.pid != os.getpid() or writer.stopped:
+        with _writers_guard:
+            writer = app.extensions.get(_WRITER)
+            if writer is None or writer.pid != os.getpid() or writer.stopped:
+                writer = app.extensions[_WRITER] = _Writer(autocommit_engine())
+                # it ends with the app's engine (tests dispose theirs between tests)
+                sa.event.listen(db.engine, "engine_disposed", lambda _engine: writer.stop(), once=True)
+    return writer  # type: ignore[no-any-return]
+
+
+_TRIES = 4
+
+
+def _write(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> list[tuple[int, bool] | BaseException]:
+    """Store ``rows`` on ``engine`` (autocommit), committed: ``(row id, duplicate)`` of each, in order, or why it
+    could not be stored. All in one statement; only if that fails for a reason other than re-deliveries (a row whose
+    account was deleted a moment ago, say), each on its own, so that one row that can never be stored holds back no
+    other."""
+    with engine.connect() as conn:
+        try:
+            return list(_write_together(conn, rows))
+        except IntegrityError:
+            if len(rows) == 1:
+                raise
+        results: list[tuple[int, bool] | BaseException] = []
+        for row in rows:
+            try:
+                results.extend(_write_together(conn, [row]))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+
+def _write_together(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[tuple[int, bool]]:
+    """``rows`` in one INSERT that returns their ids: committed by itself on an autocommit connection, else in the
+    caller's transaction. A row whose provider and event id are stored already (a re-delivery), or come twice in
+    ``rows``, is one row: a duplicate."""
+    from app.retry import lock_conflict
+
+    unique: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault((row["provider"], row["event_id"]), row)
+    # in one order in every process: two writers storing the same keys wait for each other, never deadlock
+    keys = sorted(unique)
+    existing: dict[tuple[str, str], int] = {}
+    for attempt in range(1, _TRIES + 1):
+        ours: dict[tuple[str, str], int] = {}
+        new = [unique[key] for key in keys if key not in existing]
+        try:
+            if new and conn.dialect.insert_executemany_returning:  # MariaDB, SQLite
+                ours = {(provider, event_id): row_id
+                        for row_id, provider, event_id in conn.execute(_INSERT_RETURNING, new)}
+            elif new:
+                conn.execute(_INSERT, new)  # MySQL: then their ids
+                ours = _ids(conn, [(row["provider"], row["event_id"]) for row in new])
+            break
+        except IntegrityError:
+            # some were stored meanwhile (re-deliveries): they are duplicates; if none was, the error is another
+            found = _ids(conn, keys)
+            if attempt == _TRIES or not found.keys() - existing.keys():
+                raise
+            existing.update(found)
+        except sa.exc.DBAPIError as exc:
+            # a kept connection the server had dropped, or a lock conflict: again (if a lost commit did land, its
+            # rows are duplicates now)
+            if attempt == _TRIES or not (exc.connection_invalidated or lock_conflict(exc)):
+                raise
+            if exc.connection_invalidated:
+                conn.rollback()  # then it connects again
+    results = []
+    given: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row["provider"], row["event_id"])
+        if key in given:  # twice in rows: the first of them is the row
+            results.append((given[key], True))
+        else:
+            given[key] = ours.get(key) or existing[key]
+            results.append((given[key], key not in ours))
+    return results
+
+
+def _ids(conn: sa.Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The ids of the stored rows with these keys, as the database compares them (its collation may take two
+    spellings of an event id for one)."""
+    found = {(provider, event_id): row_id for provider, event_id, row_id in conn.execute(
+        sa.select(_EVENTS.c.provider, _EVENTS.c.event_id, _EVENTS.c.id).where(
+            _EVENTS.c.provider.in_({provider for provider, _ in keys}),
+            _EVENTS.c.event_id.in_([event_id for _, event_id in keys])))}
+    ids = {key: found[key] for key in keys if key in found}
+    for provider, event_id in set(keys) - ids.keys():
+        row_id = conn.execute(_FIND, {"provider": provider, "event_id": event_id}).scalar()
+        if row_id is not None:
+            ids[(provider, event_id)] = row_id
+    return ids
 
 
 def wake_worker() -> None:

@@ -11,8 +11,11 @@ event of its message and every NMI failure ingested once (a case each), however 
 Prints requests/s for the webhooks and for ``/healthz`` and their ratio (target: at least 0.5), p50/p99 latency,
 the rate at which the worker applied them, non-2xx answers and lost events (target: 0 and 0).
 
-    .venv/bin/python bench/webhooks.py [--messages 1500] [--nmi 1000] [--workers 4] [--threads 4]
+    .venv/bin/python bench/webhooks.py [--messages 1500] [--nmi 1000] [--workers N] [--threads N]
                                        [--connections 32] [--seconds 120]
+
+gunicorn runs as a deployment does, with gunicorn.conf.py (gthread workers; workers and threads from it unless
+given).
 
 Needs ``wrk`` (Debian: apt-get install wrk) and MariaDB (``RECOUP_BENCH_MYSQL_URL``, a server URL, default
 ``mysql+pymysql://root:@127.0.0.1:3306``; a database of its own is created and dropped).
@@ -166,11 +169,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1500, help="SMS and WhatsApp messages whose statuses replay")
     parser.add_argument("--nmi", type=int, default=1000, help="NMI failure webhooks")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--workers", type=int, help="gunicorn worker processes (default: gunicorn.conf.py's)")
+    parser.add_argument("--threads", type=int, help="threads per gunicorn worker (default: gunicorn.conf.py's)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=120, help="the most the webhook replay may take")
     args = parser.parse_args()
+    import runpy
+
+    deployed = runpy.run_path(str(ROOT / "gunicorn.conf.py"))  # the settings a deployment runs with
+    args.workers = args.workers or deployed["workers"]
+    args.threads = args.threads or deployed["threads"]
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -258,8 +266,9 @@ def main() -> int:
 
         Redis.from_url(env["REDIS_URL"]).flushdb()  # the bench's own database: no jobs or marks of an earlier run
         gunicorn = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", str(args.workers), "--threads", str(args.threads),
-             "--worker-class", "gthread", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"), "--workers",
+             str(args.workers), "--threads", str(args.threads), "--bind", f"127.0.0.1:{port}",
+             "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=(scratch / "gunicorn.log").open("wb"), stderr=subprocess.STDOUT,
         )
         import requests
@@ -313,7 +322,16 @@ def main() -> int:
 
         worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT, env=env,
                                   stdout=(scratch / "worker.log").open("wb"), stderr=subprocess.STDOUT)
+
+        def worker_cpu() -> float:
+            """The worker's CPU so far, its work-horses' included (running or reaped)."""
+            from tests.crash import descendants
+
+            assert worker is not None
+            return cpu_seconds([worker.pid, *descendants(worker.pid)])
+
         cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
+        worker_before = worker_cpu()
         replay_started = time.monotonic()
         load = subprocess.Popen(
             ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "--timeout", "30s",
@@ -328,6 +346,7 @@ def main() -> int:
                 break
             time.sleep(0.05)
         hooks_cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
+        worker_during = worker_cpu() - worker_before
         time.sleep(0.5)  # the last answers on their way back to wrk
         load.send_signal(signal.SIGINT)
         hooks = load.communicate(timeout=60)[0]
@@ -338,6 +357,7 @@ def main() -> int:
                 applied_at = time.monotonic()
                 break
             time.sleep(0.2)
+        worker_total = worker_cpu() - worker_before
         worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(30)
@@ -357,7 +377,8 @@ def main() -> int:
         lost_status, lost_nmi = statuses - int(events or 0), nmi_hooks - int(inbound or 0)
         print(f"recorded: {len(recorded)} webhook requests ({statuses} delivery statuses in "
               f"{len(recorded) - nmi_hooks} Twilio/WhatsApp requests, {nmi_hooks} NMI failures); gunicorn "
-              f"{args.workers} workers x {args.threads} threads, wrk 2 threads x {args.connections} connections")
+              f"(gunicorn.conf.py: {deployed['worker_class']}) {args.workers} workers x {args.threads} threads, "
+              f"wrk 2 threads x {args.connections} connections, one RQ worker; {os.cpu_count()} CPUs")
         print(f"/healthz     {trivial_rate:9.1f} req/s   p50 {latency_ms(trivial, '50'):6.2f} ms   "
               f"p99 {latency_ms(trivial, '99'):6.2f} ms")
         print(f"webhooks     {hooks_rate:9.1f} req/s   p50 {float(result.get('p50_ms', 0)):6.2f} ms   "
@@ -367,7 +388,9 @@ def main() -> int:
         trivial_n = trivial_rate * 10
         print("CPU per request: " + "; ".join(
             f"{name} {1000 * trivial_cpu[name] / max(trivial_n, 1):.2f} ms /healthz, "
-            f"{1000 * hooks_cpu[name] / max(len(recorded), 1):.2f} ms webhook" for name in pids))
+            f"{1000 * hooks_cpu[name] / max(len(recorded), 1):.2f} ms webhook" for name in pids)
+            + f"; worker {1000 * worker_total / max(len(recorded), 1):.2f} ms webhook applied "
+              f"({1000 * worker_during / max(len(recorded), 1):.2f} of it while the webhooks came in)")
         print(f"non-2xx answers: {non2xx}; lost: {lost_status} status event(s), {lost_nmi} NMI failure(s) "
               f"({inbound} NMI failures applied, {cases} cases)")
         ok_rate, ok_errors = ratio >= TARGET_RATIO, not non2xx and answered == len(recorded)

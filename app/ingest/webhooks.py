@@ -72,6 +72,20 @@ def _verifiers() -> list[tuple[int, str, Gateway | Exception]]:
     return fresh(app, NMI_VERIFIERS, stamp, build)
 
 
+def prepare_nmi_verifiers() -> None:
+    """Before the first webhook (a web process starting: app.web.hooks.prepare): the verifiers built, the currency
+    data a failure's amount is read with loaded, and the phone number patterns its customer's number is read with
+    kept once compiled (phonenumbers otherwise compiles them again and again: they outnumber the re module's
+    cache)."""
+    import phonenumbers
+
+    from app.gateways.nmi import currency_exponent
+
+    phonenumbers.enable_pattern_cache()
+    _verifiers()
+    currency_exponent("USD")
+
+
 def _verify_with_some_account(headers: dict[str, str], body: bytes) -> tuple[int, WebhookEvent]:
     """(the id of the account whose key signed it, the event)."""
     verifiers = _verifiers()

@@ -1,5 +1,6 @@
 """Inbound provider webhooks. Each verifies its signature over the raw body before anything is stored, stores what
-it received and answers; a worker applies it (:mod:`app.inbox`)."""
+it received and answers; a worker applies it (:mod:`app.inbox`). What they need is imported with this module and
+read as a web process starts (:func:`prepare`), not by its first webhooks."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import hashlib
 import json
 import logging
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 
 from app import inbox
 from app.channels.base import Channel, WebhookPayloadError
+from app.channels.sms import parse_inbound, parse_status_callback, twiml_response, verify_twilio_signature
+from app.channels.whatsapp import parse_webhook, verify_subscription, verify_whatsapp_signature
 from app.ingest.quarantine import storable_json
-from app.ingest.webhooks import HookRejected, handle_nmi_webhook
+from app.ingest.webhooks import HookRejected, handle_nmi_webhook, prepare_nmi_verifiers
 from app.ops.metrics import count_webhook
+from app.outbox.delivery import handle_inbound
 from app.outbox.senders import channel_secret
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
@@ -51,43 +55,40 @@ def nmi():  # type: ignore[no-untyped-def]
     return outcome, 200
 
 
-def _twilio_verified() -> bool:
-    from app.channels.sms import verify_twilio_signature
-
+def _twilio_signed_url() -> str | None:
+    """The URL whose signature this request carries (Twilio signs the URL it called: ours as configured publicly,
+    or as this request arrived), or None when it carries none we accept."""
     token = channel_secret(current_app._get_current_object(), Channel.SMS, "auth_token", "TWILIO_AUTH_TOKEN")
     if not token:
-        return False
+        return None
     signature = request.headers.get("X-Twilio-Signature")
-    # Twilio signs the URL it called: ours as configured publicly, or as this request arrived.
     public = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + request.full_path.rstrip("?")
     if verify_twilio_signature(token, public, request.form, signature):
-        return True
+        return public
     arrived = request.url  # built only when needed: the public URL is the usual one
-    return arrived != public and verify_twilio_signature(token, arrived, request.form, signature)
+    if arrived != public and verify_twilio_signature(token, arrived, request.form, signature):
+        return arrived
+    return None
 
 
 @bp.post("/twilio/status")
 def twilio_status():  # type: ignore[no-untyped-def]
     """Stored and answered; a worker applies it (app.inbox). Twilio may call again with the same status: one row."""
-    from app.channels.sms import parse_status_callback
-
-    if not _twilio_verified():
+    url = _twilio_signed_url()
+    if url is None:
         return _refuse("bad or missing X-Twilio-Signature", 403)
     try:
-        update = parse_status_callback(request.form, request.url)
+        update = parse_status_callback(request.form, url)
     except WebhookPayloadError as exc:
         return _refuse(str(exc), 400)
     inbox.accept("twilio", f"{update.provider_message_id}:{update.status.value}", update.status.value,
-                 {"form": request.form.to_dict(), "url": request.url})  # form decoding leaves no lone surrogate
+                 {"form": request.form.to_dict(), "url": url})  # form decoding leaves no lone surrogate
     return "", 204
 
 
 @bp.post("/twilio/inbound")
 def twilio_inbound():  # type: ignore[no-untyped-def]
-    from app.channels.sms import parse_inbound, twiml_response
-    from app.outbox.delivery import handle_inbound
-
-    if not _twilio_verified():
+    if _twilio_signed_url() is None:
         return _refuse("bad or missing X-Twilio-Signature", 403)
     try:
         message = parse_inbound(request.form)
@@ -99,8 +100,6 @@ def twilio_inbound():  # type: ignore[no-untyped-def]
 
 @bp.get("/whatsapp")
 def whatsapp_verify():  # type: ignore[no-untyped-def]
-    from app.channels.whatsapp import verify_subscription
-
     token = channel_secret(current_app._get_current_object(), Channel.WHATSAPP, "verify_token", "WHATSAPP_VERIFY_TOKEN")
     challenge = verify_subscription(request.args, token) if token else None
     if challenge is None:
@@ -112,8 +111,6 @@ def whatsapp_verify():  # type: ignore[no-untyped-def]
 def whatsapp_events():  # type: ignore[no-untyped-def]
     """Stored and answered (Meta re-delivers the same body: one row). Delivery statuses are applied by a worker
     (app.inbox); a customer's message (a STOP) or a template's status is applied before the answer."""
-    from app.channels.whatsapp import parse_webhook, verify_whatsapp_signature
-
     secret = channel_secret(current_app._get_current_object(), Channel.WHATSAPP, "app_secret", "WHATSAPP_APP_SECRET")
     body = request.get_data(cache=False)
     if not secret or not verify_whatsapp_signature(secret, body, request.headers.get("X-Hub-Signature-256")):
@@ -129,3 +126,18 @@ def whatsapp_events():  # type: ignore[no-untyped-def]
     inbox.accept("whatsapp", hashlib.sha256(body).hexdigest(), "messages" if urgent else "statuses",
                  storable_json(payload, body), apply_now=urgent)
     return "", 200
+
+
+def prepare(app: Flask) -> None:
+    """Done as a web process starts (gunicorn.conf.py), so that its first webhooks do not wait for it: the channel
+    accounts' secrets and NMI's verifiers read and decrypted, the inbox's writer started. A database not reachable
+    yet is no reason not to start: the first webhook then reads them."""
+    try:
+        with app.app_context():
+            for channel, name, config_key in ((Channel.SMS, "auth_token", "TWILIO_AUTH_TOKEN"),
+                                              (Channel.WHATSAPP, "app_secret", "WHATSAPP_APP_SECRET")):
+                channel_secret(app, channel, name, config_key)
+            prepare_nmi_verifiers()
+            inbox.prepare()
+    except Exception:
+        log.warning("webhooks not prepared as this process started; its first webhooks will", exc_info=True)
