@@ -61,6 +61,9 @@ class Page:
     window_hours: int = 72
     #: recovery with Recoup against the holdout, per currency
     lifts: list[Any] = field(default_factory=list)
+    #: whether the active policy's holdout keeps its card retries (``holdout 5% with retries``); None: no active
+    #: policy, or one without a holdout
+    holdout_keeps_retries: bool | None = None
 
     @property
     def empty(self) -> bool:
@@ -138,7 +141,23 @@ def build(today: date) -> Page:
                 by=by, kpis=kpis(filters), cohorts=cohorts(filters), funnel=funnel(filters),
                 rows=breakdown(by, filters), choices=choices(), errors=errors, counted_at=counted_at(),
                 best=best_times(filters), costs=costs(filters),
-                window_hours=int(attribution_window().total_seconds() // 3600), lifts=holdout_lift(filters))
+                window_hours=int(attribution_window().total_seconds() // 3600), lifts=holdout_lift(filters),
+                holdout_keeps_retries=holdout_keeps_retries())
+
+
+def holdout_keeps_retries() -> bool | None:
+    """Whether the active policy's holdout still gets its card retries (None: no active policy, or no holdout)."""
+    import dsl
+    from app.recovery.policies import active_version, compiled
+
+    version = active_version()
+    if version is None:
+        return None
+    try:
+        policy = compiled(version)
+    except dsl.PolicyError:  # the page still shows what it counted; planning reports the policy itself
+        return None
+    return policy.holdout_keeps_retries if policy.holdout_percent > 0 else None
 
 
 def counted_at() -> datetime | None:

@@ -203,7 +203,31 @@ class PolicyView(RoleGuard, BaseView):
         if version is None:
             return self.render("admin/policies/missing.html", name=f"#{version_id}"), 404
         users = _users({version.author_id, version.approved_by_id, version.activated_by_id})
-        return self.render("admin/policies/version.html", version=version, users=users)
+        active = version.policy.active_version
+        can_challenge = (_can(AUTHORS) and active is not None and active.id != version.id
+                         and version.status in policies.CHALLENGERS)
+        return self.render("admin/policies/version.html", version=version, users=users, active=active,
+                           can_challenge=can_challenge)
+
+    @expose("/challenge/<int:version_id>", methods=["POST"])
+    @requires(*AUTHORS)
+    def challenge(self, version_id: int) -> Any:
+        """Test this version against the active one as a whole: a new version with the experiment, for approval."""
+        version = db.session.get(PolicyVersion, version_id)
+        if version is None:
+            flash(_("No such version."), "error")
+            return redirect(url_for(".index"))
+        name, number = version.policy.name, version.number
+        try:
+            made = policies.challenge(version_id, request.form.get("share", ""), actor=current_user)
+        except policies.PolicyServiceError as exc:
+            db.session.rollback()
+            flash(_("Version %(n)d cannot be tested against the active version: %(why)s", n=number, why=str(exc)),
+                  "error")
+        else:
+            flash(_("Version %(n)d tests version %(old)d against the active version; it waits for approval like any "
+                    "version.", n=made.number, old=number), "success")
+        return redirect(url_for(".history", name=name))
 
     @expose("/approve/<int:version_id>", methods=["POST"])
     @requires(*APPROVERS)

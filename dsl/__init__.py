@@ -5,12 +5,14 @@
 >>> policy = compile_policy(text)          # CompiledPolicy, or PolicyError
 >>> policy.decide(facts)                   # segment, offers and steps for one case
 >>> promote_arm(text, "whatsapp_first")    # the policy as one arm of its experiment planned, without the experiment
+>>> challenge_source(active, candidate, Decimal(10), name="v5 against v4")  # a whole version as an arm
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
+from dsl.challenge import challenge_source
 from dsl.compiler import build, compile_policy, source_hash
 from dsl.errors import Diagnostic, PolicyError, PolicySyntaxError, PolicyValidationError, Severity
 from dsl.formatter import format_tree
@@ -80,6 +82,7 @@ __all__ = [
     "PolicySyntaxError",
     "PolicyValidationError",
     "Severity",
+    "challenge_source",
     "check",
     "compile_policy",
     "format_policy",

@@ -677,19 +677,21 @@ def build(
     plan_nodes = [s for s in policy.statements if isinstance(s, n.Plan)]
     offer_rules = [r for s in policy.statements if isinstance(s, n.Offers) for r in s.rules]
     overrides = [s for s in policy.statements if isinstance(s, n.Override)]
-    holdout = next((s.percent.value for s in policy.statements if isinstance(s, n.Holdout)), Decimal(0))
+    holdout_node = next((s for s in policy.statements if isinstance(s, n.Holdout)), None)
+    holdout = holdout_node.percent.value if holdout_node is not None else Decimal(0)
 
     plans = [_compile_plan(p) for p in plan_nodes]
     offer_tuples = tuple(
         tuple(CompiledOffer(o.name, o.term.iso() if o.term else None) for o in r.offers) for r in offer_rules
     )
+    fallback = next((i for i, p in enumerate(plan_nodes) if not p.segments), -1)
     segment_plan = []
     for segment in segments:
+        # a segment without a plan of its own is served by ``plan otherwise`` (docs/policy-language.md, Plans)
         index = next(
-            (i for i, p in enumerate(plan_nodes) if segment.name.text in {s.text for s in p.segments}), -1
+            (i for i, p in enumerate(plan_nodes) if segment.name.text in {s.text for s in p.segments}), fallback
         )
         segment_plan.append(index)
-    fallback = next((i for i, p in enumerate(plan_nodes) if not p.segments), -1)
 
     space = _DecisionSpace(
         tuple(s.name.text for s in segments),
@@ -781,6 +783,7 @@ def build(
         plans=tuple(plans),
         timing=_build_timing(policy),
         holdout_percent=holdout,
+        holdout_keeps_retries=holdout_node is not None and holdout_node.with_retries,
         warnings=warnings,
         python_source=source,
         decide=namespace["_decide"],

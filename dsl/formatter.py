@@ -100,7 +100,7 @@ def _statement(statement: n.Statement) -> str:
         ignores = ", ".join(i.text.replace("_", " ") for i in statement.ignores)
         return f"override when {format_expr(statement.condition)}: ignore {ignores}"
     if isinstance(statement, n.Holdout):
-        return f"holdout {format_operand(statement.percent)}"
+        return f"holdout {format_operand(statement.percent)}" + (" with retries" if statement.with_retries else "")
     raise TypeError(statement)  # pragma: no cover - blocks and segments are laid out by the caller
 
 

@@ -220,7 +220,11 @@ class Override(Node):
 
 @dataclass(frozen=True)
 class Holdout(Node):
+    """``holdout 5%`` (held-out cases get nothing) or ``holdout 5% with retries`` (they keep the plan's card
+    retries, and still get no messages and no escalation)."""
+
     percent: PercentLit
+    with_retries: bool = False
 
 
 @dataclass(frozen=True)

@@ -596,8 +596,12 @@ class _ToNodes(Transformer[Token, Any]):
     def override(self, meta: Meta, c: list[Any]) -> n.Override:
         return n.Override(c[0], tuple(c[1:]), **_pos(meta))
 
-    def holdout(self, meta: Meta, c: list[Token]) -> n.Holdout:
-        return n.Holdout(n.PercentLit(_decimal(c[0]), **_pos(c[0])), **_pos(meta))
+    def holdout_retries(self, meta: Meta, c: list[Any]) -> bool:
+        return True
+
+    def holdout(self, meta: Meta, c: list[Any]) -> n.Holdout:
+        percent = n.PercentLit(_decimal(c[0]), **_pos(c[0]))
+        return n.Holdout(percent, with_retries=any(x is True for x in c[1:]), **_pos(meta))
 
     def offer(self, meta: Meta, c: list[Token]) -> n.Offer:
         term = _duration(c[1]) if len(c) > 1 else None

@@ -109,7 +109,7 @@ class _Checker:
                 self.override(statement)
             elif isinstance(statement, n.Holdout):
                 self.once(statement, "holdout", seen)
-                self.holdout(statement)
+                self.holdout(statement, plans)
             elif isinstance(statement, n.Offers):
                 self.once(statement, "offers", seen)
                 self.offers(statement)
@@ -470,12 +470,19 @@ class _Checker:
                 self.warning(item, f"{words} is listed twice")
             seen.add(item.text)
 
-    def holdout(self, holdout: n.Holdout) -> None:
+    def holdout(self, holdout: n.Holdout, plans: list[n.Plan]) -> None:
         share = holdout.percent.value
         if share > 100:
             self.error(holdout.percent, f"a holdout of {_num(share)}% is more than everyone")
         elif share > 50:
             self.warning(holdout.percent, f"a holdout of {_num(share)}% leaves most cases uncontacted")
+        if holdout.with_retries and not any(isinstance(s, n.RetryStep) for p in plans for s in p.steps):
+            # held-out cases are planned with the policy itself, never an arm: only its own plans count
+            self.warning(
+                holdout,
+                "no plan has a retry payment step, so \"with retries\" keeps nothing: the holdout gets no "
+                "messages and no card retries either way",
+            )
 
     # --- offers -------------------------------------------------------------------------------------------
 

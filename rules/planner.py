@@ -168,7 +168,8 @@ def plan(
     region): the default that the policy's own timing statements override (``rules.contact_settings``). Without
     it, the policy's statements and the shipped defaults alone decide.
 
-    The holdout is drawn first: a held-out case gets no messages and no arm. Otherwise, when the policy runs an
+    The holdout is drawn first: a held-out case gets no messages, no escalation and no arm (and no card retries
+    either, unless the policy says ``holdout ... with retries``). Otherwise, when the policy runs an
     experiment, the case gets its unit's arm (``choose_arm``; ``stopped_arms`` send theirs to the control) and is
     planned with that arm's policy: segment, plans, offers, cadence and timing all from it.
     """
@@ -187,6 +188,16 @@ def plan(
         contact_windows=contact_windows,
     )
     return replace(made, experiment=assignment) if assignment is not None else made
+
+
+def _kept_steps(policy: CompiledPolicy, steps: tuple[CompiledStep, ...], holdout: bool) -> tuple[CompiledStep, ...]:
+    """The steps a case gets: all of them, or for a held-out case none (``holdout 5%``) or only the card retries
+    (``holdout 5% with retries``: a charge attempt is not a contact)."""
+    if not holdout:
+        return steps
+    if policy.holdout_keeps_retries:
+        return tuple(s for s in steps if s.action is StepAction.RETRY_PAYMENT)
+    return ()
 
 
 def _plan(
@@ -226,7 +237,7 @@ def _plan(
     steps: list[PlannedStep] = []
     skipped: list[SkippedStep] = []
     sent = facts.sent
-    for step in () if holdout else decision.steps:
+    for step in _kept_steps(policy, decision.steps, holdout):
         earliest = max(start + timedelta(seconds=step.after_seconds), now)
         if step.action is StepAction.RETRY_PAYMENT:
             # a charge attempt is not a contact: no contact windows, but it goes through the retry budget
@@ -275,7 +286,11 @@ def _plan(
         zones=zones,
         steps=tuple(steps),
         offers=tuple(o.name for o in decision.offers),
-        escalation=Escalation(chosen.escalate_after, chosen.escalate_to) if chosen and chosen.escalate_to else None,
+        escalation=(
+            Escalation(chosen.escalate_after, chosen.escalate_to)
+            if chosen and chosen.escalate_to and not holdout
+            else None
+        ),
         give_up_after=chosen.give_up_after if chosen else None,
         offer_terms={o.name: o.term for o in decision.offers if o.term},
         holdout=holdout,

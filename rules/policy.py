@@ -230,11 +230,13 @@ class CompiledPolicy:
     #: ``decline`` filled in. The generated function itself (no wrapper: it runs once per case in batches).
     decide: DecideFn = field(repr=False)
     _explain: ExplainFn = field(repr=False)
-    _segment_plan: tuple[int, ...] = field(repr=False)  # segment index -> plan index (-1: none)
+    _segment_plan: tuple[int, ...] = field(repr=False)  # segment index -> its plan, else plan otherwise (-1: none)
     _fallback_plan: int = field(repr=False)
     _conditions: tuple[tuple[str, int, str], ...] = field(repr=False)
     #: the policy's experiment block, if it has one
     experiment: CompiledExperiment | None = None
+    #: ``holdout 5% with retries``: held-out cases keep the plan's card retries (still no messages, no escalation)
+    holdout_keeps_retries: bool = False
 
     def plan_for(self, segment_index: int) -> CompiledPlan | None:
         index = self._segment_plan[segment_index] if segment_index >= 0 else self._fallback_plan

@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import re
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
 
@@ -187,6 +188,53 @@ def activate(version_id: int, *, actor: User | None) -> PolicyVersion:
     )
     db.session.commit()
     return version
+
+
+#: what may be tested against the active version as a whole: a version that was approved or waits for approval
+CHALLENGERS = (PolicyStatus.APPROVED, PolicyStatus.PENDING_APPROVAL)
+
+
+def challenge(version_id: int, share_percent: Decimal | int | str, *, actor: User | None) -> PolicyVersion:
+    """Test version ``version_id`` against its policy's active version, as a whole, on ``share_percent`` of the
+    customers: a new version (waiting for approval, based on the candidate) whose text is the active policy with an
+    experiment, arm ``current`` the active version and arm ``candidate`` this one (``dsl.challenge_source``).
+    Approved and activated like any version, it runs as any experiment (results, guardrails, promote a winner).
+
+    Raises PolicyServiceError, and writes nothing, when the version cannot be tested: not approved or waiting, no
+    other active version, a share outside 0-100, or something an experiment's arm cannot say (the error names the
+    candidate's line and column)."""
+    candidate = _version(version_id)
+    policy = candidate.policy
+    if candidate.status not in CHALLENGERS:
+        raise PolicyServiceError(f"version {candidate.number} is {candidate.status}: only a version that is approved "
+                                 "or waiting for approval can be tested against the active one")
+    active = policy.active_version
+    if active is None:
+        raise PolicyServiceError(f"policy {policy.name!r} has no active version to test version {candidate.number} "
+                                 "against")
+    if active.id == candidate.id:  # pragma: no cover - the active version is neither approved nor pending
+        raise PolicyServiceError(f"version {candidate.number} is the active version")
+    try:
+        share = Decimal(str(share_percent).strip().removesuffix("%"))
+    except (InvalidOperation, ValueError):
+        share = Decimal("NaN")
+    if not share.is_finite() or not 0 < share < 100:
+        raise PolicyServiceError(f"the share of customers for the test is a percentage above 0 and below 100, not "
+                                 f"{str(share_percent)[:20]!r}")
+    shown = format(share.normalize(), "f")
+    try:
+        source = dsl.challenge_source(active.source, candidate.source, share,
+                                      name=f"v{candidate.number} against v{active.number}")
+    except dsl.PolicyError as exc:
+        where = f"v{candidate.number}"
+        raise PolicyServiceError(
+            f"version {candidate.number} cannot be tested against version {active.number}: "
+            + "; ".join(d.format(where) for d in exc.diagnostics[:5])
+        ) from exc
+    except ValueError as exc:
+        raise PolicyServiceError(str(exc)) from exc
+    note = f"test v{candidate.number} against v{active.number} at {shown}%"
+    return _new_version(policy, source, actor=actor, note=note, based_on=candidate)
 
 
 #: what a rollback may copy: a version that passed approval and has run (a rejected or unreviewed text never may)

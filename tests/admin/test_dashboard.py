@@ -209,3 +209,32 @@ def test_lift_over_the_holdout_with_its_interval(client, auth, app, db):
     rollups.refresh_changed(now=utcnow() + timedelta(minutes=10))
     html = client.get("/admin/?all=1").get_data(as_text=True)
     assert "Too few cases held out to tell yet" in html
+
+
+def test_the_holdout_section_says_whether_the_holdout_s_card_retries_run(client, auth, app, db):
+    """Under the lift table, one sentence for the active policy: ``holdout 5%`` (no messages, no card retries) or
+    ``holdout 5% with retries`` (no messages; card retries still run). Nothing to say without a holdout."""
+    from app.recovery.policies import activate_text
+    from tests.admin.world import STANDARD
+
+    account = make_gateway_account().id
+    for n in range(20):
+        make_case(transaction=make_transaction(currency="USD", amount_minor=1000, gateway_account_id=account),
+                  holdout=n < 5)
+    db.session.commit()
+    rollups.refresh_changed()
+    auth.login("operator")
+
+    def sentence() -> str | None:
+        html = client.get("/admin/?all=1").get_data(as_text=True)
+        assert 'id="holdout-lift"' in html
+        found = re.search(r'<p class="small mb-0" id="holdout-retries">(.*?)</p>', html, re.S)
+        return found.group(1).strip() if found else None
+
+    assert sentence() is None  # no active policy
+    activate_text("standard", STANDARD, actor=None, note="plain holdout")
+    assert sentence() == "The holdout gets no messages and no card retries."
+    activate_text("standard", STANDARD.replace("holdout 5%", "holdout 5% with retries"), actor=None, note="retries")
+    assert sentence() == "The holdout gets no messages; its card retries still run."
+    activate_text("standard", STANDARD.replace("  holdout 5%\n", ""), actor=None, note="no holdout")
+    assert sentence() is None
