@@ -5,14 +5,20 @@ messages, the customer's local weekday with an hour a column (MessageHours).
 A change of one rollup row (an hour, its dimensions' values, the measures' difference) adds its difference to the
 cube row of dimension ``*`` and to one row per dimension under that dimension's value; to one row per pair under
 the pair's two values; and to the hour grid's row of its local weekday (everything, and each filter dimension's
-value), in its local hour's columns. Rows are upserted (MariaDB's ``ON DUPLICATE KEY UPDATE``, SQLite's
-``ON CONFLICT``), one statement per table (per local hour for the grid) and batch.
+value), in its local hour's columns. A batch of changes is summed here first, by day and values and then by cube
+row, so each cube row a batch touches is written once whatever the number of events behind it, and rows whose
+differences are all zero not at all. Rows are upserted (MariaDB's ``ON DUPLICATE KEY UPDATE``, SQLite's
+``ON CONFLICT``) as plain tuples, one statement per table (per local hour for the grid) and batch: building a
+dict and an ORM parameter set per row cost more than the database's work.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from datetime import datetime
+from functools import lru_cache
+from operator import add as plus
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +29,7 @@ from app.models.analytics import (
     CASE_CUBE_DIMENSIONS,
     CASE_PAIRS,
     FILTER_DIMENSIONS,
+    HOURS,
     MESSAGE_CUBE_DIMENSIONS,
     MESSAGE_PAIRS,
     hour_column,
@@ -42,19 +49,15 @@ def decode(value: str) -> Any:
     return json.loads(value)
 
 
-def _accumulate(sums: dict[tuple[Any, ...], list[int]], key: tuple[Any, ...], delta: list[int]) -> None:
+#: ``encode`` of a dimension's value, remembered (typed: True and 1 are different values)
+_code = lru_cache(maxsize=4096, typed=True)(encode)
+
+Sums = dict[tuple[Any, ...], list[int]]
+
+
+def accumulate(sums: Sums, key: tuple[Any, ...], delta: Sequence[int]) -> None:
     slot = sums.get(key)
-    if slot is None:
-        sums[key] = list(delta)
-    else:
-        for i, d in enumerate(delta):
-            slot[i] += d
-
-
-def _rows(columns: tuple[str, ...], measures: tuple[str, ...],
-          sums: dict[tuple[Any, ...], list[int]]) -> list[dict[str, Any]]:
-    return [{**dict(zip(columns, key, strict=True)), **dict(zip(measures, delta, strict=True))}
-            for key, delta in sums.items() if any(delta)]
+    sums[key] = list(delta) if slot is None else list(map(plus, slot, delta))
 
 
 def add(days: sa.Table, pairs: sa.Table, grid: sa.Table | None, dimensions: tuple[str, ...],
@@ -63,59 +66,161 @@ def add(days: sa.Table, pairs: sa.Table, grid: sa.Table | None, dimensions: tupl
     messages (in the open transaction): ``days`` (one dimension), ``pairs`` (two) and, for messages, the hour
     ``grid``."""
     messages = grid is not None
-    singles = MESSAGE_CUBE_DIMENSIONS if messages else CASE_CUBE_DIMENSIONS
-    couples = [(pair_name(first, other), first, other) for first, other in (MESSAGE_PAIRS if messages
-                                                                            else CASE_PAIRS)]
-    one: dict[tuple[Any, ...], list[int]] = {}
-    two: dict[tuple[Any, ...], list[int]] = {}
-    by_hour: dict[int, dict[tuple[Any, ...], list[int]]] = {}
+    by_day: Sums = {}  # the hours of a day with the same values count in the same cube rows
     for bucket, dims, delta in changes:
-        named = dict(zip(dimensions, dims, strict=True))
-        head: tuple[Any, ...] = (bucket.date(), named["currency"] or "")
+        accumulate(by_day, (bucket.date(), dims), delta)
+    position = {name: i for i, name in enumerate(dimensions)}
+    singles = MESSAGE_CUBE_DIMENSIONS if messages else CASE_CUBE_DIMENSIONS
+    single_at = [(name, position[name]) for name in singles]
+    couples = [(pair_name(first, other), position[first], position[other])
+               for first, other in (MESSAGE_PAIRS if messages else CASE_PAIRS)]
+    filters_at = [(name, position[name]) for name in FILTER_DIMENSIONS]
+    currency_at, channel_at = position["currency"], position.get("channel")
+    hour_at, weekday_at = position.get("local_hour"), position.get("weekday")
+    one: Sums = {}
+    two: Sums = {}
+    by_hour: dict[int, Sums] = {}
+    for (day, dims), delta in by_day.items():
+        if not any(delta):
+            continue
+        head: tuple[Any, ...] = (day, dims[currency_at] or "")
+        if channel_at is not None:
+            head += (dims[channel_at] or "",)
+        coded = [_code(value) for value in dims]
+        accumulate(one, (ALL, EVERYTHING, *head), delta)
+        for name, i in single_at:
+            accumulate(one, (name, coded[i], *head), delta)
+        for pair, i, j in couples:
+            accumulate(two, (pair, coded[i], *head, coded[j]), delta)
         if messages:
-            head += (named["channel"] or "",)
-        coded = {name: encode(named[name]) for name in singles}
-        _accumulate(one, (ALL, EVERYTHING, *head), delta)
-        for name in singles:
-            _accumulate(one, (name, coded[name], *head), delta)
-        for pair, first, other in couples:
-            _accumulate(two, (pair, coded[first], *head, coded[other]), delta)
-        if messages:
-            hour, weekday = named["local_hour"], named["weekday"]
+            hour, weekday = dims[hour_at], dims[weekday_at]
             if hour is None or weekday is None:  # app.analytics.facts gives every sent message both
-                raise ValueError(f"analytics: a message counted without its local hour and weekday: {named}")
+                raise ValueError("analytics: a message counted without its local hour and weekday: "
+                                 f"{dict(zip(dimensions, dims, strict=True))}")
             cells = by_hour.setdefault(int(hour), {})
-            _accumulate(cells, (ALL, EVERYTHING, *head, int(weekday)), delta)
-            for name in FILTER_DIMENSIONS:
-                _accumulate(cells, (name, coded[name], *head, int(weekday)), delta)
+            accumulate(cells, (ALL, EVERYTHING, *head, int(weekday)), delta)
+            for name, i in filters_at:
+                accumulate(cells, (name, coded[i], *head, int(weekday)), delta)
     head_columns = ("day", "currency", *(("channel",) if messages else ()))
-    upsert(days, ("dim", "value", *head_columns), measures, _rows(("dim", "value", *head_columns), measures, one))
-    keys = ("pair", "first", *head_columns, "other")
-    upsert(pairs, keys, measures, _rows(keys, measures, two))
+    upsert(days, ("dim", "value", *head_columns), measures, _rows(one))
+    upsert(pairs, ("pair", "first", *head_columns, "other"), measures, _rows(two))
     if grid is not None:
-        keys = ("dim", "value", *head_columns, "weekday")
-        for hour, cells in by_hour.items():
-            columns = tuple(hour_column(m, hour) for m in measures)
-            upsert(grid, keys, columns, _rows(keys, columns, cells))
+        _upsert_grid(grid, ("dim", "value", *head_columns, "weekday"), measures, by_hour)
 
 
-def upsert(table: sa.Table, keys: tuple[str, ...], measures: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    """Add ``rows``' measures to the rows of ``table`` with the same ``keys`` (its unique key), inserting those that
-    are new: one statement for them all (MariaDB's ``ON DUPLICATE KEY UPDATE``, SQLite's ``ON CONFLICT``)."""
+def _upsert_grid(grid: sa.Table, keys: tuple[str, ...], measures: tuple[str, ...], by_hour: dict[int, Sums]) -> None:
+    """Write the hour grid's cells: one row per grid row the batch touched, with the columns of the measures and
+    hours some row moved (the others are zero by default and left as they are)."""
+    width = len(measures)
+    cells: dict[tuple[Any, ...], list[int]] = {}
+    for hour, sums in by_hour.items():
+        at = hour * width
+        for key, delta in sums.items():
+            row = cells.get(key)
+            if row is None:
+                row = cells[key] = [0] * (width * len(HOURS))
+            row[at:at + width] = delta
+    rows = [values for values in cells.values() if any(values)]
     if not rows:
         return
-    if db.engine.dialect.name == "mysql":
-        from sqlalchemy.dialects.mysql import insert as mysql_insert
+    moved = [i for i, column in enumerate(zip(*rows, strict=True)) if any(column)]
+    names = tuple(hour_column(measures[i % width], i // width) for i in moved)
+    upsert(grid, keys, names, [(*key, *(values[i] for i in moved)) for key, values in cells.items() if any(values)])
 
-        statement = mysql_insert(table)
-        statement = statement.on_duplicate_key_update({m: table.c[m] + statement.inserted[m] for m in measures})
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        lite = sqlite_insert(table)
-        statement = lite.on_conflict_do_update(index_elements=[table.c[k] for k in keys],
-                                               set_={m: table.c[m] + lite.excluded[m] for m in measures})
-    db.session.execute(statement, rows)
+def _rows(sums: Sums) -> list[tuple[Any, ...]]:
+    """The cube rows to write: key then measures, leaving out those with nothing to add."""
+    return [(*key, *delta) for key, delta in sums.items() if any(delta)]
+
+
+def upsert(table: sa.Table, keys: tuple[str, ...], measures: tuple[str, ...], rows: list[tuple[Any, ...]],
+           others: tuple[str, ...] = ()) -> None:
+    """Add ``rows``' measures to the rows of ``table`` with the same ``keys`` (its unique key), inserting those that
+    are new (with the columns ``others`` too): each row a tuple of ``keys``, ``others`` then ``measures``. One
+    statement for them all (MariaDB's ``ON DUPLICATE KEY UPDATE``, SQLite's ``ON CONFLICT``; the driver sends
+    MariaDB's as multi-row inserts)."""
+    if rows:
+        columns = (*keys, *others, *measures)
+        _execute(_statement(table.name, columns, keys, measures, db.engine.dialect.name), table, columns, rows)
+
+
+def insert(table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (tuples of ``columns``) into ``table``, one statement for them all."""
+    if rows:
+        _execute(_statement(table.name, columns, (), (), db.engine.dialect.name), table, columns, rows)
+
+
+def _execute(sql: str, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Run ``sql`` (an insert of one row of ``columns``) for each row, its values converted as SQLAlchemy would (a
+    time in UTC, a date or a boolean on SQLite), without SQLAlchemy's per-row parameter dicts."""
+    dialect = db.engine.dialect
+    processors = [(i, process) for i, name in enumerate(columns)
+                  if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+    if processors:
+        converted = []
+        for row in rows:
+            values = list(row)
+            for i, process in processors:
+                values[i] = process(values[i])
+            converted.append(tuple(values))
+        rows = converted
+    connection = db.session.connection()
+    if dialect.name != "mysql":
+        connection.exec_driver_sql(sql, rows)
+        return
+    head, _, tail = sql.partition(" VALUES ")
+    tail = tail[tail.index(")") + 1:]
+    for text in _values_text(connection.connection.dbapi_connection, rows):
+        connection.exec_driver_sql(f"{head} VALUES {text}{tail}", execution_options={"no_parameters": True})
+
+
+def _values_text(dbapi: Any, rows: list[tuple[Any, ...]]) -> Iterator[str]:
+    """MariaDB's multi-row ``VALUES (...), (...)`` of ``rows``, in statements under :data:`STATEMENT_BYTES`. The
+    driver would quote each value the same way (its ``escape``) but through a generic path per value, which cost
+    more than the upsert itself; here a number is its digits and the few other values (days, keys, dimension
+    values) are quoted once each."""
+    quoted: dict[tuple[type, Any], str] = {}
+    parts: list[str] = []
+    size = 0
+    for row in rows:
+        values = []
+        for value in row:
+            kind = type(value)
+            if kind is int:
+                values.append(str(value))
+            else:
+                text = quoted.get((kind, value))
+                if text is None:
+                    text = quoted[(kind, value)] = dbapi.escape(value)
+                values.append(text)
+        part = f"({','.join(values)})"
+        if parts and size + len(part) > STATEMENT_BYTES:
+            yield ",".join(parts)
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        yield ",".join(parts)
+
+
+#: the size of one multi-row statement (MariaDB's max_allowed_packet is 16 MB by default; the driver uses 1 MB)
+STATEMENT_BYTES = 1_000_000
+
+
+@lru_cache(maxsize=256)
+def _statement(table: str, columns: tuple[str, ...], keys: tuple[str, ...], measures: tuple[str, ...],
+               dialect_name: str) -> str:
+    quote = db.engine.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    marks = ", ".join(["%s" if dialect_name == "mysql" else "?"] * len(columns))
+    sql = f"INSERT INTO {quote(table)} ({names}) VALUES ({marks})"
+    if measures and dialect_name == "mysql":
+        sql += " ON DUPLICATE KEY UPDATE " + ", ".join(
+            f"{quote(m)} = {quote(m)} + VALUES({quote(m)})" for m in measures)
+    elif measures:
+        sql += (f" ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET "
+                + ", ".join(f"{quote(m)} = {quote(m)} + excluded.{quote(m)}" for m in measures))
+    return sql
 
 
 def clear(table: sa.Table, since: datetime | None) -> None:

@@ -22,6 +22,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -63,7 +64,7 @@ class Fact:
     dims: tuple[Any, ...]
     measures: tuple[int, ...]
 
-    @property
+    @cached_property
     def dims_key(self) -> str:
         return dims_key(self.dims)
 

@@ -193,7 +193,9 @@ def _from_grid(dim: str, groups: tuple[str, ...], measures: tuple[str, ...],
     keys = list(dict.fromkeys(keys))
     sums = [sa.func.sum(grid.c[hour_column(m, h)]) for h in hours for m in measures]
     query = _period(grid, sa.select(*keys, *sums).where(grid.c.dim == dim), filters)
-    if dim in filters.where:
+    if dim == ALL:  # the key's whole prefix, so the period is a range of the primary key
+        query = query.where(grid.c.value == cubes.EVERYTHING)
+    elif dim in filters.where:
         query = query.where(grid.c.value == cubes.encode(filters.where[dim]))
     if "weekday" in filters.where:
         query = query.where(grid.c.weekday == filters.where["weekday"]) if filters.where["weekday"] is not None \
@@ -447,12 +449,15 @@ def best_times(filters: Filters) -> list[TimeCell]:
     segment, ...); the intervals are statsmodels' Wilson intervals."""
     from statsmodels.stats.proportion import proportion_confint
 
-    cells = []
-    for (weekday, hour), first_n, won_n in _sum(_MESSAGES, (SLOT,), ("first_n", "won72_n"), filters):
-        if weekday is None or hour is None or not first_n:
-            continue
-        low, high = proportion_confint(won_n, first_n, alpha=0.05, method="wilson")
-        cells.append(TimeCell(int(weekday), int(hour), first_n, won_n, float(low), float(high)))
+    counted = [(int(weekday), int(hour), first_n, won_n)
+               for (weekday, hour), first_n, won_n in _sum(_MESSAGES, (SLOT,), ("first_n", "won72_n"), filters)
+               if weekday is not None and hour is not None and first_n]
+    if not counted:
+        return []
+    # one call for every cell (up to 168): statsmodels' per-call overhead cost more than the query
+    lows, highs = proportion_confint([c[3] for c in counted], [c[2] for c in counted], alpha=0.05, method="wilson")
+    cells = [TimeCell(weekday, hour, first_n, won_n, float(low), float(high))
+             for (weekday, hour, first_n, won_n), low, high in zip(counted, lows, highs, strict=True)]
     return sorted(cells, key=lambda c: (c.weekday, c.hour))
 
 

@@ -44,6 +44,9 @@ from app.models.types import utcnow
 log = logging.getLogger(__name__)
 
 CHUNK = 500
+#: the ids counted in one transaction: their differences are summed before the rollups and cubes are written, so
+#: the rows a batch touches are written once (a rebuild's chunks would otherwise write most cube rows again each)
+BATCH = 10_000
 #: how far before its last run a refresh reads again: a transaction that began before the run and committed after
 #: it wrote times the run had already passed
 LOOKBACK = timedelta(minutes=5)
@@ -74,28 +77,36 @@ MESSAGES = _Kind(MessageFact.__table__, MessageRollup.__table__, MessageDay.__ta
                  MessageHours.__table__, "message_id", MESSAGE_DIMENSIONS, MESSAGE_MEASURES, message_facts)
 
 
-def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
+def _chunks(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
     batch: list[int] = []
     for i in ids:
         batch.append(i)
-        if len(batch) == CHUNK:
+        if len(batch) == size:
             yield batch
             batch = []
     if batch:
         yield batch
 
 
-def _apply(kind: _Kind, ids: list[int], window: timedelta) -> int:
-    """Count ``ids`` again (in the open transaction): new facts against stored ones, the difference to the hourly
-    rollups and the daily cubes. Returns how many changed."""
+class _Moves:
+    """The rollup rows' differences a batch of chunks makes, summed by (hour, dimensions key) until written, with
+    the dimension values of each: a batch writes each rollup and cube row it touches once."""
+
+    def __init__(self) -> None:
+        self.deltas: cubes.Sums = {}
+        self.dims_of: dict[tuple[datetime, str], tuple[Any, ...]] = {}
+
+
+def _count(kind: _Kind, ids: list[int], window: timedelta, moves: _Moves) -> int:
+    """Count ``ids`` again (in the open transaction): their new facts replace the stored ones, the difference goes
+    to ``moves``. Returns how many changed."""
     new = kind.compute(ids, window)
-    facts, rollups = kind.facts, kind.rollups
+    facts = kind.facts
     old = {row[0]: row for row in db.session.execute(
         sa.select(facts.c[kind.key], facts.c.bucket, facts.c.dims_key, *(facts.c[m] for m in kind.measures))
         .where(facts.c[kind.key].in_(ids)).with_for_update())}
-    deltas: dict[tuple[datetime, str], list[int]] = {}
-    dims_of: dict[tuple[datetime, str], tuple[Any, ...]] = {}
     changed: list[int] = []
+    rows: list[tuple[Any, ...]] = []
     for key in ids:
         fact: Fact | None = new.get(key)
         before = old.get(key)
@@ -105,34 +116,31 @@ def _apply(kind: _Kind, ids: list[int], window: timedelta) -> int:
             continue
         changed.append(key)
         if stored is not None:
-            slot = deltas.setdefault((stored[0], stored[1]), [0] * len(kind.measures))
-            for i, value in enumerate(stored[2:]):
-                slot[i] -= int(value)
-        if fact is not None:
-            where = (hour_of(fact.bucket), fact.dims_key)
-            dims_of[where] = fact.dims
-            slot = deltas.setdefault(where, [0] * len(kind.measures))
-            for i, value in enumerate(fact.measures):
-                slot[i] += int(value)
-    if not changed:
-        return 0
-    db.session.execute(sa.delete(facts).where(facts.c[kind.key].in_(changed)))
-    rows = [{kind.key: key, "bucket": hour_of(new[key].bucket), "dims_key": new[key].dims_key,
-             **dict(zip(kind.measures, new[key].measures, strict=True))} for key in changed if key in new]
-    if rows:
-        db.session.execute(sa.insert(facts), rows)
-    moved = {where: delta for where, delta in deltas.items() if any(delta)}
+            cubes.accumulate(moves.deltas, (stored[0], stored[1]), [-int(value) for value in stored[2:]])
+        if after is not None:
+            where = (after[0], after[1])
+            moves.dims_of[where] = fact.dims  # type: ignore[union-attr]
+            cubes.accumulate(moves.deltas, where, after[2:])
+            rows.append((key, *after))
+    if changed:
+        db.session.execute(sa.delete(facts).where(facts.c[kind.key].in_(changed)))
+        cubes.insert(facts, (kind.key, "bucket", "dims_key", *kind.measures), rows)
+    return len(changed)
+
+
+def _write(kind: _Kind, moves: _Moves) -> None:
+    """Add a batch's differences to the hourly rollups and the daily cubes (in the open transaction)."""
+    moved = {where: delta for where, delta in moves.deltas.items() if any(delta)}
+    dims_of = moves.dims_of
     dims_of.update(_stored_dims(kind, [where for where in moved if where not in dims_of]))
     lost = [where for where in moved if where not in dims_of]
     if lost:  # a fact counted under a rollup row that is gone: the rollups were changed behind our back
         raise RuntimeError(f"analytics: rollup rows to subtract from are missing: {lost[:3]}")
-    cubes.upsert(rollups, ("bucket", "dims_key"), kind.measures,
-                 [{"bucket": bucket, "dims_key": key,
-                   **dict(zip(kind.dimensions, dims_of[(bucket, key)], strict=True)),
-                   **dict(zip(kind.measures, delta, strict=True))} for (bucket, key), delta in moved.items()])
+    cubes.upsert(kind.rollups, ("bucket", "dims_key"), kind.measures,
+                 [(bucket, key, *dims_of[(bucket, key)], *delta) for (bucket, key), delta in moved.items()],
+                 others=kind.dimensions)
     cubes.add(kind.days, kind.pairs, kind.grid, kind.dimensions, kind.measures,
               [(bucket, dims_of[(bucket, key)], delta) for (bucket, key), delta in moved.items()])
-    return len(changed)
 
 
 def _stored_dims(kind: _Kind, where: list[tuple[datetime, str]]) -> dict[tuple[datetime, str], tuple[Any, ...]]:
@@ -151,13 +159,17 @@ def _stored_dims(kind: _Kind, where: list[tuple[datetime, str]]) -> dict[tuple[d
 
 def refresh(case_ids: Iterable[int] = (), message_ids: Iterable[int] = (),
             window: timedelta | None = None) -> dict[str, int]:
-    """Count these cases and messages again; commits per chunk. Returns how many changed of each."""
+    """Count these cases and messages again; commits per batch of :data:`BATCH`. Returns how many changed of
+    each."""
     window = window or attribution_window()
     counts = {"cases": 0, "messages": 0}
     for name, kind, ids in (("cases", CASES, sorted(set(case_ids))), ("messages", MESSAGES,
                                                                        sorted(set(message_ids)))):
-        for chunk in _chunks(ids):
-            counts[name] += _apply(kind, chunk, window)
+        for batch in _chunks(ids, BATCH):
+            moves = _Moves()
+            for chunk in _chunks(batch):
+                counts[name] += _count(kind, chunk, window, moves)
+            _write(kind, moves)
             db.session.commit()
     return counts
 

@@ -261,7 +261,9 @@ def _grid_columns() -> dict[str, Any]:
     for measure in MESSAGE_MEASURES:
         kind = sa.BigInteger if measure.endswith("_minor") else sa.Integer
         for hour in HOURS:
-            columns[hour_column(measure, hour)] = sa.Column(kind, nullable=False, default=0)
+            # zero by default in the database too: a batch writes a row's columns of the hours it moved only
+            columns[hour_column(measure, hour)] = sa.Column(kind, nullable=False, default=0,
+                                                            server_default=sa.text("0"))
     return columns
 
 

@@ -31,8 +31,8 @@ MESSAGE_MEASURES = [('sent_n', sa.Integer), ('delivered_n', sa.Integer), ('read_
                     ('first_n', sa.Integer), ('won72_n', sa.Integer)]
 
 
-def _measures(columns):
-    return [sa.Column(name, kind(), nullable=False) for name, kind in columns]
+def _measures(columns, **options):
+    return [sa.Column(name, kind(), nullable=False, **options) for name, kind in columns]
 
 
 def upgrade():
@@ -73,7 +73,9 @@ def upgrade():
         sa.Column('currency', sa.String(length=32), nullable=False),
         sa.Column('channel', sa.String(length=32), nullable=False),
         sa.Column('weekday', sa.Integer(), autoincrement=False, nullable=False),
-        *_measures([(f'{name}_h{hour:02d}', kind) for name, kind in MESSAGE_MEASURES for hour in range(24)]),
+        # zero by default: the analytics write a row's columns of the hours a batch moved only
+        *_measures([(f'{name}_h{hour:02d}', kind) for name, kind in MESSAGE_MEASURES for hour in range(24)],
+                   server_default=sa.text('0')),
         sa.PrimaryKeyConstraint('dim', 'value', 'day', 'currency', 'channel', 'weekday',
                                 name=op.f('pk_analytics_message_hours')),
         **TABLE,
