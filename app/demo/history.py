@@ -7,7 +7,9 @@ failed, every message placed by the timing core in the customer's zone, checked 
 on opt-outs and missing addresses) and decides what customers did from a seeded model with a few planted stories
 (app.demo.history_story). Every case is planned: the planner takes well under a millisecond, so 20,000 cases need
 no sampling. The rows are written set-based (one INSERT per table and chunk, ids assigned up front), never
-through the senders: nothing reaches a simulator.
+through the senders: nothing reaches a simulator. When the policy runs an experiment (the demo's does:
+app.demo.policy), its row runs from the history's first day and each case the planner put in an arm is kept with
+its arm, as planning keeps it, exposed at the case's first message sent, so the results page has a past to read.
 
 The history ends at the business clock's now (app.clock): the last days' cases are still open, their next steps
 scheduled, and the running demo carries on with them. Rows the history sent are marked ``claimed_by =
@@ -39,10 +41,12 @@ from app.demo.history_sim import Setup, Timeline
 from app.demo.history_story import Story
 from app.extensions import db
 from app.models import (
+    ArmAssignment,
     CaseTransition,
     ConsentEvent,
     Customer,
     EscalationTask,
+    Experiment,
     GatewayAccount,
     MessageEvent,
     OptOut,
@@ -54,6 +58,7 @@ from app.models import (
     Team,
     Transaction,
 )
+from app.models.types import as_utc
 from app.payments.receipts import RECEIPT_TEMPLATE
 from rules.case_states import CaseState
 from rules.vocabulary import CHANNELS
@@ -121,6 +126,7 @@ def seed_history(count: int = DEFAULT_FAILURES, *, days: int = DAYS, seed: int =
                  now: datetime | None = None) -> HistoryReport:
     """Seed ``count`` failed payments over the ``days`` days before ``now`` (the business clock) and what Recoup
     did with them; commits. Needs the active policy and a gateway account (the demo's world makes both)."""
+    from app.recovery.experiments import experiment_for, stopped_arms
     from app.recovery.planning import contact_windows
     from app.recovery.policies import active_version, compiled
     from rules.contact_settings import parse_contact_windows
@@ -131,12 +137,17 @@ def seed_history(count: int = DEFAULT_FAILURES, *, days: int = DAYS, seed: int =
         raise RuntimeError("the demo history needs an active policy (the demo's world activates the standard one)")
     account = _account()
     now = (now or business_now()).replace(microsecond=0)
-    setup = Setup(policy=compiled(version), version_number=version.number, version_id=version.id,
+    policy = compiled(version)
+    experiment = experiment_for(version, policy, actor="demo")
+    setup = Setup(policy=policy, version_number=version.number, version_id=version.id,
                   windows=parse_contact_windows(contact_windows()), now=now, account_id=account.id,
-                  ids=_next_ids(), **_app_setup())
+                  ids=_next_ids(), experiment_id=experiment.id if experiment is not None else None,
+                  stopped_arms=stopped_arms(experiment), **_app_setup())
     timeline = Timeline(setup, Story(seed), seed)
     timeline.run(failures(count, end=now - timedelta(minutes=1), days=days, seed=seed))
     made = tables(timeline)
+    if experiment is not None:
+        _started_with_the_history(experiment, made)
     rows = write(made)
     sent = sum(1 for m in made.outbox_messages
                if m["sent_at"] is not None and m["channel"] in CHANNELS and m["template"] != RECEIPT_TEMPLATE)
@@ -152,6 +163,14 @@ def seed_history(count: int = DEFAULT_FAILURES, *, days: int = DAYS, seed: int =
             "days": days, "seed": seed, "until": now.isoformat()})
     db.session.commit()
     return report
+
+
+def _started_with_the_history(experiment: Experiment, made: Tables) -> None:
+    """The experiment (made when its version was activated, a moment ago) ran since the history's first case was
+    planned into an arm."""
+    first = min((a["assigned_at"] for a in made.experiment_assignments), default=None)
+    if first is not None and first < as_utc(experiment.started_at):
+        experiment.started_at = first
 
 
 def _account() -> GatewayAccount:
@@ -213,7 +232,7 @@ def write(tables: Tables) -> int:
             (CaseTransition, tables.case_transitions), (OutboxMessage, tables.outbox_messages),
             (MessageEvent, tables.message_events), (PaymentLink, tables.payment_links), (Payment, tables.payments),
             (Transaction, tables.sales), (OptOut, tables.opt_outs), (ConsentEvent, tables.consent_events),
-            (EscalationTask, tables.escalation_tasks))
+            (EscalationTask, tables.escalation_tasks), (ArmAssignment, tables.experiment_assignments))
     written = 0
     for model, rows in plan:
         table = model.__table__

@@ -30,6 +30,7 @@ class Tables:
     escalation_tasks: list[dict[str, Any]] = field(default_factory=list)
     sales: list[dict[str, Any]] = field(default_factory=list)  # approved charges booked as sales (transactions)
     credited: list[dict[str, Any]] = field(default_factory=list)  # recovery_cases.recovered_message_id, after
+    experiment_assignments: list[dict[str, Any]] = field(default_factory=list)
 
 
 
@@ -74,12 +75,28 @@ def tables(timeline: Timeline) -> Tables:
                                            "recorded_at": at, "provider_payload": payload})
         out.payment_links.extend(case.links)
         out.escalation_tasks.extend(case.tasks)
+        assignment = assignment_row(setup, case)
+        if assignment is not None:
+            out.experiment_assignments.append(assignment)
     out.case_transitions = timeline.transitions
     out.payments = timeline.payments
     out.sales = timeline.sales
     out.opt_outs = timeline.opt_outs
     out.consent_events = timeline.consent
     return out
+
+def assignment_row(setup: Setup, case: Case) -> dict[str, Any] | None:
+    """The arm the planner drew for the case, as app.recovery.experiments.record_assignment keeps it (nothing for a
+    case sent to control because its arm is stopped), exposed at its first message sent as stamp_exposures reads
+    it (the earliest ``sent_at`` of the case's rows on a customer channel)."""
+    drawn = case.plan.experiment
+    if setup.experiment_id is None or drawn is None or drawn.reassigned_from:
+        return None
+    sent = [row.sent_at for row in case.rows if row.sent_at is not None and row.channel in CHANNELS]
+    return {"experiment_id": setup.experiment_id, "case_id": case.id, "customer_id": case.customer.id,
+            "unit": drawn.unit[:80], "arm": drawn.arm, "policy_version_id": setup.version_id,
+            "assigned_at": case.opened_at, "exposed_at": min(sent, default=None)}
+
 
 def customer_row(setup: Setup, c: Customer) -> dict[str, Any]:
     p = c.person

@@ -76,6 +76,9 @@ class Setup:
     product_of: Callable[[str, str], str] = lambda sku, description: "one_time"
     #: (case id, message id) -> (token, payment_links row): a link as the dispatcher issues one
     link_for: Callable[[int, int], tuple[str, dict[str, Any]]] | None = None
+    #: the active version's experiment (app.recovery.experiments): its row's id, the arms no new case may get
+    experiment_id: int | None = None
+    stopped_arms: tuple[str, ...] = ()
 
 
 @dataclass
@@ -220,7 +223,7 @@ class Timeline:
         product = setup.product_of(f.sku, f.description)
         facts = self.facts(customer, f, at, band, product)
         # the windows read once: the planner hands them to contact_rules_for, which takes them read or as stored
-        plan = make_plan(setup.policy, facts, version=setup.version_number,
+        plan = make_plan(setup.policy, facts, version=setup.version_number, stopped_arms=setup.stopped_arms,
                          contact_windows=setup.windows)  # type: ignore[arg-type]
         decline = decline_facts(facts)
         override = plan.override or Override()
@@ -407,7 +410,7 @@ class Timeline:
         pull = self.story.pull(reason=case.reason, spanish=person.spanish, channel=channel,
                                local_hour=sent_at.astimezone(zone).hour, step=row.step_n or 1,
                                first_time=case.first_time, vip=person.vip, band=case.band)
-        reaction = self.story.react(channel, delivery, pull)
+        reaction = self.story.react(channel, delivery, pull, first_touch=(row.step_n or 0) == 1)
         seen = last  # an SMS delivered, a WhatsApp message read; an email when its pixel loads
         if delivery.read and channel == Channel.EMAIL:
             seen = sent_at + timedelta(minutes=max(self.story.rng.lognormvariate(3.0, 1.3), 0.3))

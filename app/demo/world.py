@@ -1,4 +1,5 @@
-"""The demo's world: the provider simulators, a store with failed payments, the standard policy, a scheduler."""
+"""The demo's world: the provider simulators, a store with failed payments, the standard policy with an experiment
+running (app.demo.policy), a scheduler."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
+from app.demo.policy import demo_policy_text
 from app.extensions import db
 from rules.vocabulary import Channel
 from workers import jobs
@@ -17,7 +19,6 @@ from workers import jobs
 log = logging.getLogger(__name__)
 
 NMI_SIGNING_KEY = "demo-nmi-webhook-signing-key"
-STANDARD_POLICY = Path(__file__).resolve().parents[2] / "examples" / "policies" / "standard.policy"
 
 
 def start_world(
@@ -135,9 +136,8 @@ def seed_store(app: Flask, nmi: Any) -> None:
             db.session.add(Team(name=name, email=email))
     db.session.commit()
     if active_version() is None:
-        activate_text(
-            "standard", STANDARD_POLICY.read_text(encoding="utf-8"), actor=None, note="the demo's starting policy"
-        )
+        activate_text("standard", demo_policy_text(), actor=None,
+                      note="the demo's starting policy: the standard one, with an experiment running")
 
 
 def restore_open_vaults(nmi: Any) -> int:

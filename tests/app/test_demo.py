@@ -192,11 +192,21 @@ def test_a_new_database_starts_with_empty_inboxes(tmp_path, werkzeug_level):
 
 def test_a_new_demo_opens_on_a_dashboard_with_a_past_and_a_restart_keeps_it(tmp_path, werkzeug_level):
     """A fresh database gets the seeded history (counted for the dashboard before the first page); a restart seeds
-    nothing more, the audit chain holds, and the live demo's own failures come on top."""
+    nothing more, the audit chain holds, and the live demo's own failures come on top. The policy's experiment runs
+    through both: every case outside the holdout, the history's and the live demo's, is in an arm, and a restart
+    carries on the same experiment."""
     from app.analytics.report import Filters, kpis
     from app.audit import verify_chain
     from app.extensions import db
-    from app.models import RecoveryCase
+    from app.models import ArmAssignment, Experiment, RecoveryCase
+
+    def experiment_and_arms():  # type: ignore[no-untyped-def]
+        [row] = db.session.scalars(sa.select(Experiment)).all()
+        planned = db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase)
+                                    .where(RecoveryCase.holdout.is_(False)))
+        assigned = db.session.scalar(sa.select(sa.func.count()).select_from(ArmAssignment)
+                                     .where(ArmAssignment.experiment_id == row.id))
+        return row.id, row.status, planned, assigned
 
     app, started = run_demo_in_process(tmp_path / "demo.db", history=400)
     try:
@@ -205,6 +215,8 @@ def test_a_new_demo_opens_on_a_dashboard_with_a_past_and_a_restart_keeps_it(tmp_
             failed = sum(k.failed_n for k in kpis(Filters()))
             cases = db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase))
             assert failed == cases > 400  # the history and the live demo's fetched failures, all counted
+            experiment, status, planned, assigned = experiment_and_arms()
+            assert status == "running" and assigned == planned > 400
             assert verify_chain(app.config).ok
             db.session.remove()
     finally:
@@ -214,6 +226,7 @@ def test_a_new_demo_opens_on_a_dashboard_with_a_past_and_a_restart_keeps_it(tmp_
         assert restarted["history"] is None
         with again.app_context():
             assert db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCase)) == cases
+            assert experiment_and_arms() == (experiment, "running", planned, assigned)
             assert verify_chain(again.config).ok
             db.session.remove()
     finally:

@@ -1,6 +1,7 @@
 """The demo's history (app.demo.history): a seeded past whose dashboard tells the planted stories, made by the real
 planner (no message in a customer's quiet hours, none to a channel after its opt-out), the same every time for a
-seed, and no break in the audit chain."""
+seed, and no break in the audit chain; its policy's experiment running since the history began, with results to
+read (issue 18)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def test_a_seeded_past_tells_its_stories_and_keeps_recoups_rules(history, app, d
     dashboard_tells_the_planted_stories(history, db)
     no_message_in_quiet_hours_or_after_an_opt_out(db)
     history_messages_look_like_what_the_dispatcher_writes(history, db)
+    the_experiment_ran_through_the_history(db)
     check = verify_chain(app.config)
     assert check.ok, check
 
@@ -202,6 +204,110 @@ def history_messages_look_like_what_the_dispatcher_writes(history, db) -> None: 
     assert history.recovered == len(credited)
 
 
+def the_experiment_ran_through_the_history(db) -> None:  # type: ignore[no-untyped-def]
+    """The demo's experiment runs since the history began; every case the planner put in an arm is recorded, sticky
+    per customer, exposed at its first message sent; the read shows WhatsApp first recovering more (story 7) with
+    the split as planned and the opt-out guardrail holding, and the periodic check stops nothing."""
+    from app.demo.history import DAYS
+    from app.demo.policy import CONTROL, EXPERIMENT_NAME, VARIANT
+    from app.models import ArmAssignment, Experiment, OutboxMessage, RecoveryCase
+    from app.models.types import as_utc
+    from app.recovery import experiments
+    from app.recovery.policies import active_version
+    from experiments.readout import Metric
+    from experiments.srm import SrmLevel
+    from rules.vocabulary import CHANNELS
+
+    [row] = db.session.scalars(sa.select(Experiment)).all()
+    assert row.name == EXPERIMENT_NAME and row.control == CONTROL
+    assert experiments.is_live(row) and row.status == experiments.ExperimentStatus.RUNNING and not row.stopped_arms
+    assert row.started_version_id == active_version().id
+
+    cases = db.session.execute(sa.select(RecoveryCase.id, RecoveryCase.customer_id, RecoveryCase.holdout,
+                                         RecoveryCase.opened_at, RecoveryCase.plan)).all()
+    assignments = {a.case_id: a for a in db.session.scalars(sa.select(ArmAssignment))}
+    first_sent = dict(db.session.execute(
+        sa.select(OutboxMessage.case_id, sa.func.min(OutboxMessage.sent_at))
+        .where(OutboxMessage.sent_at.is_not(None), OutboxMessage.channel.in_(CHANNELS))
+        .group_by(OutboxMessage.case_id)).all())
+    arms_of: dict[int, set[str]] = defaultdict(set)
+    exposed: Counter = Counter()
+    for case_id, customer_id, holdout, opened_at, plan in cases:
+        assignment = assignments.get(case_id)
+        if holdout:
+            assert assignment is None, case_id
+            continue
+        assert assignment is not None and assignment.arm == plan["experiment"]["arm"], case_id
+        assert assignment.customer_id == customer_id and assignment.unit == f"customer:{customer_id}"
+        assert as_utc(assignment.assigned_at) == as_utc(opened_at)  # planned then, in the history's time
+        sent = first_sent.get(case_id)
+        assert (as_utc(assignment.exposed_at) if assignment.exposed_at else None) == (as_utc(sent) if sent else None)
+        arms_of[customer_id].add(assignment.arm)
+        exposed[assignment.arm] += assignment.exposed_at is not None
+    assert len(assignments) == sum(1 for c in cases if not c.holdout)
+    # it ran since the history's first case was planned, not since the demo activated its version a moment ago
+    assert as_utc(row.started_at) == min(as_utc(a.assigned_at) for a in assignments.values())
+    assert as_utc(row.started_at) < NOW - timedelta(days=DAYS - 1)
+    assert all(len(arms) == 1 for arms in arms_of.values())  # sticky: all of a customer's cases in one arm
+    assert any(len([c for c in cases if c.customer_id == customer]) > 1 for customer in arms_of)
+    assert exposed[CONTROL] >= 500 and exposed[VARIANT] >= 500, exposed
+
+    found = experiments.read(row)
+    assert {arm.name: arm.data.units for arm in found.arms} == dict(exposed)
+    readout = found.readout
+    assert readout is not None, found.why_no_readout
+    recovery = readout.comparison(Metric.RECOVERY_RATE, VARIANT)
+    assert 0 < recovery.difference.effect < 0.1  # a few points better (story 7)
+    assert recovery.interval.lower < recovery.difference.effect < recovery.interval.upper
+    assert readout.sample_ratio.level is not SrmLevel.ALERT
+    [opt_out] = readout.guardrails
+    assert opt_out.metric == "opt_out" and not opt_out.stop
+    assert not readout.stop_reasons
+    assert experiments.check_running()["stopped"] == []
+    assert not db.session.get(Experiment, row.id).stopped_arms
+
+
+def test_the_demo_policy_is_the_standard_one_with_an_experiment():
+    """Pure: the standard policy's file is left alone; the demo's text compiles, its control plans every case as the
+    standard policy does, its variant starts repeat customers on WhatsApp, and customers fall in both arms."""
+    import dsl
+    from app.demo.policy import CONTROL, EXPERIMENT_NAME, STANDARD_POLICY, VARIANT, demo_policy_text
+    from rules.planner import plan
+    from rules.vocabulary import Channel
+
+    standard_text = STANDARD_POLICY.read_text(encoding="utf-8")
+    assert "experiment" not in standard_text
+    standard = dsl.compile_policy(standard_text, fx_rates=None, filename="standard")
+    demo = dsl.compile_policy(demo_policy_text(), fx_rates=None, filename="standard")
+    assert demo.experiment is not None and demo.experiment.name == EXPERIMENT_NAME
+    assert [arm.name for arm in demo.experiment.arms] == [CONTROL, VARIANT]
+    assert demo.experiment.guardrails == (("opt_out", demo.experiment.guardrails[0][1]),)
+
+    def steps(made):  # type: ignore[no-untyped-def]
+        return [(s.channel, s.fallbacks, s.template, s.send_at) for s in made.steps]
+
+    arms: Counter = Counter()
+    for n in range(400):
+        facts = {"now": "2026-12-07T12:00:00Z",
+                 "customer": {"id": f"c-{n}", "successful_payments": n % 3, "country": "US", "region": "NY",
+                              "timezone": "America/New_York", "email": "a@example.com", "phone": "+12125550100"},
+                 "transaction": {"id": f"t-{n}", "amount": "40.00", "currency": "USD", "decline_code": "202",
+                                 "gateway": "nmi", "failed_at": "2026-12-07T11:59:00Z"}}
+        as_standard, as_demo = plan(standard, facts), plan(demo, facts)
+        assert as_demo.segment == as_standard.segment and as_demo.holdout == as_standard.holdout
+        if as_demo.holdout:
+            assert as_demo.experiment is None
+            continue
+        arm = as_demo.experiment.arm
+        arms[(arm, as_demo.segment)] += 1
+        if arm == CONTROL or as_demo.segment != "repeat":
+            assert steps(as_demo) == steps(as_standard), n
+        else:
+            assert as_demo.steps[0].channel is Channel.WHATSAPP and as_demo.steps[0].fallbacks == (Channel.EMAIL,)
+            assert as_standard.steps[0].channel is Channel.EMAIL
+    assert arms[(CONTROL, "repeat")] > 50 and arms[(VARIANT, "repeat")] > 50
+
+
 def test_the_same_seed_plays_the_same_history():
     """Pure: people, plans and outcomes are drawn from the seed alone."""
     import dsl
@@ -209,25 +315,26 @@ def test_the_same_seed_plays_the_same_history():
     from app.demo.history_rows import tables
     from app.demo.history_sim import Setup, Timeline
     from app.demo.history_story import Story
-    from app.demo.world import STANDARD_POLICY
+    from app.demo.policy import demo_policy_text
     from app.settings import DEFAULTS
     from rules.contact_settings import parse_contact_windows
 
-    policy = dsl.compile_policy(STANDARD_POLICY.read_text(encoding="utf-8"), fx_rates=None, filename="standard")
+    policy = dsl.compile_policy(demo_policy_text(), fx_rates=None, filename="standard")
 
     def play(seed: int) -> tuple:  # type: ignore[type-arg]
         ids = dict.fromkeys(("customers", "transactions", "recovery_cases", "outbox_messages", "payment_links",
                              "payments"), 1)
         windows = parse_contact_windows(DEFAULTS["contact_windows"])
         setup = Setup(policy=policy, version_number=1, version_id=1, windows=windows, now=NOW, account_id=1,
-                      ids=ids)
+                      ids=ids, experiment_id=1)
         timeline = Timeline(setup, Story(seed), seed)
         timeline.run(failures(600, end=NOW - timedelta(minutes=1), days=90, seed=seed))
         made = tables(timeline)
         return (Counter(c["state"] for c in made.recovery_cases),
                 Counter((m["channel"], m["state"]) for m in made.outbox_messages),
                 Counter(e["kind"] for e in made.message_events), len(made.payments), len(made.opt_outs),
-                [(c["segment"], c["plan"]["steps"]) for c in made.recovery_cases[:50]])
+                [(c["segment"], c["plan"]["steps"]) for c in made.recovery_cases[:50]],
+                [(a["case_id"], a["arm"], a["exposed_at"]) for a in made.experiment_assignments])
 
     first = play(7)
     assert play(7) == first
