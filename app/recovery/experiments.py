@@ -215,10 +215,12 @@ def record_assignment(case: RecoveryCase, plan: Any, version: PolicyVersion, row
 
 
 def stamp_exposures(experiment_ids: Sequence[int] | None = None) -> int:
-    """Exposure = the case's first message actually sent. One statement for every assignment still unexposed."""
+    """Exposure = the case's first reminder actually sent (a step of its plan; a receipt after a payment is none).
+    One statement for every assignment still unexposed."""
     first_send = (sa.select(sa.func.min(OutboxMessage.sent_at))
                   .where(OutboxMessage.case_id == ArmAssignment.case_id, OutboxMessage.sent_at.is_not(None),
-                         OutboxMessage.channel.in_(CHANNELS))
+                         OutboxMessage.channel.in_(CHANNELS),
+                         OutboxMessage.step_n.is_not(None))  # a step of the plan: a receipt exposes nobody
                   .scalar_subquery())
     statement = (sa.update(ArmAssignment).where(ArmAssignment.exposed_at.is_(None)).values(exposed_at=first_send)
                  .execution_options(synchronize_session=False))

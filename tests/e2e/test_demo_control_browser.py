@@ -74,10 +74,13 @@ def sign_in_as_admin(browser: Any, demo: Demo) -> tuple[Any, Any]:
 
 def fail_a_payment(page: Any, **fields: str) -> str:
     """Fill the control page's form (it starts filled in for a Spanish customer) and fail the payment; a case the
-    policy keeps in its control group is failed again. The case's element id, e.g. ``case-71``."""
-    for _ in range(4):
+    policy keeps in its control group is failed again, for another customer (the holdout is drawn per customer: the
+    same customer would be held out again). The case's element id, e.g. ``case-71``."""
+    for attempt in range(4):
         for name, value in fields.items():
             page.fill(f"#demo-{name}", value)
+        if attempt:
+            page.fill("#demo-email", f"try{attempt}.{page.input_value('#demo-email')}")
         with page.expect_navigation():  # else the last page's banner passes for this one's
             page.click("#fail-payment")
         page.wait_for_selector(".alert-success")
@@ -170,7 +173,7 @@ def test_changing_the_country_brings_that_countrys_sample_person(demo, browser):
     page.fill("#demo-country", "GB")
     expect(page.locator("#demo-name")).to_have_value("Oliver Jones")
     expect(page.locator("#demo-phone")).to_have_value("+44 7400 123456")
-    case = fail_a_payment(page, amount="30.00")
+    case = fail_a_payment(page, country="GB", amount="30.00")
     card = page.locator(f"#{case}")
     expect(card).to_contain_text("Oliver Jones")
     expect(card).to_contain_text("Europe/London")
