@@ -15,8 +15,8 @@ from app.accounts.users import create_user
 from app.models import ArmAssignment, AuditEntry, ConsentEvent, Experiment, OutboxMessage, PolicyVersion, RecoveryCase
 from app.recovery import experiments, policies
 from app.recovery.planning import plan_cases
-from rules.case_states import CaseState
 from experiments.readout import Metric
+from rules.case_states import CaseState
 from tests.builders import make_case, make_customer, make_transaction
 
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
