@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from app.accounts.users import create_user
 from app.extensions import db
-from app.models import AuditEntry, Policy, PolicyVersion
+from app.models import AuditEntry, Experiment, Policy, PolicyVersion
 from app.recovery.policies import save_draft, submit_draft
 from app.settings import set_setting
 
@@ -21,8 +21,23 @@ CHANGE_VIEWS = ("create_view", "edit_view", "delete_view", "action_view", "ajax_
 ADMIN_ONLY = {"queues.index"}
 
 
+def _experiment_id() -> int:
+    """An experiment for the pages that show one (the world's policy runs none: a row as activation would make)."""
+    row = db.session.scalar(sa.select(Experiment))
+    if row is None:
+        version = db.session.get(PolicyVersion, db.session.scalar(sa.select(sa.func.min(PolicyVersion.id))))
+        row = Experiment(policy_id=version.policy_id, name="subject line", salt="s", control="control",
+                         arms=[{"name": "control", "weight": "50"}, {"name": "short", "weight": "50"}],
+                         guardrails=[], status="running", planned_units=400, started_version_id=version.id,
+                         stopped_arms=[])
+        db.session.add(row)
+        db.session.commit()
+    return row.id
+
+
 def _url(rule, world) -> str:  # type: ignore[no-untyped-def]
-    values = {"case_id": world.case.id, "task_id": world.escalation.id, "name": "standard", "key": "contact_windows",
+    values = {"experiment_id": _experiment_id(),
+              "case_id": world.case.id, "task_id": world.escalation.id, "name": "standard", "key": "contact_windows",
               "version_id": db.session.scalar(sa.select(sa.func.min(PolicyVersion.id))), "export_type": "csv",
               "filename": "x", "kind": "kpis", "fmt": "csv"}
     return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: str(values.get(m.group(1), 1)), rule.rule)
