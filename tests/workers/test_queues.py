@@ -108,10 +108,12 @@ def test_a_redis_restart_loses_the_periodic_chains_and_a_worker_schedules_them_a
                                                          maintenance_interval=30)
     queue.connection.flushdb()  # what a restart leaves
     assert not any(ScheduledJobRegistry(j.queue, connection=queue.connection).get_job_ids() for j in chains)
+    def runs(job):  # type: ignore[no-untyped-def]  # a queue may carry several chains (analytics, experiments)
+        ids = ScheduledJobRegistry(job.queue, connection=queue.connection).get_job_ids()
+        return [i for i in ids if i.startswith(f"periodic-{job.name}-")]
+
     worker.run_maintenance_tasks()
     for job in chains:
-        [scheduled] = ScheduledJobRegistry(job.queue, connection=queue.connection).get_job_ids()
-        assert scheduled.startswith(f"periodic-{job.name}-")
+        assert len(runs(job)) == 1, job.name
     worker.run_maintenance_tasks()  # again: the same runs, not a second chain
-    assert [len(ScheduledJobRegistry(j.queue, connection=queue.connection).get_job_ids()) for j in chains] == \
-        [1] * len(chains)
+    assert [len(runs(j)) for j in chains] == [1] * len(chains)
