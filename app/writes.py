@@ -58,6 +58,10 @@ def one_statement(statement: sa.Executable, params: dict[str, Any]) -> sa.Cursor
         return conn.execute(statement, params)
 
 
+#: execution options for a statement built for one use (:func:`per_row`): not kept in the engine's statement cache
+UNCACHED = {"compiled_cache": None}
+
+
 def per_row(
     key: sa.Column[Any], values: Mapping[int, Any], type_: sa.types.TypeEngine[Any], name: str
 ) -> sa.TextClause:
@@ -68,7 +72,9 @@ def per_row(
 
     The keys, and values that are integers, are written into the SQL as numbers (``int()`` of them: nothing else
     can get in); other values are bound as ``name_0``, ``name_1``, ... with ``type_``. Built as text: as SQLAlchemy
-    expressions, a chunk's thousand values cost more to build and compile than the UPDATE takes to run."""
+    expressions, a chunk's thousand values cost more to build and compile than the UPDATE takes to run. Execute the
+    statement with :data:`UNCACHED`: each is used once, and kept in the engine's statement cache they add up to
+    hundreds of megabytes."""
     whens: list[str] = []
     binds: list[sa.BindParameter[Any]] = []
     for n, (k, value) in enumerate(values.items()):

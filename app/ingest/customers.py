@@ -25,7 +25,7 @@ from app.extensions import db
 from app.gateways.base import FailedTransaction, SaleTransaction
 from app.ingest.customer_locale import LocaleSource, carry_to_waiting_messages, followed_locale
 from app.models import Customer
-from app.writes import per_row
+from app.writes import UNCACHED, per_row
 from rules.timing import TimezoneGuess, detect_timezone
 
 CustomerKey = tuple[str, str]
@@ -118,7 +118,8 @@ def upsert_customers(
             table.update()
             .where(table.c.id.in_([customer_id for customer_id, _ in rows]))
             .values({f: per_row(table.c.id, {cid: changed[f] for cid, changed in rows}, table.c[f].type, f)
-                     for f in fields})
+                     for f in fields}),
+            execution_options=UNCACHED,
         )
     for customer_id, locale in moved:
         carry_to_waiting_messages(customer_id, locale)

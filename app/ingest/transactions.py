@@ -48,7 +48,7 @@ from app.models.types import utcnow
 from app.queue import get_queue
 from app.retry import committed
 from app.settings import get_setting
-from app.writes import per_row
+from app.writes import UNCACHED, per_row
 from rules.case_states import CaseState
 from rules.declines import classify_decline
 from rules.money import FxRates, MissingRateError, MoneyError, convert_amount, is_currency
@@ -375,7 +375,8 @@ def _count_new_failures(transactions: Sequence[dict[str, Any]], *, counted: froz
         .where(c.c.id.in_(ids))
         .values(failed_payments=c.c.failed_payments + added,
                 last_seen_at=sa.case((sa.or_(c.c.last_seen_at.is_(None), c.c.last_seen_at < seen), seen),
-                                     else_=c.c.last_seen_at))
+                                     else_=c.c.last_seen_at)),
+        execution_options=UNCACHED,
     )
 
 
