@@ -67,6 +67,9 @@ BLOCK = 500
 THIN_SHARE = Decimal("0.5")
 #: the first touch of a case held out or planned with no step: nothing is sent (its rate is the organic one)
 NO_TOUCH = "none"
+#: the first touch of a held-out case that keeps its card retries (``holdout 5% with retries``): retried, never
+#: contacted; kept apart from cases whose first retry is followed by messages
+RETRIES_ONLY = "retries only"
 #: the outbox rows that are no plan's first touch
 _NOT_A_TOUCH = (OutboxTask.ESCALATION.value, OutboxTask.PAYMENT_DUE.value)
 _CHUNK = 500
@@ -228,9 +231,10 @@ class PlannedCase:
 
 def first_touch(plan: Plan) -> str:
     """What a plan does first, as its outbox row would say (app.recovery.planning): a channel, a payment retry, or
-    NO_TOUCH when the case is held out or no step writes a row."""
+    NO_TOUCH when no step writes a row. A held-out plan has no steps (``holdout 5%``), or only its card retries
+    (``holdout 5% with retries``): RETRIES_ONLY, compared with the held-out cases of the history that were retried."""
     if plan.holdout:
-        return NO_TOUCH
+        return RETRIES_ONLY if any(s.action is StepAction.RETRY_PAYMENT for s in plan.steps) else NO_TOUCH
     for step in plan.steps:
         if step.action is StepAction.RETRY_PAYMENT:
             return OutboxTask.PAYMENT_RETRY.value
@@ -488,7 +492,7 @@ def measured_history(*, now: datetime | None = None, days: int = HISTORY_DAYS) -
         .outerjoin(CaseFact, CaseFact.case_id == RecoveryCase.id)
         .where(RecoveryCase.opened_at >= since, RecoveryCase.opened_at <= now)
     ).all()
-    touches = _first_touches([r[0] for r in rows if not r[2]])
+    touches = _first_touches([r[0] for r in rows])
     outcomes: dict[int, tuple[int, int, int]] = {r[0]: (int(r[6] or 0), int(r[7] or 0), int(r[8] or 0))
                                                  for r in rows if r[5] is not None}
     missing = [r[0] for r in rows if r[5] is None]
@@ -499,8 +503,10 @@ def measured_history(*, now: datetime | None = None, days: int = HISTORY_DAYS) -
                              fact.measures[at["recovered_minor"]])
     history = History(since=since)
     for cid, segment, holdout, version_id, reason, *_ in rows:
-        touch = NO_TOUCH if holdout else touches.get(cid)
-        if touch is None:
+        touch = touches.get(cid)
+        if holdout:  # nothing, or only card retries (``with retries``)
+            touch = NO_TOUCH if touch is None else RETRIES_ONLY
+        elif touch is None:
             if version_id is None:
                 continue  # never planned (yet): it says nothing about a plan
             touch = NO_TOUCH  # planned with no step

@@ -17,6 +17,7 @@ from app.models.types import utcnow
 from app.recovery import backtest
 from app.recovery.backtest_estimates import (
     NO_TOUCH,
+    RETRIES_ONLY,
     History,
     Level,
     PlannedCase,
@@ -108,8 +109,11 @@ def test_the_first_touch_of_a_plan_is_what_its_first_outbox_row_would_say():
     assert first_touch(_plan(sms, _step(2, StepAction.MESSAGE, Channel.EMAIL))) == "sms"
     assert first_touch(_plan(retry, sms)) == "payment_retry"
     assert first_touch(_plan(_step(1, StepAction.MESSAGE, None), sms)) == "sms"  # a step with no channel writes none
-    assert first_touch(_plan(sms, holdout=True)) == NO_TOUCH
     assert first_touch(_plan()) == NO_TOUCH
+    # held out: nothing at all, or only the card retries (``holdout 5% with retries``), never the retry that opens
+    # a plan whose messages follow
+    assert first_touch(_plan(holdout=True)) == NO_TOUCH
+    assert first_touch(_plan(retry, holdout=True)) == RETRIES_ONLY
 
 
 # -- the estimates ---------------------------------------------------------------------------------------------
@@ -227,7 +231,8 @@ def test_the_same_input_gives_the_same_numbers():
 def plant_history(now: datetime, cells: list[tuple[str | None, str, str, int, int]], *, seed: int = 3,
                   currency: str = "USD", amount: int = 5000) -> None:
     """``(segment, first touch, decline reason, n, won)``: n cases opened 40 to 150 days before ``now``, each planned
-    with that first touch (an outbox row of step 1; NO_TOUCH: held out), ``won`` of them recovered through Recoup.
+    with that first touch (an outbox row of step 1; NO_TOUCH: held out; RETRIES_ONLY: held out with a card retry),
+    ``won`` of them recovered through Recoup.
     Of the others, some are still open, some expired, some paid elsewhere (recovered in neither rate)."""
     rng = random.Random(seed)
     account = make_gateway_account().id
@@ -236,12 +241,14 @@ def plant_history(now: datetime, cells: list[tuple[str | None, str, str, int, in
             opened = now - timedelta(days=rng.randrange(40, 150), hours=rng.randrange(24))
             tx = make_transaction(customer=make_customer(), gateway_account_id=account, decline_reason=reason,
                                   currency=currency, amount_minor=amount, failed_at=opened)
-            case = make_case(transaction=tx, opened_at=opened, segment=segment, holdout=touch == NO_TOUCH,
-                             state="contacting")
+            held = touch in (NO_TOUCH, RETRIES_ONLY)
+            case = make_case(transaction=tx, opened_at=opened, segment=segment, holdout=held, state="contacting")
             message = None
             if touch != NO_TOUCH:
-                message = make_message(case=case, channel=touch, step_n=1, state="sent",
-                                       scheduled_for=opened + timedelta(hours=2), sent_at=opened + timedelta(hours=2))
+                message = make_message(case=case, channel="payment_retry" if touch == RETRIES_ONLY else touch, step_n=1,
+                                       state="sent", scheduled_for=opened + timedelta(hours=2),
+                                       sent_at=opened + timedelta(hours=2))
+            if not held:
                 make_message(case=case, channel="email", step_n=2, state="scheduled",
                              scheduled_for=opened + timedelta(days=2))
             if i < won:
@@ -297,6 +304,21 @@ def test_the_history_is_read_from_the_facts_and_from_the_raw_rows_alike(planted)
     assert from_facts.basis("regular", "whatsapp", REASON).rate == Decimal("0.45")
     # the window: the planted cases opened 40 to 150 days ago, all after this "now"
     assert measured_history(now=planted - timedelta(days=151)).n == 0
+
+
+def test_held_out_cases_that_kept_their_retries_are_a_cell_of_their_own(app, db):  # type: ignore[no-untyped-def]
+    """``holdout 5% with retries``: the held-out cases that were retried are measured apart from those that got
+    nothing and from those whose first retry was followed by messages, and a held-out plan that keeps its retries
+    is estimated from them."""
+    now = utcnow()
+    plant_history(now, [("regular", "payment_retry", REASON, 60, 30), ("regular", RETRIES_ONLY, REASON, 60, 12),
+                        ("regular", NO_TOUCH, REASON, 60, 0)])
+    history = measured_history(now=now)
+    cells = {touch: (history.tallies[("touch", touch)].n, history.tallies[("touch", touch)].won)
+             for touch in ("payment_retry", RETRIES_ONLY, NO_TOUCH)}
+    assert cells == {"payment_retry": (60, 30), RETRIES_ONLY: (60, 12), NO_TOUCH: (60, 0)}
+    est = compare_versions(history, ("draft", planned(50, RETRIES_ONLY)), ("v1", planned(50, NO_TOUCH)))
+    assert est.tested.rate == Decimal("0.2000") and est.active.rate == Decimal("0")
 
 
 def test_the_facts_are_preferred(planted):
