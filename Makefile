@@ -16,8 +16,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	$(BIN)/flask --app wsgi demo
 
+# two test processes (pytest-xdist, a file each at a time): the machines we run on have two cores, and a test
+# waits on MariaDB, a browser or a simulator much of its time; TEST_WORKERS=0 runs them in this process
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

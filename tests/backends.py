@@ -2,8 +2,8 @@
 
 MariaDB/MySQL: ``RECOUP_TEST_MYSQL_URL`` (a server URL; each test run creates its own database and drops it), else
 the local default ``mysql+pymysql://root:@127.0.0.1:3306``. Redis: ``RECOUP_TEST_REDIS_URL``, else
-``redis://127.0.0.1:6379/15`` (a database index of the tests' own, flushed). When ``CI=true`` a missing server fails
-the run instead of skipping its tests.
+``redis://127.0.0.1:6379/15`` (a database index of the tests' own, flushed; one per xdist worker). When ``CI=true``
+a missing server fails the run instead of skipping its tests.
 """
 
 from __future__ import annotations
@@ -15,8 +15,30 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 MYSQL_SERVER_URL = os.environ.get("RECOUP_TEST_MYSQL_URL", "mysql+pymysql://root:@127.0.0.1:3306")
-REDIS_URL = os.environ.get("RECOUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+#: under pytest-xdist (``make test`` runs two workers) each worker gets a Redis database of its own: the given index
+#: for the first worker, one less for each next (15, 14, ...)
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+
+
+def _worker_redis_url(url: str) -> str:
+    base, _, index = url.rpartition("/")
+    if not base.startswith("redis") or not index.isdigit():
+        return url
+    return f"{base}/{max(0, int(index) - WORKER)}"
+
+
+REDIS_URL = _worker_redis_url(os.environ.get("RECOUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+#: Redis databases for tests that run worker processes of their own (crash, two hosts, soak): never a worker's
+SPARE_REDIS_DBS = range(1, 12)
+SPARE_NAMES = ("crash", "two-hosts", "soak")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def spare_redis_url(name: str) -> str:
+    """A Redis database of its own for the test ``name`` (one of :data:`SPARE_NAMES`), which starts workers of its
+    own: each such test on each xdist worker takes another, so none takes another's jobs."""
+    index = SPARE_REDIS_DBS[(WORKER * (len(SPARE_NAMES) + 1) + SPARE_NAMES.index(name)) % len(SPARE_REDIS_DBS)]
+    return REDIS_URL.rsplit("/", 1)[0] + f"/{index}"
 
 
 def _answers(url: str, default_port: int) -> bool:

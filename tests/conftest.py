@@ -30,6 +30,25 @@ def pytest_configure(config: pytest.Config) -> None:
             )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding a ``slow`` test first (the crash, chaos, two-host and browser journeys, minutes each), the rest
+    in their order: with the workers of ``make test`` (xdist, a file per worker at a time) the long files start at
+    once instead of meeting on one worker at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its counts go to the controller, which prints the summary
+        workeroutput["recoup_runs"] = dict(RUNS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    RUNS.update(getattr(node, "workeroutput", {}).get("recoup_runs", {}))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
     tr = terminalreporter
     tr.section("Recoup backends")

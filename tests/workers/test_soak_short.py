@@ -23,9 +23,8 @@ def test_two_soak_rounds_lose_and_duplicate_nothing(backend, pytestconfig):
         pytest.skip("the soak runs on MariaDB + Redis")
     if not pytestconfig._recoup_redis:
         pytest.skip("Redis not available")
-    index = 1 + (os.getpid() + 7) % 14
     env = {**os.environ, "RECOUP_BENCH_MYSQL_URL": backends.MYSQL_SERVER_URL,
-           "RECOUP_BENCH_REDIS_URL": backends.REDIS_URL.rsplit("/", 1)[0] + f"/{index}"}
+           "RECOUP_BENCH_REDIS_URL": backends.spare_redis_url("soak")}
     done = subprocess.run([sys.executable, "bench/soak.py", "--rounds", "2", "--n", "300", "--kills", "2",
                            "--deadline", "300"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
