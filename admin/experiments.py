@@ -15,7 +15,7 @@ from flask_admin import BaseView, expose
 from flask_babel import gettext as _
 from flask_login import current_user
 
-from admin.dashboard import percent
+from admin.dashboard import count, percent
 from admin.security import EVERYONE, RoleGuard, requires
 from app.extensions import db
 from app.models import Experiment, Policy, PolicyVersion
@@ -45,7 +45,7 @@ class ExperimentView(RoleGuard, BaseView):
                        experiments.ArmAssignment.exposed_at.is_not(None))
                 .group_by(experiments.ArmAssignment.arm)).all())
             rows.append({"row": row, "policy": policy, "exposed": sum(counts.values()), "counts": counts})
-        return self.render("admin/experiments/index.html", rows=rows)
+        return self.render("admin/experiments/index.html", rows=rows, count=count)
 
     @expose("/<int:experiment_id>")
     def detail(self, experiment_id: int) -> Any:
@@ -63,7 +63,8 @@ class ExperimentView(RoleGuard, BaseView):
                             for name, points in found.series.items()}}
         return self.render(
             "admin/experiments/detail.html", row=row, found=found, policy=policy, promoted=promoted,
-            comparisons=comparisons, chart=json.dumps(chart), percent=percent, status=experiments.ExperimentStatus,
+            comparisons=comparisons, chart=json.dumps(chart), percent=percent, count=count, chance=chance,
+            status=experiments.ExperimentStatus,
             can_stop=bool(current_user.has_role(*STOPPERS)), can_promote=bool(current_user.has_role(*PROMOTERS)),
             progress=min(1.0, found.exposed / row.planned_units) if row.planned_units else None, cuped=cuped,
         )
@@ -147,6 +148,16 @@ def _comparisons(found: experiments.ExperimentRead) -> list[dict[str, Any]]:
                     "significant": comparison.significant, "better": comparison.better,
                     "chance": comparison.bayes.chance_to_beat, "risk": comparison.bayes.risk * scale})
     return out
+
+
+def chance(probability: float | None) -> str:
+    """A chance to beat control as a percentage, never a certainty it is not: past 99.9% it reads "> 99.9%", below
+    0.1% "< 0.1%"."""
+    if probability is not None and probability > 0.999:
+        return "> " + percent(0.999)
+    if probability is not None and probability < 0.001:
+        return "< " + percent(0.001)
+    return percent(probability)
 
 
 def _finite(value: float) -> float | None:
