@@ -68,6 +68,7 @@ def start_world(
     reset_senders(app)
     sims["nmi"].seed_population(failed=80, succeeded=160, days=4, seed=2026)
     with app.app_context():
+        sims["nmi"].continue_ids_after(last_gateway_id())  # after a restart: never an id the database holds
         from app.settings import get_setting, save_settings
 
         if get_setting("message_costs") is None:  # what Twilio and Meta charge, roughly, so the dashboard nets it
@@ -94,6 +95,17 @@ def start_world(
     scheduler.start()
     return {"simulators": sims, "scheduler": scheduler, "fetched": summaries, "dispatched": sent,
             "inboxes": inbox_urls, "history": past}
+
+
+def last_gateway_id() -> int:
+    """The highest numeric NMI transaction id the database holds (sales, refunds, payments), 0 when none."""
+    from app.models import Payment, Transaction
+
+    highest = 0
+    for column in (Transaction.gateway_transaction_id, Payment.gateway_transaction_id):
+        ids = db.session.scalars(sa.select(column).where(column.is_not(None)))
+        highest = max([highest, *(int(value) for value in ids if value.isdigit())])
+    return highest
 
 
 def seed_history(count: int) -> Any:

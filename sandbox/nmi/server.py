@@ -184,6 +184,12 @@ class NmiSimulator(SimulatorServer):
             self.collect.clear()
             self.webhooks_sent.clear()
 
+    def continue_ids_after(self, last: int) -> None:
+        """Hand out transaction ids above ``last`` from now on. NMI never reuses an id; a simulator started again
+        over a merchant's existing records (the demo after a restart) would, from its seeded sequence."""
+        with self._store_lock:
+            self._next_id = max(self._next_id, int(last))
+
     def _new_id(self) -> str:
         with self._store_lock:
             self._next_id += self._rng.randint(1, 7)

@@ -165,6 +165,11 @@ def test_after_a_restart_the_inboxes_show_what_the_admin_says_was_sent(tmp_path,
         stop(started)
     assert (tmp_path / "demo-inboxes" / "smtp.jsonl").exists()
 
+    with app.app_context():
+        from app.demo.world import last_gateway_id
+
+        held = last_gateway_id()
+        db.session.remove()
     again, restarted = run_demo_in_process(tmp_path / "demo.db")
     try:
         assert in_inbox(restarted, "email") == sent(again, "email")  # the restart may have sent more: both agree
@@ -175,6 +180,15 @@ def test_after_a_restart_the_inboxes_show_what_the_admin_says_was_sent(tmp_path,
         with again.app_context():  # and her card on file can still be charged
             vault_id = db.session.scalar(sa.select(Customer.vault_id).where(Customer.email == "lucia@example.com"))
         assert vault_id.startswith("CV-DEMO-") and restarted["simulators"]["nmi"].vault(vault_id) is not None
+        with again.app_context():  # a payment failed after the restart opens its case: the simulator, seeded
+            # alike, must not hand out an id the database already holds (it did: "the fetch opened no case")
+            again_failed = demo_control.fail_payment(demo_control.FailureRequest(
+                customer_id=None, name="Haruto Sato", email="haruto@example.jp", phone="+819012345678",
+                country="JP", amount=Decimal("42.00"), currency="USD", product_type="subscription",
+                decline_code="202"), actor="test")
+            assert again_failed.case_id is not None
+            assert int(again_failed.transaction_id) > held  # never an id of the past, whatever the sequence did
+            db.session.remove()
     finally:
         stop(restarted)
 
