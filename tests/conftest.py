@@ -30,14 +30,6 @@ def pytest_configure(config: pytest.Config) -> None:
             )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files holding a ``slow`` test first (the crash, chaos, two-host and browser journeys, minutes each), the rest
-    in their order: with the workers of ``make test`` (xdist, a file per worker at a time, in this order:
-    ``--no-loadscope-reorder``) the long files start at once instead of meeting on one worker at the end."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: its counts go to the controller, which prints the summary
