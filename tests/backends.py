@@ -36,8 +36,11 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 def spare_redis_url(name: str) -> str:
     """A Redis database of its own for the test ``name`` (one of :data:`SPARE_NAMES`), which starts workers of its
-    own: each such test on each xdist worker takes another, so none takes another's jobs."""
-    index = SPARE_REDIS_DBS[(WORKER * (len(SPARE_NAMES) + 1) + SPARE_NAMES.index(name)) % len(SPARE_REDIS_DBS)]
+    own: each such test on each xdist worker takes another, so none takes another's jobs. ``RECOUP_<NAME>_REDIS_DB``
+    (``RECOUP_TWO_HOSTS_REDIS_DB``, ...) names one instead."""
+    chosen = os.environ.get(f"RECOUP_{name.upper().replace('-', '_')}_REDIS_DB")
+    slot = (WORKER * (len(SPARE_NAMES) + 1) + SPARE_NAMES.index(name)) % len(SPARE_REDIS_DBS)
+    index = chosen or SPARE_REDIS_DBS[slot]
     return REDIS_URL.rsplit("/", 1)[0] + f"/{index}"
 
 

@@ -68,9 +68,7 @@ def test_a_host_cut_off_mid_dispatch_is_taken_over_and_every_message_arrives_onc
     from tests.providers import ChannelSimulators
     from workers import jobs
 
-    index = os.environ.get("RECOUP_TWO_HOSTS_REDIS_DB")
-    redis_url = (backends.REDIS_URL.rsplit("/", 1)[0] + f"/{index}" if index
-                 else backends.spare_redis_url("two-hosts"))
+    redis_url = backends.spare_redis_url("two-hosts")
     redis = Redis.from_url(redis_url)
     redis.flushdb()
     ids, run = seed_round(db, n=N, concurrency=CONCURRENCY)
