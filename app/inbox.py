@@ -6,7 +6,7 @@ the answer: check the signature, read the body enough to refuse one that cannot 
 :class:`~app.models.InboundEvent`, keyed by the provider's own event id, so a re-delivery is one row. The answer
 (200) means "stored": nothing received is lost if a worker, Redis or this process stops a moment later. On MariaDB
 the webhooks a web process receives at the same time are stored together, in one INSERT and one commit, and each is
-answered only once that has committed (group commit: :class:`_Writer`).
+answered only once that has committed (group commit: :mod:`app.group_commit`).
 
 A worker applies what waits (:func:`apply_waiting`), woken by the first webhook of a burst
 (:meth:`~app.queue.JobQueue.enqueue_once`), and the dispatch job's sweep applies whatever waited too long (a wake-up
@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
+from app.group_commit import GroupWriter, WriteTimeout, submit, writer_of
 from app.models import GatewayAccount, InboundEvent
 from app.models.types import utcnow
 from app.queue import get_queue
@@ -95,23 +93,21 @@ def accept(provider: str, event_id: str, event_type: str, payload: dict[str, Any
 
 def _store_alone(row: dict[str, Any]) -> tuple[int, bool]:
     """Stored and committed apart from the caller's session, for a worker to apply later; ``(row id, duplicate)``.
-    On MariaDB by this process's writer, with whatever other requests hand it meanwhile (:class:`_Writer`);
+    On MariaDB by this process's writer, with whatever other requests hand it meanwhile (:mod:`app.group_commit`);
     elsewhere (SQLite: one writer at a time anyway) at once."""
     if db.engine.dialect.name != "mysql":
         with db.engine.begin() as conn:
             return _write_together(conn, [row])[0]
-    while (stored := _writer().store(row)) is None:
-        pass  # the writer stopped as this arrived: the next one stores it
-    return stored
+    try:
+        return submit(_WRITER, _new_writer, row)
+    except WriteTimeout as exc:
+        raise InboxUnavailable(str(exc)) from exc
 
 
-# -- group commit --------------------------------------------------------------------------------------------------
-# A commit on MariaDB is a write to its log on disk: about half a millisecond of the server's CPU and a few of waiting,
-# whether it carries one row or fifty. Each web process therefore has one writer thread; a request hands it its row
-# and waits; the writer stores every row handed to it meanwhile in one INSERT, on a connection in autocommit mode
-# (app.writes: the statement is its own transaction, one round trip and one commit for them all) and then answers
-# them all. A busy process commits many webhooks at a time, an idle one each at once (no waiting for company: while
-# one commit is on its way, the next requests gather).
+# -- group commit (app.group_commit) --------------------------------------------------------------------------------
+# Each web process has one writer thread; a request hands it its row and waits; the writer stores every row handed to
+# it meanwhile in one INSERT, on a connection in autocommit mode (app.writes: the statement is its own transaction,
+# one round trip and one commit for them all) and then answers them all.
 
 #: the most rows one INSERT stores
 WRITE_BATCH = 100
@@ -119,74 +115,21 @@ WRITE_BATCH = 100
 #: stored after all)
 WRITE_TIMEOUT_SECONDS = 10.0
 _WRITER = "recoup.inbox_writer"
-_writers_guard = threading.Lock()
 
 
 class InboxUnavailable(Exception):
     """A webhook could not be stored in time: it is answered 5xx, and its provider sends it again."""
 
 
-@dataclass(eq=False)
-class _Handed:
-    row: dict[str, Any]
-    done: threading.Event = field(default_factory=threading.Event)
-    result: tuple[int, bool] | None = None
-    error: BaseException | None = None
+def _new_writer() -> GroupWriter[dict[str, Any], tuple[int, bool]]:
+    # _write looked up at each batch (a test holds it back)
+    return GroupWriter("inbox", autocommit_engine(), lambda engine, rows: _write(engine, rows),
+                       batch=WRITE_BATCH, timeout=WRITE_TIMEOUT_SECONDS)
 
 
-class _Writer:
-    """One per web process (and app): stores the rows its request threads hand it, many in one statement."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine  # the app's engine's autocommit twin (app.writes)
-        self.pid = os.getpid()
-        self.stopped = False
-        self._handed: list[_Handed] = []
-        self._ready = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="recoup-inbox-writer", daemon=True)
-        self._thread.start()
-
-    def store(self, row: dict[str, Any]) -> tuple[int, bool] | None:
-        """``(row id, duplicate)`` once committed (None: this writer has stopped, take a new one);
-        :class:`InboxUnavailable` if the commit takes too long."""
-        handed = _Handed(row)
-        with self._ready:
-            if self.stopped:
-                return None
-            self._handed.append(handed)
-            self._ready.notify()
-        if not handed.done.wait(WRITE_TIMEOUT_SECONDS):
-            raise InboxUnavailable(f"not stored within {WRITE_TIMEOUT_SECONDS:g} s")
-        if handed.error is not None:
-            raise handed.error
-        return handed.result
-
-    def stop(self) -> None:
-        """Store what was handed, then end (the app's engine was disposed, and its twin with it)."""
-        with self._ready:
-            self.stopped = True
-            self._ready.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._handed and not self.stopped:
-                    self._ready.wait()
-                if not self._handed:
-                    return
-                batch, self._handed = self._handed[:WRITE_BATCH], self._handed[WRITE_BATCH:]
-            try:
-                results = _write(self.engine, [handed.row for handed in batch])
-            except BaseException as exc:
-                log.error("%d webhook(s) could not be stored: their senders will send them again", len(batch),
-                          exc_info=exc)
-                results = [exc] * len(batch)
-            for handed, result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    handed.error = result
-                else:
-                    handed.result = result
-                handed.done.set()
+def _writer() -> GroupWriter[dict[str, Any], tuple[int, bool]]:
+    """This process's writer for the app's database."""
+    return writer_of(_WRITER, _new_writer)
 
 
 def prepare() -> None:
@@ -194,22 +137,6 @@ def prepare() -> None:
     if db.engine.dialect.name == "mysql" and get_queue().kind == "rq":
         with _writer().engine.connect():
             pass
-
-
-def _writer() -> _Writer:
-    """This process's writer for the app's database (a new one after a fork: threads do not survive it)."""
-    from flask import current_app
-
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    writer = app.extensions.get(_WRITER)
-    if writer is None or writer.pid != os.getpid() or writer.stopped:
-        with _writers_guard:
-            writer = app.extensions.get(_WRITER)
-            if writer is None or writer.pid != os.getpid() or writer.stopped:
-                writer = app.extensions[_WRITER] = _Writer(autocommit_engine())
-                # it ends with the app's engine (tests dispose theirs between tests)
-                sa.event.listen(db.engine, "engine_disposed", lambda _engine: writer.stop(), once=True)
-    return writer  # type: ignore[no-any-return]
 
 
 _TRIES = 4

@@ -122,6 +122,11 @@ def read_dashboard(reps: int) -> dict[str, float]:
     return {"p95": found, "sources": sources}
 
 
+def _progress(text: str) -> None:
+    """Where a long run is (stderr, with the time): the big world takes most of an hour."""
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {text}", file=sys.stderr, flush=True)
+
+
 def measure(n: int, reps: int, server: str) -> dict[str, Any]:
     from flask_migrate import upgrade
 
@@ -142,6 +147,7 @@ def measure(n: int, reps: int, server: str) -> dict[str, Any]:
             started = time.monotonic()
             build_world(n)
             built = time.monotonic() - started
+            _progress(f"{n:,}: world built in {built:.0f} s; rebuilding the rollups")
             cpu = time.process_time()
             counted = rollups.rebuild()
             rebuild_cpu = time.process_time() - cpu
@@ -158,6 +164,8 @@ def measure(n: int, reps: int, server: str) -> dict[str, Any]:
                 cpu = time.process_time()
                 refreshed = rollups.refresh_changed()
                 rounds.append((time.process_time() - cpu) / max(refreshed["messages"], 1))
+            _progress(f"{n:,}: rollups rebuilt ({1000 * rebuild_cpu / max(events, 1):.3f} ms CPU per event) and "
+                      "refreshed; reading the dashboard")
             queries = read_dashboard(reps)
             db.session.remove()
         return {"n": n, "built_s": built, "rebuild_ms_per_event": 1000 * rebuild_cpu / max(events, 1),

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import email.errors
 import logging
-import threading
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -27,15 +25,16 @@ from flask import Flask
 
 from app.channels.base import OutboundMessage, SendResult
 from app.extensions import db
+from app.group_commit import GroupWriter, submit
 from app.models import OutboxMessage
-from app.models.types import utcnow
+from app.models.types import UTCDateTime, utcnow
 from app.ops.logs import log_context
 from app.ops.metrics import provider_call
 from app.outbox.batch import Attempted, Ready
 from app.outbox.senders import DataCheckpoint, data_checkpoint
-from app.outbox.states import OutboxState, sources
+from app.outbox.states import OutboxState, check_move
 from app.outbox.states import OutboxState as S
-from app.writes import autocommit_engine, one_statement
+from app.writes import UNCACHED
 from rules.vocabulary import Channel
 
 _OUTBOX = OutboxMessage.__table__
@@ -111,71 +110,122 @@ def _send_email(app: Flask, ready: Ready, senders: dict[str, Any]) -> Attempted:
     return Attempted(ready, result)
 
 
-def _held_by(state: OutboxState, target: OutboxState) -> sa.ColumnElement[bool]:
-    """Still ours, in ``state`` (which must be allowed to move to ``target``). The states are fixed values, not an
-    expanding ``IN`` list: an expanding list is rendered again on every execution, thousands of times a minute."""
-    states = [sa.literal(s, _OUTBOX.c.state.type) for s in sources(target, among={state})]
-    return sa.and_(_OUTBOX.c.id == sa.bindparam("mid"), _OUTBOX.c.state.in_(states),
-                   _OUTBOX.c.claimed_by.is_not_distinct_from(sa.bindparam("owner")))
+# -- checkpoints, group-committed (app.group_commit) ----------------------------------------------------------------
+# Every message passes a checkpoint, and every email a second mark after its dot: thousands a minute, each a write
+# that must be committed before its thread goes on. On MariaDB a run's sending threads hand them to one writer thread
+# per process, which commits all that came meanwhile in one transaction (one SELECT ... FOR UPDATE of the rows in key
+# order, an UPDATE per kind, one commit): a statement and a commit per message cost the process more CPU than its
+# provider call. On SQLite (one writer at a time anyway) each is written at once, by its own thread.
+
+#: a thread waits this long for its mark to be committed (as long as a pool lets a caller wait for a connection);
+#: then its send fails and the lease runs out as before (a checkpoint committed late leaves a row in ``delivering``
+#: that was never sent: reconciliation asks the provider, or a person decides; never a second copy)
+MARK_TIMEOUT_SECONDS = 30.0
+#: the most marks one transaction writes
+MARK_BATCH = 200
+_MARKER = "recoup.outbox_marks"
+_TRIES = 4
 
 
-# built once: these run for every email, from the sending threads, each on a pooled connection of its own
-_TO_DELIVERING = sa.update(_OUTBOX).where(_held_by(S.SENDING, S.DELIVERING)).values(state=S.DELIVERING)
+@dataclass(frozen=True)
+class _Mark:
+    """Move row ``mid`` from ``source`` to ``target`` if it is still ``owner``'s (``claimed_by``) and in ``source``."""
 
-_DELIVERED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENT)).values(state=S.SENT,
-                                                                            sent_at=sa.bindparam("sent_at"))
-
-
-_REFUSED = sa.update(_OUTBOX).where(_held_by(S.DELIVERING, S.SENDING)).values(state=S.SENDING)
-
-
-def _mark(statement: sa.Update, params: dict[str, Any]) -> int:
-    with _write_slot():
-        return one_statement(statement, params).rowcount
+    mid: int
+    owner: str | None
+    source: OutboxState
+    target: OutboxState
+    sent_at: datetime | None = None
 
 
-#: per one-statement engine (app.writes): how many sending threads may hold one of its connections at once
-_slots: weakref.WeakKeyDictionary[sa.Engine, tuple[threading.Semaphore, float] | None] = weakref.WeakKeyDictionary()
-_slots_guard = threading.Lock()
+def _mark(mark: _Mark) -> bool:
+    """``mark`` written and committed: did the row move?"""
+    check_move(mark.mid, mark.source, mark.target)  # the table allows the step (else logged and raised)
+    if db.engine.dialect.name != "mysql":
+        return _write_marks(db.engine, [mark])[0]
+    return submit(_MARKER, _new_marker, mark)
 
 
-def _slots_of(engine: sa.Engine) -> tuple[threading.Semaphore, float] | None:
-    """(the kept connections as a semaphore, how long the pool lets a caller wait); None: no bound (SQLite, where
-    one-statement writes use the app's engine, or a pool that keeps none)."""
-    pool = engine.pool
-    if engine is db.engine or not isinstance(pool, sa.pool.QueuePool) or pool.size() <= 0:
-        return None
-    return threading.BoundedSemaphore(pool.size()), pool.timeout()
+def _new_marker() -> GroupWriter[_Mark, bool]:
+    kept = _KeptConnection()
+    return GroupWriter("outbox-marks", db.engine, kept.write, batch=MARK_BATCH, timeout=MARK_TIMEOUT_SECONDS,
+                       on_stop=kept.close)
 
 
-@contextmanager
-def _write_slot() -> Iterator[None]:
-    """At most the one-statement engine's kept connections in use at once (MariaDB). A run has more sending threads
-    than that engine keeps connections: past them its pool opens overflow connections and closes them again as soon
-    as they come back, and opening one costs far more than the statement (a TCP and MariaDB handshake, and a TLS
-    context PyMySQL builds for each). A thread waits here for a kept connection instead, as long as the pool would
-    have let it wait for one; then it goes on (and the pool decides, as before)."""
-    engine = autocommit_engine()
-    with _slots_guard:
-        if engine not in _slots:
-            _slots[engine] = _slots_of(engine)
-        slot = _slots[engine]
-    if slot is None:
-        yield
-        return
-    semaphore, timeout = slot
-    acquired = semaphore.acquire(timeout=timeout)
-    try:
-        yield
-    finally:
-        if acquired:
-            semaphore.release()
+class _KeptConnection:
+    """The mark writer's own connection, kept while it runs (taking one from the pool for each transaction costs a
+    ping and a rollback, more than the marks)."""
+
+    def __init__(self) -> None:
+        self.conn: sa.Connection | None = None
+
+    def write(self, engine: sa.Engine, marks: Sequence[_Mark]) -> list[bool]:
+        def connection() -> sa.Connection:
+            if self.conn is None or self.conn.closed or self.conn.invalidated:
+                self.close()
+                self.conn = engine.connect()
+            return self.conn
+
+        return _write_marks(engine, marks, connection)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def _write_marks(engine: sa.Engine, marks: Sequence[_Mark],
+                 connection: Callable[[], sa.Connection] | None = None) -> list[bool]:
+    """``marks`` in one transaction (again after a lock conflict or a dropped connection): whether each row moved.
+    On ``connection()`` (kept by the caller), else on one from the pool."""
+    from app.retry import lock_conflict
+
+    for attempt in range(1, _TRIES + 1):
+        try:
+            if connection is None:
+                with engine.begin() as conn:
+                    return _marks_in(conn, marks)
+            conn = connection()
+            with conn.begin():
+                return _marks_in(conn, marks)
+        except sa.exc.DBAPIError as exc:
+            if attempt == _TRIES or not (exc.connection_invalidated or lock_conflict(exc)):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _marks_in(conn: sa.Connection, marks: Sequence[_Mark]) -> list[bool]:
+    """Lock the rows (in key order, as every writer of the outbox does), then move those still in the mark's source
+    state and its owner's. Built as text with the ids written in as numbers (``int()`` of them): as expressions, a
+    batch's statements cost more to build and compile than to run."""
+    lock = " FOR UPDATE" if conn.dialect.name == "mysql" else ""
+    held = {mid: (state, owner) for mid, state, owner in conn.execute(sa.text(
+        f"SELECT id, state, claimed_by FROM {_OUTBOX.name} WHERE id IN ({_id_list(m.mid for m in marks)}) "
+        f"ORDER BY id{lock}"), execution_options=UNCACHED)}
+    moved = [held.get(mark.mid) == (mark.source, mark.owner) for mark in marks]
+    by_target: dict[tuple[OutboxState, datetime | None], list[int]] = {}
+    for mark, moves in zip(marks, moved, strict=True):
+        if moves:
+            by_target.setdefault((mark.target, mark.sent_at), []).append(mark.mid)
+    for (target, sent_at), mids in by_target.items():
+        params: dict[str, Any] = {"state": target.value, "updated_at": utcnow()}
+        if sent_at is not None:
+            params["sent_at"] = sent_at
+        sets = ", ".join(f"{name} = :{name}" for name in params)
+        conn.execute(sa.text(f"UPDATE {_OUTBOX.name} SET {sets} WHERE id IN ({_id_list(mids)})")
+                     .bindparams(*(sa.bindparam(name, type_=UTCDateTime) for name in params if name != "state")),
+                     params, execution_options=UNCACHED)
+    return moved
+
+
+def _id_list(ids: Iterable[int]) -> str:
+    return ",".join(str(int(mid)) for mid in sorted(set(ids)))
 
 
 def _checkpoint(message_id: int, owner: str | None) -> bool:
     """Right before the provider may have the message (an email's final dot, an SMS or WhatsApp request): still
     ours? then record (committed) that it may now have it."""
-    return bool(_mark(_TO_DELIVERING, {"mid": message_id, "owner": owner}))
+    return _mark(_Mark(message_id, owner, S.SENDING, S.DELIVERING))
 
 
 def _delivered(message_id: int, owner: str | None, code: int) -> None:
@@ -183,9 +233,9 @@ def _delivered(message_id: int, owner: str | None, code: int) -> None:
     which keeps the window where a crash leaves an email for review as short as one commit. Anything else: it
     refused the message, so nothing was delivered: back to ``sending`` (a retry passes the checkpoint again)."""
     if code == 250:
-        _mark(_DELIVERED, {"mid": message_id, "owner": owner, "sent_at": utcnow()})
+        _mark(_Mark(message_id, owner, S.DELIVERING, S.SENT, sent_at=utcnow()))
     else:
-        _mark(_REFUSED, {"mid": message_id, "owner": owner})
+        _mark(_Mark(message_id, owner, S.DELIVERING, S.SENDING))
 
 
 def widen_http_pools(senders: dict[str, Any], concurrency: int) -> None:

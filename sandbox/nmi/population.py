@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -418,7 +419,9 @@ class PopulationBuilder:
         )
 
     def _email(self, first: str, last: str) -> str:
-        base = "".join(ch for ch in f"{first}.{last}".lower() if ch.isascii() and (ch.isalnum() or ch == "."))
+        # as people write their names in addresses: José Müller -> jose.muller (accents dropped, not the letters)
+        plain = unicodedata.normalize("NFKD", f"{first}.{last}".lower())
+        base = "".join(ch for ch in plain if ch.isascii() and (ch.isalnum() or ch == "."))
         domain = self.rng.choice(("example.com", "example.org", "example.net", "mail.example.com"))
         email = f"{base}@{domain}"
         n = 1

@@ -1,5 +1,6 @@
 """The NMI simulator: population, query.php, transact.php and the control API, over real sockets."""
 
+import unicodedata
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
@@ -77,6 +78,13 @@ def test_population_is_realistic():
         number = phonenumbers.parse(c.phone, c.country)
         assert phonenumbers.is_valid_number(number), (c.phone, c.country)
         assert "@" in c.email
+    # an address is written from the name as people do: José Muñoz is jose.munoz@..., not jos.muoz@...
+    accented = [c for c in customers if not f"{c.first_name}{c.last_name}".isascii()]
+    assert accented
+    for c in accented:
+        local = c.email.partition("@")[0].lower()
+        plain = unicodedata.normalize("NFKD", c.first_name.lower()).encode("ascii", "ignore").decode()
+        assert local.startswith("".join(ch for ch in plain if ch.isalnum())), (c.first_name, c.email)
     assert len({c.country for c in customers}) >= 10
     us_states = {c.state for c in customers if c.country == "US"}
     assert len(us_states) >= 15
