@@ -80,7 +80,13 @@ class CaseView(ReadOnlyView):
                      "customer": _l("Customer"), "gateway": _l("Gateway"), "amount_due": _l("Amount due"),
                      "opened_at": _l("Opened"), "closed_at": _l("Closed"), "holdout": _l("Control group"),
                      "paused_at": _l("Paused since"), "paused_by": _l("Paused by"),
-                     "recovered_via": _l("Recovered how")}
+                     "recovered_via": _l("Recovered how"), "recovered_amount": _l("Recovered amount"),
+                     "transaction": _l("Gateway transaction"), "policy_version_id": _l("Policy version"),
+                     "escalated_to": _l("Escalated to"), "give_up_at": _l("Gives up at")}
+    # the case's own page lists what a person reads (money as money, not minor units), never the plan's JSON
+    column_details_list = ("id", "state", "customer", "gateway", "transaction", "amount_due", "recovered_amount",
+                           "recovered_via", "segment", "priority", "holdout", "policy_version_id", "escalated_to",
+                           "give_up_at", "opened_at", "closed_at", "paused_at", "paused_by")
     column_filters = ("state", "segment", "priority", "holdout",
                       GatewayFilter(RecoveryCase.transaction_id, _l("Gateway")))
     column_formatters = {
@@ -88,9 +94,10 @@ class CaseView(ReadOnlyView):
         "state": _case_state,
         "amount_due": lambda v, c, m, n: format_minor(m.amount_due_minor, m.currency),
         "gateway": lambda v, c, m, n: m.transaction.gateway if m.transaction else "",
+        "recovered_amount": lambda v, c, m, n: format_minor(m.recovered_amount_minor, m.currency),
+        "transaction": lambda v, c, m, n: m.transaction.gateway_transaction_id if m.transaction else "",
     }
     column_default_sort = ("opened_at", True)
-    column_details_exclude_list = ("plan",)
     pii_columns = {"customer": "customer"}
 
     # -- search: one box, app.recovery.case_search

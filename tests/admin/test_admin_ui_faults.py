@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AuditEntry, User
+from app.payments.money import format_minor
 from tests.admin.browserlike import field_errors, sign_in, submit
 from tests.builders import make_customer, make_transaction
 
@@ -123,3 +124,18 @@ def test_times_show_minutes_and_the_readers_zone(app, client, auth, world):
     db.session.commit()
     listing = client.get("/admin/audit_log/").get_data(as_text=True)
     assert " CET" in listing and " UTC<" not in listing
+
+
+def test_a_case_s_page_shows_money_as_money_and_names_every_field(client, auth, world):
+    case = world.case
+    case.recovered_amount_minor, case.recovered_via = case.amount_due_minor, "link"
+    db.session.commit()
+    auth.login("operator")
+    page = client.get(f"/admin/cases/details/?id={case.id}").get_data(as_text=True)
+    assert "Minor" not in page and "amount_due_minor" not in page  # not a database column's name
+    assert '"steps"' not in page  # the plan's JSON is the timeline's business, not this page's
+    for label in ("Amount due", "Recovered amount", "Recovered how", "Gateway transaction", "Policy version"):
+        assert f">{label}<" in page, label
+    money = format_minor(case.amount_due_minor, case.currency)
+    assert page.count(money) == 2  # due, and recovered in full
+    assert case.transaction.gateway_transaction_id in page
