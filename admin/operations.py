@@ -96,6 +96,7 @@ class CaseView(ReadOnlyView):
         "gateway": lambda v, c, m, n: m.transaction.gateway if m.transaction else "",
         "recovered_amount": lambda v, c, m, n: format_minor(m.recovered_amount_minor, m.currency),
         "transaction": lambda v, c, m, n: m.transaction.gateway_transaction_id if m.transaction else "",
+        "holdout": lambda v, c, m, n: _("Yes") if m.holdout else _("No"),
     }
     column_default_sort = ("opened_at", True)
     pii_columns = {"customer": "customer"}

@@ -139,3 +139,4 @@ def test_a_case_s_page_shows_money_as_money_and_names_every_field(client, auth, 
     money = format_minor(case.amount_due_minor, case.currency)
     assert page.count(money) == 2  # due, and recovered in full
     assert case.transaction.gateway_transaction_id in page
+    assert re.search(r">Control group</b>\s*</td>\s*<td>\s*No\s*<", page)  # not Python's False
