@@ -172,6 +172,11 @@ def _ready(
     attempt: dict[str, Any] = {"channel": channel, "to": outbound.to, "n": message.attempts + 1,
                                "started_at": facts.started.isoformat(), "by": message.claimed_by,
                                "checked_at": facts.now.isoformat()}  # the business time the contact rules saw
+    if customer is not None and not is_receipt(message):
+        from app.recovery.planning import customer_zones  # as app.outbox.check imports it
+
+        # the zones the contact rules fitted this send into (the customer's place may change later: a new address)
+        attempt["zones"] = list(customer_zones(customer))
     if message.contact_override:  # what the contact rules lifted for this send, and who said so
         attempt["override"] = message.contact_override
     if channel != Channel.EMAIL:
