@@ -1,10 +1,10 @@
-"""One-statement writes in one round trip: an email's checkpoint marks (app.outbox.send), a webhook stored before
-its answer (app.inbox), many rows updated with values of their own (:func:`per_row`: ingest's customers).
+"""One-statement writes in one round trip: webhooks stored before their answer (app.inbox, on
+:func:`autocommit_engine`), many rows updated with values of their own (:func:`per_row`: ingest's customers).
 
-On MariaDB they go through an engine of their own, of kept autocommit connections, used without a ping before and a
-rollback after: one round trip instead of four. A connection the server dropped fails its statement and is replaced
-(the caller decides what a failure means: an email is then not sent; a webhook is answered 5xx and the provider
-sends it again). On SQLite they use the app's engine, in a transaction of their own.
+On MariaDB the inbox's writes go through an engine of their own, of kept autocommit connections, used without a ping
+before and a rollback after: one round trip instead of four. A connection the server dropped fails its statement and
+is replaced (the caller decides what a failure means: a webhook is answered 5xx and the provider sends it again). On
+SQLite the app's engine is used. (The outbox's checkpoints are transactions of several statements: app.outbox.send.)
 """
 
 from __future__ import annotations
@@ -46,16 +46,6 @@ def _dispose_twin(engine: sa.Engine) -> None:
         twin = _engines.pop(engine, None)
     if twin is not None:
         twin.dispose()
-
-
-def one_statement(statement: sa.Executable, params: dict[str, Any]) -> sa.CursorResult[Any]:
-    """Execute and commit ``statement`` alone, on a connection of its own (the caller's session is not touched)."""
-    engine = autocommit_engine()
-    if engine is db.engine:
-        with engine.begin() as conn:
-            return conn.execute(statement, params)
-    with engine.connect() as conn:
-        return conn.execute(statement, params)
 
 
 #: execution options for a statement built for one use (:func:`per_row`): not kept in the engine's statement cache

@@ -467,12 +467,13 @@ def judge(report: ChaosReport, month: Month, app: Any) -> None:
         if checked is None:
             problems.append(f"message {mid}: an attempt without the business time it was checked at")
             continue
-        if customer_id not in zones:
-            customer = db.session.get(Customer, customer_id)
-            zones[customer_id] = customer_zones(customer) if customer is not None else ()
         # the zones the rules fitted the send into, as the attempt recorded them (a customer's later payment may
         # bring a new address, and with it other zones); the customer's zones now for an attempt that has none
-        for name in payload.get("zones") or zones[customer_id] or ("UTC",):
+        fitted = payload.get("zones")
+        if not fitted and customer_id not in zones:
+            customer = db.session.get(Customer, customer_id)
+            zones[customer_id] = customer_zones(customer) if customer is not None else ()
+        for name in fitted or zones[customer_id] or ("UTC",):
             local = checked.astimezone(ZoneInfo(name)).time()
             if local >= QUIET_FROM or local < QUIET_UNTIL:
                 problems.append(f"message {mid} ({payload.get('channel')}) was sent at {local:%H:%M} in {name}, "

@@ -160,13 +160,14 @@ class _KeptConnection:
         self.conn: sa.Connection | None = None
 
     def write(self, engine: sa.Engine, marks: Sequence[_Mark]) -> list[bool]:
-        def connection() -> sa.Connection:
-            if self.conn is None or self.conn.closed or self.conn.invalidated:
-                self.close()
-                self.conn = engine.connect()
-            return self.conn
+        return _write_marks(engine, marks, lambda: self.connection(engine))
 
-        return _write_marks(engine, marks, connection)
+    def connection(self, engine: sa.Engine) -> sa.Connection:
+        """The kept connection, a new one after it was closed or invalidated (a dropped server connection)."""
+        if self.conn is None or self.conn.closed or self.conn.invalidated:
+            self.close()
+            self.conn = engine.connect()
+        return self.conn
 
     def close(self) -> None:
         if self.conn is not None:
