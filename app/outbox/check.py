@@ -155,7 +155,7 @@ def deferred_until(
                               region=region)
     scheduled = next_send_time(now, zones, channel, rules, country=country, region=region,
                                history=facts.history(customer.id))
-    if scheduled.send_at is not None and scheduled.send_at <= now + timedelta(seconds=60):
+    if scheduled.send_at is not None and scheduled.send_at <= now:  # no grace: a minute early is quiet hours
         return None
     until = scheduled.send_at or now + timedelta(days=1)
     sources = held_by(scheduled.reasons, timing, windows, country=country, region=region, channel=channel)

@@ -120,3 +120,16 @@ def test_quiet_hours_and_the_legal_window_still_defer_an_override(db, channels):
     sources = {h["reason"]: h for h in deferred["held_by"]}
     assert sources["quiet_hours"]["line"] == FLORIDA_QUIET_LINE and sources["legal_window"]["source"] == "law"
     assert deferred["override"]["lines"] == [OVERRIDE_LINE]
+
+
+def test_a_worker_a_few_seconds_before_quiet_hours_end_waits_for_them_to_end(db, channels):
+    # Sunday: the night closes at 08:00 for everyone; no grace before it (a CI chaos month sent at 07:59 once)
+    sunday = SATURDAY + timedelta(days=1)
+    mid = planned_email(db, amount_minor=250000, failed_at=at(SATURDAY, 12, 50), florida=True).id
+    early = at(sunday, 7, 59) + timedelta(seconds=30)
+    report = dispatch_due(now=early)
+    waiting = db.session.get(OutboxMessage, mid)
+    assert report.get("deferred") == 1 and channels.smtp.received() == [], report
+    assert waiting.scheduled_for == at(sunday, 8)
+    assert dispatch_due(now=at(sunday, 8)).get("sent") == 1
+    assert channels.smtp.count(f"m{mid}") == 1
