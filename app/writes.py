@@ -34,7 +34,7 @@ def autocommit_engine() -> sa.Engine:
             twin = _engines[engine] = sa.create_engine(
                 engine.url, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True, pool_pre_ping=False,
                 pool_reset_on_return=None, pool_recycle=1800, pool_size=options.get("pool_size", 20),
-                max_overflow=options.get("max_overflow", 20),
+                max_overflow=options.get("max_overflow", 20), connect_args=options.get("connect_args", {}),
             )
             # its connections go with the app's engine's: kept, they would hold server connections for ever
             sa.event.listen(engine, "engine_disposed", _dispose_twin)

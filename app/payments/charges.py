@@ -234,7 +234,8 @@ def _lock_engine() -> sa.Engine:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     engine: sa.Engine | None = app.extensions.get("recoup.lock_engine")
     if engine is None:
-        engine = sa.create_engine(db.engine.url, poolclass=sa.pool.NullPool)
+        connect_args = (app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}).get("connect_args", {})
+        engine = sa.create_engine(db.engine.url, poolclass=sa.pool.NullPool, connect_args=connect_args)
         app.extensions["recoup.lock_engine"] = engine
     return engine
 
