@@ -232,7 +232,7 @@ def test_other_currencies_are_converted_or_left_out(db, sim, caplog):
         ("100.00", "EUR", 0),
         ("20.00", "EUR", 1),
         ("10.00", "USD", 2),
-        ("500.00", "SEK", 3),
+        ("500.00", "CHF", 3),
     ):
         sim.add_transaction(
             condition="complete",
@@ -244,10 +244,10 @@ def test_other_currencies_are_converted_or_left_out(db, sim, caplog):
     account = nmi_account(db, sim)
     fetch_account(account.id)
     customer = db.session.scalar(sa.select(Customer).where(Customer.gateway_customer_id == "CV-FX"))
-    # main currency EUR (most sales); 10 USD = 10 / 1.08 EUR = 9.26 EUR; SEK has no rate: left out, with a log line
+    # main currency EUR (most sales); 10 USD = 10 / 1.08 EUR = 9.26 EUR; CHF has no rate: left out, with a log line
     assert customer.successful_payments == 4
     assert (customer.lifetime_value_minor, customer.lifetime_value_currency) == (12926, "EUR")
-    assert "SEK" in caplog.text and "no exchange rate" in caplog.text
+    assert "CHF" in caplog.text and "no exchange rate" in caplog.text
 
 
 def test_prior_sales_make_a_repeat_customer_in_planning(db, sim):
