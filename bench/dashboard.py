@@ -168,6 +168,11 @@ def _progress(text: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {text}", file=sys.stderr, flush=True)
 
 
+def world_url(server: str, name: str) -> str:
+    """The URL of world database ``name``: the same for the process that builds it and the one that reads it."""
+    return f"{server}/{name}?charset=utf8mb4"
+
+
 def build(n: int, server: str, name: str) -> dict[str, Any]:
     """World ``n`` built in database ``name`` (created here; the caller drops it), its rollups rebuilt and
     refreshed, MariaDB settled: what it cost."""
@@ -181,7 +186,7 @@ def build(n: int, server: str, name: str) -> dict[str, Any]:
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"{server}/{name}?charset=utf8mb4", "SECRET_KEY": "bench-dashboard"})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": world_url(server, name), "SECRET_KEY": "bench-dashboard"})
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
         started = time.monotonic()
@@ -238,7 +243,7 @@ def main() -> int:
     try:
         runs = [build(n, server, name) for n, name in zip((args.small, args.big), names, strict=True)]
         _progress(f"reading both dashboards, {args.reps} samples of each question, in turn")
-        small_q, big_q = read_in_a_fresh_process([f"{server}/{name}?charset=utf8mb4" for name in names], args.reps)
+        small_q, big_q = read_in_a_fresh_process([world_url(server, name) for name in names], args.reps)
     finally:
         admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
