@@ -16,7 +16,7 @@ from admin.i18n import _l
 from app.analytics.facts import attribution_window
 from app.analytics.report import Filters, best_times, breakdown, cohorts, costs, funnel, holdout_lift, kpis
 from app.extensions import db
-from app.models.analytics import ALL, CASE_CUBE_DIMENSIONS, CaseDay, MessageDay
+from app.models.analytics import ALL, CASE_CUBE_DIMENSIONS, CaseWeek, MessageWeek
 from app.payments.money import format_minor
 
 #: the filters the page offers, in order, and where their choices come from
@@ -99,11 +99,11 @@ def _value(name: str, raw: str) -> Any:
 
 
 def choices() -> dict[str, list[str]]:
-    """Every value each filter can take, from the daily cubes (a short list per dimension, read from its own rows
+    """Every value each filter can take, from the weekly cubes (a short list per dimension, read from its own rows
     whatever the volume)."""
     from app.analytics.cubes import decode
 
-    cases, messages = CaseDay.__table__, MessageDay.__table__
+    cases, messages = CaseWeek.__table__, MessageWeek.__table__
     found: dict[str, list[str]] = {}
     for name in FILTERS:
         if name in ("currency", "channel"):

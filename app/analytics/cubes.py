@@ -1,6 +1,8 @@
 """The daily cubes beside the hourly rollups (app.models.analytics): the rollups' changes summed by day, currency
 (and channel), and one dimension at a time (CaseDay, MessageDay), a pair of them (CasePair, MessagePair), or, for
-messages, the customer's local weekday with an hour a column (MessageHours).
+messages, the customer's local weekday with an hour a column (MessageHours); and the one-dimension cubes and the
+hour grid again by week (CaseWeek, MessageWeek, MessageHourWeeks: ``day`` is the week's Monday), from which a long
+period reads its whole weeks.
 
 A change of one rollup row (an hour, its dimensions' values, the measures' difference) adds its difference to the
 cube row of dimension ``*`` and to one row per dimension under that dimension's value; to one row per pair under
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from operator import add as plus
 from typing import Any
@@ -60,11 +62,25 @@ def accumulate(sums: Sums, key: tuple[Any, ...], delta: Sequence[int]) -> None:
     sums[key] = list(delta) if slot is None else list(map(plus, slot, delta))
 
 
-def add(days: sa.Table, pairs: sa.Table, grid: sa.Table | None, dimensions: tuple[str, ...],
-        measures: tuple[str, ...], changes: list[tuple[datetime, tuple[Any, ...], list[int]]]) -> None:
-    """Add rollup rows' differences ``(hour, dimension values, measure deltas)`` to the daily cubes of cases or
-    messages (in the open transaction): ``days`` (one dimension), ``pairs`` (two) and, for messages, the hour
-    ``grid``."""
+def week_of(day: date) -> date:
+    """The Monday of ``day``'s week: the key of its row in a weekly cube."""
+    return day - timedelta(days=day.weekday())
+
+
+def _by_week(sums: Sums) -> Sums:
+    """Rows keyed by (dim, value, day, ...) summed by week instead: the same key with the day's Monday."""
+    weeks: Sums = {}
+    for (dim, value, day, *rest), delta in sums.items():
+        accumulate(weeks, (dim, value, week_of(day), *rest), delta)
+    return weeks
+
+
+def add(days: sa.Table, weeks: sa.Table, pairs: sa.Table, grid: sa.Table | None, grid_weeks: sa.Table | None,
+        dimensions: tuple[str, ...], measures: tuple[str, ...],
+        changes: list[tuple[datetime, tuple[Any, ...], list[int]]]) -> None:
+    """Add rollup rows' differences ``(hour, dimension values, measure deltas)`` to the cubes of cases or messages
+    (in the open transaction): ``days`` and ``weeks`` (one dimension), ``pairs`` (two) and, for messages, the hour
+    ``grid`` and ``grid_weeks``."""
     messages = grid is not None
     by_day: Sums = {}  # the hours of a day with the same values count in the same cube rows
     for bucket, dims, delta in changes:
@@ -103,9 +119,12 @@ def add(days: sa.Table, pairs: sa.Table, grid: sa.Table | None, dimensions: tupl
                 accumulate(cells, (name, coded[i], *head, int(weekday)), delta)
     head_columns = ("day", "currency", *(("channel",) if messages else ()))
     upsert(days, ("dim", "value", *head_columns), measures, _rows(one))
+    upsert(weeks, ("dim", "value", *head_columns), measures, _rows(_by_week(one)))
     upsert(pairs, ("pair", "first", *head_columns, "other"), measures, _rows(two))
-    if grid is not None:
-        _upsert_grid(grid, ("dim", "value", *head_columns, "weekday"), measures, by_hour)
+    if grid is not None and grid_weeks is not None:
+        keys = ("dim", "value", *head_columns, "weekday")
+        _upsert_grid(grid, keys, measures, by_hour)
+        _upsert_grid(grid_weeks, keys, measures, {hour: _by_week(sums) for hour, sums in by_hour.items()})
 
 
 def _upsert_grid(grid: sa.Table, keys: tuple[str, ...], measures: tuple[str, ...], by_hour: dict[int, Sums]) -> None:
@@ -224,7 +243,7 @@ def _statement(table: str, columns: tuple[str, ...], keys: tuple[str, ...], meas
 
 
 def clear(table: sa.Table, since: datetime | None) -> None:
-    """Forget the cube's days from ``since`` (midnight UTC) on, or all of them."""
+    """Forget the cube's days (or weeks) from ``since`` (a Monday, midnight UTC) on, or all of them."""
     statement = sa.delete(table)
     if since is not None:
         statement = statement.where(table.c.day >= since.date())
@@ -232,6 +251,8 @@ def clear(table: sa.Table, since: datetime | None) -> None:
 
 
 def first_day(since: datetime) -> datetime:
-    """A rebuild from ``since`` starts at its day's midnight (UTC): the cubes count whole days."""
-    return since.replace(hour=0, minute=0, second=0, microsecond=0)
+    """A rebuild from ``since`` starts at the midnight (UTC) that begins its week, a Monday: the weekly cubes count
+    whole weeks."""
+    midnight = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight - timedelta(days=midnight.weekday())
 

@@ -11,7 +11,7 @@ as their own band).
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -32,10 +32,13 @@ from app.models.analytics import (
     CaseDay,
     CasePair,
     CaseRollup,
+    CaseWeek,
     MessageDay,
     MessageHours,
+    MessageHourWeeks,
     MessagePair,
     MessageRollup,
+    MessageWeek,
     hour_column,
     pair_name,
 )
@@ -47,6 +50,9 @@ _MESSAGE_DAYS = MessageDay.__table__
 _CASE_PAIRS = CasePair.__table__
 _MESSAGE_PAIRS = MessagePair.__table__
 _HOURS = MessageHours.__table__
+_CASE_WEEKS = CaseWeek.__table__
+_MESSAGE_WEEKS = MessageWeek.__table__
+_HOUR_WEEKS = MessageHourWeeks.__table__
 #: the dimensions both rollups share: a filter on one of them narrows cases and messages alike
 SHARED = tuple(d for d in CASE_DIMENSIONS if d in MESSAGE_DIMENSIONS)
 #: read the daily cubes when a question allows it (tests turn it off to compare both ways of answering)
@@ -113,14 +119,53 @@ def _sum(hourly: sa.Table, groups: tuple[str, ...], measures: tuple[str, ...],
     question's dimensions (:func:`source`), from the hourly rollup otherwise. Every way gives the same numbers."""
     where, what = source(hourly, groups, filters)
     if where == "days":
-        rows = _from_cube(_CASE_DAYS if hourly is _CASES else _MESSAGE_DAYS, what, groups, measures, filters)
+        daily, weekly = (_CASE_DAYS, _CASE_WEEKS) if hourly is _CASES else (_MESSAGE_DAYS, _MESSAGE_WEEKS)
+        rows = _by_spans(lambda table, part: _from_cube(table, what, groups, measures, part), daily, weekly,
+                         groups, filters)
     elif where == "pairs":
         rows = _from_pairs(_CASE_PAIRS if hourly is _CASES else _MESSAGE_PAIRS, what, groups, measures, filters)
     elif where == "grid":
-        rows = _from_grid(what, groups, measures, filters)
+        rows = _by_spans(lambda table, part: _from_grid(table, what, groups, measures, part), _HOURS,
+                         _HOUR_WEEKS, groups, filters)
     else:
         rows = _from_hours(hourly, groups, measures, filters)
     return [row for row in rows if any(row[len(groups):])]
+
+
+def spans(filters: Filters) -> list[tuple[bool, Filters]]:
+    """The period cut into its whole weeks (Monday to Sunday, UTC), read from a weekly cube, and the days before
+    and after them, read from the daily cube: ``(weekly, the part's filters)``. A weekly part's ``start`` and
+    ``end`` are the Mondays of its first and last weeks (a weekly row's ``day``). A period without a whole week is
+    read by day; an open end is whole weeks as far as there are any."""
+    start, end = filters.start, filters.end
+    first = None if start is None else start + timedelta(days=-start.weekday() % 7)  # a Monday, on or after start
+    last = None if end is None else end - timedelta(days=(end.weekday() + 1) % 7)  # a Sunday, on or before end
+    if first is not None and last is not None and first > last:
+        return [(False, filters)]
+    parts = []
+    if start is not None and first is not None and first > start:
+        parts.append((False, replace(filters, end=first - timedelta(days=1))))
+    parts.append((True, replace(filters, start=first, end=None if last is None else last - timedelta(days=6))))
+    if end is not None and last is not None and last < end:
+        parts.append((False, replace(filters, start=last + timedelta(days=1))))
+    return parts
+
+
+def _by_spans(read: Any, daily: sa.Table, weekly: sa.Table, groups: tuple[str, ...],
+              filters: Filters) -> list[tuple[Any, ...]]:
+    """``read(table, filters)`` of a cube's whole weeks and edge days (:func:`spans`), the parts' rows summed by
+    their groups; by day from the daily cube alone when the question is grouped by day."""
+    if DAY in groups:
+        return read(daily, filters)  # type: ignore[no-any-return]
+    parts = spans(filters)
+    if len(parts) == 1:
+        weekly_part, part = parts[0]
+        return read(weekly if weekly_part else daily, part)  # type: ignore[no-any-return]
+    summed: dict[tuple[Any, ...], list[int]] = {}
+    for weekly_part, part in parts:
+        for row in read(weekly if weekly_part else daily, part):
+            cubes.accumulate(summed, tuple(row[:len(groups)]), row[len(groups):])
+    return [(*key, *values) for key, values in summed.items()]
 
 
 def _head_value(group: str, value: Any) -> Any:
@@ -169,11 +214,11 @@ def _from_pairs(daily: sa.Table, pair: tuple[str, str], groups: tuple[str, ...],
              *(int(v or 0) for v in row[len(groups):])) for row in db.session.execute(query.group_by(*columns))]
 
 
-def _from_grid(dim: str, groups: tuple[str, ...], measures: tuple[str, ...],
+def _from_grid(grid: sa.Table, dim: str, groups: tuple[str, ...], measures: tuple[str, ...],
                filters: Filters) -> list[tuple[Any, ...]]:
-    """Read the hour grid: its rows summed in the database by day, currency, channel, weekday (and the filter
-    dimension's value, when grouped), each hour's columns apart; then the hours folded into the groups here."""
-    grid = _HOURS
+    """Read the hour grid (by day or by week): its rows summed in the database by day, currency, channel, weekday
+    (and the filter dimension's value, when grouped), each hour's columns apart; then the hours folded into the
+    groups here."""
     hours = list(HOURS)
     if "local_hour" in filters.where:
         wanted = filters.where["local_hour"]

@@ -33,11 +33,14 @@ from app.models.analytics import (
     CaseFact,
     CasePair,
     CaseRollup,
+    CaseWeek,
     MessageDay,
     MessageFact,
     MessageHours,
+    MessageHourWeeks,
     MessagePair,
     MessageRollup,
+    MessageWeek,
 )
 from app.models.types import utcnow
 
@@ -63,18 +66,21 @@ class _Kind:
     facts: Any
     rollups: Any
     days: Any
+    weeks: Any
     pairs: Any
     grid: Any
+    grid_weeks: Any
     key: str
     dimensions: tuple[str, ...]
     measures: tuple[str, ...]
     compute: Any
 
 
-CASES = _Kind(CaseFact.__table__, CaseRollup.__table__, CaseDay.__table__, CasePair.__table__, None, "case_id",
-              CASE_DIMENSIONS, CASE_MEASURES, case_facts)
-MESSAGES = _Kind(MessageFact.__table__, MessageRollup.__table__, MessageDay.__table__, MessagePair.__table__,
-                 MessageHours.__table__, "message_id", MESSAGE_DIMENSIONS, MESSAGE_MEASURES, message_facts)
+CASES = _Kind(CaseFact.__table__, CaseRollup.__table__, CaseDay.__table__, CaseWeek.__table__, CasePair.__table__,
+              None, None, "case_id", CASE_DIMENSIONS, CASE_MEASURES, case_facts)
+MESSAGES = _Kind(MessageFact.__table__, MessageRollup.__table__, MessageDay.__table__, MessageWeek.__table__,
+                 MessagePair.__table__, MessageHours.__table__, MessageHourWeeks.__table__, "message_id",
+                 MESSAGE_DIMENSIONS, MESSAGE_MEASURES, message_facts)
 
 
 def _chunks(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
@@ -139,7 +145,7 @@ def _write(kind: _Kind, moves: _Moves) -> None:
     cubes.upsert(kind.rollups, ("bucket", "dims_key"), kind.measures,
                  [(bucket, key, *dims_of[(bucket, key)], *delta) for (bucket, key), delta in moved.items()],
                  others=kind.dimensions)
-    cubes.add(kind.days, kind.pairs, kind.grid, kind.dimensions, kind.measures,
+    cubes.add(kind.days, kind.weeks, kind.pairs, kind.grid, kind.grid_weeks, kind.dimensions, kind.measures,
               [(bucket, dims_of[(bucket, key)], delta) for (bucket, key), delta in moved.items()])
 
 
@@ -229,8 +235,9 @@ def _set_cursor(at: datetime, window: timedelta) -> None:
 
 
 def rebuild(since: datetime | None = None) -> dict[str, int]:
-    """Recompute the rollups from the raw rows: all of them, or the days from ``since``'s on (cases opened and
-    messages sent since that day's midnight, UTC: the cubes count whole days)."""
+    """Recompute the rollups from the raw rows: all of them, or the weeks from ``since``'s on (cases opened and
+    messages sent since the Monday of its week, midnight UTC: the weekly cubes count whole weeks). Returns how many
+    of each were counted."""
     started = utcnow()
     with exclusive(LOCK):
         window = attribution_window()
@@ -241,7 +248,7 @@ def rebuild(since: datetime | None = None) -> dict[str, int]:
                 if bucket is not None:
                     statement = statement.where(table.c.bucket >= bucket)
                 db.session.execute(statement)
-            for cube in (kind.days, kind.pairs, kind.grid):
+            for cube in (kind.days, kind.weeks, kind.pairs, kind.grid, kind.grid_weeks):
                 if cube is not None:
                     cubes.clear(cube, bucket)
         db.session.commit()

@@ -22,9 +22,11 @@ def _moment(value: str | None) -> datetime | None:
 
 
 @analytics_cli.command("rebuild")
-@click.option("--since", help="recompute only cases opened and messages sent from then on (UTC), e.g. 2026-11-01")
+@click.option("--since", help="recompute only cases opened and messages sent from the week of this date on (from "
+              "its Monday, UTC), e.g. 2026-11-01")
 def analytics_rebuild(since: str | None) -> None:
     """Recompute the rollups from the raw rows (all of them, or from --since on)."""
+    from app.analytics.cubes import first_day
     from app.analytics.rollups import rebuild
     from app.locks import Busy
 
@@ -34,7 +36,12 @@ def analytics_rebuild(since: str | None) -> None:
     except Busy:
         click.echo("another analytics refresh or rebuild is running; try again in a minute", err=True)
         raise SystemExit(1) from None
-    scope = f"from {start:%Y-%m-%d %H:00} UTC" if start else "all"
+    # the weekly cubes count whole weeks: a rebuild from a Wednesday starts on that week's Monday
+    scope = "all"
+    if start is not None:
+        monday = first_day(start)
+        scope = f"from {monday:%Y-%m-%d %H:00} UTC" + (
+            f", the Monday of {start:%Y-%m-%d}'s week" if monday.date() != start.date() else "")
     click.echo(f"analytics rebuilt ({scope}): {counts['cases']} case(s), {counts['messages']} message(s) counted")
 
 

@@ -1,6 +1,15 @@
 """All models, imported here so that metadata (and Alembic) sees every table."""
 
-from app.models.analytics import CaseDay, CaseFact, CaseRollup, MessageDay, MessageFact, MessageRollup
+from app.models.analytics import (
+    CaseDay,
+    CaseFact,
+    CaseRollup,
+    CaseWeek,
+    MessageDay,
+    MessageFact,
+    MessageRollup,
+    MessageWeek,
+)
 from app.models.audit import AuditEntry, Setting
 from app.models.cases import CaseTransition, EscalationTask, RecoveryCase, Team
 from app.models.channels import ChannelAccount
@@ -21,6 +30,7 @@ __all__ = [
     "CaseDay",
     "CaseFact",
     "CaseRollup",
+    "CaseWeek",
     "CaseTransition",
     "ChannelAccount",
     "ConsentEvent",
@@ -34,6 +44,7 @@ __all__ = [
     "MessageDay",
     "MessageFact",
     "MessageRollup",
+    "MessageWeek",
     "MessageTemplate",
     "MessageTemplateVersion",
     "OptOut",

@@ -216,7 +216,11 @@ def test_the_daily_cubes_and_the_hourly_rollups_answer_alike(planted, monkeypatc
                  Filters(start=date(2026, 9, 9), end=date(2026, 9, 30), where={"decline_reason": "expired_card"}),
                  Filters(where={"vip": False, "channel": "whatsapp", "currency": "USD"}),
                  Filters(where={"value_band": "mid", "first_time": None, "language": "en"}),
-                 Filters(where={"policy_version_id": None, "local_hour": 19})]
+                 Filters(where={"policy_version_id": None, "local_hour": 19}),
+                 # the period's whole weeks read from the weekly cubes: no whole week; an open start; a Sunday end
+                 Filters(start=date(2026, 9, 15), end=date(2026, 9, 18)),
+                 Filters(end=date(2026, 9, 23), where={"channel": "whatsapp"}),
+                 Filters(start=date(2026, 9, 8), end=date(2026, 9, 27), where={"language": "es"})]
     asks = [report.kpis, report.cohorts, report.funnel, report.best_times, report.holdout_lift,
             *(lambda f, d=d: report.breakdown(d, f) for d in ("decline_reason", "language", "paid_with",
                                                               "local_hour", "template", "weekday", "vip", "holdout",
@@ -229,6 +233,31 @@ def test_the_daily_cubes_and_the_hourly_rollups_answer_alike(planted, monkeypatc
             from_hours = ask(filters)
             assert from_cubes == from_hours, (filters, ask)
     assert report.kpis(Filters()), "the world is empty: the comparison proves nothing"
+
+
+def test_a_period_reads_its_whole_weeks_by_week_and_its_edges_by_day():
+    """Monday to Sunday weeks inside the period come from the weekly cubes (a part's dates are its first and last
+    weeks' Mondays); the days before the first Monday and after the last Sunday from the daily ones."""
+    spans = report.spans
+    wednesday, tuesday = date(2026, 9, 9), date(2026, 10, 6)
+    assert spans(Filters(start=wednesday, end=tuesday, where={"currency": "EUR"})) == [
+        (False, Filters(start=wednesday, end=date(2026, 9, 13), where={"currency": "EUR"})),
+        (True, Filters(start=date(2026, 9, 14), end=date(2026, 9, 28), where={"currency": "EUR"})),
+        (False, Filters(start=date(2026, 10, 5), end=tuesday, where={"currency": "EUR"}))]
+    # exactly whole weeks: nothing by day
+    assert spans(Filters(start=date(2026, 9, 14), end=date(2026, 9, 27))) == [
+        (True, Filters(start=date(2026, 9, 14), end=date(2026, 9, 21)))]
+    # no whole week inside: all by day, as asked
+    assert spans(Filters(start=wednesday, end=date(2026, 9, 15))) == [
+        (False, Filters(start=wednesday, end=date(2026, 9, 15)))]
+    assert spans(Filters(start=date(2026, 9, 14), end=date(2026, 9, 19))) == [
+        (False, Filters(start=date(2026, 9, 14), end=date(2026, 9, 19)))]
+    # open ends: every week there is on that side
+    assert spans(Filters()) == [(True, Filters())]
+    assert spans(Filters(end=wednesday)) == [(True, Filters(end=date(2026, 8, 31))),
+                                             (False, Filters(start=date(2026, 9, 7), end=wednesday))]
+    assert spans(Filters(start=wednesday)) == [(False, Filters(start=wednesday, end=date(2026, 9, 13))),
+                                               (True, Filters(start=date(2026, 9, 14)))]
 
 
 def test_each_dashboard_question_with_one_filter_reads_a_cube(app, db):

@@ -20,11 +20,13 @@ from app.extensions import db
 from app.models import (
     CaseDay,
     CaseRollup,
+    CaseWeek,
     ConsentEvent,
     Customer,
     MessageDay,
     MessageEvent,
     MessageRollup,
+    MessageWeek,
     OutboxMessage,
     Payment,
     RecoveryCase,
@@ -43,6 +45,7 @@ from app.models.analytics import (
     MESSAGE_PAIRS,
     CasePair,
     MessageHours,
+    MessageHourWeeks,
     MessagePair,
     hour_column,
 )
@@ -281,6 +284,32 @@ def cubes_match_the_rollups(when: str) -> None:
         assert want
     pairs_match_the_rollups(when)
     the_hour_grid_matches_the_rollups(when)
+    weeks_match_the_days(when)
+
+
+def weeks_match_the_days(when: str) -> None:
+    """Each weekly cube row is the daily cube's rows of its week (Monday to Sunday), currency (channel), dimension
+    value (and local weekday) summed, measure by measure (every hour's column of the grid)."""
+    head = ("dim", "value", "day", "currency")
+    for day_model, week_model, keys in ((CaseDay, CaseWeek, head), (MessageDay, MessageWeek, (*head, "channel")),
+                                        (MessageHours, MessageHourWeeks, (*head, "channel", "weekday"))):
+        table = day_model.__table__
+        measures = [c.name for c in table.columns if c.name not in keys and c.name != "id"]
+        want: Counter = Counter()
+        for row in db.session.execute(sa.select(table)).mappings():
+            week_key = tuple(row["day"] - timedelta(days=row["day"].weekday()) if k == "day" else row[k] for k in keys)
+            for m in measures:
+                if row[m]:
+                    want[(*week_key, m)] += row[m]
+        got: Counter = Counter()
+        for row in db.session.execute(sa.select(week_model.__table__)).mappings():
+            assert row["day"].weekday() == 0, f"{week_model.__tablename__}: a week that starts on {row['day']}"
+            for m in measures:
+                if row[m]:
+                    got[(*(row[k] for k in keys), m)] += row[m]
+        assert got == want, f"{week_model.__tablename__} differs from {table.name} {when}: " \
+                            f"{(got - want) or (want - got)}"
+        assert want
 
 
 def pairs_match_the_rollups(when: str) -> None:
@@ -396,4 +425,8 @@ def test_the_cli_rebuilds_and_says_what_it_counted(app, db):
     assert bad.exit_code != 0 and "--since" in bad.output and "is not a date" in bad.output
     since = app.test_cli_runner().invoke(args=["analytics", "rebuild", "--since", "2026-10-05"])
     assert since.exit_code == 0 and "from 2026-10-05 00:00 UTC" in since.output
+    # the weekly cubes count whole weeks: from a Wednesday, the rebuild starts on its Monday and says so
+    wednesday = app.test_cli_runner().invoke(args=["analytics", "rebuild", "--since", "2026-10-07T15:00"])
+    assert wednesday.exit_code == 0, wednesday.output
+    assert "from 2026-10-05 00:00 UTC, the Monday of 2026-10-07's week" in wednesday.output
     assert_equal("after the CLI's rebuilds")

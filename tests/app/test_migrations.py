@@ -1,5 +1,7 @@
 """Migrations run from empty to head and back to base on both databases, and agree with the models."""
 
+from datetime import date
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -52,3 +54,32 @@ def test_mysql_tables_are_utf8mb4(app, backend):
         )
     ).all()
     assert money and all(dtype == "bigint" for _, dtype in money), money
+
+
+def test_the_weekly_cubes_start_filled_from_the_daily_ones(empty_database_url):
+    """Upgrading a database whose daily cubes hold counts fills the weekly cubes with their sums by week (Monday),
+    so the dashboard reads the same numbers before any recount."""
+    app = create_app(TestingConfig, SQLALCHEMY_DATABASE_URI=empty_database_url)
+    with app.app_context():
+        upgrade(revision="e3a0c0de0003")
+        days = sa.table("analytics_message_days", sa.column("day", sa.Date), *(sa.column(c) for c in (
+            "currency", "channel", "dim", "value", "sent_n", "delivered_n", "read_n", "clicked_n",
+            "optout_n", "paid_n", "paid_minor", "any_n", "any_minor", "first_n", "won72_n")))
+        row = dict(currency="EUR", channel="sms", dim="*", value="null", delivered_n=0, read_n=0, clicked_n=0,
+                   optout_n=0, paid_n=0, paid_minor=0, any_n=0, any_minor=0, first_n=0, won72_n=0)
+        grid = sa.table("analytics_message_hours", sa.column("day", sa.Date), *(sa.column(c) for c in (
+            "dim", "value", "currency", "channel", "weekday", "sent_n_h19")))
+        with db.engine.begin() as conn:
+            # Sunday 2026-09-13 ends one week, Monday 09-14 and Wednesday 09-16 fall in the next
+            conn.execute(sa.insert(days), [{**row, "day": date.fromisoformat(d), "sent_n": n} for d, n in (
+                ("2026-09-13", 2), ("2026-09-14", 3), ("2026-09-16", 4))])
+            cell = {"dim": "*", "value": "null", "currency": "EUR", "channel": "sms", "weekday": 2}
+            conn.execute(sa.insert(grid), [{**cell, "day": date.fromisoformat(d), "sent_n_h19": n}
+                                           for d, n in (("2026-09-14", 5), ("2026-09-16", 6))])
+        upgrade()
+        with db.engine.connect() as conn:
+            weeks = conn.execute(sa.text("SELECT day, sent_n FROM analytics_message_weeks ORDER BY day")).all()
+            hours = conn.execute(sa.text("SELECT day, sent_n_h19, sent_n_h18 FROM analytics_message_hour_weeks"))
+            assert [(str(d), n) for d, n in weeks] == [("2026-09-07", 2), ("2026-09-14", 7)]
+            assert [(str(d), n, m) for d, n, m in hours] == [("2026-09-14", 11, 0)]
+        db.engine.dispose()
