@@ -20,9 +20,11 @@ keepalive = 5
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
     """Before the process takes its first request: what its first webhooks would otherwise wait for."""
+    from app.ops.runtime import settle_garbage_collector
     from app.web.hooks import prepare
 
     prepare(worker.wsgi)
+    settle_garbage_collector()
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

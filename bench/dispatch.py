@@ -132,9 +132,11 @@ class _Profiler:
 def worker_main() -> None:
     """A dispatch loop process: runs dispatch_due until nothing is due (configured from the environment)."""
     from app import create_app
+    from app.ops.runtime import settle_garbage_collector
     from app.outbox.run import dispatch_due
 
     app = create_app()
+    settle_garbage_collector()  # as `flask worker` does before its first job
     profile = os.environ.get("RECOUP_BENCH_PROFILE")
     profiler = _Profiler(profile) if profile else None
     with app.app_context():
@@ -217,8 +219,11 @@ def bare_main() -> None:
     import requests
     from requests.adapters import HTTPAdapter
 
+    from app.ops.runtime import settle_garbage_collector
+
     with open(os.environ["RECOUP_BENCH_WIRES"], "rb") as src:
         plan = pickle.load(src)
+    settle_garbage_collector()  # the baseline gets the dispatcher's collector settings
     concurrency = int(os.environ["DISPATCH_CONCURRENCY"])
     url = sa.engine.make_url(os.environ["DATABASE_URL"])
     http = requests.Session()

@@ -43,6 +43,7 @@ def worker_command(burst: bool, simple: bool) -> None:
     """An RQ worker on urgent, high, default, low (in that order), with RQ's scheduler."""
     from rq import SimpleWorker, Worker
 
+    from app.ops.runtime import settle_garbage_collector
     from app.queue import RQQueue, get_queue
     from workers.context import set_worker_app
     from workers.schedule import chain_keeping, ensure_scheduled, periodic_jobs
@@ -61,6 +62,7 @@ def worker_command(burst: bool, simple: bool) -> None:
     every = max(1, int(current_app.config["WORKER_MAINTENANCE_SECONDS"]))
     worker = cls(queue.ordered_queues(), connection=queue.connection, maintenance_interval=every,
                  worker_ttl=every + 15)
+    settle_garbage_collector()  # before its first job: what it loaded is kept out of every collection
     worker.work(with_scheduler=True, burst=burst)
 
 
