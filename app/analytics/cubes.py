@@ -253,6 +253,7 @@ def clear(table: sa.Table, since: datetime | None) -> None:
 def first_day(since: datetime) -> datetime:
     """A rebuild from ``since`` starts at the midnight (UTC) that begins its week, a Monday: the weekly cubes count
     whole weeks."""
-    midnight = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    aware = since if since.tzinfo else since.replace(tzinfo=UTC)  # a time without a zone is UTC, as everywhere
+    midnight = aware.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return midnight - timedelta(days=midnight.weekday())
 

@@ -430,3 +430,17 @@ def test_the_cli_rebuilds_and_says_what_it_counted(app, db):
     assert wednesday.exit_code == 0, wednesday.output
     assert "from 2026-10-05 00:00 UTC, the Monday of 2026-10-07's week" in wednesday.output
     assert_equal("after the CLI's rebuilds")
+
+
+def test_a_rebuild_starts_on_the_monday_that_begins_its_week_in_utc():
+    from datetime import timezone
+
+    from app.analytics.cubes import first_day, week_of
+
+    monday = datetime(2026, 10, 5, tzinfo=UTC)
+    assert first_day(datetime(2026, 10, 7, 15, 30, tzinfo=UTC)) == monday
+    assert first_day(datetime(2026, 10, 5, tzinfo=UTC)) == monday  # a Monday is its own week's start
+    assert first_day(datetime(2026, 10, 11, 23, 59)) == monday  # Sunday night, no zone: UTC
+    # Monday 01:00 in Madrid is still Sunday in UTC: the week before
+    assert first_day(datetime(2026, 10, 12, 1, 0, tzinfo=timezone(timedelta(hours=2)))) == monday
+    assert week_of(datetime(2026, 10, 11).date()) == monday.date()
