@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from operator import add as plus
 from typing import Any
@@ -254,6 +254,5 @@ def first_day(since: datetime) -> datetime:
     """A rebuild from ``since`` starts at the midnight (UTC) that begins its week, a Monday: the weekly cubes count
     whole weeks."""
     aware = since if since.tzinfo else since.replace(tzinfo=UTC)  # a time without a zone is UTC, as everywhere
-    midnight = aware.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return midnight - timedelta(days=midnight.weekday())
+    return datetime.combine(week_of(aware.astimezone(UTC).date()), time(), UTC)
 

@@ -157,12 +157,8 @@ def _by_spans(read: Any, daily: sa.Table, weekly: sa.Table, groups: tuple[str, .
     their groups; by day from the daily cube alone when the question is grouped by day."""
     if DAY in groups:
         return read(daily, filters)  # type: ignore[no-any-return]
-    parts = spans(filters)
-    if len(parts) == 1:
-        weekly_part, part = parts[0]
-        return read(weekly if weekly_part else daily, part)  # type: ignore[no-any-return]
     summed: dict[tuple[Any, ...], list[int]] = {}
-    for weekly_part, part in parts:
+    for weekly_part, part in spans(filters):
         for row in read(weekly if weekly_part else daily, part):
             cubes.accumulate(summed, tuple(row[:len(groups)]), row[len(groups):])
     return [(*key, *values) for key, values in summed.items()]
@@ -403,7 +399,7 @@ def cohorts(filters: Filters) -> list[Cohort]:
     measures = _CASE_COUNTS
     weeks: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0] * len(measures))
     for day, currency, *values in _sum(_CASES, (DAY, "currency"), measures, filters):
-        slot = weeks[(day - timedelta(days=day.weekday()), currency or "?")]
+        slot = weeks[(cubes.week_of(day), currency or "?")]
         for i, value in enumerate(values):
             slot[i] += int(value or 0)
     return [Cohort(currency, *values, week=week) for (week, currency), values in sorted(weeks.items())]
