@@ -3,6 +3,7 @@ interpreter, since they are process-wide."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,6 @@ print(json.dumps({"before": before, "after": after, "thresholds": GC_THRESHOLDS,
 
 
 def test_a_settled_process_keeps_what_it_loaded_out_of_collections_and_still_collects_cycles():
-    import json
-
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -42,4 +41,3 @@ def test_a_settled_process_keeps_what_it_loaded_out_of_collections_and_still_col
     assert tuple(thresholds_after) == tuple(found["thresholds"]) == (10_000, 20, 20)
     assert frozen_after > 10_000, "the loaded app (its models, templates, grammar) should be frozen"
     assert found["collected"] >= 2, "a cycle made after start-up was not collected"
-
