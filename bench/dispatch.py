@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import pickle
 import resource
@@ -384,7 +383,6 @@ def main() -> None:
         app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
                           **{k: v for k, v in base_env.items() if k.startswith(("SMTP_", "TWILIO_", "WHATSAPP_"))},
                           "PUBLIC_BASE_URL": base_env["RECOUP_PUBLIC_URL"]})
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a log line per simulated request is not the bench
         with app.app_context():
             upgrade(directory=str(ROOT / "migrations"))
         rates: dict[str, float] = {}

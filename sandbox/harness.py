@@ -1,9 +1,9 @@
 """The harness every provider simulator runs in.
 
-A simulator is a small HTTP server (werkzeug, threaded) on a loopback port, started in-process by the tests or all
-together by ``flask --app wsgi sandbox``. Each one keeps a journal of what it received and accepts injected faults,
-both through Python and through a control API under ``/_control/`` so that a test in another process, or a person
-running the demo, can look and poke:
+A simulator is a small HTTP server (cheroot, threaded, keeping HTTP/1.1 connections alive as the real providers do)
+on a loopback port, started in-process by the tests or all together by ``flask --app wsgi sandbox``. Each one keeps
+a journal of what it received and accepts injected faults, both through Python and through a control API under
+``/_control/`` so that a test in another process, or a person running the demo, can look and poke:
 
     GET  /_control/requests            the journal (JSON list, newest last)
     POST /_control/reset               empty the journal and clear the faults
@@ -13,21 +13,30 @@ running the demo, can look and poke:
     GET  /_control/faults              the faults still armed
 
 Faults a simulator understands beyond the generic ones are its own business (``truncated_xml`` for NMI, say); the
-harness hands them over through :meth:`SimulatorServer.take_fault`.
+harness hands them over through :meth:`SimulatorServer.take_fault`. A ``reset`` fault drops the connection with a
+TCP reset and no answer; ``stop()`` closes every connection at once, as an outage does.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import random
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from cheroot.server import HTTPConnection
+from cheroot.workers.threadpool import ThreadPool
+from cheroot.wsgi import Server as WSGIServer
 from werkzeug.wrappers import Request, Response
+
+log = logging.getLogger(__name__)
 
 #: faults the harness applies itself before the simulator sees the request
 GENERIC_FAULTS = frozenset({"http_429", "http_500", "http_502", "http_503", "timeout", "reset"})
@@ -82,6 +91,7 @@ class ReceivedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    remote: str = ""  # the client's "address:port", one per TCP connection (not in the control API's journal)
 
     def form(self) -> dict[str, str]:
         from urllib.parse import parse_qsl
@@ -102,6 +112,141 @@ class ReceivedRequest:
         }
 
 
+# -- the HTTP server ---------------------------------------------------------------------------------------------
+#: worker threads per simulator, each answering one request at a time. A kept-alive connection waiting for its next
+#: request holds none (cheroot's selector watches those), so this is how many requests are answered at once: two
+#: dispatching processes' sends in flight (DISPATCH_CONCURRENCY is 32 each), stalls and response delays included.
+THREADS = 64
+#: seconds a kept-alive connection may idle before the simulator closes it, as the real providers do after a while.
+#: A client finds such a connection closed when it takes it from its pool, and opens another; but a close that
+#: crosses a request on the wire fails that request (requests retries nothing once it is sent), which a sender must
+#: read as "may have been sent". Longer than any pause between a test's requests, so that tests never meet it.
+IDLE_TIMEOUT = 120
+#: kept-alive connections a simulator keeps at most (Recoup keeps up to 128 per provider and process); cheroot's
+#: default, 10, would close every connection over that after its answer
+KEPT_CONNECTIONS = 512
+#: the listen() backlog: a dispatcher opens its connections all at once (werkzeug's dev server had 128 too)
+BACKLOG = 128
+#: seconds stop() waits for the workers to finish what they are answering; their connections are closed by then, so
+#: nobody waits for it, and a worker still stalled after that ends on its own (they are daemon threads)
+STOP_WAIT = 0.25
+#: seconds between two looks of cheroot's selector loop at stop() (which waits for it) and at idle connections
+SELECT_INTERVAL = 0.05
+
+
+class _Connection(HTTPConnection):
+    """cheroot's connection, known to its server until it is closed (so that stop() can drop it), and able to end
+    with a TCP reset instead of a close."""
+
+    aborted = False
+
+    def __init__(self, server: _Server, *args: Any) -> None:
+        super().__init__(server, *args)
+        with server.open_lock:
+            server.open_connections.add(self)
+
+    def abort(self) -> None:
+        """End with a reset (RST) when closed, as when a provider's process or a middlebox drops the connection."""
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.aborted = True
+
+    def close(self) -> None:
+        # Under the lock, so that stop() never shuts down a socket whose descriptor is closed (and maybe reused).
+        with self.server.open_lock:
+            self.server.open_connections.discard(self)
+            if self.aborted:
+                self.rfile.close()
+                self.socket.close()  # without cheroot's shutdown() first, which would send a FIN before the RST
+            else:
+                super().close()
+
+
+class _Workers(ThreadPool):
+    """cheroot's worker pool, whose stop() waits ``timeout`` at most: cheroot's own waits, past its timeout, until
+    every worker has answered, however long a simulator stalls (a "timeout" fault, a response delay)."""
+
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        stopping = threading.Thread(target=super().stop, args=(timeout,), name="sim-workers-stop", daemon=True)
+        stopping.start()
+        stopping.join(timeout)
+
+
+class _Server(WSGIServer):
+    """cheroot's threaded WSGI server as a simulator needs it: HTTP/1.1 connections kept alive, errors to logging,
+    its threads daemons, and every open connection droppable at once."""
+
+    ConnectionClass = _Connection
+
+    def __init__(self, host: str, port: int, app: Callable[..., Iterable[bytes]], simulator: str) -> None:
+        super().__init__((host, port), app, request_queue_size=BACKLOG, timeout=IDLE_TIMEOUT)
+        self.simulator = simulator
+        self.requests = _Workers(self, min=THREADS, max=THREADS)
+        self.shutdown_timeout = STOP_WAIT
+        self.keep_alive_conn_limit = KEPT_CONNECTIONS
+        self.expiration_interval = SELECT_INTERVAL
+        self.open_connections: set[_Connection] = set()
+        self.open_lock = threading.Lock()
+
+    def launch(self, thread_name: str) -> threading.Thread:
+        """Bind, listen and serve on a daemon thread; return once listening, or raise what binding raised. Started
+        from that thread, cheroot's own threads (the workers) are daemons too: a test process can exit without
+        stopping its simulators."""
+        listening = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.prepare()
+            except BaseException as exc:  # the port is taken, say: for start() to raise
+                failure.append(exc)
+                return
+            finally:
+                listening.set()
+            self.serve()
+
+        thread = threading.Thread(target=run, name=thread_name, daemon=True)
+        thread.start()
+        listening.wait()
+        if failure:
+            raise failure[0]
+        return thread
+
+    @staticmethod
+    def bind_socket(socket_: socket.socket, bind_addr: tuple[str, int]) -> socket.socket:
+        """Bind with SO_REUSEADDR, on a free port (0) too, as werkzeug did (cheroot sets it on given ports only):
+        the connections of a socket without it leave TIME_WAITs that keep start() after stop() from binding the
+        port the first start was given."""
+        socket_.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        socket_.bind(bind_addr)
+        return socket_
+
+    def drop_connections(self) -> None:
+        """Shut every open connection down, idle or answering: its client sees it closed at once, and an answer
+        still being made goes nowhere."""
+        with self.open_lock:
+            for connection in self.open_connections:
+                try:
+                    connection.socket.shutdown(socket.SHUT_RDWR)
+                except OSError:  # the client has gone already
+                    pass
+
+    def connection_of(self, environ: dict[str, Any]) -> _Connection | None:
+        """The open connection a request came on: the one from its client's address and port."""
+        remote = (environ.get("REMOTE_ADDR"), environ.get("REMOTE_PORT"))
+        with self.open_lock:
+            for connection in self.open_connections:
+                if (connection.remote_addr, str(connection.remote_port)) == remote:
+                    return connection
+        return None
+
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        """To logging, not stderr: an exception from the application is an error with its traceback, and cheroot's
+        notes below a warning (a client gone away) are debug lines, which the demo's INFO log leaves out. cheroot
+        logs no line per request."""
+        level = level if level >= logging.WARNING else logging.DEBUG
+        log.log(level, "%s simulator: %s", self.simulator, msg, exc_info=traceback)
+
+
 class SimulatorServer:
     """Base class: subclasses implement :meth:`handle` (and may add control routes with :meth:`control`)."""
 
@@ -110,7 +255,7 @@ class SimulatorServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port
-        self._server: BaseWSGIServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._faults: list[Fault] = []
@@ -118,18 +263,24 @@ class SimulatorServer:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> SimulatorServer:
-        self._server = make_server(self.host, self.port, self.wsgi, threaded=True)
-        self._server.daemon_threads = True
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"sim-{self.name}", daemon=True)
-        self._thread.start()
+        """Listen on ``host``:``port`` (port 0: a free one, then ``port`` says which) and serve; listening when this
+        returns."""
+        server = _Server(self.host, self.port, self.wsgi, self.name)
+        self._thread = server.launch(f"sim-{self.name}")
+        self._server = server
+        self.port = server.bind_addr[1]
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Go down at once, as a provider outage looks: every connection is closed (a client holding a kept-alive
+        one finds it closed, one waiting for an answer gets none) and the port refuses connections. The port can be
+        bound again straight away: start() after stop() serves on the same one."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.drop_connections()
+        server.stop()  # stops accepting, closes the listening socket and the idle connections, ends the workers
+        server.drop_connections()  # any accepted while it stopped
 
     def __enter__(self) -> SimulatorServer:
         return self.start()
@@ -185,6 +336,7 @@ class SimulatorServer:
             query=dict(request.args),
             headers={k: v for k, v in request.headers.items()},
             body=body,
+            remote=f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}",
         )
         with self._lock:
             self.journal.append(record)
@@ -194,7 +346,12 @@ class SimulatorServer:
                 time.sleep(fault.seconds)
                 return Response("late", status=504)(environ, start_response)
             if fault.kind == "reset":
-                raise ConnectionResetError("injected connection reset")
+                server = self._server
+                connection = server.connection_of(environ) if server is not None else None
+                if connection is not None:
+                    connection.abort()
+                # cheroot ends a connection that raised ECONNRESET without a word, as when a client goes away
+                raise ConnectionResetError(errno.ECONNRESET, "injected connection reset")
             status = int(fault.kind.split("_")[1])
             headers = {"Retry-After": "1"} if status == 429 else {}
             return Response(f"injected {fault.kind}", status=status, headers=headers)(environ, start_response)

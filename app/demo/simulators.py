@@ -27,8 +27,9 @@ def start_simulators(
 
 
 def quiet_access_log() -> bool:
-    """Silence werkzeug's line per request (the app's and the simulators'), unless ``RECOUP_ACCESS_LOG=1``: a
-    running demo makes thousands, and they bury its banner. Errors still show. True when silenced."""
+    """Silence werkzeug's line per request to the app, unless ``RECOUP_ACCESS_LOG=1``: a running demo makes
+    thousands, and they bury its banner (the simulators' server writes none). Errors still show. True when
+    silenced."""
     if os.environ.get("RECOUP_ACCESS_LOG", "").strip().lower() in {"1", "true", "yes", "on"}:
         return False
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -11,7 +11,6 @@ def _receiver_server():
 
 @pytest.fixture
 def receiver(_receiver_server):
-    """Our webhook endpoints' stand-in; one server per module (stopping a server costs ~0.5 s), emptied per
-    test."""
+    """Our webhook endpoints' stand-in; one server per module, emptied per test."""
     _receiver_server.reset()
     yield _receiver_server
