@@ -165,6 +165,58 @@ def latency_ms(output: str, percentile: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
+def replay(public: str, scratch: Path, connections: int, seconds: int, stored: Any,
+           expected: int) -> tuple[subprocess.Popen[str], float, float | None]:
+    """wrk replaying the recorded requests (scratch/requests.lua) once each against ``public``, until ``stored()``
+    counts ``expected`` (or wrk's time is up): (wrk, when it began, when the last was stored or None)."""
+    started = time.monotonic()
+    load = subprocess.Popen(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "30s",
+         "-s", str(ROOT / "bench" / "wrk" / "replay.lua"), public],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "RECOUP_WRK_DATA": str(scratch / "requests.lua"), "RECOUP_WRK_THREADS": "2"},
+    )
+    while load.poll() is None:
+        if stored() >= expected:
+            return load, started, time.monotonic()
+        time.sleep(0.05)
+    return load, started, None
+
+
+def replay_result(output: str) -> dict[str, str]:
+    """What bench/wrk/replay.lua's last line says (answered, non2xx, p50_ms, ...)."""
+    return dict(re.findall(r"(\w+)=([\d.]+)", output.split("RESULT", 1)[1])) if "RESULT" in output else {}
+
+
+def stop_replay(load: subprocess.Popen[str]) -> str:
+    """wrk stopped once the last answers are back: what it printed."""
+    time.sleep(0.5)  # the last answers on their way back to wrk
+    load.send_signal(signal.SIGINT)
+    return load.communicate(timeout=60)[0]
+
+
+def wait_for(url: str, status: int, workers: int) -> None:
+    """Until every gunicorn worker has booted: a run of ``status`` answers from ``url`` in a row."""
+    import requests
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if all(requests.get(url, timeout=5).status_code == status for _ in range(4 * workers)):
+                return
+        except requests.RequestException:
+            time.sleep(0.5)
+    raise SystemExit(f"gunicorn did not answer {url} within two minutes")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1500, help="SMS and WhatsApp messages whose statuses replay")
@@ -172,6 +224,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, help="gunicorn worker processes (default: gunicorn.conf.py's)")
     parser.add_argument("--threads", type=int, help="threads per gunicorn worker (default: gunicorn.conf.py's)")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--worker-nice", type=int, default=10,
+                        help="the RQ worker's niceness (docs/operations.md: below the web processes on a shared host)")
     parser.add_argument("--seconds", type=int, default=120, help="the most the webhook replay may take")
     args = parser.parse_args()
     import runpy
@@ -190,6 +244,7 @@ def main() -> int:
     from app.models import GatewayAccount, InboundEvent, MessageEvent, RecoveryCase
     from app.outbox import whatsapp_users
     from app.outbox.run import dispatch_due
+    from bench import bare_intake
     from sandbox.nmi.server import NmiSimulator
     from tests.providers import ChannelSimulators
     from tests.seeds import seed_due_messages
@@ -240,6 +295,11 @@ def main() -> int:
         statuses = sum(statuses_in(r) for r in recorded)
         nmi_hooks = sum(1 for r in recorded if r["path"].startswith("/hooks/nmi"))
         write_lua(recorded, scratch / "requests.lua")
+        if os.environ.get("RECOUP_BENCH_DEBUG"):  # the requests, for a profile of one endpoint in a process of its own
+            import base64
+
+            (scratch / "requests.json").write_text(json.dumps(
+                [{**r, "body": base64.b64encode(r["body"]).decode()} for r in recorded]))
         if os.environ.get("RECOUP_BENCH_PROFILE"):  # where a webhook's time goes, in this process
             import cProfile
             import pstats
@@ -271,18 +331,7 @@ def main() -> int:
              "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=(scratch / "gunicorn.log").open("wb"), stderr=subprocess.STDOUT,
         )
-        import requests
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # every worker booted: a run of answers in a row
-            try:
-                answers = [requests.get(f"{public}/healthz", timeout=5).status_code for _ in range(4 * args.workers)]
-                if all(status == 200 for status in answers):
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
-            raise SystemExit("gunicorn did not answer /healthz within two minutes")
+        wait_for(f"{public}/healthz", 200, args.workers)
         wrk(f"{public}/healthz", threads=2, connections=args.connections, seconds=3)  # warm every worker
         pids = server_pids(gunicorn.pid)
         cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
@@ -320,7 +369,8 @@ def main() -> int:
                 finally:
                     db.session.remove()
 
-        worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT, env=env,
+        worker = subprocess.Popen(["nice", "-n", str(args.worker_nice), sys.executable, "-m", "flask", "--app", "wsgi",
+                                   "worker"], cwd=ROOT, env=env,
                                   stdout=(scratch / "worker.log").open("wb"), stderr=subprocess.STDOUT)
 
         def worker_cpu() -> float:
@@ -332,24 +382,11 @@ def main() -> int:
 
         cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
         worker_before = worker_cpu()
-        replay_started = time.monotonic()
-        load = subprocess.Popen(
-            ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "--timeout", "30s",
-             "-s", str(ROOT / "bench" / "wrk" / "replay.lua"), public],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "RECOUP_WRK_DATA": str(scratch / "requests.lua"), "RECOUP_WRK_THREADS": "2"},
-        )
-        finished_at = applied_at = None
-        while load.poll() is None and finished_at is None:
-            if stored() >= len(recorded):
-                finished_at = time.monotonic()
-                break
-            time.sleep(0.05)
+        load, replay_started, finished_at = replay(public, scratch, args.connections, args.seconds, stored,
+                                                   len(recorded))
         hooks_cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
         worker_during = worker_cpu() - worker_before
-        time.sleep(0.5)  # the last answers on their way back to wrk
-        load.send_signal(signal.SIGINT)
-        hooks = load.communicate(timeout=60)[0]
+        hooks = stop_replay(load)
         drain_deadline = time.monotonic() + args.seconds
         while time.monotonic() < drain_deadline:
             events, inbound, _ = effects()
@@ -364,9 +401,41 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
         events, inbound, cases = effects()
+        stop_server(gunicorn)  # its CPU is the baseline's now
+        gunicorn = None
+
+        # the baseline: the same replay against the least a stored webhook can cost (bench/bare_intake.py)
+        bare_port = free_port()
+        bare_server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "python:bench.bare_intake", "--workers", str(args.workers),
+             "--threads", str(args.threads), "--bind", f"127.0.0.1:{bare_port}", "--log-level", "warning",
+             "bench.bare_intake:app"],
+            cwd=ROOT, env=env, stdout=(scratch / "bare.log").open("wb"), stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{bare_port}/", 404, args.workers)
+            bare_pids = server_pids(bare_server.pid)
+
+            def bare_stored() -> int:
+                with app.app_context():
+                    try:
+                        return db.session.scalar(sa.select(sa.func.count()).select_from(InboundEvent).where(
+                            InboundEvent.event_type == bare_intake.EVENT_TYPE)) or 0
+                    finally:
+                        db.session.remove()
+
+            cpu_before = {name: cpu_seconds(p) for name, p in bare_pids.items()}
+            load, bare_started, bare_finished = replay(f"http://127.0.0.1:{bare_port}", scratch, args.connections,
+                                                       args.seconds, bare_stored, len(recorded))
+            bare_cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in bare_pids.items()}
+            bare_out = stop_replay(load)
+        finally:
+            stop_server(bare_server)
+        bare_result = replay_result(bare_out)
+        bare_rate = int(bare_result.get("answered", 0)) / ((bare_finished or time.monotonic()) - bare_started)
         if os.environ.get("RECOUP_BENCH_DEBUG"):
             print(trivial, hooks, (scratch / "gunicorn.log").read_text(errors="replace")[-5000:], sep="\n")
-        result = dict(re.findall(r"(\w+)=([\d.]+)", hooks.split("RESULT", 1)[1])) if "RESULT" in hooks else {}
+        result = replay_result(hooks)
         answered, non2xx = int(result.get("answered", 0)), int(result.get("non2xx", 0))
         # from the replay's start to the moment the database held every webhook (polled every 0.05 s)
         seconds = (finished_at or time.monotonic()) - replay_started
@@ -383,6 +452,9 @@ def main() -> int:
               f"p99 {latency_ms(trivial, '99'):6.2f} ms")
         print(f"webhooks     {hooks_rate:9.1f} req/s   p50 {float(result.get('p50_ms', 0)):6.2f} ms   "
               f"p99 {float(result.get('p99_ms', 0)):6.2f} ms   ({answered} answered in {seconds:.1f} s)")
+        print(f"bare intake  {bare_rate:9.1f} req/s   p50 {float(bare_result.get('p50_ms', 0)):6.2f} ms   "
+              f"p99 {float(bare_result.get('p99_ms', 0)):6.2f} ms   (bench/bare_intake.py: body stored, nothing else; "
+              f"{int(bare_result.get('non2xx', 0))} non-2xx)")
         print(f"applied      {len(recorded) / applied_seconds:9.1f} webhooks/s by one worker, alongside "
               f"({'all' if applied_at else 'NOT all'} applied {applied_seconds:.1f} s after the replay began)")
         trivial_n = trivial_rate * 10
@@ -390,13 +462,17 @@ def main() -> int:
             f"{name} {1000 * trivial_cpu[name] / max(trivial_n, 1):.2f} ms /healthz, "
             f"{1000 * hooks_cpu[name] / max(len(recorded), 1):.2f} ms webhook" for name in pids)
             + f"; worker {1000 * worker_total / max(len(recorded), 1):.2f} ms webhook applied "
-              f"({1000 * worker_during / max(len(recorded), 1):.2f} of it while the webhooks came in)")
+              f"({1000 * worker_during / max(len(recorded), 1):.2f} of it while the webhooks came in); bare intake "
+              + ", ".join(f"{name} {1000 * bare_cpu[name] / max(len(recorded), 1):.2f} ms" for name in bare_pids))
         print(f"non-2xx answers: {non2xx}; lost: {lost_status} status event(s), {lost_nmi} NMI failure(s) "
               f"({inbound} NMI failures applied, {cases} cases)")
         ok_rate, ok_errors = ratio >= TARGET_RATIO, not non2xx and answered == len(recorded)
         ok_lost = lost_status == 0 and lost_nmi == 0 and cases == nmi_hooks
         print(f"\nwebhooks vs /healthz: {ratio:.2f} (target >= {TARGET_RATIO:g}): "
               f"{'meets the target' if ok_rate else 'MISSES the target'}")
+        print(f"bare intake vs /healthz: {bare_rate / (trivial_rate or 1e-9):.2f} (the most any webhook endpoint "
+              f"storing before its answer could reach on this stack); webhooks vs bare intake: "
+              f"{hooks_rate / (bare_rate or 1e-9):.2f}")
         print(f"errors and losses: {'none' if ok_errors and ok_lost else 'SOME'}")
         if not (ok_errors and ok_lost):
             print((scratch / "gunicorn.log").read_text(errors="replace")[-3000:])
@@ -406,11 +482,7 @@ def main() -> int:
         if worker is not None and worker.poll() is None:
             worker.kill()
         if gunicorn is not None:
-            gunicorn.send_signal(signal.SIGTERM)
-            try:
-                gunicorn.wait(20)
-            except subprocess.TimeoutExpired:
-                gunicorn.kill()
+            stop_server(gunicorn)
         sims.stop()
         if os.environ.get("RECOUP_BENCH_DEBUG"):
             print(f"logs kept in {scratch}")
