@@ -8,14 +8,11 @@ module. Nothing here touches the database, Flask or the network.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
-
-import requests
 
 from rules.vocabulary import Channel  # its home is the shared vocabulary; senders and their callers find it here
 
@@ -245,26 +242,3 @@ def require_channel(message: OutboundMessage, channel: Channel) -> None:
     if not message.to:
         raise InvalidMessageError("the message has no recipient")
 
-
-#: connections kept open per provider host: at least as many as a worker's sends in flight (DISPATCH_CONCURRENCY,
-#: default 32); requests keeps 10, and every connection over that was closed after its answer and opened again
-#: for the next send (a TCP, and with HTTPS a TLS, handshake each)
-KEPT_CONNECTIONS = 128
-
-
-def provider_session(url: str) -> requests.Session:
-    """A ``requests`` session for one provider's API at ``url``. The environment's proxy settings (``HTTPS_PROXY``,
-    ``NO_PROXY``, ...) and CA bundle are read once, here: with ``trust_env`` on, requests re-reads the whole
-    environment on every request, which costs more CPU than the rest of a send. Up to :data:`KEPT_CONNECTIONS`
-    connections are kept alive."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=KEPT_CONNECTIONS)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    proxies = requests.utils.get_environ_proxies(url)  # empty when NO_PROXY covers the host
-    session.trust_env = False
-    session.proxies.update(proxies)
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    return session

@@ -46,9 +46,9 @@ from app.channels.base import (
     StatusUpdate,
     WebhookPayloadError,
     detect_keyword,
-    provider_session,
     require_channel,
 )
+from app.channels.http import post, provider_session
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,7 @@ class TwilioSender:
         while True:
             attempt += 1
             try:
-                response = self.session.post(
-                    self.messages_url, data=data, headers=headers, timeout=self.timeout
-                )
+                response = post(self.session, self.messages_url, data=data, headers=headers, timeout=self.timeout)
             except requests.ConnectionError as exc:
                 if _request_never_sent(exc) and attempt < self.max_attempts:
                     self._sleep(self._delay(attempt))

@@ -45,9 +45,9 @@ from app.channels.base import (
     TemplateParam,
     WebhookPayloadError,
     detect_keyword,
-    provider_session,
     require_channel,
 )
+from app.channels.http import post, provider_session
 from app.channels.sms import _request_never_sent
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ class WhatsAppSender:
         while True:
             attempt += 1
             try:
-                response = self.session.post(self.messages_url, json=payload, timeout=self.timeout)
+                response = post(self.session, self.messages_url, json_body=payload, timeout=self.timeout)
             except requests.ConnectionError as exc:
                 if _request_never_sent(exc):
                     if attempt < self.max_attempts:
