@@ -17,7 +17,7 @@ at least 0.5 of ``/healthz``), p50/p99 latency, the rate at which the worker app
 events (target: 0 and 0).
 
     .venv/bin/python bench/webhooks.py [--messages 1500] [--nmi 1000] [--workers N] [--threads N]
-                                       [--connections 32] [--seconds 120] [--worker-nice 0]
+                                       [--connections 32] [--seconds 120] [--worker-nice 0] [--apply-after]
 
 gunicorn runs as a deployment does, with gunicorn.conf.py (gthread workers; workers and threads from it unless
 given).
@@ -232,6 +232,8 @@ def main() -> int:
     parser.add_argument("--worker-nice", type=int, default=0,
                         help="the RQ worker's niceness (0: as the web processes)")
     parser.add_argument("--seconds", type=int, default=120, help="the most the webhook replay may take")
+    parser.add_argument("--apply-after", action="store_true",
+                        help="start the worker once every webhook is stored: the web processes' rate on their own")
     args = parser.parse_args()
     import runpy
 
@@ -374,9 +376,10 @@ def main() -> int:
                 finally:
                     db.session.remove()
 
-        worker = subprocess.Popen(["nice", "-n", str(args.worker_nice), sys.executable, "-m", "flask", "--app", "wsgi",
-                                   "worker"], cwd=ROOT, env=env,
-                                  stdout=(scratch / "worker.log").open("wb"), stderr=subprocess.STDOUT)
+        def start_worker() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(["nice", "-n", str(args.worker_nice), sys.executable, "-m", "flask", "--app",
+                                     "wsgi", "worker"], cwd=ROOT, env=env,
+                                    stdout=(scratch / "worker.log").open("wb"), stderr=subprocess.STDOUT)
 
         def worker_cpu() -> float:
             """The worker's CPU so far, its work-horses' included (running or reaped)."""
@@ -385,12 +388,15 @@ def main() -> int:
             assert worker is not None
             return cpu_seconds([worker.pid, *descendants(worker.pid)])
 
+        worker = None if args.apply_after else start_worker()
         cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
-        worker_before = worker_cpu()
+        worker_before = worker_cpu() if worker is not None else 0.0
         load, replay_started, finished_at = replay(public, scratch, args.connections, args.seconds, stored,
                                                    len(recorded))
         hooks_cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
-        worker_during = worker_cpu() - worker_before
+        worker_during = worker_cpu() - worker_before if worker is not None else 0.0
+        if worker is None:  # --apply-after: the webhooks wait in the inbox (the dispatch sweep, or this worker)
+            worker = start_worker()
         hooks = stop_replay(load)
         drain_deadline = time.monotonic() + args.seconds
         while time.monotonic() < drain_deadline:
@@ -452,7 +458,8 @@ def main() -> int:
         print(f"recorded: {len(recorded)} webhook requests ({statuses} delivery statuses in "
               f"{len(recorded) - nmi_hooks} Twilio/WhatsApp requests, {nmi_hooks} NMI failures); gunicorn "
               f"(gunicorn.conf.py: {deployed['worker_class']}) {args.workers} workers x {args.threads} threads, "
-              f"wrk 2 threads x {args.connections} connections, one RQ worker; {os.cpu_count()} CPUs")
+              f"wrk 2 threads x {args.connections} connections, one RQ worker"
+              f"{' started once every webhook was stored' if args.apply_after else ''}; {os.cpu_count()} CPUs")
         print(f"/healthz     {trivial_rate:9.1f} req/s   p50 {latency_ms(trivial, '50'):6.2f} ms   "
               f"p99 {latency_ms(trivial, '99'):6.2f} ms")
         print(f"webhooks     {hooks_rate:9.1f} req/s   p50 {float(result.get('p50_ms', 0)):6.2f} ms   "
