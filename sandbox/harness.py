@@ -358,6 +358,7 @@ class SimulatorServer:
         try:
             response = self.handle(request)
         except Exception as exc:  # a simulator bug must look like a provider 500, and be visible
+            log.error("%s simulator: %s %s failed", self.name, request.method, request.path, exc_info=exc)
             response = Response(f"simulator error: {exc!r}", status=500)
         return response(environ, start_response)
 

@@ -168,3 +168,17 @@ def test_errors_go_to_logging_with_their_traceback_and_nothing_to_stderr(caplog,
     [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "a bug in a control route" in error.getMessage() and error.exc_info is not None
     assert capfd.readouterr().err == ""
+
+
+def test_a_bug_in_a_simulators_handler_is_a_500_and_logged_with_its_traceback(caplog):
+    class Buggy(SimulatorServer):
+        name = "buggy"
+
+        def handle(self, request):
+            raise KeyError("a bug in handle")
+
+    with Buggy() as sim, caplog.at_level(logging.INFO, logger="sandbox.harness"):
+        answer = requests.post(f"{sim.url}/api/x", data=b"{}", timeout=5)
+    assert answer.status_code == 500 and "a bug in handle" in answer.text
+    [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "buggy simulator: POST /api/x failed" in error.getMessage() and error.exc_info is not None
