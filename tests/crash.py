@@ -41,6 +41,15 @@ def start_worker(env: dict[str, str], log_path: Path, prefix: tuple[str, ...] = 
     )
 
 
+def run_worker_burst(env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``flask worker --burst``: every job waiting run through the real CLI and RQ, then the worker exits (its exit
+    status checked; its output returned)."""
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
 def descendants(pid: int) -> list[int]:
     """Processes started under ``pid`` (RQ forks a work-horse per job and puts it in a session of its own)."""
     children: dict[int, list[int]] = {}

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import requests
@@ -21,11 +18,10 @@ from app.recovery.policies import activate_text
 from rules.timing import next_send_time
 from sandbox.nmi.server import NmiSimulator
 from tests import backends
+from tests.crash import run_worker_burst
 from tests.e2e.harness import LiveServer
 from tests.providers import ChannelSimulators
 from workers import jobs
-
-ROOT = Path(__file__).resolve().parents[2]
 
 POLICY = """policy "e2e"
   segment everyone when transaction.amount >= 0 USD
@@ -61,12 +57,6 @@ def reachable_place(now: datetime) -> dict[str, str | None]:
         if result.send_at is not None and (result.send_at - now).total_seconds() < 30 * 60:
             return place
     pytest.skip("no sample place may be contacted at this hour")
-
-
-def run_worker(env: dict[str, str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
 
 
 @pytest.mark.slow
@@ -105,9 +95,9 @@ def test_a_failed_payment_is_recovered_through_an_email_link(app, db, backend, p
                    "NMI_COLLECT_JS_URL": f"{nmi.url}/token/Collect.js"}
             queue = RQQueue(backends.REDIS_URL)
             queue.enqueue(jobs.fetch_account, account.id, queue="high")
-            run_worker(env)  # fetch, then the plan job the fetch enqueued
+            run_worker_burst(env)  # fetch, then the plan job the fetch enqueued
             queue.enqueue(jobs.dispatch_due, queue="urgent")
-            run_worker(env)
+            run_worker_burst(env)
 
             [mail] = channels.smtp.received("zoe@example.com")
             body = str(mail)

@@ -2,10 +2,7 @@
 days; then the same with a fifth of the simulator's answers failing, fetched by a real RQ worker process."""
 
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,9 +12,9 @@ from app.ingest.transactions import fetch_account
 from app.models import Customer, FetchCursor, RecoveryCase, Transaction
 from sandbox.nmi.server import NmiSimulator
 from tests import backends
+from tests.crash import run_worker_burst
 from workers import jobs
 
-ROOT = Path(__file__).resolve().parents[2]
 N = int(os.environ.get("RECOUP_SCALE_N", "10000"))
 CLIENT = {
     "timeout": [2.0, 1.5],
@@ -115,15 +112,7 @@ def test_with_a_fifth_of_calls_failing_repeated_worker_fetches_get_everything_on
     while time.time() < deadline:
         runs += 1
         queue.enqueue(jobs.fetch_account, account.id, queue="high")
-        done = subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        done = run_worker_burst(env, timeout=600)
         logs.append(done.stderr[-2000:])
         db.session.rollback()  # end our snapshot: MariaDB reads are REPEATABLE READ
         cursor = db.session.scalar(

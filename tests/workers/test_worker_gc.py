@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests import backends
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.redis
@@ -26,6 +21,7 @@ def test_a_job_runs_in_a_worker_whose_collector_is_settled(app, db, backend, pyt
 
     from app.ops.runtime import GC_THRESHOLDS
     from app.queue import RQQueue
+    from tests.crash import run_worker_burst
     from tests.workers.gc_probe import report
 
     redis = Redis.from_url(backends.REDIS_URL)
@@ -33,9 +29,7 @@ def test_a_job_runs_in_a_worker_whose_collector_is_settled(app, db, backend, pyt
     RQQueue(backends.REDIS_URL).enqueue(report, backends.REDIS_URL, "recoup-test:gc", queue="low")
     env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"], "REDIS_URL": backends.REDIS_URL,
            "SECRET_KEY": app.config["SECRET_KEY"]}
-    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_worker_burst(env)
     seen = redis.get("recoup-test:gc")
     assert seen is not None, f"the job did not run: {done.stderr[-3000:]}"
     found = json.loads(seen)
