@@ -31,14 +31,20 @@ def autocommit_engine() -> sa.Engine:
         twin = _engines.get(engine)
         if twin is None:
             options = current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
-            twin = _engines[engine] = sa.create_engine(
-                engine.url, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True, pool_pre_ping=False,
-                pool_reset_on_return=None, pool_recycle=1800, pool_size=options.get("pool_size", 20),
-                max_overflow=options.get("max_overflow", 20), connect_args=options.get("connect_args", {}),
+            twin = _engines[engine] = one_round_trip_engine(
+                engine.url, pool_size=options.get("pool_size", 20), max_overflow=options.get("max_overflow", 20),
+                connect_args=options.get("connect_args", {}),
             )
             # its connections go with the app's engine's: kept, they would hold server connections for ever
             sa.event.listen(engine, "engine_disposed", _dispose_twin)
     return twin
+
+
+def one_round_trip_engine(url: str | sa.URL, **options: Any) -> sa.Engine:
+    """An engine of kept autocommit connections used without a ping before and a rollback after: a statement is one
+    round trip and its own transaction (``options``: pool sizes, connect_args)."""
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True, pool_pre_ping=False,
+                            pool_reset_on_return=None, pool_recycle=1800, **options)
 
 
 def _dispose_twin(engine: sa.Engine) -> None:

@@ -18,11 +18,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import sqlalchemy as sa
-
 from app.group_commit import GroupWriter
 from app.inbox import WRITE_BATCH, WRITE_TIMEOUT_SECONDS, _write
 from app.models.types import utcnow
+from app.writes import one_round_trip_engine
 
 EVENT_TYPE = "bare"  # the rows it stores, counted by the bench (and never applied: stored as processed)
 
@@ -50,8 +49,7 @@ def writer() -> GroupWriter[dict[str, Any], tuple[int, bool]]:
     global _writer
     with _guard:
         if _writer is None or _writer.pid != os.getpid():
-            engine = sa.create_engine(os.environ["DATABASE_URL"], isolation_level="AUTOCOMMIT",
-                                      skip_autocommit_rollback=True, pool_pre_ping=False, pool_reset_on_return=None)
+            engine = one_round_trip_engine(os.environ["DATABASE_URL"])
             _writer = GroupWriter("bare", engine, _write, batch=WRITE_BATCH, timeout=WRITE_TIMEOUT_SECONDS)
         return _writer
 
